@@ -1,0 +1,93 @@
+"""``crossattn``: the command-line front. Only argparse lives here; each sub-command's work is in
+``crossattn/commands/<name>.py``, imported when that command runs, so ``crossattn --help`` never
+imports torch or diffusers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+PROG = "crossattn"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``crossattn: error: ...``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (seeds)."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return value
+
+
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
+    p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
+    p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
+    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image; image i uses seed+i (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale; 1 = unguided (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
+    p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
+    p.add_argument("--upscale", type=positive_int, metavar="K", help="also write a K× nearest-neighbour upscaled copy")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.set_defaults(command_module="generate")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    add_generate(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command_module"):
+        parser.print_help()
+        return 2
+    warnings.showwarning = _one_line_warning
+    module = importlib.import_module(f"crossattn.commands.{args.command_module}")
+    try:
+        return module.run(args) or 0
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        sys.stderr.write(f"{PROG}: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Safe file writing: atomic writes (temp file in the same folder, then rename), no silent
+overwrites, and the names and hashes every output carries."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class ExistsError(FileExistsError):
+    """An output would replace a file the user did not ask to replace."""
+
+
+def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
+    """Raise :class:`ExistsError` listing every path that exists, unless ``overwrite``."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ExistsError(f"will not overwrite existing {', '.join(existing)} (pass --overwrite to replace)")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path``.
+
+    A crash mid-write leaves either the old file or none, never a half-written one.
+    The temp file keeps ``path``'s suffix, so writers that look at it (Pillow) still work.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``path``; on success it replaces ``path`` (old one removed last).
+
+    Used for checkpoints and model folders: an interrupted write leaves the previous folder intact.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A file-name-safe version of a prompt: ``"A red circle!"`` → ``"a-red-circle"``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "unconditional"
+
+
+def folder_hash(folder: str | Path, length: int = 16) -> str:
+    """SHA-256 over every file's relative path and bytes, in sorted order (content hash of a model)."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode())
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:length]

@@ -1,0 +1,190 @@
+"""``CrossAttnPipeline``: prompt → CLIP text states → guided denoising loop → image.
+
+A ``diffusers.DiffusionPipeline`` with four components (``unet``, ``text_encoder``,
+``tokenizer``, ``scheduler``), so ``save_pretrained`` / ``from_pretrained`` give the usual
+diffusers folder. Pixel space: there is no VAE, the U-Net denoises the RGB image itself.
+
+Batch layout under classifier-free guidance (Ho & Salimans, 2022): the U-Net sees
+``[negative/unconditional (B), conditional (B)]`` stacked along the batch, the same order as
+diffusers' Stable Diffusion pipelines, so attention hooks can tell the halves apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Callable
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class CrossAttnPipeline(DiffusionPipeline):
+    """Text-to-image sampling with a pixel-space ``UNet2DConditionModel`` and a ``CLIPTextModel``."""
+
+    model_cpu_offload_seq = "text_encoder->unet"
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        # Maps [-1, 1] tensors to PIL / numpy / torch outputs; no resizing in pixel space.
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def downsample_factor(self) -> int:
+        """Height and width must be multiples of this."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the text encoder reads, ``<|startoftext|>`` and ``<|endoftext|>`` included."""
+        return min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+
+    def set_scheduler(self, name: str) -> None:
+        """Switch the sampler by name (``ddpm``, ``ddim``, ``dpm++``, ``euler``), keeping the schedule."""
+        from .loading import set_scheduler
+
+        set_scheduler(self, name)
+
+    # ------------------------------------------------------------------ text
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP text states for each prompt: ``(B, T, D)`` with T = :attr:`max_length`."""
+        self._warn_truncated(prompts)
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        ).input_ids  # (B, T)
+        return self.text_encoder(ids.to(self._execution_device))[0]  # (B, T, D)
+
+    def _warn_truncated(self, prompts: list[str]) -> None:
+        """Warn, naming the dropped words, when a prompt is longer than the text encoder reads."""
+        keep = self.max_length - 2  # room left by <|startoftext|> and <|endoftext|>
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+            if len(ids) > keep:
+                dropped = self.tokenizer.decode(ids[keep:]).strip()
+                warnings.warn(
+                    f"prompt {prompt!r} is longer than the {self.max_length} tokens the text encoder "
+                    f"reads; dropped: {dropped!r}",
+                    stacklevel=3,
+                )
+
+    # ------------------------------------------------------------------ checks
+
+    def check_inputs(self, prompts, negative, steps, height, width, output_type, generator, images_per_prompt=1) -> None:
+        """Raise ``ValueError`` naming the bad value and what is accepted."""
+        if not all(isinstance(p, str) for p in prompts) or not prompts:
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}")
+        if negative is not None and len(negative) != len(prompts):
+            raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts; give one or one each")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"num_inference_steps must be a whole number >= 1, got {steps!r}")
+        f = self.downsample_factor
+        if height % f or width % f or height <= 0 or width <= 0:
+            raise ValueError(f"height and width must be positive multiples of {f} for this U-Net, got {height}x{width}")
+        if isinstance(generator, list) and len(generator) not in (1, len(prompts) * images_per_prompt):
+            raise ValueError(
+                f"{len(generator)} generators for {len(prompts) * images_per_prompt} images; give one or one per image"
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type {output_type!r}; accepted: {', '.join(OUTPUT_TYPES)}")
+        for p in prompts:
+            if not p.strip():
+                warnings.warn("empty prompt: sampling unconditionally", stacklevel=3)
+
+    # ------------------------------------------------------------------ sampling pieces
+
+    def prepare_latents(self, batch: int, height: int, width: int, generator, dtype) -> torch.Tensor:
+        """Initial noise ``(B, C, H, W)`` scaled by the scheduler's ``init_noise_sigma``."""
+        shape = (batch, self.unet.config.in_channels, height, width)
+        noise = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
+        return noise * self.scheduler.init_noise_sigma
+
+    def step_kwargs(self, generator) -> dict[str, Any]:
+        """Pass the generator to schedulers whose ``step`` draws noise (DDPM, ancestral)."""
+        accepted = inspect.signature(self.scheduler.step).parameters
+        return {"generator": generator} if "generator" in accepted else {}
+
+    def predict_noise(self, latents, t, text_states, guidance_scale: float) -> torch.Tensor:
+        """The U-Net's prediction for one step, guided when ``guidance_scale > 1``."""
+        guided = guidance_scale > 1
+        model_input = torch.cat([latents] * 2) if guided else latents  # (2B or B, C, H, W)
+        model_input = self.scheduler.scale_model_input(model_input, t)
+        pred = self.unet(model_input, t, encoder_hidden_states=text_states).sample
+        if not guided:
+            return pred
+        uncond, cond = pred.chunk(2)  # each (B, C, H, W)
+        return uncond + guidance_scale * (cond - uncond)
+
+    # ------------------------------------------------------------------ main entry
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        """Sample images for ``prompt``.
+
+        ``callback_on_step_end(pipe, step, t, kwargs)`` is called after every scheduler step
+        with ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs``
+        (default ``["latents"]``); returned tensors replace them, as in diffusers.
+        Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+        height = height or self.unet.config.sample_size
+        width = width or self.unet.config.sample_size
+        self.check_inputs(
+            prompts, negative, num_inference_steps, height, width, output_type, generator, num_images_per_prompt
+        )
+        bad = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback tensor inputs {sorted(bad)}; accepted: {self._callback_tensor_inputs}")
+        if negative is not None and guidance_scale <= 1:
+            warnings.warn("negative_prompt has no effect with guidance_scale <= 1", stacklevel=2)
+        negative = negative or [""] * len(prompts)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negative = [n for n in negative for _ in range(num_images_per_prompt)]
+
+        text_states = self.encode_prompt(prompts)  # (B, T, D)
+        if guidance_scale > 1:
+            text_states = torch.cat([self.encode_prompt(negative), text_states])  # (2B, T, D)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        latents = self.prepare_latents(len(prompts), height, width, generator, text_states.dtype)
+        latents = self.denoise(latents, text_states, guidance_scale, generator, callback_on_step_end,
+                               callback_on_step_end_tensor_inputs or ["latents"])
+
+        image = self.image_processor.postprocess(latents.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=image) if return_dict else (image,)
+
+    def denoise(self, latents, text_states, guidance_scale, generator, callback, callback_inputs):
+        """The sampling loop: predict, guide, step; call back after every step."""
+        extra = self.step_kwargs(generator)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            pred = self.predict_noise(latents, t, text_states, guidance_scale)
+            latents = self.scheduler.step(pred, t, latents, **extra).prev_sample
+            if callback is not None:
+                local = {"latents": latents, "prompt_embeds": text_states}
+                out = callback(self, i, t, {k: local[k] for k in callback_inputs}) or {}
+                latents = out.get("latents", latents)
+        return latents
