@@ -44,9 +44,19 @@ def add_generate(sub) -> None:
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image; image i uses seed+i (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the first image; image i uses seed+i (default: %(default)s)",
+    )
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale; 1 = unguided (default: %(default)s)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=4.0,
+        help="classifier-free guidance scale; 1 = unguided (default: %(default)s)",
+    )
     p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
     p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
     p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (default: %(default)s)")

@@ -154,4 +154,3 @@ def build_components(
     tokenizer = load_tokenizer(tokenizer_path, max_length=max_len)
     scheduler = make_scheduler(cfg.default_scheduler, prediction_type=cfg.prediction_type)
     return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
-

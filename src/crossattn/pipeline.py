@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
@@ -79,7 +80,9 @@ class CrossAttnPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks
 
-    def check_inputs(self, prompts, negative, steps, height, width, output_type, generator, images_per_prompt=1) -> None:
+    def check_inputs(
+        self, prompts, negative, steps, height, width, output_type, generator, images_per_prompt=1
+    ) -> None:
         """Raise ``ValueError`` naming the bad value and what is accepted."""
         if not all(isinstance(p, str) for p in prompts) or not prompts:
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}")
@@ -170,8 +173,14 @@ class CrossAttnPipeline(DiffusionPipeline):
             text_states = torch.cat([self.encode_prompt(negative), text_states])  # (2B, T, D)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.prepare_latents(len(prompts), height, width, generator, text_states.dtype)
-        latents = self.denoise(latents, text_states, guidance_scale, generator, callback_on_step_end,
-                               callback_on_step_end_tensor_inputs or ["latents"])
+        latents = self.denoise(
+            latents,
+            text_states,
+            guidance_scale,
+            generator,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs or ["latents"],
+        )
 
         image = self.image_processor.postprocess(latents.float(), output_type=output_type)
         self.maybe_free_model_hooks()

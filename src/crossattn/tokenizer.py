@@ -26,9 +26,7 @@ VOCAB_SIZE = 49408
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from the 256 byte values to printable unicode characters."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     codes = printable[:]
     extra = 0
@@ -37,7 +35,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
 def read_merges(bpe_gz: str | Path) -> list[str]:
@@ -45,7 +43,8 @@ def read_merges(bpe_gz: str | Path) -> list[str]:
     path = Path(bpe_gz)
     if not path.is_file():
         raise FileNotFoundError(f"BPE merges file not found: {path}")
-    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     merges = lines[1 : NUM_MERGES + 1]
     if len(merges) != NUM_MERGES:
         raise ValueError(f"{path} has {len(merges)} merges; CLIP's file has {NUM_MERGES}")

@@ -47,7 +47,9 @@ def plan_jobs(args: argparse.Namespace, prompts: list[str]) -> list[ImageJob]:
         for i in range(args.num_images):
             stem = out / f"{slugify(prompt)}-{args.seed}-{i}"
             upscaled = stem.with_name(f"{stem.name}.x{args.upscale}.png") if args.upscale else None
-            jobs.append(ImageJob(prompt, i, args.seed + i, stem.with_suffix(".png"), stem.with_suffix(".json"), upscaled))
+            jobs.append(
+                ImageJob(prompt, i, args.seed + i, stem.with_suffix(".png"), stem.with_suffix(".json"), upscaled)
+            )
     names = [j.png for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError("two prompts give the same file name; make the prompts differ in letters or digits")
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_identity(args.model)
     for prompt in prompts:
         own = [j for j in jobs if j.prompt == prompt]
-        for job, image in zip(own, sample(pipe, prompt, own, args)):
+        for job, image in zip(own, sample(pipe, prompt, own, args), strict=True):
             meta = sidecar(job, args, scheduler_name(pipe), model, image.size)
             for path in write_image(job, image, meta):
                 print(path, flush=True)
