@@ -26,8 +26,8 @@ class LayerRecord:
 
     heads: int
     count: int = 0
-    total: torch.Tensor | None = None  # (R, heads or 1, N, K) float32 running sum
-    steps: list[torch.Tensor] = field(default_factory=list)  # per step (R, heads or 1, N, K)
+    total: torch.Tensor | None = None  # (R, heads or 1, N, K) float32 running sum (aggregated mode)
+    steps: list[torch.Tensor] = field(default_factory=list)  # per step (R, heads or 1, N, K) (per_step mode)
 
 
 class AttentionStore:
@@ -77,16 +77,17 @@ class AttentionStore:
         if not self.per_head:
             x = x.mean(dim=1, keepdim=True)  # (R, 1, N, K)
         record = self.layers.setdefault(name, LayerRecord(heads=heads))
-        record.total = x.clone() if record.total is None else record.total.add_(x)
         record.count += 1
-        if self.per_step:
+        if self.per_step:  # every step kept (the mean is taken when read)
             record.steps.append(x.clone())  # a copy, so the model's buffer is not kept alive
+        else:
+            record.total = x.clone() if record.total is None else record.total.add_(x)
 
     def halves(self) -> list[str]:
         """The guidance half of every recorded image row (``"all"`` when no pipeline call was seen)."""
         if self.images is None:
             first = next(iter(self.layers.values()), None)
-            rows = 0 if first is None or first.total is None else first.total.shape[0]
+            rows = 0 if first is None else (first.steps[0] if self.per_step else first.total).shape[0]
             return ["all"] * rows
         batch = 2 * self.images if self.guided else self.images
         return self.rows(batch)[1]

@@ -1,0 +1,108 @@
+"""Tiny models for the attention tests: our pipeline, SD-1.5- and SDXL-shaped U-Nets, a tiny
+``StableDiffusionPipeline`` from random components. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import torch
+
+from crossattn.config import ModelConfig
+
+PROMPT = "a red circle left of a blue square"
+TINY = dict(
+    resolution=16,
+    block_out_channels=(8, 16),
+    cross_attention_levels=(False, True),
+    norm_num_groups=4,
+    attention_head_dim=8,
+    text_hidden_size=16,
+    text_layers=1,
+    text_heads=2,
+)
+
+
+def tiny_pipeline(seed: int = 0):
+    """Our ``CrossAttnPipeline`` at 16×16 with 3 cross-attention layers (2 heads at 8×8)."""
+    from crossattn.loading import placeholder_pipeline
+
+    pipe = placeholder_pipeline(ModelConfig(**TINY), seed=seed)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def sd15_unet():
+    """A Stable-Diffusion-1.5-shaped latent U-Net (4 channels, cross-attention blocks), tiny."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=8,
+    )
+
+
+def sdxl_unet():
+    """An SDXL-shaped U-Net: ``text_time`` added conditioning, 2 transformer layers per block, linear projection."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 16,
+        cross_attention_dim=16,
+        norm_num_groups=8,
+    )
+
+
+def tiny_sd_pipeline():
+    """diffusers' own ``StableDiffusionPipeline`` from tiny random parts and the shipped tokenizer."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    from crossattn.model import build_text_encoder
+    from crossattn.tokenizer import load_tokenizer
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=build_text_encoder(ModelConfig(**TINY)),
+        tokenizer=load_tokenizer(max_length=16),
+        unet=sd15_unet(),
+        scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
