@@ -38,7 +38,7 @@ def draw_overlay(ax, heat, image=None, title: str | None = None, alpha: float = 
     ax.set_axis_off()
 
 
-def _figure(rows: int, cols: int, size: float = 1.8):
+def figure(rows: int, cols: int, size: float = 1.8):
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -68,7 +68,7 @@ def word_row(maps, images=None, words=None, **select):
     images = list(images) if images is not None else [None] * maps.num_images
     rows = [maps.words_for(i) if words is None else list(words) for i in range(len(images))]
     cols = max(len(r) for r in rows) + (images[0] is not None)
-    fig, axes = _figure(len(images), cols)
+    fig, axes = figure(len(images), cols)
     for i, (image, row_words) in enumerate(zip(images, rows, strict=True)):
         draw_word_row(axes[i], maps, image, row_words, image_index=i, **select)
         for ax in axes[i][len(row_words) + (image is not None) :]:
@@ -81,7 +81,7 @@ def layer_word_grid(maps, words=None, image=None, image_index: int = 0, layers=N
     """A figure: one row per cross-attention layer, one column per word."""
     words = list(words) if words is not None else maps.words_for(image_index)
     names = maps.select(layers, "cross")
-    fig, axes = _figure(len(names), len(words))
+    fig, axes = figure(len(names), len(words))
     for row, name in zip(axes, names, strict=True):
         for ax, word in zip(row, words, strict=True):
             draw_overlay(ax, maps.word_map(word, image=image_index, layers=name, **select), image, word)
@@ -98,6 +98,15 @@ def _short(name: str) -> str:
     parts = name.replace("_blocks", "").replace("_block", "").split(".")
     keep = [p for p in parts if p not in ("attentions", "transformer", "attn1", "attn2")]
     return ".".join(keep)
+
+
+def pixel_figure(maps, x: int, y: int, image=None, image_index: int = 0, **select):
+    """A figure: the self-attention map of pixel (x, y), marked with a cross."""
+    fig, axes = figure(1, 1, size=3.0)
+    ax = axes[0][0]
+    draw_overlay(ax, maps.pixel_map(x, y, image=image_index, **select), image, f"self-attention of pixel ({x}, {y})")
+    ax.plot([x], [y], marker="+", color="white", markersize=12)
+    return fig
 
 
 def heat_frame(heat, image=None, scale: int = 8, vmax: float | None = None, alpha: float = 0.55):

@@ -188,6 +188,13 @@ class AttentionMaps:
     def _num_keys(self) -> int:
         return self.tensors[self.select(None, "cross")[0]].shape[-1]
 
+    def subset(self, images: list[int]) -> AttentionMaps:
+        """The maps of some image rows only (e.g. one file per generated image)."""
+        rows = [self._image(i) for i in images]
+        tensors = {name: t[:, rows].clone() for name, t in self.tensors.items()}  # (S, len(rows), ...)
+        meta = {**self.meta, "images": [self.meta["images"][i] for i in rows]}
+        return AttentionMaps(tensors, meta)
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
