@@ -216,14 +216,13 @@ class Tracer:
         return {"kind": layer.kind, "resolution": layer.resolution, "height": h, "width": w, "heads": heads}
 
     def _image_meta(self) -> list[dict]:
-        halves = self.store.halves()
+        """Prompt, tokens and guidance half of every recorded row (uncond rows carry the negative prompt)."""
         images = []
-        for i, half in enumerate(halves):
-            b = len(halves) if self.prompts is None else len(self.prompts)
-            if self.prompts is None:
-                prompt = None
-            else:
-                prompt = self.negative_prompts[i % b] if half == "uncond" else self.prompts[i % b]
+        for i, half in enumerate(self.store.halves()):
+            prompt = None
+            if self.prompts is not None:
+                source = self.negative_prompts if half == "uncond" else self.prompts
+                prompt = source[i % len(self.prompts)]
             images.append({"prompt": prompt, "tokens": self._tokens(prompt), "half": half})
         return images
 
