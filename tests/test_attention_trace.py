@@ -142,3 +142,21 @@ def test_nothing_recorded_is_a_clear_error(pipe):
         pass
     with pytest.raises(ValueError, match="nothing was recorded"):
         tracer.maps()
+
+
+def test_text_kv_projections_are_computed_once_per_sampling_with_identical_output(pipe):
+    layer = dict(pipe.unet.named_modules())["down_blocks.1.attentions.0.transformer_blocks.0.attn2"]
+    calls = []
+    handle = layer.to_k.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        results = {}
+        for cache in (True, False):
+            calls.clear()
+            with crossattn.trace(pipe, cache_kv=cache) as tracer:
+                image = sample(pipe, steps=4)
+            results[cache] = (len(calls), image, tracer.maps().tensors)
+    finally:
+        handle.remove()
+    assert results[True][0] == 1 and results[False][0] == 4
+    assert torch.equal(results[True][1], results[False][1])
+    assert all(torch.equal(results[True][2][n], results[False][2][n]) for n in results[True][2])
