@@ -33,22 +33,28 @@ def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: What the SD-1.5- and SDXL-shaped test U-Nets share: 4-channel 8×8 latents, two levels, text width 16.
+LATENT_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    cross_attention_dim=16,
+    norm_num_groups=8,
+)
+
+
 def sd15_unet():
     """A Stable-Diffusion-1.5-shaped latent U-Net (4 channels, cross-attention blocks), tiny."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+        **LATENT_UNET,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
         attention_head_dim=2,
-        norm_num_groups=8,
     )
 
 
@@ -58,11 +64,7 @@ def sdxl_unet():
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+        **LATENT_UNET,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
@@ -71,8 +73,6 @@ def sdxl_unet():
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 16,
-        cross_attention_dim=16,
-        norm_num_groups=8,
     )
 
 

@@ -44,7 +44,18 @@ def is_traced(unet) -> bool:
 
 
 class Tracer:
-    """Context manager that records attention during sampling; see :func:`trace`."""
+    """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
+
+    ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net
+    itself). ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
+    None (all of that kind), a resolution (int, e.g. 16), a glob or regex on layer names, or a
+    list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
+    with ``per_step``). ``guidance_half``: which half of a classifier-free-guided batch to record,
+    ``"cond"`` (the prompt), ``"uncond"`` (the negative prompt) or ``"both"``. ``cache_kv`` reuses
+    each cross-attention layer's text K/V projections across steps (identical output).
+    ``tokenizer`` names the tokens when ``pipe`` has none (a bare U-Net; see :meth:`start_call`).
+    Each ``pipe(...)`` call starts a new record; :meth:`maps` returns the last one.
+    """
 
     def __init__(
         self,
@@ -234,24 +245,6 @@ class Tracer:
         return tok.convert_ids_to_tokens(ids)
 
 
-def trace(
-    pipe,
-    kind: str = "cross",
-    layers=None,
-    per_step: bool = False,
-    per_head: bool = False,
-    guidance_half: str = "cond",
-    cache_kv: bool = True,
-    tokenizer=None,
-) -> Tracer:
-    """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
-
-    ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net
-    itself). ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
-    None (all of that kind), a resolution (int, e.g. 16), a glob or regex on layer names, or a
-    list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
-    with ``per_step``). ``guidance_half``: which half of a classifier-free-guided batch to record,
-    ``"cond"`` (the prompt), ``"uncond"`` (the negative prompt) or ``"both"``. ``cache_kv`` reuses
-    each cross-attention layer's text K/V projections across steps (identical output).
-    """
-    return Tracer(pipe, kind, layers, per_step, per_head, guidance_half, cache_kv, tokenizer)
+#: ``crossattn.trace(pipe, kind="cross", layers=None, per_step=False, per_head=False,
+#: guidance_half="cond")``: the tracer class is the context manager.
+trace = Tracer
