@@ -63,6 +63,16 @@ def test_per_layer_and_resolution_selection(detailed):
         detailed.word_map("red", layers="up_blocks.9")
 
 
+def test_repr_and_self_only_maps(pipe, detailed):
+    assert repr(detailed).startswith(f"AttentionMaps(prompt={PROMPT!r}, images=1, layers=4 cross + 4 self, steps=3")
+    with crossattn.trace(pipe, kind="self", layers=8) as tracer:
+        pipe(PROMPT, num_inference_steps=1, generator=generator(), output_type="pt")
+    maps = tracer.maps()
+    assert maps.words == detailed.words and maps.pixel_map(0, 0).shape == (16, 16)
+    with pytest.raises(ValueError, match="no cross-attention layers were recorded"):
+        maps.word_map("circle")
+
+
 def test_self_attention_pixel_map(detailed):
     m = detailed.pixel_map(3, 12)
     assert m.shape == (16, 16)

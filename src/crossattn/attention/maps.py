@@ -51,6 +51,14 @@ class AttentionMaps:
         self.tensors = tensors
         self.meta = meta
 
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        return (
+            f"AttentionMaps(prompt={self.prompt(0)!r}, images={self.num_images}, "
+            f"layers={len(self.cross_layers)} cross + {len(self.self_layers)} self, steps={self.num_steps}, "
+            f"per_step={self.meta['per_step']}, per_head={self.meta['per_head']}, halves={self.halves}, size={h}x{w})"
+        )
+
     # ------------------------------------------------------------------ what was recorded
 
     @property
@@ -186,7 +194,10 @@ class AttentionMaps:
         return image
 
     def _num_keys(self) -> int:
-        return self.tensors[self.select(None, "cross")[0]].shape[-1]
+        """Text positions K the cross-attention layers saw (the tokens' count when only self-attention was kept)."""
+        if not self.cross_layers:
+            return max(len(image["tokens"] or []) for image in self.meta["images"])
+        return self.tensors[self.cross_layers[0]].shape[-1]
 
     def subset(self, images: list[int]) -> AttentionMaps:
         """The maps of some image rows only (e.g. one file per generated image)."""
