@@ -9,7 +9,8 @@ over several repeats:
   AttnProcessor diffusers' explicit reference processor on every layer (what hook-based tools
                such as DAAM / prompt-to-prompt need to read probabilities), nothing recorded
 
-and print the median time of each and its ratio to untraced (target for traced: <= 1.10).
+and print the median time of each, its ratio to the untraced median, and the paired ratio (median
+over repeats of each run ÷ the untraced run of the same repeat; target for traced: <= 1.10).
 Then check that the tracer's memory after 50 steps equals that after 10 steps (aggregated).
 
     PYTHONPATH=src python benchmarks/capture_overhead.py [--steps 20] [--repeats 5] [--threads 1]
@@ -103,11 +104,13 @@ def main() -> None:
     )
     times = time_conditions(pipe, args.steps, args.repeats, args.device)
     base = statistics.median(times["untraced"])
-    print(f"{'condition':40s} {'median s':>9s} {'ratio':>7s}   all runs (s)")
+    print(f"{'condition':40s} {'median s':>9s} {'ratio':>7s} {'paired':>7s}   all runs (s)")
     for name, values in times.items():
         median = statistics.median(values)
+        # paired: the median over repeats of (this run / the untraced run just before it), less drift
+        paired = statistics.median(v / u for v, u in zip(values, times["untraced"], strict=True))
         runs = " ".join(f"{v:.2f}" for v in values)
-        print(f"{name:40s} {median:9.3f} {median / base:7.3f}   {runs}")
+        print(f"{name:40s} {median:9.3f} {median / base:7.3f} {paired:7.3f}   {runs}")
     m10, m50 = tracer_memory(pipe, 10), tracer_memory(pipe, 50)
     p10 = tracer_memory(pipe, 10, per_step=True)
     print(f"tracer memory, aggregated: {m10} B after 10 steps, {m50} B after 50 steps -> equal: {m10 == m50}")
