@@ -69,20 +69,36 @@ def ground_words(check: CaptionCheck, word_map: Callable[[int], object | None], 
 
 
 def attention_word_map(maps, caption: str, image: int) -> Callable[[int], object | None]:
-    """``word_map(index)`` over the capture issue's ``AttentionMaps``: ``maps.word_map(word, image=i)``.
+    """``word_map(index)`` over the capture issue's ``AttentionMaps`` for image ``image``.
 
-    A word that occurs twice in the caption (two objects sharing a colour or a shape) has no
-    unambiguous map through that API, so it gives None (reported as skipped).
+    A word that occurs once uses ``maps.word_map(word, image=i)``. ``word_map`` sums every
+    occurrence, so a word that occurs twice (two objects sharing a colour or a shape) is read from
+    its own tokens (``token_map``) when the recorded tokens line up with the caption's words, and
+    gives None (reported as skipped) otherwise.
     """
     words = caption.split()
 
     def word_map(index: int):
         word = words[index]
-        if words.count(word) != 1:
+        if words.count(word) == 1:
+            return maps.word_map(word, image=image)
+        spans = token_spans(maps, image)
+        if spans is None or [w for w, _ in spans] != words:
             return None
-        return maps.word_map(word, image=image)
+        return sum(maps.token_map(t, image=image) for t in spans[index][1])
 
     return word_map
+
+
+def token_spans(maps, image: int) -> list[tuple[str, list[int]]] | None:
+    """``(word, token indices)`` of the recorded prompt, or None if the maps cannot say."""
+    try:
+        from ..attention.maps import merge_words
+    except ImportError:
+        return None
+    if not hasattr(maps, "tokens_for"):
+        return None
+    return merge_words(maps.tokens_for(image))
 
 
 def load_trace() -> tuple[Callable | None, str | None]:
