@@ -87,12 +87,17 @@ def add_eval(sub) -> None:
         "--tau", type=float, default=0.4, help="grounding threshold on the [0, 1] word map (default: %(default)s)"
     )
     p.add_argument(
-        "--batch-size", type=positive_int, default=16, help="images generated together (default: %(default)s)"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="images generated together (default: %(default)s)",
     )
     p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
     p.add_argument("--out", metavar="DIR", default="outputs/eval", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.json / failures.png")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(command_module="eval")
 
 

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         grounding=not args.no_grounding,
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # on a shared CPU, fewer threads than cores is often faster
     trace, reason = load_trace() if settings.grounding else (None, "switched off with --no-grounding")
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
     pipe.set_progress_bar_config(disable=True)
