@@ -1,40 +1,15 @@
-"""Tiny models for the attention tests: our pipeline, SD-1.5- and SDXL-shaped U-Nets, a tiny
+"""Tiny models for the attention tests (our pipeline is conftest's ``tiny_pipe``): SD-1.5- and SDXL-shaped U-Nets, a tiny
 ``StableDiffusionPipeline`` from random components. Nothing is downloaded."""
 
 from __future__ import annotations
 
 import torch
 
-from crossattn.config import ModelConfig
+from .conftest import generator, tiny_config
 
-# Tiny models run fastest on one thread; on a shared 2-core machine more threads only contend
-# (a 3-step sampling took 4.4 s with the default threads, 0.05-0.1 s with one).
-torch.set_num_threads(1)
+__all__ = ["PROMPT", "generator", "sd15_unet", "sdxl_unet", "tiny_sd_pipeline"]
 
 PROMPT = "a red circle left of a blue square"
-TINY = dict(
-    resolution=16,
-    block_out_channels=(8, 16),
-    cross_attention_levels=(False, True),
-    norm_num_groups=4,
-    attention_head_dim=8,
-    text_hidden_size=16,
-    text_layers=1,
-    text_heads=2,
-)
-
-
-def tiny_pipeline(seed: int = 0):
-    """Our ``CrossAttnPipeline`` at 16×16 with 3 cross-attention layers (2 heads at 8×8)."""
-    from crossattn.loading import placeholder_pipeline
-
-    pipe = placeholder_pipeline(ModelConfig(**TINY), seed=seed)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 #: What the SD-1.5- and SDXL-shaped test U-Nets share: 4-channel 8×8 latents, two levels, text width 16.
@@ -100,7 +75,7 @@ def tiny_sd_pipeline():
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
-        text_encoder=build_text_encoder(ModelConfig(**TINY)),
+        text_encoder=build_text_encoder(tiny_config()),
         tokenizer=load_tokenizer(max_length=16),
         unet=sd15_unet(),
         scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),

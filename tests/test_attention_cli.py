@@ -6,18 +6,17 @@ import json
 
 import pytest
 import torch
-from attention_helpers import tiny_pipeline, tiny_sd_pipeline
 from PIL import Image
 
 from crossattn.attention.maps import AttentionMaps
 from crossattn.cli import main
 
+from .attention_helpers import tiny_sd_pipeline
+
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ours")
-    tiny_pipeline().save_pretrained(folder, safe_serialization=True)
-    return folder
+def ours(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,16 @@ import json
 
 import pytest
 import torch
-from attention_helpers import PROMPT, generator, tiny_pipeline
 
 import crossattn
 from crossattn.attention.maps import AttentionMaps, merge_words
 
+from .attention_helpers import PROMPT, generator
+
 
 @pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 @pytest.fixture(scope="module")

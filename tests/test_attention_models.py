@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from attention_helpers import PROMPT, generator, sd15_unet, sdxl_unet, tiny_sd_pipeline
 
 import crossattn
 from crossattn.tokenizer import load_tokenizer
+
+from .attention_helpers import PROMPT, generator, sd15_unet, sdxl_unet, tiny_sd_pipeline
 
 
 def run_unet(unet, batch=2, **extra):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attention_helpers import PROMPT, generator, tiny_pipeline
 
 import crossattn
 from crossattn.attention.processor import CaptureProcessor
 from crossattn.attention.trace import TraceError
 
+from .attention_helpers import PROMPT, generator
+
 
 @pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 def sample(pipe, prompt=PROMPT, steps=2, seed=0, **kwargs):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from attention_helpers import PROMPT, generator, tiny_pipeline
 from PIL import Image
 
 import crossattn
 from crossattn import viz
 
+from .attention_helpers import PROMPT, generator
+
 
 @pytest.fixture(scope="module")
-def traced():
-    pipe = tiny_pipeline()
+def traced(tiny_pipe):
+    pipe = tiny_pipe
     with crossattn.trace(pipe, per_step=True) as tracer:
         images = pipe(PROMPT, num_inference_steps=3, generator=generator()).images
     return tracer.maps(), images

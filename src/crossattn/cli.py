@@ -106,6 +106,40 @@ def add_maps(sub) -> None:
     p.set_defaults(command_module="maps")
 
 
+def add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure prompt adherence and attention grounding",
+        description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
+    )
+    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    p.add_argument(
+        "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the prompt set and noise (default: %(default)s)"
+    )
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    p.add_argument(
+        "--tau", type=float, default=0.4, help="grounding threshold on the [0, 1] word map (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="images generated together (default: %(default)s)",
+    )
+    p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
+    p.add_argument("--out", metavar="DIR", default="outputs/eval", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report.json / failures.png")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(command_module="eval")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -114,6 +148,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
     add_maps(sub)
+    add_eval(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Datasets: procedural scenes with exact masks, and user image folders."""
