@@ -3,8 +3,8 @@
     python scripts/ship_default_model.py RUN/final
 
 Checks that the folder loads as a ``CrossAttnPipeline`` from safetensors, that its weights are
-fp16 (train with ``--fp16``), drops the tokenizer's ``tokenizer.json`` (rebuilt from
-``vocab.json`` + ``merges.txt`` on load), refuses a folder over the 30 MB budget, and replaces
+fp16 (train with ``--fp16``), keeps the tokenizer as ``vocab.json`` + ``merges.txt`` (the
+``tokenizer.json`` transformers rebuilds from them on load is dropped), refuses a folder over the 30 MB budget, and replaces
 the shipped folder atomically. Prints the size and the content hash the sidecars will name.
 """
 
@@ -34,6 +34,17 @@ def check_fp16(folder: Path) -> None:
             raise ValueError(f"{file} holds {sorted(dtypes)} weights; ship fp16 (train with --fp16)")
 
 
+def slim_tokenizer(folder: Path) -> None:
+    """Keep ``vocab.json`` + ``merges.txt`` (1.5 MB; taken from the package's tokenizer when the run
+    saved only ``tokenizer.json``, as transformers 5 does) and drop the 3.6 MB ``tokenizer.json``."""
+    from crossattn.tokenizer import default_tokenizer_dir
+
+    for name in ("vocab.json", "merges.txt"):
+        if not (folder / name).is_file():
+            shutil.copy2(default_tokenizer_dir() / name, folder / name)
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("final", help="a trained pipeline folder, e.g. RUN/final")
@@ -45,7 +56,7 @@ def main() -> None:
     target = default_model_dir()
     with atomic_dir(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        (tmp / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
+        slim_tokenizer(tmp / "tokenizer")
         size = folder_size(tmp)
         if size > BUDGET_BYTES:
             raise ValueError(f"{source} is {size / 2**20:.1f} MB; the default model must stay under 30 MB")
