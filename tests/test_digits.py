@@ -92,3 +92,14 @@ def test_bad_inputs(classifier):
         to_scans(np.zeros((2, 32, 32), np.uint8))
     with pytest.raises(ValueError, match="one prompted digit per image"):
         score_digits(classifier, np.zeros((2, 32, 32, 3), np.uint8), [1])
+
+
+def test_export_command(tmp_path, capsys):
+    from crossattn.cli import main
+
+    assert main(["export", "digits", str(tmp_path / "d"), "--split", "held_out", "--n", "4"]) == 0
+    _, labels = digit_split("held_out")
+    lines = (tmp_path / "d" / "metadata.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [digit_caption(d) for d in labels[:4]]
+    assert main(["export", "digits", str(tmp_path / "e"), "--shapes", "ring"]) == 2
+    assert "wrote 4 images" in capsys.readouterr().out

@@ -21,8 +21,8 @@ from crossattn.data.shapes import (
 from crossattn.evaluation.analyzer import (
     analyze,
     blur_matrix,
+    centre_hole_area,
     choose_shape,
-    enclosed_area,
     fit_shape,
     nearest_colour,
 )
@@ -42,7 +42,7 @@ def test_ring_is_drawable_but_not_in_the_default_vocabulary():
     with pytest.raises(ValueError, match="'ring' is not a shape.*outside this vocabulary.*shapes: circle, square"):
         parse_caption("a red ring")
     assert parse_caption("a red ring at the top left", shapes=ALL_SHAPES).objects == [("red", "ring")]
-    with pytest.raises(ValueError, match="accepted: circle, square, triangle, ring"):
+    with pytest.raises(ValueError, match="unknown shape\\(s\\) hexagon; accepted: circle, square, triangle, ring"):
         ShapesDataset(4, shapes=("hexagon",))
     assert vocabulary_with(("ring",)) == ALL_SHAPES and vocabulary_with(("square",)) == SHAPES
 
@@ -51,7 +51,7 @@ def test_ring_has_a_visible_hole_and_its_mask_is_the_drawn_pixels():
     """The hole (≥ 7 px at 32×32) is white, outside the mask; in-mask pixels are the ring's colour."""
     for scene in ring_scenes(40):
         for obj in scene.objects:
-            assert enclosed_area(obj.mask) >= 7
+            assert centre_hole_area(obj.mask, obj.centroid) >= 7
             cx, cy = (int(c) for c in obj.centroid)
             assert np.linalg.norm(scene.image[cy, cx] - WHITE) < 1.0, "the centre of a ring is paper"
             assert not obj.mask[cy, cx]
@@ -98,17 +98,23 @@ def test_analyzer_still_finds_the_three_shapes_with_ring_in_the_vocabulary():
         assert all(o.hole_area == 0 for o in analyze(scene.image))
 
 
-def test_ring_template_wins_without_the_hole_check_and_blurred_rings_stay_rings():
-    """The templates alone tell a ring (blur could fill a hole); the hole check decides only when
-    ring is asked for; a ring blurred with σ = 1.5 px is still a ring of its colour."""
+def test_ring_template_fits_and_the_centred_hole_decides():
+    """The ring template fits a ring best; but ring or not is decided by a hole around the centroid:
+    a blob with specks of paper away from its centre is not a ring, a ring blurred with
+    σ = 1.5 px still is one, of its colour."""
     scene = scene_from_caption("a green ring", np.random.default_rng(3))
     obj = scene.objects[0]
-    alpha = coverage("ring", obj.centroid, obj.size, 32)
-    errors = fit_shape(alpha, obj.centroid, ALL_SHAPES)
+    errors = fit_shape(coverage("ring", obj.centroid, obj.size, 32), obj.centroid, ALL_SHAPES)
     assert min(errors, key=errors.get) == "ring" and errors["ring"] < 0.5 * errors["circle"]
+    assert choose_shape({"circle": 0.3, "ring": 0.1}, hole_area=9, min_hole=3) == "ring"
     assert choose_shape({"circle": 0.1, "ring": 0.3}, hole_area=9, min_hole=3) == "ring"
-    assert choose_shape({"circle": 0.1, "ring": 0.3}, hole_area=2, min_hole=3) == "circle"
+    assert choose_shape({"circle": 0.3, "ring": 0.1}, hole_area=2, min_hole=3) == "circle"
     assert choose_shape({"circle": 0.1, "square": 0.3}, hole_area=9, min_hole=3) == "circle"
+    blob = np.full((32, 32, 3), 255, np.uint8)
+    blob[4:28, 4:28] = COLOURS["red"]
+    blob[6:8, 6:8] = blob[24:26, 20:23] = 255  # paper specks, far from the centre
+    (found,) = analyze(blob, shapes=ALL_SHAPES)
+    assert found.shape == "square" and found.hole_area == 0
     b = blur_matrix(32, 1.5)
     blurred = np.stack([b @ scene.image[..., k].astype(float) @ b.T for k in range(3)], axis=-1)  # (H, W, 3)
     (found,) = analyze(np.clip(np.rint(blurred), 0, 255).astype(np.uint8), shapes=ALL_SHAPES)
@@ -141,3 +147,17 @@ def test_score_single_object():
     assert mixed["shape"] == pytest.approx(2 / 3) and mixed["count"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no images"):
         score_single_object(rings[:0], "red", "ring")
+
+
+def test_export_command_writes_ring_folder_and_refuses_bad_input(tmp_path, capsys):
+    from crossattn.cli import main
+
+    out = tmp_path / "rings"
+    assert main(["export", "scenes", str(out), "--shapes", "ring", "--kind", "one", "--n", "3"]) == 0
+    texts = [json.loads(line)["text"] for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert len(texts) == 3 and all(t.endswith(" ring") and len(t.split()) == 3 for t in texts)
+    assert main(["export", "scenes", str(out), "--shapes", "ring"]) == 2  # not over a folder with files
+    assert main(["export", "scenes", str(tmp_path / "x"), "--shapes", "hexagon"]) == 2
+    assert main(["export", "scenes", str(tmp_path / "y"), "--kind", "three"]) == 2
+    err = capsys.readouterr().err
+    assert "will not overwrite" in err and "accepted: circle, square, triangle, ring" in err and "kinds: one" in err

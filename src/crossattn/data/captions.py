@@ -77,9 +77,13 @@ def vocabulary_text(shapes: tuple[str, ...] = SHAPES) -> str:
 
 def check_shapes(shapes: tuple[str, ...]) -> tuple[str, ...]:
     """``shapes`` itself when it is a non-empty tuple of drawable shapes; a ``ValueError`` otherwise."""
+    if isinstance(shapes, str) or not shapes:
+        raise ValueError(
+            f"shapes must be a non-empty tuple of shape names, got {shapes!r}; accepted: {', '.join(ALL_SHAPES)}"
+        )
     unknown = [s for s in shapes if s not in ALL_SHAPES]
-    if not shapes or unknown or isinstance(shapes, str):
-        raise ValueError(f"shapes {shapes!r} are not a tuple of known shapes; accepted: {', '.join(ALL_SHAPES)}")
+    if unknown:
+        raise ValueError(f"unknown shape(s) {', '.join(map(str, unknown))}; accepted: {', '.join(ALL_SHAPES)}")
     return tuple(shapes)
 
 
