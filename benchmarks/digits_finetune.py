@@ -16,11 +16,17 @@ the 100 generations after fine-tuning; report the time fine-tuning took.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from finetune_common import add_common_arguments, load_models, print_comparison, run_finetune, sample
+from finetune_common import (
+    add_common_arguments,
+    finish_report,
+    load_models,
+    print_comparison,
+    run_finetune,
+    sample,
+)
 
 from crossattn.data.digits import digit_caption, export_digits
 from crossattn.evaluation.digits import fit_digit_classifier, score_digits
@@ -71,10 +77,7 @@ def main() -> None:
         f"SVC held-out >= {BARS['svc']}": classifier.held_out_accuracy >= BARS["svc"],
         f"generated >= {BARS['generated']}": report["generated"]["base+lora"]["accuracy"] >= BARS["generated"],
     }
-    for bar, ok in report["verdict"].items():
-        print(f"{bar}: {'PASS' if ok else 'FAIL'}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    finish_report(out, report)
 
 
 if __name__ == "__main__":

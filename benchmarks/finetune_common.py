@@ -112,3 +112,13 @@ def print_comparison(title: str, rows: dict[str, dict[str, float]]) -> None:
     print(f"{'metric':<12}" + "".join(f"{n:>14}" for n in names))
     for m in metrics:
         print(f"{m:<12}" + "".join(f"{rows[n].get(m, float('nan')):>14.3f}" for n in names))
+
+
+def finish_report(out: Path, report: dict) -> None:
+    """Print ``report["verdict"]`` (bar → passed) and write the whole report to ``OUT/report.json``."""
+    from crossattn.files import atomic_write_json
+
+    for bar, ok in report["verdict"].items():
+        print(f"{bar}: {'PASS' if ok else 'FAIL'}")
+    atomic_write_json(out / "report.json", report)
+    print(f"report: {out / 'report.json'}")

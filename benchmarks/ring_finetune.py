@@ -16,11 +16,11 @@ one-object scores within 5 points of the base model's; ≤ 10 minutes of fine-tu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from finetune_common import (
     add_common_arguments,
+    finish_report,
     load_models,
     one_object_scores,
     print_comparison,
@@ -85,10 +85,7 @@ def main() -> None:
     report["one_object"] = {name: one_object_scores(p, args, args.eval_n, ALL_SHAPES) for name, p in models.items()}
     print_comparison(f"one-object evaluation ({args.eval_n} prompts, analyzer knows ring)", report["one_object"])
     report["verdict"] = verdict(report["ring"]["base+lora"], *report["one_object"].values())
-    for bar, ok in report["verdict"].items():
-        print(f"{bar}: {'PASS' if ok else 'FAIL'}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    finish_report(out, report)
 
 
 if __name__ == "__main__":
