@@ -140,6 +140,25 @@ def add_eval(sub) -> None:
     p.set_defaults(command_module="eval")
 
 
+def add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a captioned image folder (scenes or handwritten digits) for finetune",
+        description="Write OUT: NNNNN.png images + metadata.jsonl (file_name, text), the folder finetune reads.",
+    )
+    p.add_argument("source", choices=("scenes", "digits"), help="procedural scenes or scikit-learn's digits")
+    p.add_argument("out", metavar="OUT", help="a new or empty folder")
+    p.add_argument("--n", type=positive_int, help="images (default: 50 scenes; every scan of the digits split)")
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE", help="scenes: shapes drawn, e.g. ring (default: the three)")
+    p.add_argument("--kind", metavar="KIND", help="scenes: one, one_position, two_relation or two_and (default: a mix)")
+    p.add_argument(
+        "--split", choices=("train", "held_out", "all"), default="train", help="digits: which scans (default: train)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="scenes / digit split seed (default: %(default)s)")
+    p.add_argument("--resolution", type=positive_int, default=32, help="image side (default: %(default)s)")
+    p.set_defaults(command_module="export")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -148,6 +167,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
     add_maps(sub)
+    add_export(sub)
     add_eval(sub)
     return parser
 
