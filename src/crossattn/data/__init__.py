@@ -1,0 +1,1 @@
+"""Training and evaluation data: procedural scenes and their caption grammar."""

@@ -1,0 +1,133 @@
+"""The scenes' caption grammar: vocabulary, parsing, and the geometric rules each word promises.
+
+Kept apart from the drawing code because evaluation uses the same grammar and rules to check a
+generated image: what a caption means is decided once, here.
+
+Coordinates are pixels, x to the right and y down; pixel (row i, column j) covers
+``[j, j + 1) × [i, i + 1)``, so its centre is ``(j + 0.5, i + 0.5)`` and the image middle is
+``resolution / 2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: the palette, RGB 0–255 (other tools depend on these exact values)
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 50, 47),
+    "orange": (240, 130, 30),
+    "yellow": (235, 200, 40),
+    "green": (60, 170, 70),
+    "blue": (40, 90, 220),
+    "purple": (140, 70, 190),
+}
+SHAPES = ("circle", "square", "triangle")
+POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+RELATIONS = ("left of", "right of", "above", "below", "and")
+KINDS = ("one", "one_position", "two_relation", "two_and")
+BACKGROUND = (255, 255, 255)
+
+
+def margin_for(resolution: int) -> float:
+    """The grammar's distance: 1/8 of the side (from the middle lines, between two centroids)."""
+    return resolution / 8
+
+
+@dataclass
+class CaptionSpec:
+    """What a caption asks for: one or two (colour, shape) objects, a position or a relation."""
+
+    objects: list[tuple[str, str]]
+    position: str | None = None
+    relation: str | None = None
+    words: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        if len(self.objects) == 1:
+            return "one_position" if self.position else "one"
+        return "two_and" if self.relation == "and" else "two_relation"
+
+    def object_words(self) -> list[tuple[int, int, str]]:
+        """``(word index in caption.split(), object index, "colour" | "shape")`` for each object word."""
+        starts = [0] if len(self.objects) == 1 else [0, 3 + len((self.relation or "and").split())]
+        return [(s + 1 + k, i, kind) for i, s in enumerate(starts) for k, kind in enumerate(("colour", "shape"))]
+
+
+def format_caption(objects: list[tuple[str, str]], position: str | None = None, relation: str | None = None) -> str:
+    """The caption for a layout, e.g. ``"a red circle left of a blue square"``."""
+    first = f"a {objects[0][0]} {objects[0][1]}"
+    if len(objects) == 1:
+        return f"{first} at the {position}" if position else first
+    return f"{first} {relation} a {objects[1][0]} {objects[1][1]}"
+
+
+def vocabulary_text(shapes: tuple[str, ...] = SHAPES) -> str:
+    """One line naming every accepted form and word (used in error messages)."""
+    return (
+        "captions are 'a COLOUR SHAPE', 'a COLOUR SHAPE at the POSITION' or 'a COLOUR SHAPE RELATION a COLOUR SHAPE'; "
+        f"colours: {', '.join(COLOURS)}; shapes: {', '.join(shapes)}; positions: {', '.join(POSITIONS)}; "
+        f"relations: {', '.join(RELATIONS)}"
+    )
+
+
+def _object_at(words: list[str], start: int, caption: str, shapes: tuple[str, ...]) -> tuple[str, str]:
+    if len(words) < start + 3 or words[start] != "a":
+        raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
+    colour, shape = words[start + 1], words[start + 2]
+    if colour not in COLOURS:
+        raise ValueError(f"caption {caption!r}: {colour!r} is not a colour; {vocabulary_text(shapes)}")
+    if shape not in shapes:
+        raise ValueError(f"caption {caption!r}: {shape!r} is not a shape; {vocabulary_text(shapes)}")
+    return colour, shape
+
+
+def parse_caption(caption: str, shapes: tuple[str, ...] = SHAPES) -> CaptionSpec:
+    """Parse a caption of the scenes grammar; a ``ValueError`` naming the vocabulary otherwise."""
+    words = caption.split()
+    first = _object_at(words, 0, caption, shapes)
+    rest = words[3:]
+    if not rest:
+        return CaptionSpec([first], words=words)
+    if rest[:2] == ["at", "the"] and " ".join(rest[2:]) in POSITIONS:
+        return CaptionSpec([first], position=" ".join(rest[2:]), words=words)
+    for relation in RELATIONS:
+        n = len(relation.split())
+        if " ".join(rest[:n]) == relation and len(rest) == n + 3:
+            second = _object_at(words, 3 + n, caption, shapes)
+            return CaptionSpec([first, second], relation=relation, words=words)
+    raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
+
+
+def satisfies_position(centroid: tuple[float, float], position: str, resolution: int, slack: float = 0.0) -> bool:
+    """Quadrant words: centroid in that quadrant, ≥ 1/8 side from both middle lines;
+    ``center``: within 1/8 side of the middle on both axes. ``slack`` (pixels) loosens both."""
+    if position not in POSITIONS:
+        raise ValueError(f"unknown position {position!r}; positions: {', '.join(POSITIONS)}")
+    dx, dy = centroid[0] - resolution / 2, centroid[1] - resolution / 2
+    m = margin_for(resolution)
+    if position == "center":
+        return abs(dx) <= m + slack and abs(dy) <= m + slack
+    vertical, horizontal = position.split()
+    sy = -dy if vertical == "top" else dy
+    sx = -dx if horizontal == "left" else dx
+    return sx >= m - slack and sy >= m - slack
+
+
+def satisfies_relation(
+    first: tuple[float, float], second: tuple[float, float], relation: str, resolution: int, slack: float = 0.0
+) -> bool:
+    """``first RELATION second``: the first centroid ≥ 1/8 side further in that direction, that axis
+    dominating; ``and`` holds always."""
+    if relation not in RELATIONS:
+        raise ValueError(f"unknown relation {relation!r}; relations: {', '.join(RELATIONS)}")
+    if relation == "and":
+        return True
+    dx, dy = first[0] - second[0], first[1] - second[1]
+    along, across = {
+        "left of": (-dx, dy),
+        "right of": (dx, dy),
+        "above": (-dy, dx),
+        "below": (dy, dx),
+    }[relation]
+    return along >= margin_for(resolution) - slack and along > abs(across)
