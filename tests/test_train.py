@@ -212,3 +212,35 @@ def test_init_from_a_pipeline_folder(tmp_path):
     a = load_file(tmp_path / "base/final/unet/diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "tuned/final/unet/diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the U-Net moved on from the base
+
+
+#: ``python -m <launcher module> ...``: the console scripts ``torchrun`` and ``accelerate launch``.
+LAUNCHERS = {
+    "torchrun": ["torch.distributed.run", "--nproc_per_node", "2", "-m", "crossattn"],
+    "accelerate": ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "crossattn"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_share_the_run(tmp_path, launcher):
+    """Two processes over gloo on one CPU machine: world size 2, one run folder, both RNG states saved."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY.to_dict()))
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--model-config", str(tmp_path / "tiny.json"), "--steps", "2"]
+    args += ["--batch-size", "2", "--checkpoint-every", "1", "--log-every", "1", "--sample-every", "0", "--no-progress"]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = os.environ | {"PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", *LAUNCHERS[launcher], *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    launch = json.loads((out / "config.json").read_text())["launch"]
+    assert launch["world_size"] == 2
+    ckpt = RunDir(out).checkpoint(2)
+    assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "final/model_index.json").is_file()
