@@ -32,11 +32,16 @@ import torch
 from .batching import CaptionCollate, ShardedBatchSampler, step_generator
 from .config import ModelConfig, TrainingConfig
 from .files import atomic_dir, atomic_write, atomic_write_json
+from .losses import diffusion_loss
 from .runs import RunDir
 
 #: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
 #: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
 SampleWriter = Callable[[Any, list[str], list[int], Path], None]
+
+#: ``customize(pipe)`` runs on the starting pipeline before the optimizer is built: fine-tuning
+#: injects LoRA adapters or freezes parts here. Only parameters left with ``requires_grad`` train.
+Customize = Callable[[Any], None]
 
 SAMPLE_SEEDS = (0, 1, 2, 3)
 SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
@@ -97,42 +102,6 @@ def make_accelerator(config: TrainingConfig, run: RunDir):
     )
 
 
-def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config: TrainingConfig, empty_ids):
-    """Mean (optionally min-SNR weighted) MSE between the U-Net's output and the schedule's target."""
-    x0 = batch["pixel_values"]  # (B, C, H, W)
-    ids = batch["input_ids"]  # (B, T)
-    b, device = x0.shape[0], x0.device
-    drop = torch.rand(b, generator=generator) < config.caption_dropout  # (B,)
-    ids = torch.where(drop.to(device)[:, None], empty_ids, ids)  # (B, T)
-    noise = torch.randn(x0.shape, generator=generator).to(device)  # (B, C, H, W)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
-    noisy = noise_scheduler.add_noise(x0, noise, t)
-    kind = noise_scheduler.config.prediction_type
-    target = {"epsilon": noise, "sample": x0}.get(kind)
-    if target is None:
-        target = noise_scheduler.get_velocity(x0, noise, t)
-    with torch.set_grad_enabled(text_encoder.training):
-        text = text_encoder(ids)[0]  # (B, T, D)
-    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (B, C, H, W)
-    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
-    if config.snr_gamma is not None:
-        per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
-    return per_sample.mean()
-
-
-def min_snr_weights(noise_scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ loss weights (Hang et al., 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v."""
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(noise_scheduler, t)  # (B,)
-    clipped = torch.clamp(snr, max=gamma)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    if noise_scheduler.config.prediction_type == "epsilon":
-        return clipped / snr.clamp(min=1e-8)
-    return clipped
-
-
 def image_grid(images: list, rows: int, cols: int, scale: int = 1):
     """Paste equal-size PIL images row by row into one image, upscaled ``scale``× (nearest)."""
     from PIL import Image
@@ -155,14 +124,17 @@ def train(
     sample_writers: Sequence[SampleWriter] = (),
     on_step_end: Callable[[TrainState], None] | None = None,
     progress: bool = True,
+    customize: Customize | None = None,
 ) -> TrainResult:
     """Train and write the run folder (see :mod:`crossattn.runs`); returns where ``final`` went.
 
     ``dataset`` is a ``Dataset`` of ``{"pixel_values": (3, H, W) in [-1, 1], "text": str}`` items, or
     a function ``n -> Dataset`` given the number of items the whole run consumes (procedural data).
     ``on_step_end(state)`` is called after every optimizer step (progress probes, tests).
+    With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
+    recorded; ``customize`` (see :data:`Customize`) adapts them before training.
     """
-    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers)
+    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers, customize)
     trainer.setup(dataset, resume, overwrite)
     try:
         return trainer.run(on_step_end, progress)
@@ -173,8 +145,9 @@ def train(
 class Trainer:
     """The loop's state and its steps; :func:`train` is the way in."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=()):
+    def __init__(self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=(), customize=None):
         self.model_config, self.config, self.run_dir, self.writers = model_config, config, run, list(writers)
+        self.customize = customize
         self.accelerator = make_accelerator(config, run)
         self.state = TrainState()
 
@@ -220,6 +193,8 @@ class Trainer:
         self.noise_scheduler = make_scheduler("ddpm", dict(pipe.scheduler.config))
         unet, text_encoder = pipe.unet.train(), pipe.text_encoder
         text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
+        if self.customize is not None:
+            self.customize(pipe)
         self.unet, self.text_encoder = unet, text_encoder.to(acc.device)
         self.trained = [unet, text_encoder] if cfg.train_text_encoder else [unet]
         empty = self.tokenizer("", padding="max_length", max_length=self.max_length).input_ids
@@ -230,7 +205,9 @@ class Trainer:
         from diffusers.training_utils import EMAModel
 
         cfg, acc = self.config, self.accelerator
-        params = [p for m in self.trained for p in m.parameters()]
+        params = [p for m in self.trained for p in m.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen")
         optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
         )
@@ -421,6 +398,11 @@ class Trainer:
                 atomic_write_json(stem.with_suffix(".json"), meta)
                 for writer in self.writers:
                     writer(pipe, prompts, seeds, stem)
+                if cfg.data == "shapes":  # where the model means to draw, per position word
+                    from .probes import position_probe
+
+                    probe = position_probe(pipe, self.noise_scheduler)
+                    self.run_dir.append_log({"step": self.state.step, "position_probe": probe})
             for m in self.trained:
                 m.train()
         acc.wait_for_everyone()
