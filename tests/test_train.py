@@ -244,3 +244,24 @@ def test_two_cpu_processes_share_the_run(tmp_path, launcher):
     assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert (out / "final/model_index.json").is_file()
+
+
+def test_cli_init_from_reads_the_folders_model_config(tmp_path):
+    import shutil
+
+    from crossattn.cli import main
+    from crossattn.commands.train import model_config_from_folder
+
+    train(TINY, quick(steps=1), scenes(), tmp_path / "base", progress=False)
+    final = tmp_path / "base/final"
+    assert model_config_from_folder(final) == TINY
+    bare = tmp_path / "bare"
+    shutil.copytree(final, bare)
+    (bare / "crossattn_config.json").unlink()  # read off the component configs instead
+    assert model_config_from_folder(bare) == TINY
+    out = tmp_path / "tuned"
+    argv = ["train", "--init-from", str(bare), "--out", str(out), "--steps", "1", "--batch-size", "2"]
+    assert main([*argv, "--freeze-text-encoder", "--sample-every", "0", "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert ModelConfig.from_dict(saved["model"]) == TINY and saved["training"]["init_from"] == str(bare)
+    assert saved["training"]["train_text_encoder"] is False
