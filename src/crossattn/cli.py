@@ -83,31 +83,64 @@ def add_train(sub) -> None:
     p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
     p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
     p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
-    p.add_argument("--resolution", type=positive_int, help="image side in pixels (default: the model config's)")
-    p.add_argument("--data", help=f"training data: shapes (default: {d.data})")
-    p.add_argument("--dataset-size", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn")
     p.add_argument(
-        "--data-seed", type=non_negative_int, help=f"seed of the scenes and their order (default: {d.data_seed})"
+        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
+    )
+    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
+    p.add_argument(
+        "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
     )
     p.add_argument(
-        "--num-workers", type=non_negative_int, help=f"data loader worker processes (default: {d.num_workers})"
+        "--data-seed",
+        metavar="N",
+        type=non_negative_int,
+        help=f"seed of the scenes and their order (default: {d.data_seed})",
     )
-    p.add_argument("--steps", type=positive_int, help=f"optimizer steps (default: {d.steps})")
     p.add_argument(
-        "--batch-size", type=positive_int, help=f"images per process per micro-step (default: {d.batch_size})"
+        "--num-workers",
+        metavar="N",
+        type=non_negative_int,
+        help=f"data loader worker processes (default: {d.num_workers})",
     )
-    p.add_argument("--grad-accum", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})")
+    p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
     p.add_argument(
-        "--lr", dest="learning_rate", type=float, help=f"AdamW peak learning rate (default: {d.learning_rate})"
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        help=f"images per process per micro-step (default: {d.batch_size})",
     )
-    p.add_argument("--lr-schedule", help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})")
-    p.add_argument("--warmup-steps", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})")
-    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
-    p.add_argument("--max-grad-norm", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})")
-    p.add_argument("--mixed-precision", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
-    p.add_argument("--ema-decay", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})")
-    p.add_argument("--caption-dropout", type=float, help=f"share of empty captions (default: {d.caption_dropout})")
-    p.add_argument("--snr-gamma", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)")
+    p.add_argument(
+        "--grad-accum", metavar="N", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})"
+    )
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        metavar="F",
+        type=float,
+        help=f"AdamW peak learning rate (default: {d.learning_rate})",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        metavar="NAME",
+        help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})",
+    )
+    p.add_argument(
+        "--warmup-steps", metavar="N", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})"
+    )
+    p.add_argument("--weight-decay", metavar="F", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
+    p.add_argument(
+        "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
+    )
+    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
+    p.add_argument(
+        "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
+    )
+    p.add_argument(
+        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
+    )
+    p.add_argument(
+        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
+    )
     p.add_argument(
         "--freeze-text-encoder",
         dest="train_text_encoder",
@@ -115,17 +148,31 @@ def add_train(sub) -> None:
         const=False,
         help="train the U-Net only",
     )
-    p.add_argument("--seed", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})")
     p.add_argument(
-        "--checkpoint-every", type=positive_int, help=f"steps between checkpoints (default: {d.checkpoint_every})"
+        "--seed", metavar="N", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})"
     )
-    p.add_argument("--keep-checkpoints", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})")
     p.add_argument(
-        "--sample-every", type=non_negative_int, help=f"steps between sample grids, 0 = off (default: {d.sample_every})"
+        "--checkpoint-every",
+        metavar="N",
+        type=positive_int,
+        help=f"steps between checkpoints (default: {d.checkpoint_every})",
     )
-    p.add_argument("--log-every", type=positive_int, help=f"steps between log lines (default: {d.log_every})")
+    p.add_argument(
+        "--keep-checkpoints", metavar="N", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})"
+    )
+    p.add_argument(
+        "--sample-every",
+        metavar="N",
+        type=non_negative_int,
+        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
+    )
+    p.add_argument(
+        "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
+    )
     p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads per process (default: torch's choice)")
+    p.add_argument(
+        "--threads", metavar="N", type=positive_int, help="torch CPU threads per process (default: torch's choice)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(command_module="train")
 
