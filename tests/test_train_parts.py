@@ -73,3 +73,13 @@ def test_checkpoint_listing_ignores_temp_and_stray_folders(tmp_path):
     assert not (run.checkpoints / ".step-000012.tmp").exists()
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         run.resolve_resume(str(tmp_path / "nowhere"))
+
+
+def test_timestep_bias_tilts_towards_high_noise():
+    from crossattn.losses import sample_timesteps
+
+    uniform = sample_timesteps(20000, 1000, 0.0, torch.Generator().manual_seed(0)).float()
+    tilted = sample_timesteps(20000, 1000, 1.0, torch.Generator().manual_seed(0)).float()
+    assert uniform.min() >= 0 and tilted.max() <= 999
+    assert abs(uniform.mean().item() - 499.5) < 10  # uniform: mean T/2
+    assert abs(tilted.mean().item() - 666.7) < 10  # density ∝ t: mean 2T/3

@@ -142,6 +142,12 @@ def add_train(sub) -> None:
         "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
     )
     p.add_argument(
+        "--timestep-bias",
+        metavar="F",
+        type=float,
+        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
+    )
+    p.add_argument(
         "--freeze-text-encoder",
         dest="train_text_encoder",
         action="store_const",

@@ -20,7 +20,7 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
     drop = torch.rand(b, generator=generator) < config.caption_dropout  # (B,)
     ids = torch.where(drop.to(device)[:, None], empty_ids, ids)  # (B, T)
     noise = torch.randn(x0.shape, generator=generator).to(device)  # (B, C, H, W)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    t = sample_timesteps(b, noise_scheduler.config.num_train_timesteps, config.timestep_bias, generator).to(device)
     noisy = noise_scheduler.add_noise(x0, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = {"epsilon": noise, "sample": x0}.get(kind)
@@ -33,6 +33,16 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
     if config.snr_gamma is not None:
         per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
     return per_sample.mean()
+
+
+def sample_timesteps(n: int, num_timesteps: int, bias: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` training timesteps with density ∝ t^bias: uniform for 0, tilted towards high noise above.
+
+    High-noise steps are where layout (position, relation) is decided; ``shared/TRIALS.md`` lists
+    favouring them as an untried way to learn *where*. Drawn as t = ⌊T·u^(1/(1+bias))⌋, u ~ U(0, 1).
+    """
+    u = torch.rand(n, generator=generator)  # (n,)
+    return (num_timesteps * u ** (1.0 / (1.0 + bias))).long().clamp(max=num_timesteps - 1)
 
 
 def min_snr_weights(noise_scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
