@@ -7,7 +7,7 @@
 2. samples/s of data generation (scenes rendered, tokenized, collated into batches, the loop's own
    path) versus what training consumes. Target: >= 10x.
 
-The two loops alternate (bare, loop, bare, loop, ...) and each is summarised by its median step
+The two loops alternate (bare, loop, loop, bare, ...) and each is summarised by its median step
 time, so load from other processes on a shared machine hits both alike.
 
     PYTHONPATH=src python benchmarks/train_throughput.py --steps 6 --threads 2
@@ -95,9 +95,12 @@ def main() -> None:
     cfg = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
     bare: list[float] = []
     ours: list[float] = []
-    for _ in range(args.rounds):
-        bare += bare_loop_step_times(cfg, args.batch_size, args.steps + 1)[1:]  # first step: warm-up
-        ours += loop_step_times(cfg, args.batch_size, args.steps)
+    for r in range(args.rounds):  # alternate which loop goes first, so drifting load hits both
+        runs = [("bare", bare_loop_step_times), ("loop", loop_step_times)][:: 1 if r % 2 == 0 else -1]
+        for name, fn in runs:
+            times = fn(cfg, args.batch_size, args.steps + 1)[1:]  # first timed step dropped: warm-up
+            (bare if name == "bare" else ours).extend(times)
+            print(f"round {r + 1} {name}: median {statistics.median(times):.3f} s/step", flush=True)
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"threads {args.threads}, batch {args.batch_size}, {len(bare)} + {len(ours)} timed steps")
     print(f"bare PyTorch loop : {b:.3f} s/step  {args.batch_size / b:8.1f} samples/s")
