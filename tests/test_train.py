@@ -16,16 +16,9 @@ from crossattn.data.shapes import ShapesDataset
 from crossattn.runs import RunDir
 from crossattn.train import train
 
-TINY = ModelConfig(
-    resolution=16,
-    block_out_channels=(8, 16),
-    cross_attention_levels=(False, True),
-    norm_num_groups=4,
-    attention_head_dim=8,
-    text_hidden_size=16,
-    text_layers=1,
-    text_heads=2,
-)
+from .conftest import tiny_config
+
+TINY = tiny_config()
 
 
 def quick(**kw) -> TrainingConfig:
@@ -43,10 +36,9 @@ def quick(**kw) -> TrainingConfig:
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; start and leave every test with none."""
+    """Accelerate keeps process-wide singletons; leave none behind for the next test."""
     from accelerate.state import AcceleratorState, GradientState
 
-    torch.set_num_threads(1)
     yield
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
