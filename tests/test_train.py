@@ -257,3 +257,17 @@ def test_cli_init_from_reads_the_folders_model_config(tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert ModelConfig.from_dict(saved["model"]) == TINY and saved["training"]["init_from"] == str(bare)
     assert saved["training"]["train_text_encoder"] is False
+
+
+def test_final_tokenizer_keeps_the_bpe_files(tmp_path):
+    """``RUN/final/tokenizer`` holds vocab.json + merges.txt and loads from them alone."""
+    from transformers import CLIPTokenizer
+
+    from crossattn.tokenizer import load_tokenizer
+
+    train(TINY, quick(steps=1), scenes(), tmp_path / "run", progress=False)
+    folder = tmp_path / "run/final/tokenizer"
+    assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    (folder / "tokenizer.json").unlink()  # what shipping the default model drops
+    prompt = "a red circle left of a blue square"
+    assert CLIPTokenizer.from_pretrained(folder)(prompt).input_ids == load_tokenizer()(prompt).input_ids

@@ -435,7 +435,24 @@ class Trainer:
             pipe.save_pretrained(tmp, safe_serialization=True)
             self.model_config.save(tmp / "crossattn_config.json")
             self.config.save(tmp / "training_config.json")
+            copy_bpe_files(self.config.init_from, tmp / "tokenizer")
         return self.run_dir.final
+
+
+def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
+    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
+
+    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
+    tokenizer came from (the starting pipeline's, else the one shipped with the package).
+    """
+    import shutil
+
+    from .tokenizer import default_tokenizer_dir
+
+    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).is_file() and not (tokenizer_dir / name).exists():
+            shutil.copy2(source / name, tokenizer_dir / name)
 
 
 def copy_pipeline(pipe):
