@@ -68,6 +68,122 @@ def add_generate(sub) -> None:
     p.set_defaults(command_module="generate")
 
 
+def add_train(sub) -> None:
+    from .config import TrainingConfig
+
+    d = TrainingConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a model (or fine-tune a pipeline folder) on procedural scenes",
+        description="Train the U-Net and text encoder with accelerate; writes OUT/final, a pipeline folder. "
+        "Several CPU processes: torchrun --nproc_per_node 2 -m crossattn train ...",
+    )
+    p.add_argument("--out", metavar="DIR", default="outputs/train", help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
+    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
+    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
+    p.add_argument(
+        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
+    )
+    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
+    p.add_argument(
+        "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
+    )
+    p.add_argument(
+        "--data-seed",
+        metavar="N",
+        type=non_negative_int,
+        help=f"seed of the scenes and their order (default: {d.data_seed})",
+    )
+    p.add_argument(
+        "--num-workers",
+        metavar="N",
+        type=non_negative_int,
+        help=f"data loader worker processes (default: {d.num_workers})",
+    )
+    p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        help=f"images per process per micro-step (default: {d.batch_size})",
+    )
+    p.add_argument(
+        "--grad-accum", metavar="N", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})"
+    )
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        metavar="F",
+        type=float,
+        help=f"AdamW peak learning rate (default: {d.learning_rate})",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        metavar="NAME",
+        help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})",
+    )
+    p.add_argument(
+        "--warmup-steps", metavar="N", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})"
+    )
+    p.add_argument("--weight-decay", metavar="F", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
+    p.add_argument(
+        "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
+    )
+    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
+    p.add_argument(
+        "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
+    )
+    p.add_argument(
+        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
+    )
+    p.add_argument(
+        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
+    )
+    p.add_argument(
+        "--timestep-bias",
+        metavar="F",
+        type=float,
+        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
+    )
+    p.add_argument(
+        "--freeze-text-encoder",
+        dest="train_text_encoder",
+        action="store_const",
+        const=False,
+        help="train the U-Net only",
+    )
+    p.add_argument(
+        "--seed", metavar="N", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N",
+        type=positive_int,
+        help=f"steps between checkpoints (default: {d.checkpoint_every})",
+    )
+    p.add_argument(
+        "--keep-checkpoints", metavar="N", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})"
+    )
+    p.add_argument(
+        "--sample-every",
+        metavar="N",
+        type=non_negative_int,
+        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
+    )
+    p.add_argument(
+        "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
+    )
+    p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
+    p.add_argument(
+        "--threads", metavar="N", type=positive_int, help="torch CPU threads per process (default: torch's choice)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(command_module="train")
+
+
 def add_maps(sub) -> None:
     p = sub.add_parser(
         "maps",
@@ -166,6 +282,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
+    add_train(sub)
     add_maps(sub)
     add_export(sub)
     add_eval(sub)
