@@ -1,1 +1,1 @@
-"""Training and evaluation data: procedural scenes and their caption grammar."""
+"""Datasets: procedural scenes with exact masks, and user image folders."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny model config and pipeline (channels 8/16, one layer, 16×16)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossattn.config import ModelConfig
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """The smallest config that still has cross-attention at one level and in the mid block."""
+    values = dict(
+        resolution=16,
+        block_out_channels=(8, 16),
+        cross_attention_levels=(False, True),
+        norm_num_groups=4,
+        attention_head_dim=8,
+        text_hidden_size=16,
+        text_layers=1,
+        text_heads=2,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    """One thread: CPU results do not depend on how work is split across cores."""
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from crossattn.loading import placeholder_pipeline
+
+    pipe = placeholder_pipeline(tiny_config())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_pipe, tmp_path_factory):
+    """The tiny pipeline saved as a diffusers folder (safetensors)."""
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipe.save_pretrained(path)
+    return path
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

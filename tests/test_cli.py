@@ -1,0 +1,121 @@
+"""``crossattn generate`` end to end on a tiny model, and the CLI's error contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from crossattn.cli import main
+
+REPO_SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m crossattn`` in a subprocess (the real exit code and streams)."""
+    env = dict(os.environ, PYTHONPATH=REPO_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "crossattn", *args], capture_output=True, text=True, env=env)
+
+
+def test_generate_writes_png_upscaled_and_sidecar(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(out), "--steps", "2"]
+    assert main([*argv, "--seed", "7", "--num-images", "2", "--upscale", "3", "--scheduler", "ddim"]) == 0
+    stem = out / "a-red-circle-7-1"
+    printed = capsys.readouterr().out.split()
+    assert str(stem.with_suffix(".png")) in printed and str(stem.with_suffix(".json")) in printed
+    assert Image.open(stem.with_suffix(".png")).size == (16, 16)
+    assert Image.open(stem.with_name(stem.name + ".x3.png")).size == (48, 48)
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert meta["prompt"] == "a red circle" and meta["negative_prompt"] == ""
+    assert (meta["seed"], meta["index"], meta["image_seed"]) == (7, 1, 8)
+    assert (meta["steps"], meta["guidance_scale"], meta["scheduler"]) == (2, 4.0, "ddim")
+    assert meta["model"]["path"] == str(tiny_model_dir) and len(meta["model"]["hash"]) == 16
+    assert meta["version"]
+
+
+def test_generate_is_reproducible_and_refuses_to_overwrite(tiny_model_dir, tmp_path):
+    argv = ["generate", "a blue square", "--model", str(tiny_model_dir), "--steps", "2"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    name = "a-blue-square-0-0.png"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    before = (tmp_path / "a" / name).stat().st_mtime_ns
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert (tmp_path / "a" / name).stat().st_mtime_ns == before
+    assert main([*argv, "--out", str(tmp_path / "a"), "--overwrite"]) == 0
+
+
+def test_prompts_file(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na green triangle\n")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "generate",
+                "--prompts-file",
+                str(prompts),
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.glob("*.png")) == ["a-green-triangle-0-0.png", "a-red-circle-0-0.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheduler", "lms"], "unknown scheduler 'lms'; choices: ddpm, ddim, dpm++, euler"),
+        (["--steps", "0"], "0 must be at least 1"),
+        (["--model", "/no/such/folder"], "does not exist"),
+        (["--model", "."], "not a diffusers pipeline folder"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    result = run_cli("generate", "a red circle", "--out", str(tmp_path), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_bad_resolution_model_is_one_line(tiny_model_dir, tmp_path):
+    """A model whose sample size does not fit its own U-Net fails with one line naming the sizes."""
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, bad)
+    config = json.loads((bad / "unet" / "config.json").read_text())
+    config["sample_size"] = 15
+    (bad / "unet" / "config.json").write_text(json.dumps(config))
+    result = run_cli("generate", "a red circle", "--model", str(bad), "--out", str(tmp_path / "o"), "--steps", "1")
+    assert result.returncode == 2 and "multiples of 2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_is_fast_and_imports_no_torch():
+    probe = (
+        "import sys, crossattn.cli as c; c.build_parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO_SRC)
+    )
+    assert out.stdout.split() == ["False", "False"]
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        assert run_cli("--help").returncode == 0
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.5, times
