@@ -86,6 +86,12 @@ def test_finetune_cli_trains_only_the_adapter(tiny_model_dir, tmp_path):
     assert (out / "samples" / "before.png").is_file()
     assert json.loads((out / "final" / "lora_info.json").read_text())["rank"] == 2
     assert main([*argv, "--lora", "2", "--no-progress"]) == 2  # refuses to overwrite the run
+    images = tmp_path / "images"
+    gen = ["generate", "a red ring", "--model", str(tiny_model_dir), "--lora", str(out / "final"), "--steps", "2"]
+    assert main([*gen, "--out", str(images)]) == 0
+    meta = json.loads((images / "a-red-ring-0-0.json").read_text())
+    assert meta["model"]["lora"]["path"] == str(out / "final") and len(meta["model"]["lora"]["hash"]) == 16
+    assert main([*gen[:5], str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a LoRA folder
 
 
 def test_finetune_bad_folder_is_one_clear_error(tiny_model_dir, tmp_path, capsys):

@@ -20,6 +20,8 @@ _EXPORTS = {
     "build_components": "model",
     "make_scheduler": "model",
     "load_tokenizer": "tokenizer",
+    "trace": "attention.trace",
+    "AttentionMaps": "attention.maps",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -39,11 +39,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_lora_flag(p) -> None:
+    p.add_argument(
+        "--lora", metavar="DIR", help="a LoRA folder (crossattn finetune's OUT/final) loaded on top of --model"
+    )
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -64,6 +71,7 @@ def add_generate(sub) -> None:
     p.add_argument("--upscale", type=positive_int, metavar="K", help="also write a K× nearest-neighbour upscaled copy")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--maps", action="store_true", help="also write <name>.maps.safetensors/.json and <name>.maps.png")
     p.set_defaults(command_module="generate")
 
 
@@ -207,6 +215,80 @@ def add_finetune(sub) -> None:
     p.set_defaults(command_module="finetune")
 
 
+def add_maps(sub) -> None:
+    p = sub.add_parser(
+        "maps",
+        help="generate one image and draw its attention maps",
+        description="Generate one image and write its cross-attention maps: per-word overlays, a layer x word "
+        "grid, optionally a per-step GIF and a self-attention map.",
+    )
+    p.add_argument("prompt", help="the prompt (quote it)")
+    p.add_argument("--words", nargs="+", metavar="W", help="words to draw (default: every word of the prompt)")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="PAT",
+        help="layers to record: a resolution (e.g. 16), a glob or a regex on layer names (default: all)",
+    )
+    p.add_argument("--per-step", action="store_true", help="keep one map per sampling step (memory grows with steps)")
+    p.add_argument("--gif", action="store_true", help="with --per-step: a GIF per word of its map over the steps")
+    p.add_argument(
+        "--self-attn-pixel",
+        nargs=2,
+        type=non_negative_int,
+        metavar=("X", "Y"),
+        help="also record self-attention and draw the map of image pixel (X, Y)",
+    )
+    p.add_argument(
+        "--model", metavar="PATH", help="any local diffusers text-to-image folder with a UNet2DConditionModel"
+    )
+    add_lora_flag(p)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
+    p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.set_defaults(command_module="maps")
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure prompt adherence and attention grounding",
+        description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
+    )
+    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
+    p.add_argument(
+        "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the prompt set and noise (default: %(default)s)"
+    )
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    p.add_argument(
+        "--tau", type=float, default=0.4, help="grounding threshold on the [0, 1] word map (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="images generated together (default: %(default)s)",
+    )
+    p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
+    p.add_argument("--out", metavar="DIR", default="outputs/eval", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report.json / failures.png")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(command_module="eval")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -214,6 +296,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
+    add_maps(sub)
+    add_eval(sub)
     add_train(sub)
     add_finetune(sub)
     return parser

@@ -102,6 +102,7 @@ def scheduler_name(pipe) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwrite
     from ..loading import check_model_folder, load_pipeline, model_identity
+    from .maps import check_unet, maps_paths, write_maps
 
     if args.scheduler is not None and args.scheduler not in SCHEDULER_NAMES:
         raise ValueError(f"unknown scheduler {args.scheduler!r}; choices: {', '.join(SCHEDULER_NAMES)}")
@@ -109,29 +110,47 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_model_folder(args.model)
     jobs = plan_jobs(args, prompts)
-    refuse_overwrite([p for j in jobs for p in (j.png, j.sidecar, j.upscaled) if p is not None], args.overwrite)
+    maps_files = [p for j in jobs for p in maps_paths(j.png)] if args.maps else []
+    refuse_overwrite(
+        [p for j in jobs for p in (j.png, j.sidecar, j.upscaled) if p is not None] + maps_files, args.overwrite
+    )
 
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
-    model = model_identity(args.model)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
+    if args.maps:
+        check_unet(pipe)
+    model = model_identity(args.model, args.lora)
     for prompt in prompts:
         own = [j for j in jobs if j.prompt == prompt]
-        for job, image in zip(own, sample(pipe, prompt, own, args), strict=True):
+        images, maps = sample(pipe, prompt, own, args)
+        for i, (job, image) in enumerate(zip(own, images, strict=True)):
             meta = sidecar(job, args, scheduler_name(pipe), model, image.size)
-            for path in write_image(job, image, meta):
+            written = write_image(job, image, meta)
+            if maps is not None:
+                written += write_maps(maps.subset([i]), image, job.png, meta)
+            for path in written:
                 print(path, flush=True)
     return 0
 
 
 def sample(pipe, prompt: str, jobs: list[ImageJob], args: argparse.Namespace):
-    """All images of one prompt in one batch; image i has its own generator seeded ``seed + i``."""
+    """All images of one prompt in one batch; image i has its own generator seeded ``seed + i``.
+
+    With ``--maps`` the batch is sampled inside a cross-attention trace; returns (images, maps or None).
+    """
+    import contextlib
+
     import torch
 
+    from ..attention.trace import trace
+
     generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
-    return pipe(
-        prompt,
-        negative_prompt=args.negative,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        num_images_per_prompt=len(jobs),
-        generator=generators,
-    ).images
+    with trace(pipe) if args.maps else contextlib.nullcontext() as tracer:
+        images = pipe(
+            prompt,
+            negative_prompt=args.negative,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            num_images_per_prompt=len(jobs),
+            generator=generators,
+        ).images
+    return images, tracer.maps() if tracer is not None else None

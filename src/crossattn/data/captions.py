@@ -118,7 +118,7 @@ def satisfies_relation(
     first: tuple[float, float], second: tuple[float, float], relation: str, resolution: int, slack: float = 0.0
 ) -> bool:
     """``first RELATION second``: the first centroid ≥ 1/8 side further in that direction, that axis
-    dominating; ``and`` holds always."""
+    dominating; ``and`` holds always. ``slack`` (pixels) loosens both conditions (negative: tightens)."""
     if relation not in RELATIONS:
         raise ValueError(f"unknown relation {relation!r}; relations: {', '.join(RELATIONS)}")
     if relation == "and":
@@ -130,4 +130,4 @@ def satisfies_relation(
         "above": (-dy, dx),
         "below": (dy, dx),
     }[relation]
-    return along >= margin_for(resolution) - slack and along > abs(across)
+    return along >= margin_for(resolution) - slack and along > abs(across) - slack

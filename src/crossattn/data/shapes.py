@@ -60,11 +60,13 @@ MAX_TRIES = 2000
 
 
 class ShapeDrawer(NamedTuple):
-    """``inside(x, y, size)`` with x, y relative to the shape's centroid (pixels, y down), and the
-    radius of its bounding circle as a multiple of ``size``."""
+    """``inside(x, y, size)`` with x, y relative to the shape's centroid (pixels, y down), the
+    radius of its bounding circle as a multiple of ``size``, and its rotational symmetry in degrees
+    (0: any angle), which tells the analyzer which rotations to try."""
 
     inside: Callable[[np.ndarray, np.ndarray, float], np.ndarray]
     extent: float
+    symmetry: float = 360.0
 
 
 SQUARE_HALF = 0.85  # half-side / size: similar area to the circle
@@ -88,9 +90,9 @@ def _triangle(x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
 
 
 SHAPE_DRAWERS: dict[str, ShapeDrawer] = {
-    "circle": ShapeDrawer(_circle, 1.0),
-    "square": ShapeDrawer(_square, SQUARE_HALF * np.sqrt(2)),
-    "triangle": ShapeDrawer(_triangle, TRIANGLE_R),
+    "circle": ShapeDrawer(_circle, 1.0, 0.0),
+    "square": ShapeDrawer(_square, SQUARE_HALF * np.sqrt(2), 90.0),
+    "triangle": ShapeDrawer(_triangle, TRIANGLE_R, 120.0),
 }
 
 

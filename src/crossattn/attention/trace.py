@@ -1,0 +1,250 @@
+"""``crossattn.trace``: record attention maps while any diffusers pipeline samples.
+
+    with crossattn.trace(pipe, kind="cross") as tracer:
+        image = pipe("a red circle left of a blue square").images[0]
+    maps = tracer.maps()
+    maps.word_map("circle")  # (H, W)
+
+All state lives on the :class:`Tracer`. On entry it installs a :class:`CaptureProcessor` on the
+chosen layers through ``unet.set_attn_processor`` (every other layer keeps its processor
+object), adds a forward pre-hook on the U-Net (to see the latent size) and, for a pipeline,
+records the arguments of each ``pipe(...)`` call (prompt, negative prompt, images per prompt)
+by giving the pipeline object a one-method subclass for the duration. On exit — also after an
+exception — it puts back the very same processor objects, removes the hook and restores the
+class. Tracing a pipeline that is already traced raises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+from .layers import LayerInfo, attention_layers, select_layers
+from .processor import CaptureProcessor, supported_reference
+from .store import AttentionStore
+
+
+class TraceError(RuntimeError):
+    """A trace was used in a way that would corrupt another trace or the model."""
+
+
+def _unet_of(target):
+    unet = getattr(target, "unet", target)
+    if not hasattr(unet, "set_attn_processor") or not hasattr(unet, "attn_processors"):
+        raise ValueError(
+            f"cannot trace {type(target).__name__}: expected a diffusers pipeline with a UNet2DConditionModel "
+            "`unet`, or the UNet itself"
+        )
+    return unet
+
+
+def is_traced(unet) -> bool:
+    """True when any attention processor of ``unet`` is a capture processor."""
+    return any(isinstance(p, CaptureProcessor) for p in unet.attn_processors.values())
+
+
+class Tracer:
+    """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
+
+    ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net
+    itself). ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
+    None (all of that kind), a resolution (int, e.g. 16), a glob or regex on layer names, or a
+    list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
+    with ``per_step``). ``guidance_half``: which half of a classifier-free-guided batch to record,
+    ``"cond"`` (the prompt), ``"uncond"`` (the negative prompt) or ``"both"``. ``cache_kv`` reuses
+    each cross-attention layer's text K/V projections across steps (identical output).
+    ``tokenizer`` names the tokens when ``pipe`` has none (a bare U-Net; see :meth:`start_call`).
+    Each ``pipe(...)`` call starts a new record; :meth:`maps` returns the last one.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        kind: str = "cross",
+        layers=None,
+        per_step: bool = False,
+        per_head: bool = False,
+        guidance_half: str = "cond",
+        cache_kv: bool = True,
+        tokenizer=None,
+    ):
+        self.pipe = pipe
+        self.unet = _unet_of(pipe)
+        self.kind = kind
+        self.layers: list[LayerInfo] = select_layers(attention_layers(self.unet), kind, layers)
+        self.store = AttentionStore(guidance_half, per_step=per_step, per_head=per_head)
+        self.cache_kv = cache_kv
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(pipe, "tokenizer", None)
+        self.prompts: list[str | None] | None = None  # one per image, from the last pipeline call
+        self.negative_prompts: list[str] | None = None
+        self.latent_size: tuple[int, int] | None = None
+        self._saved: dict | None = None  # the processors in place before tracing
+        self._hook = None
+        self._pipe_class = None
+
+    # ------------------------------------------------------------------ install / restore
+
+    def __enter__(self) -> Tracer:
+        if self._saved is not None:
+            raise TraceError("this tracer is already active; a tracer can be entered once at a time")
+        if is_traced(self.unet) or getattr(type(self.pipe), "_crossattn_traced", False):
+            raise TraceError("this pipeline is already being traced; exit the other trace first")
+        saved = dict(self.unet.attn_processors)
+        processors = dict(saved)
+        for layer in self.layers:
+            mode = supported_reference(saved[layer.key])
+            if mode is None:
+                raise ValueError(
+                    f"layer {layer.name} uses {type(saved[layer.key]).__name__}; tracing stands in for "
+                    "AttnProcessor or AttnProcessor2_0 only (call unet.set_default_attn_processor() first)"
+                )
+            processors[layer.key] = CaptureProcessor(layer.name, self.store, mode, self.cache_kv)
+        self.store.reset(None)
+        self._saved = saved
+        try:
+            self.unet.set_attn_processor(processors)
+            self._hook = self.unet.register_forward_pre_hook(self._see_latents, with_kwargs=True)
+            if self.pipe is not self.unet:
+                self._intercept_calls()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        """Put back exactly what was there: processor objects, no hook, the pipeline's class."""
+        try:
+            if self._saved is not None:
+                self.unet.set_attn_processor(dict(self._saved))  # the dict is consumed: pass a copy
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+            if self._pipe_class is not None:
+                self.pipe.__class__ = self._pipe_class
+            self._saved, self._hook, self._pipe_class = None, None, None
+            for processor in self.unet.attn_processors.values():
+                if isinstance(processor, CaptureProcessor):  # cannot happen; never leave one behind
+                    raise TraceError("a capture processor survived the restore")
+
+    def _intercept_calls(self) -> None:
+        """Give the pipeline object a subclass whose ``__call__`` first tells the tracer its arguments."""
+        original = type(self.pipe)
+        tracer = self
+
+        def __call__(pipe, *args, **kwargs):
+            tracer._see_call(original.__call__, pipe, args, kwargs)
+            return original.__call__(pipe, *args, **kwargs)
+
+        namespace = {"__call__": __call__, "__module__": original.__module__, "_crossattn_traced": True}
+        traced = type(original.__name__, (original,), namespace)
+        traced.__qualname__ = original.__qualname__
+        self._pipe_class = original
+        self.pipe.__class__ = traced
+
+    # ------------------------------------------------------------------ what the pipeline does
+
+    def _see_call(self, call, pipe, args, kwargs) -> None:
+        """Read prompt, negative prompt and images per prompt from a pipeline call."""
+        try:
+            bound = inspect.signature(call).bind(pipe, *args, **kwargs)
+        except TypeError:
+            return  # the pipeline itself will report the bad call
+        bound.apply_defaults()
+        arguments = bound.arguments
+        prompt = arguments.get("prompt")
+        per_prompt = arguments.get("num_images_per_prompt") or 1
+        if prompt is None:  # called with prompt_embeds: the images are known, their words are not
+            embeds = arguments.get("prompt_embeds")
+            count = embeds.shape[0] if embeds is not None else None
+            self.start_call([None] * count if count else None, images_per_prompt=per_prompt)
+        else:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            self.start_call(prompts, arguments.get("negative_prompt"), per_prompt)
+
+    def start_call(self, prompts, negative_prompts=None, images_per_prompt: int = 1) -> None:
+        """Start a new record for a sampling of ``prompts`` (each giving ``images_per_prompt`` images).
+
+        Called for every ``pipe(...)`` call; call it yourself before running a bare U-Net so the
+        tracer knows the prompts and can tell the guidance halves apart.
+        """
+        if prompts is None:
+            self.prompts, self.negative_prompts = None, None
+            self.store.reset(None)
+            return
+        negative = [negative_prompts] * len(prompts) if isinstance(negative_prompts, str | None) else negative_prompts
+        self.prompts = [p for p in prompts for _ in range(images_per_prompt)]
+        self.negative_prompts = [n or "" for n in negative for _ in range(images_per_prompt)]
+        self.store.reset(len(self.prompts))
+
+    def _see_latents(self, module, args, kwargs) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        self.latent_size = tuple(sample.shape[-2:])
+
+    # ------------------------------------------------------------------ results
+
+    def nbytes(self) -> int:
+        """Memory held by the recorded attention (constant in the number of steps unless per_step)."""
+        return self.store.nbytes()
+
+    def maps(self):
+        """The :class:`~crossattn.attention.maps.AttentionMaps` of the last sampling."""
+        from .maps import AttentionMaps
+
+        if not self.store.layers:
+            raise ValueError("nothing was recorded; call the pipeline inside the `with trace(...)` block")
+        info = {layer.name: layer for layer in self.layers}
+        tensors = {name: self.store.tensor(name) for name in info if name in self.store.layers}
+        layers = {name: self._layer_meta(info[name], t, self.store.layers[name].heads) for name, t in tensors.items()}
+        first = next(iter(self.store.layers.values()))
+        meta = {
+            "images": self._image_meta(),
+            "layers": layers,
+            "image_size": list(self.image_size()),
+            "steps": first.count,
+            "per_step": self.store.per_step,
+            "per_head": self.store.per_head,
+            "guidance_half": self.store.guidance_half,
+            "guided": self.store.guided,
+        }
+        return AttentionMaps(tensors, meta)
+
+    def image_size(self) -> tuple[int, int]:
+        """Output image size: latent size × the VAE's scale factor (1 for pixel-space pipelines)."""
+        scale = getattr(self.pipe, "vae_scale_factor", 1) if self.pipe is not self.unet else 1
+        h, w = self.latent_size
+        return h * scale, w * scale
+
+    def _layer_meta(self, layer: LayerInfo, tensor, heads: int) -> dict:
+        n = tensor.shape[-2]  # query positions of this layer
+        height, width = self.latent_size
+        factor = math.sqrt(height * width / n)
+        h, w = round(height / factor), round(width / factor)
+        if h * w != n:
+            raise ValueError(f"cannot tell the shape of {n} positions in {layer.name} for a {height}x{width} latent")
+        return {"kind": layer.kind, "resolution": layer.resolution, "height": h, "width": w, "heads": heads}
+
+    def _image_meta(self) -> list[dict]:
+        """Prompt, tokens and guidance half of every recorded row (uncond rows carry the negative prompt)."""
+        images = []
+        for i, half in enumerate(self.store.halves()):
+            prompt = None
+            if self.prompts is not None:
+                source = self.negative_prompts if half == "uncond" else self.prompts
+                prompt = source[i % len(self.prompts)]
+            images.append({"prompt": prompt, "tokens": self._tokens(prompt), "half": half})
+        return images
+
+    def _tokens(self, prompt: str | None) -> list[str] | None:
+        if prompt is None or self.tokenizer is None:
+            return None
+        tok = self.tokenizer
+        ids = tok(prompt, truncation=True, max_length=tok.model_max_length).input_ids
+        return tok.convert_ids_to_tokens(ids)
+
+
+#: ``crossattn.trace(pipe, kind="cross", layers=None, per_step=False, per_head=False,
+#: guidance_half="cond")``: the tracer class is the context manager.
+trace = Tracer

@@ -1,0 +1,21 @@
+"""Evaluation: does the model draw what the caption says, and does each word's attention land on
+its object? (Issue 6.) ``analyze`` finds objects, ``check_caption`` judges a caption, ``map_iou``
+measures grounding, ``run_evaluation`` does a whole seeded run."""
+
+from .analyzer import DetectedObject, analyze
+from .checks import CaptionCheck, check_caption
+from .grounding import TAU, map_iou, normalise_map
+from .run import EvalSettings, eval_prompts, run_evaluation
+
+__all__ = [
+    "DetectedObject",
+    "analyze",
+    "CaptionCheck",
+    "check_caption",
+    "TAU",
+    "map_iou",
+    "normalise_map",
+    "EvalSettings",
+    "eval_prompts",
+    "run_evaluation",
+]

@@ -1,0 +1,102 @@
+"""Does an analysed image show what its caption asks for? GenEval-style categories.
+
+One-object captions are judged on the largest object found ("main"): ``colour``, ``shape``,
+``object`` (both), ``count`` (exactly one object), and for positional captions ``position`` (the
+main object's centroid obeys the scenes grammar's rule, whatever its colour or shape).
+Two-object captions: ``both`` (two distinct objects with the asked colour and shape each, i.e.
+colour attribution right), ``count`` (exactly two objects), and for the four directional relations
+``relation`` (both found and their centroids obey the rule). ``all``: every check of the caption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.captions import CaptionSpec, parse_caption, satisfies_position, satisfies_relation
+from ..data.shapes import SHAPES
+from .analyzer import DetectedObject, analyze
+
+
+@dataclass
+class CaptionCheck:
+    caption: str
+    kind: str
+    results: dict[str, bool]  # category → passed
+    matches: list[int | None]  # caption object i → index into `objects` (None: not found)
+    objects: list[DetectedObject]
+    spec: CaptionSpec
+
+    @property
+    def passed(self) -> bool:
+        return self.results["all"]
+
+    def seen(self) -> str:
+        """What the analyzer saw, one line."""
+        return "; ".join(o.describe() for o in self.objects) or "nothing"
+
+    def to_dict(self) -> dict:
+        return {
+            "caption": self.caption,
+            "kind": self.kind,
+            "results": self.results,
+            "matches": self.matches,
+            "seen": [
+                {
+                    "colour": o.colour,
+                    "shape": o.shape,
+                    "centroid": [round(c, 2) for c in o.centroid],
+                    "area": round(o.area, 1),
+                }
+                for o in self.objects
+            ],
+        }
+
+
+def match_objects(spec: CaptionSpec, objects: list[DetectedObject], resolution: int) -> list[int | None]:
+    """Assign distinct detections to the caption's objects by colour and shape; among several
+    assignments prefer one that satisfies the relation, then the largest objects."""
+    fits = [[i for i, o in enumerate(objects) if (o.colour, o.shape) == want] for want in spec.objects]
+    pairs = [(a, b) for a in fits[0] for b in fits[-1] if a != b]
+    if len(spec.objects) == 1 or not pairs:  # the two objects differ, so their fits never share a detection
+        return [f[0] if f else None for f in fits]
+    rel = spec.relation or "and"
+    good = [p for p in pairs if satisfies_relation(objects[p[0]].centroid, objects[p[1]].centroid, rel, resolution)]
+    return list((good or pairs)[0])
+
+
+def judge(spec: CaptionSpec, objects: list[DetectedObject], matches: list[int | None], resolution: int) -> dict:
+    """The category results for one caption (see the module docstring)."""
+    if len(spec.objects) == 1:
+        main = objects[0] if objects else None
+        colour, shape = spec.objects[0]
+        results = {
+            "colour": main is not None and main.colour == colour,
+            "shape": main is not None and main.shape == shape,
+            "count": len(objects) == 1,
+        }
+        results["object"] = results["colour"] and results["shape"]
+        if spec.position is not None:
+            results["position"] = main is not None and satisfies_position(main.centroid, spec.position, resolution)
+        results["all"] = all(results.values())
+        return results
+    both = None not in matches
+    results = {"both": both, "count": len(objects) == 2}
+    if spec.relation != "and":
+        a, b = (objects[m].centroid for m in matches) if both else (None, None)
+        results["relation"] = both and satisfies_relation(a, b, spec.relation, resolution)
+    results["all"] = all(results.values())
+    return results
+
+
+def check_caption(
+    image: np.ndarray, caption: str, resolution: int | None = None, shapes: tuple[str, ...] = SHAPES
+) -> CaptionCheck:
+    """Analyse ``image`` and judge it against ``caption`` (``ValueError`` for a caption outside the
+    vocabulary or an image of the wrong size, naming what is accepted)."""
+    spec = parse_caption(caption, shapes)
+    objects = analyze(image, resolution, shapes)
+    size = np.asarray(image).shape[0]
+    matches = match_objects(spec, objects, size)
+    return CaptionCheck(caption, spec.kind, judge(spec, objects, matches, size), matches, objects, spec)

@@ -1,0 +1,168 @@
+"""The evaluation run: a balanced seeded prompt set → generate → analyse → report.
+
+Prompt set for ``n`` prompts and ``seed``: half one-object (a third plain, two thirds with a
+position, the five positions in turn), half two-object (the five relations in turn); colours and
+shapes drawn from ``default_rng([seed, EVAL_STREAM])``, a stream no training code uses. Image
+``i`` starts from the noise of ``torch.Generator().manual_seed(IMAGE_SEED_BASE + 10_000 * seed + i)``,
+far from the small seeds training-time sample grids use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.captions import COLOURS, POSITIONS, RELATIONS, format_caption
+from ..data.shapes import SHAPES
+from .checks import CaptionCheck, check_caption
+from .grounding import TAU, attention_word_map, ground_words
+
+EVAL_STREAM = 0xE7A1
+IMAGE_SEED_BASE = 1_000_000
+GROUPS = {"one": "one", "one_position": "one", "two_relation": "two", "two_and": "two"}
+
+
+@dataclass
+class EvalPrompt:
+    caption: str
+    kind: str
+    seed: int  # the image's noise seed
+
+
+@dataclass
+class EvalSettings:
+    n: int = 300
+    seed: int = 0
+    steps: int = 20
+    guidance_scale: float = 4.0
+    scheduler: str | None = None
+    tau: float = TAU
+    batch_size: int = 16
+    grounding: bool = True
+
+
+@dataclass
+class SampleResult:
+    prompt: EvalPrompt
+    image: np.ndarray  # (H, W, 3) uint8
+    check: CaptionCheck
+    words: list[dict] = field(default_factory=list)  # grounding records (see grounding.ground_words)
+
+    def to_dict(self) -> dict:
+        return {"seed": self.prompt.seed, **self.check.to_dict(), "grounding": self.words}
+
+
+def eval_prompts(n: int, seed: int = 0, shapes: tuple[str, ...] = SHAPES) -> list[EvalPrompt]:
+    """The balanced, seeded prompt set (see the module docstring)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    rng = np.random.default_rng([seed, EVAL_STREAM])
+    n_one = n // 2
+    n_plain = n_one - round(n_one * 2 / 3)
+
+    def obj() -> tuple[str, str]:
+        return str(rng.choice(list(COLOURS))), str(rng.choice(shapes))
+
+    prompts = []
+    for i in range(n):
+        if i < n_plain:
+            caption, kind = format_caption([obj()]), "one"
+        elif i < n_one:
+            caption, kind = format_caption([obj()], position=POSITIONS[(i - n_plain) % 5]), "one_position"
+        else:
+            first, second = obj(), obj()
+            while second == first:
+                second = obj()
+            relation = RELATIONS[(i - n_one) % 5]
+            caption, kind = (
+                format_caption([first, second], relation=relation),
+                "two_and" if relation == "and" else "two_relation",
+            )
+        prompts.append(EvalPrompt(caption, kind, IMAGE_SEED_BASE + 10_000 * seed + i))
+    return prompts
+
+
+def generate(pipe, prompts: list[EvalPrompt], settings: EvalSettings, trace=None):
+    """Images ((B, H, W, 3) uint8) for one batch of prompts, and the attention maps when ``trace``."""
+    import torch
+
+    generators = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
+    kwargs = {
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "generator": generators,
+        "output_type": "np",
+    }
+    captions = [p.caption for p in prompts]
+    maps = None
+    if trace is None:
+        images = pipe(captions, **kwargs).images
+    else:
+        with trace(pipe) as tracer:
+            images = pipe(captions, **kwargs).images
+        maps = tracer.maps()
+    return (np.asarray(images) * 255).round().astype(np.uint8), maps  # (B, H, W, 3)
+
+
+def evaluate_batch(pipe, prompts: list[EvalPrompt], settings: EvalSettings, resolution: int, trace=None):
+    """Generate, analyse and (with ``trace``) ground one batch → list of :class:`SampleResult`."""
+    images, maps = generate(pipe, prompts, settings, trace)
+    results = []
+    for i, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
+        check = check_caption(image, prompt.caption, resolution)
+        words = (
+            ground_words(check, attention_word_map(maps, prompt.caption, i), settings.tau) if maps is not None else []
+        )
+        results.append(SampleResult(prompt, image, check, words))
+    return results
+
+
+def accuracy_table(results: list[SampleResult]) -> dict[str, dict]:
+    """``{"one.colour": {"accuracy", "correct", "n"}, ..., "all": ...}`` plus per-position and
+    per-relation breakdowns (``"one.position[top left]"``, ``"two.relation[above]"``)."""
+    tally: dict[str, list[int]] = {}
+
+    def add(key: str, ok: bool) -> None:
+        tally.setdefault(key, [0, 0])
+        tally[key][0] += int(ok)
+        tally[key][1] += 1
+
+    for r in results:
+        group = GROUPS[r.check.kind]
+        for category, ok in r.check.results.items():
+            add(f"{group}.{category}", ok)
+        add("all", r.check.passed)
+        spec = r.check.spec
+        if spec.position is not None:
+            add(f"one.position[{spec.position}]", r.check.results["position"])
+        if "relation" in r.check.results:
+            add(f"two.relation[{spec.relation}]", r.check.results["relation"])
+    return {k: {"accuracy": round(c / n, 4), "correct": c, "n": n} for k, (c, n) in sorted(tally.items())}
+
+
+def grounding_table(results: list[SampleResult]) -> dict[str, dict]:
+    """Mean IoU per word kind (``colour``, ``shape``, ``all``) with counts and skip reasons."""
+    table = {}
+    for kind in ("colour", "shape", "all"):
+        records = [w for r in results for w in r.words if kind in ("all", w["kind"])]
+        ious = [w["iou"] for w in records if w["iou"] is not None]
+        skipped: dict[str, int] = {}
+        for w in records:
+            if w["skipped"]:
+                skipped[w["skipped"]] = skipped.get(w["skipped"], 0) + 1
+        table[kind] = {"mean_iou": round(float(np.mean(ious)), 4) if ious else None, "n": len(ious), "skipped": skipped}
+    return table
+
+
+def run_evaluation(pipe, settings: EvalSettings, trace=None, progress=None) -> tuple[list[SampleResult], float]:
+    """All prompts in batches; returns the results and the seconds it took."""
+    resolution = int(pipe.unet.config.sample_size)
+    prompts = eval_prompts(settings.n, settings.seed)
+    batches = [prompts[i : i + settings.batch_size] for i in range(0, len(prompts), settings.batch_size)]
+    start = time.perf_counter()
+    results = []
+    for batch in progress(batches) if progress else batches:
+        results += evaluate_batch(pipe, batch, settings, resolution, trace)
+    return results, time.perf_counter() - start
