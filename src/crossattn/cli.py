@@ -39,11 +39,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_lora_flag(p) -> None:
+    p.add_argument(
+        "--lora", metavar="DIR", help="a LoRA folder (crossattn finetune's OUT/final) loaded on top of --model"
+    )
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -184,6 +191,36 @@ def add_train(sub) -> None:
     p.set_defaults(command_module="train")
 
 
+def add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pipeline folder on an image folder (LoRA or full)",
+        description="Fine-tune on DATA (images + metadata.jsonl with file_name and text). "
+        "Writes OUT/final: a LoRA adapter (default) or, with --full, a pipeline folder.",
+    )
+    p.add_argument("data", metavar="DATA", help="image folder with metadata.jsonl (or metadata.csv)")
+    p.add_argument("--model", metavar="PATH", help="pipeline folder to start from (default: the shipped model)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--lora", type=positive_int, default=8, metavar="RANK", help="LoRA rank (default: %(default)s)")
+    kind.add_argument("--full", action="store_true", help="train all weights instead of a LoRA adapter")
+    p.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
+    p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 LoRA, 5e-5 full)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default="outputs/finetune", help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed (default: %(default)s)")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(command_module="finetune")
+
+
 def add_maps(sub) -> None:
     p = sub.add_parser(
         "maps",
@@ -211,6 +248,7 @@ def add_maps(sub) -> None:
     p.add_argument(
         "--model", metavar="PATH", help="any local diffusers text-to-image folder with a UNet2DConditionModel"
     )
+    add_lora_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
@@ -229,6 +267,7 @@ def add_eval(sub) -> None:
         description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
     )
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
     p.add_argument(
         "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
     )
@@ -282,10 +321,11 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
-    add_train(sub)
     add_maps(sub)
-    add_export(sub)
     add_eval(sub)
+    add_export(sub)
+    add_train(sub)
+    add_finetune(sub)
     return parser
 
 

@@ -42,6 +42,9 @@ SampleWriter = Callable[[Any, list[str], list[int], Path], None]
 #: ``customize(pipe)`` runs on the starting pipeline before the optimizer is built: fine-tuning
 #: injects LoRA adapters or freezes parts here. Only parameters left with ``requires_grad`` train.
 Customize = Callable[[Any], None]
+#: ``export(pipe, folder)`` writes ``RUN/final`` from the pipeline holding the EMA weights, instead of
+#: the whole pipeline folder (LoRA fine-tuning writes only its adapter).
+Export = Callable[[Any, Path], None]
 
 SAMPLE_SEEDS = (0, 1, 2, 3)
 SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
@@ -125,6 +128,7 @@ def train(
     on_step_end: Callable[[TrainState], None] | None = None,
     progress: bool = True,
     customize: Customize | None = None,
+    export: Export | None = None,
 ) -> TrainResult:
     """Train and write the run folder (see :mod:`crossattn.runs`); returns where ``final`` went.
 
@@ -134,7 +138,7 @@ def train(
     With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
     recorded; ``customize`` (see :data:`Customize`) adapts them before training.
     """
-    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers, customize)
+    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
     trainer.setup(dataset, resume, overwrite)
     try:
         return trainer.run(on_step_end, progress)
@@ -145,9 +149,11 @@ def train(
 class Trainer:
     """The loop's state and its steps; :func:`train` is the way in."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=(), customize=None):
+    def __init__(
+        self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=(), customize=None, export=None
+    ):
         self.model_config, self.config, self.run_dir, self.writers = model_config, config, run, list(writers)
-        self.customize = customize
+        self.customize, self.export = customize, export
         self.accelerator = make_accelerator(config, run)
         self.state = TrainState()
 
@@ -430,6 +436,9 @@ class Trainer:
             return None
         pipe = self.pipeline()
         with self.ema_weights(), atomic_dir(self.run_dir.final) as tmp:
+            if self.export is not None:
+                self.export(pipe, tmp)
+                return self.run_dir.final
             if self.config.save_fp16:
                 pipe = copy_pipeline(pipe).to(torch.float16)
             pipe.save_pretrained(tmp, safe_serialization=True)
