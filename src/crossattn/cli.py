@@ -39,11 +39,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_lora_flag(p) -> None:
+    p.add_argument(
+        "--lora", metavar="DIR", help="a LoRA folder (crossattn finetune's OUT/final) loaded on top of --model"
+    )
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -66,6 +73,152 @@ def add_generate(sub) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--maps", action="store_true", help="also write <name>.maps.safetensors/.json and <name>.maps.png")
     p.set_defaults(command_module="generate")
+
+
+def add_train(sub) -> None:
+    from .config import TrainingConfig
+
+    d = TrainingConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a model (or fine-tune a pipeline folder) on procedural scenes",
+        description="Train the U-Net and text encoder with accelerate; writes OUT/final, a pipeline folder. "
+        "Several CPU processes: torchrun --nproc_per_node 2 -m crossattn train ...",
+    )
+    p.add_argument("--out", metavar="DIR", default="outputs/train", help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
+    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
+    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
+    p.add_argument(
+        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
+    )
+    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
+    p.add_argument(
+        "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
+    )
+    p.add_argument(
+        "--data-seed",
+        metavar="N",
+        type=non_negative_int,
+        help=f"seed of the scenes and their order (default: {d.data_seed})",
+    )
+    p.add_argument(
+        "--num-workers",
+        metavar="N",
+        type=non_negative_int,
+        help=f"data loader worker processes (default: {d.num_workers})",
+    )
+    p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        help=f"images per process per micro-step (default: {d.batch_size})",
+    )
+    p.add_argument(
+        "--grad-accum", metavar="N", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})"
+    )
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        metavar="F",
+        type=float,
+        help=f"AdamW peak learning rate (default: {d.learning_rate})",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        metavar="NAME",
+        help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})",
+    )
+    p.add_argument(
+        "--warmup-steps", metavar="N", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})"
+    )
+    p.add_argument("--weight-decay", metavar="F", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
+    p.add_argument(
+        "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
+    )
+    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
+    p.add_argument(
+        "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
+    )
+    p.add_argument(
+        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
+    )
+    p.add_argument(
+        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
+    )
+    p.add_argument(
+        "--timestep-bias",
+        metavar="F",
+        type=float,
+        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
+    )
+    p.add_argument(
+        "--freeze-text-encoder",
+        dest="train_text_encoder",
+        action="store_const",
+        const=False,
+        help="train the U-Net only",
+    )
+    p.add_argument(
+        "--seed", metavar="N", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N",
+        type=positive_int,
+        help=f"steps between checkpoints (default: {d.checkpoint_every})",
+    )
+    p.add_argument(
+        "--keep-checkpoints", metavar="N", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})"
+    )
+    p.add_argument(
+        "--sample-every",
+        metavar="N",
+        type=non_negative_int,
+        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
+    )
+    p.add_argument(
+        "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
+    )
+    p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
+    p.add_argument(
+        "--threads", metavar="N", type=positive_int, help="torch CPU threads per process (default: torch's choice)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(command_module="train")
+
+
+def add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pipeline folder on an image folder (LoRA or full)",
+        description="Fine-tune on DATA (images + metadata.jsonl with file_name and text). "
+        "Writes OUT/final: a LoRA adapter (default) or, with --full, a pipeline folder.",
+    )
+    p.add_argument("data", metavar="DATA", help="image folder with metadata.jsonl (or metadata.csv)")
+    p.add_argument("--model", metavar="PATH", help="pipeline folder to start from (default: the shipped model)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--lora", type=positive_int, default=8, metavar="RANK", help="LoRA rank (default: %(default)s)")
+    kind.add_argument("--full", action="store_true", help="train all weights instead of a LoRA adapter")
+    p.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
+    p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 LoRA, 5e-5 full)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default="outputs/finetune", help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed (default: %(default)s)")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(command_module="finetune")
 
 
 def add_maps(sub) -> None:
@@ -95,6 +248,7 @@ def add_maps(sub) -> None:
     p.add_argument(
         "--model", metavar="PATH", help="any local diffusers text-to-image folder with a UNet2DConditionModel"
     )
+    add_lora_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
@@ -113,6 +267,7 @@ def add_eval(sub) -> None:
         description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
     )
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
     p.add_argument(
         "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
     )
@@ -140,6 +295,25 @@ def add_eval(sub) -> None:
     p.set_defaults(command_module="eval")
 
 
+def add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a captioned image folder (scenes or handwritten digits) for finetune",
+        description="Write OUT: NNNNN.png images + metadata.jsonl (file_name, text), the folder finetune reads.",
+    )
+    p.add_argument("source", choices=("scenes", "digits"), help="procedural scenes or scikit-learn's digits")
+    p.add_argument("out", metavar="OUT", help="a new or empty folder")
+    p.add_argument("--n", type=positive_int, help="images (default: 50 scenes; every scan of the digits split)")
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE", help="scenes: shapes drawn, e.g. ring (default: the three)")
+    p.add_argument("--kind", metavar="KIND", help="scenes: one, one_position, two_relation or two_and (default: a mix)")
+    p.add_argument(
+        "--split", choices=("train", "held_out", "all"), default="train", help="digits: which scans (default: train)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="scenes / digit split seed (default: %(default)s)")
+    p.add_argument("--resolution", type=positive_int, default=32, help="image side (default: %(default)s)")
+    p.set_defaults(command_module="export")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -149,6 +323,9 @@ def build_parser() -> Parser:
     add_generate(sub)
     add_maps(sub)
     add_eval(sub)
+    add_export(sub)
+    add_train(sub)
+    add_finetune(sub)
     return parser
 
 

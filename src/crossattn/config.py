@@ -104,3 +104,83 @@ class SamplingConfig(JsonConfig):
     guidance_scale: float = 4.0
     scheduler: str | None = None  # None: the model folder's own scheduler
     seed: int = 0
+
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+LR_SCHEDULES = ("cosine", "linear", "constant_with_warmup", "constant")
+
+
+@dataclass
+class TrainingConfig(JsonConfig):
+    """How ``crossattn train`` (and fine-tuning, started from a pipeline folder) trains.
+
+    Defaults follow ``shared/TRIALS.md``: AdamW at 5e-4 with 200 warm-up steps then cosine
+    decay, batch 32, gradient clipping 1.0, EMA 0.999, 10 % caption dropout (so classifier-free
+    guidance has an unconditional model), text encoder trained jointly.
+    """
+
+    steps: int = 1700  # optimizer steps
+    batch_size: int = 32  # per process and per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    learning_rate: float = 5e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 200
+    weight_decay: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    mixed_precision: str = "auto"  # auto: bf16/fp16 on a GPU, fp32 on CPU (no speed-up there)
+    ema_decay: float = 0.999  # 0 disables EMA
+    caption_dropout: float = 0.1
+    snr_gamma: float | None = None  # min-SNR weighting (Hang et al., 2023); None disables it
+    timestep_bias: float = 0.0  # density of training timesteps ∝ t^bias: 0 uniform, > 0 favours high noise
+    train_text_encoder: bool = True
+    seed: int = 0
+    data: str = "shapes"  # "shapes" (procedural scenes) or an image folder
+    dataset_size: int = 0  # 0: as many scenes as the run consumes (no scene is seen twice)
+    data_seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    sample_every: int = 250  # 0 disables sample grids
+    sample_prompts: tuple[str, ...] = (
+        "a red circle",
+        "a blue square at the top left",
+        "a green triangle at the bottom right",
+        "a yellow circle left of a purple square",
+        "an orange triangle above a blue circle",
+        "a purple square and a green circle",
+    )
+    sample_steps: int = 20
+    sample_guidance: float = 4.0
+    log_every: int = 10
+    init_from: str | None = None  # a pipeline folder to start from (fine-tuning)
+    save_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first impossible value and what is accepted."""
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "dataset_size", "num_workers", "sample_every", "sample_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {self.ema_decay}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be > 0 (or None to disable), got {self.snr_gamma}")
+        if self.timestep_bias < 0:
+            raise ValueError(f"timestep_bias must be >= 0 (0 = uniform timesteps), got {self.timestep_bias}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r}; accepted: {', '.join(LR_SCHEDULES)}")

@@ -34,13 +34,19 @@ def check_model_folder(path: str | Path) -> Path:
     return folder
 
 
-def load_pipeline(path: str | Path | None = None, scheduler: str | None = None, device: str | None = None):
+def load_pipeline(
+    path: str | Path | None = None,
+    scheduler: str | None = None,
+    device: str | None = None,
+    lora: str | Path | None = None,
+):
     """Load a pipeline folder, or the default model when ``path`` is None.
 
     A ``CrossAttnPipeline`` folder loads as one; any other diffusers text-to-image folder
     (e.g. a Stable Diffusion download) loads through ``DiffusionPipeline``. Weights come from
     safetensors only. Until a trained default model ships, ``path=None`` gives an untrained,
-    reproducibly initialised placeholder of the default config (with a warning).
+    reproducibly initialised placeholder of the default config (with a warning). ``lora``: a LoRA
+    folder (``crossattn finetune`` output, diffusers layout) loaded on top.
     """
     import torch
 
@@ -51,6 +57,10 @@ def load_pipeline(path: str | Path | None = None, scheduler: str | None = None, 
         folder = check_model_folder(path if path is not None else PRETRAINED_DIR)
         pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True)
         pipe.to(torch.float32)  # weights ship in fp16; sample in fp32 (CPU has no fast fp16)
+    if lora is not None:
+        from .lora import load_lora
+
+        load_lora(pipe, lora)
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     if device is not None:
@@ -84,11 +94,16 @@ def placeholder_pipeline(config: ModelConfig | None = None, seed: int = 0):
     return CrossAttnPipeline(**build_components(config or ModelConfig(), seed=seed))
 
 
-def model_identity(path: str | Path | None) -> dict[str, str]:
-    """``{"path", "hash"}`` for a sidecar: the folder's content hash, or the placeholder's name."""
+def model_identity(path: str | Path | None, lora: str | Path | None = None) -> dict:
+    """``{"path", "hash"}`` for a sidecar: the folder's content hash, or the placeholder's name;
+    with a LoRA, also ``"lora": {"path", "hash"}``."""
     from .files import folder_hash
 
     if path is None and not has_default_model():
-        return {"path": PLACEHOLDER, "hash": PLACEHOLDER}
-    folder = Path(path) if path is not None else PRETRAINED_DIR
-    return {"path": str(folder), "hash": folder_hash(folder)}
+        identity: dict = {"path": PLACEHOLDER, "hash": PLACEHOLDER}
+    else:
+        folder = Path(path) if path is not None else PRETRAINED_DIR
+        identity = {"path": str(folder), "hash": folder_hash(folder)}
+    if lora is not None:
+        identity["lora"] = {"path": str(lora), "hash": folder_hash(lora)}
+    return identity

@@ -19,14 +19,18 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
-class CrossAttnPipeline(DiffusionPipeline):
-    """Text-to-image sampling with a pixel-space ``UNet2DConditionModel`` and a ``CLIPTextModel``."""
+class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Text-to-image sampling with a pixel-space ``UNet2DConditionModel`` and a ``CLIPTextModel``.
+
+    ``load_lora_weights`` (diffusers' Stable Diffusion LoRA loader) works on it unchanged.
+    """
 
     model_cpu_offload_seq = "text_encoder->unet"
     _callback_tensor_inputs = ["latents", "prompt_embeds"]

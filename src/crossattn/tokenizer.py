@@ -84,10 +84,12 @@ def write_tokenizer_files(bpe_gz: str | Path, out_dir: str | Path) -> Path:
         "model_max_length": 77,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    # Loading from the files (not the constructor, whose signature differs across
-    # transformers versions) and saving adds the fast tokenizer's tokenizer.json.
-    tokenizer = CLIPTokenizer.from_pretrained(out)
-    tokenizer.save_pretrained(out)
+    # Loading from the files (not the constructor, whose signature differs across transformers
+    # versions) and saving writes the configs in the installed version's format. The 3.6 MB
+    # tokenizer.json it also writes is dropped: it is rebuilt from the two files on load, and the
+    # default model folder must stay small.
+    CLIPTokenizer.from_pretrained(out).save_pretrained(out)
+    (out / "tokenizer.json").unlink(missing_ok=True)
     return out
 
 

@@ -45,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # on a shared CPU, fewer threads than cores is often faster
     trace, reason = load_trace() if settings.grounding else (None, "switched off with --no-grounding")
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
     results, seconds = run_evaluation(pipe, settings, trace, progress=_progress)
-    report = build_report(results, settings, model_identity(args.model), scheduler_name(pipe), seconds, reason)
+    report = build_report(
+        results, settings, model_identity(args.model, args.lora), scheduler_name(pipe), seconds, reason
+    )
     (out / "failures.png").unlink(missing_ok=True)  # a stale sheet must not outlive its run (--overwrite)
     for path in write_outputs(out, report, results):
         print(path)

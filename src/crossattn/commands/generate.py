@@ -115,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
         [p for j in jobs for p in (j.png, j.sidecar, j.upscaled) if p is not None] + maps_files, args.overwrite
     )
 
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
     if args.maps:
         check_unet(pipe)
-    model = model_identity(args.model)
+    model = model_identity(args.model, args.lora)
     for prompt in prompts:
         own = [j for j in jobs if j.prompt == prompt]
         images, maps = sample(pipe, prompt, own, args)

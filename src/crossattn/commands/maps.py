@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_model_folder(args.model)
     paths = plan(args)
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
     check_unet(pipe)
     words = check_words(pipe, args.prompt, args.words)
     check_pixel(pipe, args.self_attn_pixel)
@@ -132,7 +132,7 @@ def write_views(pipe, args, paths: dict[str, Path], image, maps, words: list[str
     from .generate import ImageJob, scheduler_name, sidecar, write_image
 
     job = ImageJob(args.prompt, 0, args.seed, paths["png"], paths["sidecar"], None)
-    meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model), image.size)
+    meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model, args.lora), image.size)
     written = write_image(job, image, meta)
     written += write_maps(maps, image, paths["png"], meta, words)
     written.append(viz.save_figure(viz.layer_word_grid(maps, words, image), paths["grid"]))

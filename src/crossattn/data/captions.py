@@ -21,7 +21,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 90, 220),
     "purple": (140, 70, 190),
 }
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle")  # the default model's shape words
+#: shapes the scenes module can also draw, outside the default vocabulary: fine-tuning examples
+#: (issue 7) teach them; pass ``shapes=ALL_SHAPES`` (or a subset) to draw, parse or analyse them
+EXTRA_SHAPES = ("ring",)
+ALL_SHAPES = SHAPES + EXTRA_SHAPES
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
 RELATIONS = ("left of", "right of", "above", "below", "and")
 KINDS = ("one", "one_position", "two_relation", "two_and")
@@ -71,6 +75,24 @@ def vocabulary_text(shapes: tuple[str, ...] = SHAPES) -> str:
     )
 
 
+def check_shapes(shapes: tuple[str, ...]) -> tuple[str, ...]:
+    """``shapes`` itself when it is a non-empty tuple of drawable shapes; a ``ValueError`` otherwise."""
+    if isinstance(shapes, str) or not shapes:
+        raise ValueError(
+            f"shapes must be a non-empty tuple of shape names, got {shapes!r}; accepted: {', '.join(ALL_SHAPES)}"
+        )
+    unknown = [s for s in shapes if s not in ALL_SHAPES]
+    if unknown:
+        raise ValueError(f"unknown shape(s) {', '.join(map(str, unknown))}; accepted: {', '.join(ALL_SHAPES)}")
+    return tuple(shapes)
+
+
+def vocabulary_with(shapes: tuple[str, ...]) -> tuple[str, ...]:
+    """The default shapes plus any of ``shapes`` outside them (e.g. ``("ring",)`` → all four):
+    what an analyzer should choose among when those shapes may appear."""
+    return SHAPES + tuple(s for s in check_shapes(shapes) if s not in SHAPES)
+
+
 def _object_at(words: list[str], start: int, caption: str, shapes: tuple[str, ...]) -> tuple[str, str]:
     if len(words) < start + 3 or words[start] != "a":
         raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
@@ -78,7 +100,8 @@ def _object_at(words: list[str], start: int, caption: str, shapes: tuple[str, ..
     if colour not in COLOURS:
         raise ValueError(f"caption {caption!r}: {colour!r} is not a colour; {vocabulary_text(shapes)}")
     if shape not in shapes:
-        raise ValueError(f"caption {caption!r}: {shape!r} is not a shape; {vocabulary_text(shapes)}")
+        hint = f" ({shape!r} is drawable but outside this vocabulary)" if shape in ALL_SHAPES else ""
+        raise ValueError(f"caption {caption!r}: {shape!r} is not a shape{hint}; {vocabulary_text(shapes)}")
     return colour, shape
 
 

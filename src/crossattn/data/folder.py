@@ -8,12 +8,16 @@ entry, image without a caption line, malformed metadata line). Nothing in the fo
 Images become RGB (transparent pixels composited on white, grayscale expanded), are resized so the
 shorter side is the model resolution and centre-cropped (the diffusers text-to-image recipe), and
 are flipped horizontally only when asked: a flip turns "left of" into a lie.
+
+:func:`new_image_folder` writes such a folder (the scenes and digits exports use it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +57,36 @@ class FolderError(ValueError):
         super().__init__(
             f"{len(problems)} problem(s) in image folder {folder} (fix them or pass --skip-bad):\n  {lines}"
         )
+
+
+class FolderWriter:
+    """Adds ``NNNNN.png`` images and their caption lines to a folder being written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.lines = folder, []
+
+    def add(self, image: np.ndarray, text: str) -> str:
+        """Save ``image`` ((H, W, 3) uint8) with caption ``text``; returns its file name."""
+        name = f"{len(self.lines):05d}.png"
+        Image.fromarray(image).save(self.folder / name)
+        self.lines.append(json.dumps({"file_name": name, "text": text}))
+        return name
+
+
+@contextmanager
+def new_image_folder(out_dir: str | Path) -> Iterator[FolderWriter]:
+    """Write an image folder atomically: a non-empty ``out_dir`` is refused, images are added
+    through the yielded writer (other files may go in ``writer.folder``), ``metadata.jsonl`` is
+    written last, and the folder appears only when the whole block succeeded."""
+    from ..files import ExistsError, atomic_dir
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ExistsError(f"will not overwrite the files in {out}; choose an empty or new folder")
+    with atomic_dir(out) as tmp:
+        writer = FolderWriter(tmp)
+        yield writer
+        (tmp / "metadata.jsonl").write_text("\n".join(writer.lines) + "\n", encoding="utf-8")
 
 
 def metadata_path(folder: Path) -> Path:

@@ -7,6 +7,8 @@ and outside every mask white does. Everything is drawn from a ``numpy.random.Gen
 is reproducible from its seed; the dataset item ``i`` of seed ``s`` uses ``default_rng((s, i))``.
 
 Shapes are a small dict of inside-tests (:data:`SHAPE_DRAWERS`); a new shape is one more entry.
+``ring`` is one such entry outside the default vocabulary (``SHAPES``): it is drawn only when a
+``shapes=`` argument names it, for the fine-tuning example that teaches the model a new word.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .captions import (
+    ALL_SHAPES,
     BACKGROUND,
     COLOURS,
     KINDS,
@@ -27,6 +30,7 @@ from .captions import (
     RELATIONS,
     SHAPES,
     CaptionSpec,
+    check_shapes,
     format_caption,
     margin_for,
     parse_caption,
@@ -37,6 +41,7 @@ from .captions import (
 __all__ = [
     "COLOURS",
     "SHAPES",
+    "ALL_SHAPES",
     "POSITIONS",
     "RELATIONS",
     "KINDS",
@@ -72,6 +77,7 @@ class ShapeDrawer(NamedTuple):
 SQUARE_HALF = 0.85  # half-side / size: similar area to the circle
 TRIANGLE_R = 1.25  # circumradius / size
 SQRT3_2 = np.sqrt(3) / 2
+RING_INNER = 0.5  # hole radius / outer radius: at 32×32 a one-object ring's hole is 4–5 px across
 
 
 def _circle(x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
@@ -89,10 +95,17 @@ def _triangle(x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
     return (y <= r_in) & (SQRT3_2 * x - 0.5 * y <= r_in) & (-SQRT3_2 * x - 0.5 * y <= r_in)
 
 
+def _ring(x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
+    """A circle of radius ``size`` with a concentric hole of radius ``RING_INNER * size``."""
+    r2 = x * x + y * y
+    return (r2 <= size * size) & (r2 >= (RING_INNER * size) ** 2)
+
+
 SHAPE_DRAWERS: dict[str, ShapeDrawer] = {
     "circle": ShapeDrawer(_circle, 1.0, 0.0),
     "square": ShapeDrawer(_square, SQUARE_HALF * np.sqrt(2), 90.0),
     "triangle": ShapeDrawer(_triangle, TRIANGLE_R, 120.0),
+    "ring": ShapeDrawer(_ring, 1.0, 0.0),
 }
 
 
@@ -246,6 +259,7 @@ def random_spec(rng: np.random.Generator, kind: str | None = None, shapes: tuple
         kind = str(rng.choice(KINDS, p=[1 / 6, 1 / 3, 0.4, 0.1]))
     if kind not in KINDS:
         raise ValueError(f"unknown scene kind {kind!r}; kinds: {', '.join(KINDS)}")
+    check_shapes(shapes)
     colours = list(COLOURS)
     first = (str(rng.choice(colours)), str(rng.choice(shapes)))
     if kind == "one":
@@ -272,7 +286,7 @@ def make_scene(
 
 def scene_from_caption(caption: str, rng: np.random.Generator, resolution: int = 32, noise: float = 0.0) -> Scene:
     """Render a scene for a given caption (a ``ValueError`` naming the vocabulary if it is outside it)."""
-    spec = parse_caption(caption, shapes=tuple(SHAPE_DRAWERS))
+    spec = parse_caption(caption, shapes=ALL_SHAPES)
     if len(spec.objects) == 2 and spec.objects[0] == spec.objects[1]:
         raise ValueError(f"caption {caption!r}: the two objects must differ in colour or shape")
     return render_layout(rng, spec, resolution, noise, caption=caption)
@@ -298,7 +312,7 @@ class ShapesDataset(Dataset):
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
         self.length, self.resolution, self.seed, self.noise = length, resolution, seed, noise
-        self.kind, self.shapes = kind, shapes
+        self.kind, self.shapes = kind, check_shapes(shapes)
 
     def __len__(self) -> int:
         return self.length
@@ -326,24 +340,15 @@ def export_image_folder(
 ) -> Path:
     """Write ``n`` scenes as ``NNNNN.png`` + ``metadata.jsonl`` (``file_name``, ``text``) + ``masks.npz``
     (file name → (objects, H, W) bool, in caption order), atomically; an existing non-empty folder
-    is refused. Scene ``i`` is item ``i`` of ``ShapesDataset(n, resolution, seed)``."""
-    import json
+    is refused. Scene ``i`` is item ``i`` of ``ShapesDataset(n, resolution, seed, kind=kind, shapes=shapes)``."""
+    from .folder import new_image_folder
 
-    from PIL import Image
-
-    from ..files import ExistsError, atomic_dir
-
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ExistsError(f"will not overwrite the files in {out}; choose an empty or new folder")
-    lines, masks = [], {}
-    with atomic_dir(out) as tmp:
+    check_shapes(shapes)
+    masks = {}
+    with new_image_folder(out_dir) as folder:
         for i in range(n):
             scene = make_scene(scene_rng(seed, i), resolution, kind, shapes=shapes)
-            name = f"{i:05d}.png"
-            Image.fromarray(scene.image).save(tmp / name)
-            lines.append(json.dumps({"file_name": name, "text": scene.caption}))
+            name = folder.add(scene.image, scene.caption)
             masks[name] = np.stack([o.mask for o in scene.objects])  # (objects, H, W)
-        (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        np.savez_compressed(tmp / "masks.npz", **masks)
-    return out
+        np.savez_compressed(folder.folder / "masks.npz", **masks)
+    return Path(out_dir)

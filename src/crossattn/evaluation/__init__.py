@@ -3,7 +3,7 @@ its object? (Issue 6.) ``analyze`` finds objects, ``check_caption`` judges a cap
 measures grounding, ``run_evaluation`` does a whole seeded run."""
 
 from .analyzer import DetectedObject, analyze
-from .checks import CaptionCheck, check_caption
+from .checks import CaptionCheck, check_caption, score_single_object
 from .grounding import TAU, map_iou, normalise_map
 from .run import EvalSettings, eval_prompts, run_evaluation
 
@@ -12,6 +12,7 @@ __all__ = [
     "analyze",
     "CaptionCheck",
     "check_caption",
+    "score_single_object",
     "TAU",
     "map_iou",
     "normalise_map",

@@ -2,7 +2,7 @@
 
 Steps, each a small function: foreground = pixels far from white; 8-connected components (a
 numpy labeller: min-label propagation with pointer jumping, no scipy); per component the colour
-(nearest palette colour to the mean of its most saturated pixels), a soft coverage map ``alpha``
+(the palette colour whose blend with white comes nearest the mean of its most saturated pixels), a soft coverage map ``alpha``
 (how far each pixel is from white towards that colour, which undoes the anti-aliasing blend), the
 mask (``alpha >= 0.5``, the scenes module's own mask rule), centroid (alpha-weighted), bounding
 box, and the shape.
@@ -11,7 +11,12 @@ Shape is a template fit: for each shape, the template of the same area (from ``a
 at the same centroid, tried at every rotation step within its symmetry, is compared with
 ``alpha`` (L1 error ÷ area); the smallest error wins. Trying rotations makes it
 rotation-invariant; comparing whole coverage maps, not corners, keeps it robust to noise and to
-blur that rounds off small triangles' corners.
+blur that rounds off small triangles' corners. When the shapes asked for include ``ring`` (the
+fine-tuning example's shape, outside the default three), a hole check decides ring or not: a
+ring is an object whose mask encloses a background region of at least ``MIN_HOLE`` pixels around
+its centroid (a ring's centre of mass lies in its hole); an object without one is given the best
+of the other templates. Filled shapes have no hole, and neither do blobs or scribbles with specks
+of paper in them away from their centroid, which a template fit alone could call rings.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ ANGLE_STEP = 5.0  # degrees between the rotations tried for a shape template
 BLURS = (0.0, 0.5, 0.8, 1.1)  # Gaussian σ (pixels) tried on each template: soft edges stay the same shape
 RIM = 2  # pixels around a component that may hold its anti-aliased or blurred edge
 MASK_ALPHA = 0.49  # the scenes' mask rule is coverage ≥ 0.5; rounding to uint8 moves a half-covered pixel by < 0.01
+MIN_BLEND = 0.5  # an object's core colour is read as its palette colour blended ≥ 50 % over white
+MIN_HOLE = 3.0  # enclosed background pixels (at 32×32, scaled with the area) that make an object a ring
 MIN_AREA = 4.0  # components smaller than this many pixels at 32×32 (scaled with the image area) are specks
 
 PALETTE = np.array(list(COLOURS.values()), np.float32)  # (colours, 3)
@@ -44,8 +51,9 @@ class DetectedObject:
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 of the mask, end exclusive
     mask: np.ndarray  # (H, W) bool
     area: float  # soft area (sum of alpha), pixels
-    colour_distance: float  # RGB distance between the core colour and the chosen palette colour
+    colour_distance: float  # RGB distance from the core colour to the chosen colour's blend line with white
     shape_errors: dict[str, float] = field(default_factory=dict)  # shape → template L1 error ÷ area
+    hole_area: int = 0  # background pixels enclosed by the mask around the centroid (centre_hole_area)
 
     def describe(self) -> str:
         return f"{self.colour} {self.shape} at ({self.centroid[0]:.1f}, {self.centroid[1]:.1f})"
@@ -91,7 +99,13 @@ def distance_from_white(image: np.ndarray) -> np.ndarray:
 
 
 def nearest_colour(rgb: np.ndarray) -> tuple[str, float]:
-    distances = np.linalg.norm(PALETTE - rgb, axis=1)  # (colours,)
+    """The palette colour whose blend with white (at least half covered) comes nearest ``rgb``.
+
+    A thin object under blur (a ring's band) never reaches its full colour, and a lightened blue
+    is nearer purple than blue; its distance to the white→blue blend line stays small."""
+    direction = WHITE - PALETTE  # (colours, 3)
+    alpha = np.clip((direction @ (WHITE - rgb)) / (direction * direction).sum(axis=1), MIN_BLEND, 1.0)  # (colours,)
+    distances = np.linalg.norm(WHITE - alpha[:, None] * direction - rgb, axis=1)  # (colours,)
     i = int(np.argmin(distances))
     return list(COLOURS)[i], float(distances[i])
 
@@ -147,6 +161,35 @@ def fit_shape(alpha: np.ndarray, centroid: tuple[float, float], shapes: tuple[st
     return errors
 
 
+def centre_hole_area(mask: np.ndarray, centroid: tuple[float, float]) -> int:
+    """Pixels of the background region that holds the object's centroid, when ``mask`` encloses it
+    (it cannot reach the image border through non-mask pixels, 8-connected, so a diagonal gap in
+    the outline counts as open); 0 when the centroid is on the object or the region is open.
+    A ring's centre of mass lies in its hole; a filled shape's, or a scribble's, on its ink."""
+    x, y = int(centroid[0]), int(centroid[1])
+    if not (0 <= y < mask.shape[0] and 0 <= x < mask.shape[1]) or mask[y, x]:
+        return 0
+    ys, xs = np.nonzero(mask)
+    y0, x0 = ys.min(), xs.min()
+    crop = np.pad(mask[y0 : ys.max() + 1, x0 : xs.max() + 1], 1)  # (h+2, w+2): open all round
+    if not (0 <= y - y0 + 1 < crop.shape[0] - 1 and 0 <= x - x0 + 1 < crop.shape[1] - 1):
+        return 0
+    labels, _ = label_components(~crop)
+    region = labels[y - y0 + 1, x - x0 + 1]
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return 0 if region in border else int((labels == region).sum())
+
+
+def choose_shape(errors: dict[str, float], hole_area: int, min_hole: float) -> str:
+    """The best-fitting template's shape; but when ring is a candidate, the hole decides: a
+    centred hole of at least ``min_hole`` pixels makes a ring, and without one it is not a ring."""
+    if "ring" in errors:
+        if hole_area >= min_hole:
+            return "ring"
+        errors = {k: v for k, v in errors.items() if k != "ring"}
+    return min(errors, key=errors.get)
+
+
 def describe_component(image: np.ndarray, region: np.ndarray, core: np.ndarray, shapes: tuple[str, ...]):
     """One :class:`DetectedObject` from the pixels ``region`` may cover, colour read from ``core``."""
     colour, colour_distance = nearest_colour(image[core].mean(axis=0))
@@ -160,7 +203,9 @@ def describe_component(image: np.ndarray, region: np.ndarray, core: np.ndarray, 
     centroid = (float((alpha * (grid_x + 0.5)).sum() / area), float((alpha * (grid_y + 0.5)).sum() / area))
     errors = fit_shape(alpha, centroid, shapes)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return DetectedObject(colour, min(errors, key=errors.get), centroid, bbox, mask, area, colour_distance, errors)
+    holes = centre_hole_area(mask, centroid)
+    shape = choose_shape(errors, holes, MIN_HOLE * mask.size / 32**2)
+    return DetectedObject(colour, shape, centroid, bbox, mask, area, colour_distance, errors, holes)
 
 
 def analyze(image: np.ndarray, resolution: int | None = None, shapes: tuple[str, ...] = SHAPES) -> list[DetectedObject]:

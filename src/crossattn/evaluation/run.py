@@ -41,6 +41,7 @@ class EvalSettings:
     tau: float = TAU
     batch_size: int = 16
     grounding: bool = True
+    analyzer_shapes: tuple[str, ...] = SHAPES  # e.g. ALL_SHAPES: judge a fine-tuned model that may draw rings
 
 
 @dataclass
@@ -111,7 +112,7 @@ def evaluate_batch(pipe, prompts: list[EvalPrompt], settings: EvalSettings, reso
     images, maps = generate(pipe, prompts, settings, trace)
     results = []
     for i, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
-        check = check_caption(image, prompt.caption, resolution)
+        check = check_caption(image, prompt.caption, resolution, settings.analyzer_shapes)
         words = (
             ground_words(check, attention_word_map(maps, prompt.caption, i), settings.tau) if maps is not None else []
         )

@@ -1,0 +1,124 @@
+"""What the two fine-tuning examples (``ring_finetune.py``, ``digits_finetune.py``) share: run
+``crossattn finetune`` as a user would, load base + LoRA, draw seeded samples, score the original
+one-object prompts. Not a benchmark itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: int) -> None:
+    """Flags both examples take (base model, fine-tuning length, sampling settings)."""
+    parser.add_argument("--model", metavar="PATH", help="base pipeline folder (default: the shipped model)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="work folder: data/, run/ (must not hold a run)")
+    parser.add_argument("--lora", metavar="DIR", help="score this adapter instead of fine-tuning (skips the run)")
+    parser.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="(default: %(default)s)")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: finetune's)")
+    parser.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
+    parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def finetune_available() -> bool:
+    """Whether this tree has the ``crossattn finetune`` command (it lands on another branch)."""
+    sys.path.insert(0, str(SRC))
+    return importlib.util.find_spec("crossattn.commands.finetune") is not None
+
+
+def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """``python -m crossattn finetune DATA ...`` in a subprocess (this tree's ``src`` first on the
+    path, as a user's install would be); returns the adapter folder and the seconds it took."""
+    if not finetune_available():
+        raise SystemExit(
+            "the 'crossattn finetune' command is not in this tree yet (it comes with the fine-tuning "
+            "branch); pass --lora DIR to score an adapter trained elsewhere"
+        )
+    command = [sys.executable, "-m", "crossattn", "finetune", str(data), "--out", str(run)]
+    command += ["--lora", str(args.rank), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    command += ["--model", args.model] if args.model else []
+    command += ["--lr", str(args.lr)] if args.lr else []
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--train-text-encoder"] if args.train_text_encoder else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env)
+    return run / "final", time.perf_counter() - start
+
+
+def load_models(model: str | None, lora: Path | None):
+    """The base pipeline and, with ``lora``, a second copy with the adapter loaded."""
+    from crossattn.loading import load_pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "untrained placeholder" when no default model ships yet
+        base = load_pipeline(model)
+        tuned = load_pipeline(model) if lora else None
+    if tuned is not None:
+        if not hasattr(tuned, "load_lora_weights"):
+            raise SystemExit("this tree's pipeline cannot load LoRA adapters yet (the fine-tuning branch adds it)")
+        tuned.load_lora_weights(str(lora), weight_name="pytorch_lora_weights.safetensors")
+    for pipe in (base, tuned):
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
+    return base, tuned
+
+
+def sample(pipe, captions: list[str], seeds: list[int], args: argparse.Namespace, batch: int = 20) -> np.ndarray:
+    """Seeded images ``(N, H, W, 3)`` uint8, image i from the noise of seed i (evaluation's generator)."""
+    from crossattn.evaluation.run import EvalPrompt, EvalSettings, generate
+
+    settings = EvalSettings(steps=args.sample_steps, guidance_scale=args.guidance)
+    prompts = [EvalPrompt(c, "one", s) for c, s in zip(captions, seeds, strict=True)]
+    chunks = [generate(pipe, prompts[i : i + batch], settings)[0] for i in range(0, len(prompts), batch)]
+    return np.concatenate(chunks)
+
+
+def one_object_scores(pipe, args: argparse.Namespace, n: int, shapes: tuple[str, ...]) -> dict[str, float]:
+    """The evaluation's one-object categories (colour, shape, object, count, position) on the
+    one-object half of its seeded prompt set (``2 n`` prompts → ``n`` one-object), judged by an
+    analyzer that also knows ``shapes`` (so a circle turned ring counts as a wrong shape)."""
+    from crossattn.evaluation.run import EvalSettings, accuracy_table, eval_prompts, evaluate_batch
+
+    settings = EvalSettings(steps=args.sample_steps, guidance_scale=args.guidance, analyzer_shapes=shapes)
+    prompts = [p for p in eval_prompts(2 * n) if p.kind in ("one", "one_position")]
+    resolution = int(pipe.unet.config.sample_size)
+    results = []
+    for i in range(0, len(prompts), settings.batch_size):
+        results += evaluate_batch(pipe, prompts[i : i + settings.batch_size], settings, resolution)
+    table = accuracy_table(results)
+    return {k.split(".", 1)[1]: v["accuracy"] for k, v in table.items() if k.startswith("one.") and "[" not in k}
+
+
+def print_comparison(title: str, rows: dict[str, dict[str, float]]) -> None:
+    """A table: one column per model (``rows``: model → metric → value)."""
+    names = list(rows)
+    metrics = list(rows[names[0]])
+    print(title)
+    print(f"{'metric':<12}" + "".join(f"{n:>14}" for n in names))
+    for m in metrics:
+        print(f"{m:<12}" + "".join(f"{rows[n].get(m, float('nan')):>14.3f}" for n in names))
+
+
+def finish_report(out: Path, report: dict) -> None:
+    """Print ``report["verdict"]`` (bar → passed) and write the whole report to ``OUT/report.json``."""
+    from crossattn.files import atomic_write_json
+
+    for bar, ok in report["verdict"].items():
+        print(f"{bar}: {'PASS' if ok else 'FAIL'}")
+    atomic_write_json(out / "report.json", report)
+    print(f"report: {out / 'report.json'}")

@@ -1,0 +1,133 @@
+"""``crossattn finetune DATA``: the training loop started from a pipeline folder, on an image folder.
+
+Not a second loop: :func:`crossattn.train.train` with ``init_from`` set, the user's image folder as
+data, fine-tuning defaults (fewer steps, smaller learning rate) and, unless ``--full``, LoRA
+adapters (peft) added before the optimizer is built, so only they train. The result in
+``OUT/final`` is the adapter (``pytorch_lora_weights.safetensors``, diffusers' LoRA layout) or, with
+``--full``, a whole pipeline folder. ``OUT/samples/before.png`` and the last step's grid show the
+sample prompts before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+from ..config import TrainingConfig
+
+#: Fine-tuning defaults (flags override them).
+LORA_LR, FULL_LR = 5e-4, 5e-5
+SAMPLE_PROMPTS = 4
+
+
+def base_model(args: argparse.Namespace) -> str | None:
+    """The folder fine-tuning starts from: ``--model``, else the shipped default model."""
+    from ..loading import check_model_folder, default_model_dir, has_default_model
+
+    if args.model:
+        return str(check_model_folder(args.model))
+    if has_default_model():
+        return str(default_model_dir())
+    warnings.warn("no trained default model is shipped yet; fine-tuning the untrained placeholder", stacklevel=2)
+    return None
+
+
+def sample_prompts(dataset) -> tuple[str, ...]:
+    """The first few distinct captions of the data: what the before/after grids show."""
+    seen: list[str] = []
+    for record in dataset.records:
+        if record.text not in seen:
+            seen.append(record.text)
+    return tuple(seen[:SAMPLE_PROMPTS])
+
+
+def training_config(args: argparse.Namespace, model: str | None, prompts: tuple[str, ...]) -> TrainingConfig:
+    lr = args.lr or (FULL_LR if args.full else LORA_LR)
+    return TrainingConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=lr,
+        warmup_steps=min(50, args.steps // 10),
+        train_text_encoder=args.train_text_encoder,
+        seed=args.seed,
+        data=str(args.data),
+        init_from=model,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.steps,  # the "after" grid, at the last step
+        sample_prompts=prompts,
+        save_fp16=False,
+    )
+
+
+def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> None:
+    """The sample prompts drawn by the base model, as ``OUT/samples/before.png``."""
+    import torch
+
+    from ..files import atomic_write
+    from ..loading import load_pipeline
+    from ..train import SAMPLE_SCALE, SAMPLE_SEEDS, image_grid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
+    images = pipe(
+        prompts,
+        num_inference_steps=config.sample_steps,
+        guidance_scale=config.sample_guidance,
+        num_images_per_prompt=len(seeds),
+        generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
+    ).images
+    grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
+    atomic_write(out / "samples" / "before.png", lambda tmp: grid.save(tmp, format="PNG"))
+
+
+def export_lora(pipe, folder: Path, info: dict) -> None:
+    """``OUT/final`` for LoRA: the adapter weights and what they were trained on."""
+    from ..lora import save_lora
+
+    save_lora(pipe, folder)
+    (folder / "lora_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..commands.train import model_config_from_folder
+    from ..config import ModelConfig
+    from ..data.folder import ImageFolderDataset
+    from ..lora import add_lora
+    from ..train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = base_model(args)
+    model_config = model_config_from_folder(model) if model else ModelConfig()
+    data = ImageFolderDataset(args.data, model_config.resolution, flip=args.flip, skip_bad=args.skip_bad)
+    if data.skipped:
+        warnings.warn(
+            f"skipped {data.skipped} bad entries of {args.data}; training on {len(data)} images", stacklevel=1
+        )
+    config = training_config(args, model, sample_prompts(data))
+    out = Path(args.out)
+    lora = None if args.full else args.lora
+    info = {"base_model": model, "rank": lora, "text_encoder": args.train_text_encoder, "data": str(args.data)}
+    result = train(
+        model_config,
+        config,
+        data,
+        out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        customize=(lambda pipe: add_lora(pipe, lora, text_encoder=args.train_text_encoder)) if lora else None,
+        export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
+    )
+    if result.final is not None:
+        if not args.resume:
+            write_before_grid(model, config, out)
+        print(result.final, flush=True)
+    return 0

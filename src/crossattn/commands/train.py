@@ -1,0 +1,127 @@
+"""``crossattn train``: configs from defaults / JSON files / flags, the dataset, then :func:`crossattn.train.train`.
+
+On ``--resume`` the run's own ``config.json`` is the base, so a resumed run continues with the
+settings it started with; flags given on the command line still win (e.g. ``--steps`` to extend a
+run), and each changed setting is named in a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+from ..config import ModelConfig, TrainingConfig
+
+#: Flags that set a ``ModelConfig`` field (everything else maps onto ``TrainingConfig``).
+MODEL_FLAGS = ("resolution",)
+
+
+def flag_overrides(args: argparse.Namespace, cls) -> dict:
+    """The config fields the user set on the command line (flags default to None = not given)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def model_config_from_folder(folder: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` of a pipeline folder: its ``crossattn_config.json``, or read off the
+    U-Net, text encoder and scheduler configs (any folder of our layout)."""
+    root = Path(folder)
+    own = root / "crossattn_config.json"
+    if own.is_file():
+        return ModelConfig.load(own)
+    unet = json.loads((root / "unet" / "config.json").read_text())
+    text = json.loads((root / "text_encoder" / "config.json").read_text())
+    sched = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    channels = tuple(unet["block_out_channels"])
+    heads = unet["attention_head_dim"]
+    heads = heads if isinstance(heads, list) else [heads] * len(channels)
+    return ModelConfig(
+        resolution=unet["sample_size"],
+        in_channels=unet["in_channels"],
+        block_out_channels=channels,
+        cross_attention_levels=tuple(t.startswith("CrossAttn") for t in unet["down_block_types"]),
+        layers_per_block=unet["layers_per_block"],
+        attention_head_dim=channels[0] // heads[0],
+        norm_num_groups=unet["norm_num_groups"],
+        text_hidden_size=text["hidden_size"],
+        text_layers=text["num_hidden_layers"],
+        text_heads=text["num_attention_heads"],
+        text_max_length=text["max_position_embeddings"],
+        prediction_type=sched.get("prediction_type", "epsilon"),
+    )
+
+
+def saved_configs(out: Path) -> tuple[ModelConfig, TrainingConfig]:
+    path = out / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start the run without --resume")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return ModelConfig.from_dict(saved["model"]), TrainingConfig.from_dict(saved["training"])
+
+
+def fresh_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig]:
+    model = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
+    training = TrainingConfig.load(args.config) if args.config else TrainingConfig()
+    init_from = args.init_from or training.init_from
+    if init_from:
+        from ..loading import check_model_folder
+
+        model = model_config_from_folder(check_model_folder(init_from))
+    return model, training
+
+
+def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig]:
+    """Defaults or JSON files (or the run's saved config on resume), then the flags given."""
+    for name in ("config", "model_config"):
+        path = getattr(args, name)
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
+    model, training = saved_configs(Path(args.out)) if args.resume else fresh_configs(args)
+    train_flags = {k: v for k, v in flag_overrides(args, TrainingConfig).items() if k not in MODEL_FLAGS}
+    model_flags = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
+    if args.resume:
+        changed = {k: (getattr(training, k), v) for k, v in train_flags.items() if getattr(training, k) != v}
+        changed |= {k: (getattr(model, k), v) for k, v in model_flags.items() if getattr(model, k) != v}
+        if changed:
+            listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            warnings.warn(f"resuming with changed settings: {listed}", stacklevel=2)
+    return dataclasses.replace(model, **model_flags), dataclasses.replace(training, **train_flags)
+
+
+def make_dataset(model: ModelConfig, training: TrainingConfig):
+    """The training data: procedural scenes (sized to the run) or, later, an image folder."""
+    if training.data == "shapes":
+        from ..data.shapes import ShapesDataset
+
+        def scenes(needed: int):
+            return ShapesDataset(training.dataset_size or needed, resolution=model.resolution, seed=training.data_seed)
+
+        return scenes
+    raise ValueError(f"--data {training.data!r}: accepted: shapes (image folders come with `crossattn finetune`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one")
+    model, training = build_configs(args)
+    result = train(
+        model,
+        training,
+        make_dataset(model, training),
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    if result.final is not None:
+        print(result.final, flush=True)
+    return 0

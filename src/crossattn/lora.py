@@ -1,0 +1,83 @@
+"""LoRA adapters through peft (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021).
+
+A rank-r adapter on a linear layer ``W (out × in)`` adds ``B A`` with ``A (r × in)`` and
+``B (out × r)``, so ``r · (in + out)`` trainable parameters, ``B`` starting at zero (the model
+is unchanged before training). Adapters go on the U-Net's attention projections (``to_q``,
+``to_k``, ``to_v``, ``to_out.0``: self- and cross-attention) and, when asked, on the text
+encoder's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). They are saved in diffusers' LoRA
+layout (``pytorch_lora_weights.safetensors`` with ``unet.`` / ``text_encoder.`` keys), so
+``pipe.load_lora_weights(folder)`` loads them, as for any Stable Diffusion LoRA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def lora_config(rank: int, targets: tuple[str, ...], alpha: float | None = None):
+    """A peft ``LoraConfig`` (alpha defaults to the rank: scale 1, as in diffusers' scripts)."""
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
+
+
+def add_lora(pipe, rank: int, text_encoder: bool = False, alpha: float | None = None) -> None:
+    """Freeze the pipeline's models and add trainable LoRA adapters (U-Net; text encoder if asked)."""
+    pipe.unet.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS, alpha))
+    if text_encoder:
+        add_text_encoder_adapter(pipe.text_encoder, lora_config(rank, TEXT_TARGETS, alpha))
+
+
+def add_text_encoder_adapter(text_encoder, config) -> None:
+    """peft's own injection: transformers 5's ``add_adapter`` demands a peft newer than PyPI has
+    (0.22 against 0.21.2 today); the adapter layers and their state-dict keys are the same."""
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(config, text_encoder, adapter_name="default")
+    text_encoder.peft_config = {"default": config}
+
+
+def lora_parameter_count(model, rank: int, targets: tuple[str, ...]) -> int:
+    """What rank-``rank`` adapters on ``targets`` should add: ``r · (in + out)`` per linear layer."""
+    import torch
+
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and any(name.endswith(t) for t in targets):
+            total += rank * (module.in_features + module.out_features)
+    return total
+
+
+def save_lora(pipe, folder: str | Path) -> Path:
+    """Write the adapters of ``pipe`` in diffusers' LoRA layout (safetensors, with their configs)."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    unet_layers = get_peft_model_state_dict(pipe.unet)
+    te = pipe.text_encoder
+    te_layers = get_peft_model_state_dict(te) if getattr(te, "peft_config", None) else None
+    StableDiffusionPipeline.save_lora_weights(
+        folder,
+        unet_lora_layers=unet_layers,
+        text_encoder_lora_layers=te_layers,
+        unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict(),
+        text_encoder_lora_adapter_metadata=te.peft_config["default"].to_dict() if te_layers else None,
+        safe_serialization=True,
+    )
+    return Path(folder) / WEIGHT_NAME
+
+
+def load_lora(pipe, folder: str | Path) -> None:
+    """Load a LoRA folder written by :func:`save_lora` (or any diffusers SD LoRA that fits)."""
+    path = Path(folder)
+    if not (path / WEIGHT_NAME).is_file():
+        raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {path}")
+    pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)

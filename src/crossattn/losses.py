@@ -1,0 +1,58 @@
+"""The diffusion training objective (Ho et al., 2020), with the v-target of Salimans & Ho (2022)
+and optional min-SNR-γ weighting (Hang et al., 2023).
+
+The forward process and the target come from the training noise scheduler (DDPM on the model's
+own schedule), so the loss and every sampler agree on what ``t`` means.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import TrainingConfig
+
+
+def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config: TrainingConfig, empty_ids):
+    """Mean (optionally min-SNR weighted) MSE between the U-Net's output and the schedule's target."""
+    x0 = batch["pixel_values"]  # (B, C, H, W)
+    ids = batch["input_ids"]  # (B, T)
+    b, device = x0.shape[0], x0.device
+    drop = torch.rand(b, generator=generator) < config.caption_dropout  # (B,)
+    ids = torch.where(drop.to(device)[:, None], empty_ids, ids)  # (B, T)
+    noise = torch.randn(x0.shape, generator=generator).to(device)  # (B, C, H, W)
+    t = sample_timesteps(b, noise_scheduler.config.num_train_timesteps, config.timestep_bias, generator).to(device)
+    noisy = noise_scheduler.add_noise(x0, noise, t)
+    kind = noise_scheduler.config.prediction_type
+    target = {"epsilon": noise, "sample": x0}.get(kind)
+    if target is None:
+        target = noise_scheduler.get_velocity(x0, noise, t)
+    with torch.set_grad_enabled(text_encoder.training):
+        text = text_encoder(ids)[0]  # (B, T, D)
+    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (B, C, H, W)
+    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    if config.snr_gamma is not None:
+        per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
+    return per_sample.mean()
+
+
+def sample_timesteps(n: int, num_timesteps: int, bias: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` training timesteps with density ∝ t^bias: uniform for 0, tilted towards high noise above.
+
+    High-noise steps are where layout (position, relation) is decided; ``shared/TRIALS.md`` lists
+    favouring them as an untried way to learn *where*. Drawn as t = ⌊T·u^(1/(1+bias))⌋, u ~ U(0, 1).
+    """
+    u = torch.rand(n, generator=generator)  # (n,)
+    return (num_timesteps * u ** (1.0 / (1.0 + bias))).long().clamp(max=num_timesteps - 1)
+
+
+def min_snr_weights(noise_scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al., 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, t)  # (B,)
+    clipped = torch.clamp(snr, max=gamma)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    if noise_scheduler.config.prediction_type == "epsilon":
+        return clipped / snr.clamp(min=1e-8)
+    return clipped

@@ -1,0 +1,141 @@
+"""The training run folder: its layout, the refusal to clobber a run, and checkpoint bookkeeping.
+
+```
+RUN/config.json                  model + training config (+ how it was launched)
+RUN/log.jsonl                    one JSON line per logged step: loss, lr, samples/s
+RUN/checkpoints/step-000250/     accelerate ``save_state`` (models, optimizer, EMA, LR, data position)
+RUN/samples/step-000250.png      sample grid (EMA weights) + .json with prompts and seeds
+RUN/final/                       the trained pipeline folder (``crossattn generate --model RUN/final``)
+```
+
+Checkpoints are written to a hidden temp folder and renamed into place, so a crash mid-write leaves
+the previous checkpoint as the latest one; hidden folders are never taken for checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run and the operations on them (all file work happens on the main process)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    def artefacts(self) -> list[Path]:
+        """What a run writes; any of them existing means the folder holds a run."""
+        return [self.config, self.log, self.checkpoints, self.samples, self.final, self.root / "tensorboard"]
+
+    def holds_run(self) -> bool:
+        return any(p.exists() for p in self.artefacts())
+
+    def check_new(self, overwrite: bool) -> None:
+        """Refuse to start a new run over an old one unless ``overwrite``."""
+        if self.holds_run() and not overwrite:
+            found = ", ".join(p.name for p in self.artefacts() if p.exists())
+            raise FileExistsError(
+                f"{self.root} already holds a run ({found}); pass --resume latest to continue it "
+                "or --overwrite to start over"
+            )
+
+    def clear(self) -> None:
+        """Remove the run's own artefacts (never other files the user keeps in the folder)."""
+        for path in self.artefacts():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}"
+
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first (temp folders of interrupted writes are hidden)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(CHECKPOINT_RE.match(p.name), p) for p in self.checkpoints.iterdir() if p.is_dir()]
+        return sorted((int(m.group(1)), p) for m, p in found if m)
+
+    def resolve_resume(self, resume: str) -> Path:
+        """``latest`` → the newest checkpoint; else a checkpoint folder path. Clear error if none."""
+        if resume == "latest":
+            found = self.list_checkpoints()
+            if not found:
+                raise FileNotFoundError(
+                    f"--resume latest: no checkpoint in {self.checkpoints} to resume from; "
+                    "start the run without --resume"
+                )
+            return found[-1][1]
+        path = Path(resume)
+        if not (path.is_dir() and CHECKPOINT_RE.match(path.name)):
+            raise FileNotFoundError(
+                f"--resume {resume}: not a checkpoint folder (expected 'latest' or .../step-NNNNNN)"
+            )
+        return path
+
+    def temp_checkpoint(self, step: int) -> Path:
+        """Where a checkpoint is written before it is renamed into place (same name on every process)."""
+        return self.checkpoints / f".step-{step:06d}.tmp"
+
+    def publish_checkpoint(self, step: int, keep: int) -> Path:
+        """Rename the finished temp folder into place, then delete all but the newest ``keep``."""
+        target = self.checkpoint(step)
+        if target.exists():  # the same step saved again (after a resume): replace it
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(self.temp_checkpoint(step), target)
+        for _, path in self.list_checkpoints()[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        return target
+
+    def remove_stale_temps(self) -> None:
+        """Delete temp folders left by a process killed mid-write."""
+        if self.checkpoints.is_dir():
+            for path in self.checkpoints.glob(".step-*"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ log
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log lines after ``step`` (written by the part of a run a resume repeats)."""
+        if not self.log.is_file():
+            return
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def append_log(self, record: dict) -> None:
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,471 @@
+"""One accelerate training loop, for training from scratch and for fine-tuning a pipeline folder.
+
+Per optimizer step (``grad_accum`` micro-batches, Ho et al. 2020 with the v-target of Salimans &
+Ho 2022):
+
+```
+x0 (B, 3, H, W), ids (B, T) ── caption dropout: ids → "" with prob p (an unconditional model for CFG)
+t ~ U{0..999}, ε ~ N(0, I)  ── x_t = DDPM.add_noise(x0, ε, t), target v = DDPM.get_velocity(x0, ε, t)
+text = CLIPTextModel(ids)   ── (B, T, D); trained jointly or frozen
+loss = mean‖UNet(x_t, t, text) − v‖² (optionally min-SNR weighted)  → AdamW, clip, cosine LR, EMA
+```
+
+The EMA weights are what samples and the final pipeline folder use. ``save_state`` checkpoints hold
+models, optimizer, LR schedule, EMA and the data position, and every random draw of a step is a
+function of (seed, rank, position) (see :mod:`crossattn.batching`), so a resumed run continues
+exactly as an uninterrupted one. Launch with ``torchrun --nproc_per_node N -m crossattn train`` for
+several CPU processes (gloo), or ``accelerate launch`` on GPUs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batching import CaptionCollate, ShardedBatchSampler, step_generator
+from .config import ModelConfig, TrainingConfig
+from .files import atomic_dir, atomic_write, atomic_write_json
+from .losses import diffusion_loss
+from .runs import RunDir
+
+#: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
+#: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
+SampleWriter = Callable[[Any, list[str], list[int], Path], None]
+
+#: ``customize(pipe)`` runs on the starting pipeline before the optimizer is built: fine-tuning
+#: injects LoRA adapters or freezes parts here. Only parameters left with ``requires_grad`` train.
+Customize = Callable[[Any], None]
+#: ``export(pipe, folder)`` writes ``RUN/final`` from the pipeline holding the EMA weights, instead of
+#: the whole pipeline folder (LoRA fine-tuning writes only its adapter).
+Export = Callable[[Any, Path], None]
+
+SAMPLE_SEEDS = (0, 1, 2, 3)
+SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
+
+
+@dataclass
+class TrainState:
+    """The loop's position: optimizer steps done and micro-batches this process consumed."""
+
+    step: int = 0
+    batches: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step, self.batches = int(state["step"]), int(state["batches"])
+
+
+@dataclass
+class TrainResult:
+    final: Path | None
+    step: int
+    losses: list[float] = field(default_factory=list)  # one per optimizer step of this session
+
+
+def resolve_mixed_precision(name: str) -> str:
+    """``auto``: bf16 (or fp16) on a CUDA GPU, none on CPU where autocast gave no speed-up."""
+    if name != "auto":
+        return name
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
+    """The pipeline training starts from: a pretrained folder (fine-tuning) or a fresh init."""
+    from .loading import check_model_folder, placeholder_pipeline
+    from .pipeline import CrossAttnPipeline
+
+    if config.init_from:
+        folder = check_model_folder(config.init_from)
+        return CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
+    return placeholder_pipeline(model_config, seed=config.seed)
+
+
+def make_accelerator(config: TrainingConfig, run: RunDir):
+    """One ``Accelerator``: CPU processes talk over gloo (``cpu=True``), GPUs over NCCL."""
+    from accelerate import Accelerator
+
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(run.root),
+    )
+
+
+def image_grid(images: list, rows: int, cols: int, scale: int = 1):
+    """Paste equal-size PIL images row by row into one image, upscaled ``scale``× (nearest)."""
+    from PIL import Image
+
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
+    for i, image in enumerate(images):
+        tile = image.resize((w * scale, h * scale), Image.NEAREST)
+        grid.paste(tile, ((i % cols) * w * scale, (i // cols) * h * scale))
+    return grid
+
+
+def train(
+    model_config: ModelConfig,
+    config: TrainingConfig,
+    dataset,
+    out: str | Path,
+    resume: str | None = None,
+    overwrite: bool = False,
+    sample_writers: Sequence[SampleWriter] = (),
+    on_step_end: Callable[[TrainState], None] | None = None,
+    progress: bool = True,
+    customize: Customize | None = None,
+    export: Export | None = None,
+) -> TrainResult:
+    """Train and write the run folder (see :mod:`crossattn.runs`); returns where ``final`` went.
+
+    ``dataset`` is a ``Dataset`` of ``{"pixel_values": (3, H, W) in [-1, 1], "text": str}`` items, or
+    a function ``n -> Dataset`` given the number of items the whole run consumes (procedural data).
+    ``on_step_end(state)`` is called after every optimizer step (progress probes, tests).
+    With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
+    recorded; ``customize`` (see :data:`Customize`) adapts them before training.
+    """
+    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
+    trainer.setup(dataset, resume, overwrite)
+    try:
+        return trainer.run(on_step_end, progress)
+    finally:
+        trainer.accelerator.end_training()
+
+
+class Trainer:
+    """The loop's state and its steps; :func:`train` is the way in."""
+
+    def __init__(
+        self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=(), customize=None, export=None
+    ):
+        self.model_config, self.config, self.run_dir, self.writers = model_config, config, run, list(writers)
+        self.customize, self.export = customize, export
+        self.accelerator = make_accelerator(config, run)
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, dataset, resume: str | None, overwrite: bool) -> None:
+        acc, cfg = self.accelerator, self.config
+        checkpoint = self.check_run_folder(resume, overwrite)
+        self.build_models()
+        self.build_optimization()
+        if checkpoint is not None:
+            acc.load_state(str(checkpoint))
+        if acc.is_main_process:
+            self.run_dir.root.mkdir(parents=True, exist_ok=True)
+            self.run_dir.remove_stale_temps()
+            self.run_dir.truncate_log(self.state.step)
+            atomic_write_json(self.run_dir.config, self.describe())
+        acc.wait_for_everyone()
+        self.loader = self.build_loader(dataset)
+        if acc.log_with:
+            acc.init_trackers("tensorboard", config={k: str(v) for k, v in cfg.to_dict().items()})
+
+    def check_run_folder(self, resume: str | None, overwrite: bool) -> Path | None:
+        """Refuse to clobber a run; clear it on ``overwrite``; find the checkpoint to resume."""
+        run, acc = self.run_dir, self.accelerator
+        if resume is not None:
+            return run.resolve_resume(resume)
+        run.check_new(overwrite)
+        acc.wait_for_everyone()  # every process checked before the main one clears
+        if overwrite and acc.is_main_process:
+            run.clear()
+        acc.wait_for_everyone()
+        return None
+
+    def build_models(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        pipe = initial_pipeline(self.model_config, cfg)
+        self.tokenizer, self.sample_scheduler = pipe.tokenizer, pipe.scheduler
+        self.max_length = min(self.tokenizer.model_max_length, pipe.text_encoder.config.max_position_embeddings)
+        from .model import make_scheduler
+
+        # Training noise: DDPM forward process on the model's own schedule (v-target from it too).
+        self.noise_scheduler = make_scheduler("ddpm", dict(pipe.scheduler.config))
+        unet, text_encoder = pipe.unet.train(), pipe.text_encoder
+        text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
+        if self.customize is not None:
+            self.customize(pipe)
+        self.unet, self.text_encoder = unet, text_encoder.to(acc.device)
+        self.trained = [unet, text_encoder] if cfg.train_text_encoder else [unet]
+        empty = self.tokenizer("", padding="max_length", max_length=self.max_length).input_ids
+        self.empty_ids = torch.tensor(empty, device=acc.device)[None]  # (1, T)
+
+    def build_optimization(self) -> None:
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        cfg, acc = self.config, self.accelerator
+        params = [p for m in self.trained for p in m.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen")
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
+        )
+        # Stepped by hand once per optimizer step (not prepared: accelerate would step it per process).
+        self.lr_scheduler = get_scheduler(
+            cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+        )
+        prepared = acc.prepare(*self.trained, optimizer)
+        self.trained_prepared, self.optimizer = list(prepared[:-1]), prepared[-1]
+        self.unet_prepared = self.trained_prepared[0]
+        self.text_prepared = self.trained_prepared[1] if cfg.train_text_encoder else self.text_encoder
+        self.params = params
+        self.ema = EMAModel(params, decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
+        for obj in (self.state, self.lr_scheduler, self.ema):
+            if obj is not None:
+                acc.register_for_checkpointing(obj)
+
+    def build_loader(self, dataset):
+        cfg, acc = self.config, self.accelerator
+        if not isinstance(dataset, torch.utils.data.Dataset) and callable(dataset):
+            dataset = dataset(cfg.steps * cfg.grad_accum * cfg.batch_size * acc.num_processes)
+        self.check_item(dataset[0])
+        sampler = ShardedBatchSampler(
+            len(dataset), cfg.batch_size, cfg.data_seed, acc.process_index, acc.num_processes, self.state.batches
+        )
+        self.batches_per_epoch = sampler.batches_per_epoch
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=CaptionCollate(self.tokenizer, self.max_length),
+            num_workers=cfg.num_workers,
+        )
+        return iter(loader)
+
+    def check_item(self, item: dict) -> None:
+        """The data must match the model: ``(C, H, W)`` with the U-Net's channels and sample size."""
+        shape = tuple(torch.as_tensor(item["pixel_values"]).shape)
+        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
+        if shape != (channels, size, size):
+            raise ValueError(f"dataset images have shape {shape}; this model trains on {(channels, size, size)}")
+
+    def describe(self) -> dict:
+        acc = self.accelerator
+        launch = {
+            "world_size": acc.num_processes,
+            "device": str(acc.device),
+            "mixed_precision": acc.mixed_precision,
+            "threads": torch.get_num_threads(),
+        }
+        return {"model": self.model_config.to_dict(), "training": self.config.to_dict(), "launch": launch}
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, on_step_end=None, progress: bool = True) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        bar = tqdm(
+            total=cfg.steps, initial=self.state.step, disable=not (progress and acc.is_local_main_process), unit="step"
+        )
+        losses: list[float] = []
+        window: list[float] = []
+        tick = time.perf_counter()
+        while self.state.step < cfg.steps:
+            loss = self.optimizer_step()
+            losses.append(loss)
+            window.append(loss)
+            now = time.perf_counter()
+            rate = cfg.batch_size * cfg.grad_accum * acc.num_processes / max(now - tick, 1e-9)
+            tick = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+            self.after_step(window, rate)
+            if on_step_end is not None:
+                on_step_end(self.state)
+        bar.close()
+        return TrainResult(self.save_final(), self.state.step, losses)
+
+    def optimizer_step(self) -> float:
+        """``grad_accum`` micro-batches, one AdamW step, the LR schedule and the EMA; returns the mean loss."""
+        cfg, acc = self.config, self.accelerator
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = next(self.loader)
+            generator = step_generator(cfg.seed, acc.process_index, self.state.batches)
+            self.state.batches += 1
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            with acc.accumulate(*self.trained_prepared):
+                loss = diffusion_loss(
+                    self.unet_prepared, self.text_prepared, self.noise_scheduler, batch, generator, cfg, self.empty_ids
+                )
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            total += loss.detach().item()
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.step(self.params)
+        self.state.step += 1
+        return total / cfg.grad_accum
+
+    def after_step(self, window: list[float], rate: float) -> None:
+        """Log, sample and checkpoint on their schedules (and always at the last step)."""
+        cfg, step = self.config, self.state.step
+        last = step == cfg.steps
+        if step % cfg.log_every == 0 or last:
+            self.log(window, rate)
+            window.clear()
+        if cfg.sample_every and (step % cfg.sample_every == 0 or last):
+            self.sample()
+        if step % cfg.checkpoint_every == 0 or last:
+            self.save_checkpoint()
+
+    def log(self, window: list[float], rate: float) -> None:
+        acc = self.accelerator
+        mean = torch.tensor(sum(window) / max(len(window), 1), device=acc.device)
+        mean = acc.reduce(mean, reduction="mean").item()  # over processes
+        record = {
+            "step": self.state.step,
+            "loss": mean,
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "samples_per_s": rate,
+            "epoch": self.state.batches // self.batches_per_epoch,
+            "time": time.time(),
+        }
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"loss became {mean} at step {self.state.step}; lower the learning rate")
+        if acc.is_main_process:
+            self.run_dir.append_log(record)
+        acc.log({"loss": mean, "lr": record["lr"]}, step=self.state.step)
+
+    # ------------------------------------------------------------------ outputs
+
+    def ema_weights(self):
+        """Context manager: the EMA weights in the models while inside, the trained ones after."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap():
+            if self.ema is None:
+                yield
+                return
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+            try:
+                yield
+            finally:
+                self.ema.restore(self.params)
+
+        return swap()
+
+    def pipeline(self):
+        """A ``CrossAttnPipeline`` around the (unwrapped) models being trained."""
+        from .pipeline import CrossAttnPipeline
+
+        pipe = CrossAttnPipeline(
+            unet=self.accelerator.unwrap_model(self.unet_prepared),
+            text_encoder=self.accelerator.unwrap_model(self.text_prepared),
+            tokenizer=self.tokenizer,
+            scheduler=self.sample_scheduler,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def sample(self) -> None:
+        """A grid (rows: prompts, columns: seeds) with the EMA weights, on the main process."""
+        cfg, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            prompts, seeds = list(cfg.sample_prompts), list(SAMPLE_SEEDS)
+            stem = self.run_dir.samples / f"step-{self.state.step:06d}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            pipe = self.pipeline()
+            with self.ema_weights(), torch.no_grad():
+                for m in self.trained:
+                    m.eval()
+                images = pipe(
+                    prompts,
+                    num_inference_steps=cfg.sample_steps,
+                    guidance_scale=cfg.sample_guidance,
+                    num_images_per_prompt=len(seeds),
+                    generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
+                ).images
+                grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
+                atomic_write(stem.with_suffix(".png"), lambda tmp: grid.save(tmp, format="PNG"))
+                meta = {"step": self.state.step, "rows": prompts, "columns_seeds": seeds, "ema": self.ema is not None}
+                atomic_write_json(stem.with_suffix(".json"), meta)
+                for writer in self.writers:
+                    writer(pipe, prompts, seeds, stem)
+                if cfg.data == "shapes":  # where the model means to draw, per position word
+                    from .probes import position_probe
+
+                    probe = position_probe(pipe, self.noise_scheduler)
+                    self.run_dir.append_log({"step": self.state.step, "position_probe": probe})
+            for m in self.trained:
+                m.train()
+        acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> Path:
+        """``save_state`` into a hidden temp folder, then rename it into place (atomic on one filesystem)."""
+        acc, run, step = self.accelerator, self.run_dir, self.state.step
+        tmp = run.temp_checkpoint(step)
+        if acc.is_main_process:
+            run.remove_stale_temps()
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            run.publish_checkpoint(step, self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+        return run.checkpoint(step)
+
+    def save_final(self) -> Path | None:
+        """``RUN/final``: the pipeline with EMA weights, safetensors (fp16 when asked), written atomically."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return None
+        pipe = self.pipeline()
+        with self.ema_weights(), atomic_dir(self.run_dir.final) as tmp:
+            if self.export is not None:
+                self.export(pipe, tmp)
+                return self.run_dir.final
+            if self.config.save_fp16:
+                pipe = copy_pipeline(pipe).to(torch.float16)
+            pipe.save_pretrained(tmp, safe_serialization=True)
+            self.model_config.save(tmp / "crossattn_config.json")
+            self.config.save(tmp / "training_config.json")
+            copy_bpe_files(self.config.init_from, tmp / "tokenizer")
+        return self.run_dir.final
+
+
+def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
+    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
+
+    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
+    tokenizer came from (the starting pipeline's, else the one shipped with the package).
+    """
+    import shutil
+
+    from .tokenizer import default_tokenizer_dir
+
+    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).is_file() and not (tokenizer_dir / name).exists():
+            shutil.copy2(source / name, tokenizer_dir / name)
+
+
+def copy_pipeline(pipe):
+    """A deep copy of a pipeline (so casting it leaves the training models alone)."""
+    import copy
+
+    return copy.deepcopy(pipe)

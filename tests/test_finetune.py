@@ -1,0 +1,145 @@
+"""LoRA fine-tuning: parameter count, save/load round trip, only the adapter trains, CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossattn.cli import main
+from crossattn.loading import load_pipeline, placeholder_pipeline
+from crossattn.lora import TEXT_TARGETS, UNET_TARGETS, add_lora, load_lora, lora_parameter_count, save_lora
+
+from .conftest import generator, tiny_config
+
+pytest.importorskip("peft")
+
+
+def param_count(pipe) -> int:
+    return sum(p.numel() for m in (pipe.unet, pipe.text_encoder) for p in m.parameters())
+
+
+@pytest.mark.parametrize("rank", [1, 4])
+def test_rank_r_adds_r_times_in_plus_out_per_projection(rank):
+    pipe = placeholder_pipeline(tiny_config())
+    before = param_count(pipe)
+    expected = lora_parameter_count(pipe.unet, rank, UNET_TARGETS) + lora_parameter_count(
+        pipe.text_encoder, rank, TEXT_TARGETS
+    )
+    add_lora(pipe, rank, text_encoder=True)
+    trainable = sum(p.numel() for m in (pipe.unet, pipe.text_encoder) for p in m.parameters() if p.requires_grad)
+    assert param_count(pipe) - before == expected == trainable
+    # tiny config: attn1+attn2 in one down, one up (layers_per_block+1) and the mid block, 16 channels
+    assert expected > 0
+
+
+def test_lora_save_load_gives_identical_samples(tiny_model_dir, tmp_path):
+    pipe = load_pipeline(tiny_model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    base = pipe("a red ring", generator=generator(), num_inference_steps=3, output_type="pt").images
+    add_lora(pipe, 4, text_encoder=True)
+    with torch.no_grad():  # B starts at zero; give the adapter something to do
+        for model in (pipe.unet, pipe.text_encoder):
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1, generator=generator(1))
+    adapted = pipe("a red ring", generator=generator(), num_inference_steps=3, output_type="pt").images
+    save_lora(pipe, tmp_path / "lora")
+    fresh = load_pipeline(tiny_model_dir)
+    fresh.set_progress_bar_config(disable=True)
+    load_lora(fresh, tmp_path / "lora")
+    again = fresh("a red ring", generator=generator(), num_inference_steps=3, output_type="pt").images
+    assert torch.equal(adapted, again)
+    assert not torch.equal(adapted, base)
+
+
+def test_load_lora_missing_weights(tiny_pipe, tmp_path):
+    with pytest.raises(FileNotFoundError, match="pytorch_lora_weights.safetensors"):
+        load_lora(tiny_pipe, tmp_path)
+
+
+def ring_folder(folder, n=4):
+    folder.mkdir()
+    rows = []
+    for i in range(n):
+        image = np.full((16, 16, 3), 255, np.uint8)
+        image[4:12, 4:12] = (220, 50, 47)
+        image[6:10, 6:10] = 255
+        Image.fromarray(image).save(folder / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": "a red ring"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_finetune_cli_trains_only_the_adapter(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    data, out = ring_folder(tmp_path / "rings"), tmp_path / "run"
+    argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--out", str(out), "--steps", "3"]
+    assert main([*argv, "--lora", "2", "--batch-size", "2", "--no-progress", "--lr", "1e-2"]) == 0
+    weights = load_file(out / "final" / "pytorch_lora_weights.safetensors")
+    b_norm = sum(v.abs().sum().item() for k, v in weights.items() if "lora_B" in k)
+    assert b_norm > 0, "the adapter's B matrices start at zero and must have moved"
+    assert (out / "samples" / "before.png").is_file()
+    assert json.loads((out / "final" / "lora_info.json").read_text())["rank"] == 2
+    assert main([*argv, "--lora", "2", "--no-progress"]) == 2  # refuses to overwrite the run
+    images = tmp_path / "images"
+    gen = ["generate", "a red ring", "--model", str(tiny_model_dir), "--lora", str(out / "final"), "--steps", "2"]
+    assert main([*gen, "--out", str(images)]) == 0
+    meta = json.loads((images / "a-red-ring-0-0.json").read_text())
+    assert meta["model"]["lora"]["path"] == str(out / "final") and len(meta["model"]["lora"]["hash"]) == 16
+    assert main([*gen[:5], str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a LoRA folder
+
+
+def test_finetune_bad_folder_is_one_clear_error(tiny_model_dir, tmp_path, capsys):
+    data = ring_folder(tmp_path / "rings")
+    (data / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "a red ring"}\n')
+    argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), "--steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "0.png" in err and "--skip-bad" in err
+
+
+def test_training_moves_the_adapter_and_not_the_frozen_base(tiny_model_dir, tmp_path):
+    """train() with LoRA: at export, every base weight equals the folder's and lora_B has moved."""
+    from crossattn.commands.train import model_config_from_folder
+    from crossattn.config import TrainingConfig
+    from crossattn.data.folder import ImageFolderDataset
+    from crossattn.train import train
+
+    data = ImageFolderDataset(ring_folder(tmp_path / "rings"), resolution=16)
+    base = {k: v.clone() for k, v in load_pipeline(tiny_model_dir).unet.state_dict().items()}
+    config = TrainingConfig(
+        steps=3,
+        batch_size=2,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        init_from=str(tiny_model_dir),
+        data=str(tmp_path / "rings"),
+        sample_every=0,
+        train_text_encoder=False,
+        ema_decay=0,
+    )
+    seen = {}
+
+    def export(pipe, folder):
+        seen.update({k: v.clone() for k, v in pipe.unet.state_dict().items()})
+
+    train(
+        model_config_from_folder(tiny_model_dir),
+        config,
+        data,
+        tmp_path / "run",
+        progress=False,
+        customize=lambda pipe: add_lora(pipe, 2),
+        export=export,
+    )
+    lora_b = [v for k, v in seen.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+    frozen = {k.replace(".base_layer", ""): v for k, v in seen.items() if "lora_" not in k}
+    assert set(frozen) == set(base)
+    for name, value in base.items():
+        assert torch.equal(frozen[name], value), name
