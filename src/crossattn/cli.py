@@ -212,6 +212,7 @@ def add_finetune(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")
+    p.add_argument("--no-samples", action="store_true", help="skip the before/after sample grids (faster)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed (default: %(default)s)")
     p.add_argument(
         "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"

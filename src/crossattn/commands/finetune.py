@@ -55,7 +55,7 @@ def training_config(args: argparse.Namespace, model: str | None, prompts: tuple[
         data=str(args.data),
         init_from=model,
         checkpoint_every=args.checkpoint_every,
-        sample_every=args.steps,  # the "after" grid, at the last step
+        sample_every=0 if args.no_samples else args.steps,  # the "after" grid, at the last step
         sample_prompts=prompts,
         save_fp16=False,
     )
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
     )
     if result.final is not None:
-        if not args.resume:
+        if not args.resume and not args.no_samples:
             write_before_grid(model, config, out)
         print(result.final, flush=True)
     return 0
