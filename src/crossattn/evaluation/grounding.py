@@ -28,10 +28,15 @@ def to_numpy(word_map) -> np.ndarray:
 
 
 def normalise_map(word_map) -> np.ndarray:
-    """Divide a non-negative (H, W) map by its maximum → [0, 1]; an all-zero map stays zero."""
-    m = np.clip(to_numpy(word_map), 0.0, None)
-    peak = m.max()
-    return m / peak if peak > 0 else m
+    """Min-max normalise an (H, W) map to [0, 1], as DAAM does before thresholding.
+
+    Cross-attention maps are never near zero anywhere (each pixel's probabilities over the tokens sum
+    to 1), so dividing by the maximum alone leaves the background above τ and the IoU meaningless.
+    A constant map carries no location: it becomes all ones (so a uniform map's IoU is the mask's
+    area fraction)."""
+    m = to_numpy(word_map).astype(np.float64)
+    low, high = m.min(), m.max()
+    return (m - low) / (high - low) if high > low else np.ones_like(m)
 
 
 def map_iou(word_map, mask: np.ndarray, tau: float = TAU) -> float:
