@@ -172,9 +172,9 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         negative = [n for n in negative for _ in range(num_images_per_prompt)]
 
-        text_states = self.encode_prompt(prompts)  # (B, T, D)
-        if guidance_scale > 1:
-            text_states = torch.cat([self.encode_prompt(negative), text_states])  # (2B, T, D)
+        guided = guidance_scale > 1
+        # One text-encoder pass for both halves: [negative (B), prompt (B)] → (2B, T, D) when guided.
+        text_states = self.encode_prompt(negative + prompts if guided else prompts)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.prepare_latents(len(prompts), height, width, generator, text_states.dtype)
         latents = self.denoise(
