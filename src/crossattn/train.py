@@ -391,15 +391,7 @@ class Trainer:
             with self.ema_weights(), torch.no_grad():
                 for m in self.trained:
                     m.eval()
-                images = pipe(
-                    prompts,
-                    num_inference_steps=cfg.sample_steps,
-                    guidance_scale=cfg.sample_guidance,
-                    num_images_per_prompt=len(seeds),
-                    generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
-                ).images
-                grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
-                atomic_write(stem.with_suffix(".png"), lambda tmp: grid.save(tmp, format="PNG"))
+                write_sample_grid(pipe, cfg, stem.with_suffix(".png"))
                 meta = {"step": self.state.step, "rows": prompts, "columns_seeds": seeds, "ema": self.ema is not None}
                 atomic_write_json(stem.with_suffix(".json"), meta)
                 for writer in self.writers:
@@ -462,6 +454,20 @@ def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
     for name in ("vocab.json", "merges.txt"):
         if (source / name).is_file() and not (tokenizer_dir / name).exists():
             shutil.copy2(source / name, tokenizer_dir / name)
+
+
+def write_sample_grid(pipe, config: TrainingConfig, path: Path) -> None:
+    """The sample grid (rows: ``config.sample_prompts``, columns: :data:`SAMPLE_SEEDS`) as a PNG, atomically."""
+    prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
+    images = pipe(
+        prompts,
+        num_inference_steps=config.sample_steps,
+        guidance_scale=config.sample_guidance,
+        num_images_per_prompt=len(seeds),
+        generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
+    ).images
+    grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 def copy_pipeline(pipe):

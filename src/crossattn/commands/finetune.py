@@ -63,26 +63,14 @@ def training_config(args: argparse.Namespace, model: str | None, prompts: tuple[
 
 def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> None:
     """The sample prompts drawn by the base model, as ``OUT/samples/before.png``."""
-    import torch
-
-    from ..files import atomic_write
     from ..loading import load_pipeline
-    from ..train import SAMPLE_SCALE, SAMPLE_SEEDS, image_grid
+    from ..train import write_sample_grid
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
-    images = pipe(
-        prompts,
-        num_inference_steps=config.sample_steps,
-        guidance_scale=config.sample_guidance,
-        num_images_per_prompt=len(seeds),
-        generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
-    ).images
-    grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
-    atomic_write(out / "samples" / "before.png", lambda tmp: grid.save(tmp, format="PNG"))
+    write_sample_grid(pipe, config, out / "samples" / "before.png")
 
 
 def export_lora(pipe, folder: Path, info: dict) -> None:
