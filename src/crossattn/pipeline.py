@@ -72,7 +72,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def _warn_truncated(self, prompts: list[str]) -> None:
         """Warn, naming the dropped words, when a prompt is longer than the text encoder reads."""
         keep = self.max_length - 2  # room left by <|startoftext|> and <|endoftext|>
-        for prompt in prompts:
+        for prompt in dict.fromkeys(prompts):  # each distinct prompt once (prompts repeat per image)
             ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
             if len(ids) > keep:
                 dropped = self.tokenizer.decode(ids[keep:]).strip()
