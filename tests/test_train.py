@@ -90,6 +90,17 @@ def test_resume_latest_equals_uninterrupted_run(tmp_path):
     assert [(x["step"], x["lr"], x["loss"]) for x in logs[0]] == [(x["step"], x["lr"], x["loss"]) for x in logs[1]]
 
 
+def test_time_limit_stops_with_checkpoint_and_final_then_resumes(tmp_path):
+    cfg = quick(steps=6, checkpoint_every=100, time_limit=1e-9)  # past the limit after the first step
+    cut = train(TINY, cfg, scenes(), tmp_path / "run", progress=False)
+    assert cut.step == 1 and len(cut.losses) == 1
+    assert [s for s, _ in RunDir(tmp_path / "run").list_checkpoints()] == [1]
+    assert (tmp_path / "run/final/unet/diffusion_pytorch_model.safetensors").is_file()
+    cfg.time_limit = 0.0
+    rest = train(TINY, cfg, scenes(), tmp_path / "run", resume="latest", progress=False)
+    assert rest.step == 6 and len(rest.losses) == 5
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, capsys):
     from crossattn.cli import main
 

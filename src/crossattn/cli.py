@@ -183,6 +183,12 @@ def add_train(sub) -> None:
     p.add_argument(
         "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
     )
+    p.add_argument(
+        "--time-limit",
+        metavar="MIN",
+        type=float,
+        help="stop after this many minutes with a checkpoint and OUT/final; --resume latest goes on (default: none)",
+    )
     p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
     p.add_argument(
         "--threads", metavar="N", type=positive_int, help="torch CPU threads per process (default: torch's choice)"

@@ -156,6 +156,7 @@ class TrainingConfig(JsonConfig):
     log_every: int = 10
     init_from: str | None = None  # a pipeline folder to start from (fine-tuning)
     save_fp16: bool = False
+    time_limit: float = 0.0  # minutes; 0 = none. Past it the run checkpoints, writes final and stops
 
     def __post_init__(self) -> None:
         self.validate()
@@ -168,6 +169,8 @@ class TrainingConfig(JsonConfig):
         for name in ("warmup_steps", "dataset_size", "num_workers", "sample_every", "sample_steps", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_limit < 0:
+            raise ValueError(f"time_limit must be >= 0 minutes (0 = no limit), got {self.time_limit}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.caption_dropout < 1:

@@ -277,6 +277,7 @@ class Trainer:
         losses: list[float] = []
         window: list[float] = []
         tick = time.perf_counter()
+        deadline = tick + cfg.time_limit * 60 if cfg.time_limit else math.inf
         while self.state.step < cfg.steps:
             loss = self.optimizer_step()
             losses.append(loss)
@@ -286,9 +287,12 @@ class Trainer:
             tick = now
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
-            self.after_step(window, rate)
+            out_of_time = self.past(deadline)
+            self.after_step(window, rate, last=out_of_time or self.state.step == cfg.steps)
             if on_step_end is not None:
                 on_step_end(self.state)
+            if out_of_time:
+                break
         bar.close()
         return TrainResult(self.save_final(), self.state.step, losses)
 
@@ -317,10 +321,17 @@ class Trainer:
         self.state.step += 1
         return total / cfg.grad_accum
 
-    def after_step(self, window: list[float], rate: float) -> None:
-        """Log, sample and checkpoint on their schedules (and always at the last step)."""
+    def past(self, deadline: float) -> bool:
+        """Whether the time limit is reached on any process (so all processes stop at the same step)."""
+        if deadline == math.inf:
+            return False
+        acc = self.accelerator
+        late = torch.tensor(float(time.perf_counter() >= deadline), device=acc.device)
+        return bool(acc.reduce(late, reduction="sum").item() > 0)
+
+    def after_step(self, window: list[float], rate: float, last: bool) -> None:
+        """Log, sample and checkpoint on their schedules, and always at the ``last`` step of this session."""
         cfg, step = self.config, self.state.step
-        last = step == cfg.steps
         if step % cfg.log_every == 0 or last:
             self.log(window, rate)
             window.clear()
