@@ -101,6 +101,16 @@ def test_time_limit_stops_with_checkpoint_and_final_then_resumes(tmp_path):
     assert rest.step == 6 and len(rest.losses) == 5
 
 
+def test_grounding_loss_trains_and_needs_masks(tmp_path):
+    cfg = quick(steps=3, grounding_weight=1.0)
+    masked = ShapesDataset(64, resolution=16, seed=0, with_masks=True)
+    result = train(TINY, cfg, masked, tmp_path / "run", progress=False)
+    plain = train(TINY, quick(steps=3), scenes(), tmp_path / "plain", progress=False)
+    assert result.step == 3 and all(a > b for a, b in zip(result.losses, plain.losses, strict=True))
+    with pytest.raises(ValueError, match="needs word masks"):
+        train(TINY, cfg, scenes(), tmp_path / "nomasks", progress=False)
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, capsys):
     from crossattn.cli import main
 

@@ -65,11 +65,16 @@ class CaptionCollate:
     """Stack images and tokenize captions (padded to the text encoder's length), caching ids per caption.
 
     Procedural captions repeat a lot, so the cache makes tokenization free after the first few batches.
+    Items with ``word_masks`` (procedural scenes asked for them) also give ``token_masks``
+    ``(B, T, H, W)`` for the grounding loss.
     """
 
     def __init__(self, tokenizer, max_length: int):
+        from .grounding_loss import TokenMasks
+
         self.tokenizer, self.max_length = tokenizer, max_length
         self.cache: dict[str, list[int]] = {}
+        self.token_masks = TokenMasks(tokenizer, max_length)
 
     def ids(self, text: str) -> list[int]:
         if text not in self.cache:
@@ -81,4 +86,8 @@ class CaptionCollate:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([torch.as_tensor(item["pixel_values"], dtype=torch.float32) for item in items])
         ids = torch.tensor([self.ids(item["text"]) for item in items], dtype=torch.long)
-        return {"pixel_values": pixels, "input_ids": ids}  # (B, C, H, W), (B, T)
+        batch = {"pixel_values": pixels, "input_ids": ids}  # (B, C, H, W), (B, T)
+        if "word_masks" in items[0]:
+            masks = [self.token_masks(item["text"], torch.as_tensor(item["word_masks"])) for item in items]
+            batch["token_masks"] = torch.stack(masks)  # (B, T, H, W) uint8
+        return batch

@@ -150,6 +150,14 @@ def add_train(sub) -> None:
         "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
     )
     p.add_argument(
+        "--grounding-loss",
+        dest="grounding_weight",
+        metavar="F",
+        type=float,
+        help="weight of the token grounding loss on object words' cross-attention (TokenCompose), 0 = off "
+        f"(default: {d.grounding_weight})",
+    )
+    p.add_argument(
         "--timestep-bias",
         metavar="F",
         type=float,

@@ -133,6 +133,7 @@ class TrainingConfig(JsonConfig):
     ema_decay: float = 0.999  # 0 disables EMA
     caption_dropout: float = 0.1
     snr_gamma: float | None = None  # min-SNR weighting (Hang et al., 2023); None disables it
+    grounding_weight: float = 0.0  # TokenCompose token + pixel loss on object words' attention; 0 = off
     timestep_bias: float = 0.0  # density of training timesteps ∝ t^bias: 0 uniform, > 0 favours high noise
     train_text_encoder: bool = True
     seed: int = 0
@@ -179,6 +180,8 @@ class TrainingConfig(JsonConfig):
             raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {self.ema_decay}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"snr_gamma must be > 0 (or None to disable), got {self.snr_gamma}")
+        if self.grounding_weight < 0:
+            raise ValueError(f"grounding_weight must be >= 0 (0 = off), got {self.grounding_weight}")
         if self.timestep_bias < 0:
             raise ValueError(f"timestep_bias must be >= 0 (0 = uniform timesteps), got {self.timestep_bias}")
         if self.max_grad_norm < 0:

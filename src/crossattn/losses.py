@@ -1,5 +1,6 @@
-"""The diffusion training objective (Ho et al., 2020), with the v-target of Salimans & Ho (2022)
-and optional min-SNR-γ weighting (Hang et al., 2023).
+"""The diffusion training objective (Ho et al., 2020), with the v-target of Salimans & Ho (2022),
+optional min-SNR-γ weighting (Hang et al., 2023) and the optional token grounding loss of
+:mod:`crossattn.grounding_loss` (TokenCompose) for batches that carry word masks.
 
 The forward process and the target come from the training noise scheduler (DDPM on the model's
 own schedule), so the loss and every sampler agree on what ``t`` means.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import torch
 
 from .config import TrainingConfig
+from .grounding_loss import grounding_loss, record_cross_attention, signal_weights
 
 
 def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config: TrainingConfig, empty_ids):
-    """Mean (optionally min-SNR weighted) MSE between the U-Net's output and the schedule's target."""
+    """Mean (optionally min-SNR weighted) MSE between the U-Net's output and the schedule's target,
+    plus ``config.grounding_weight`` × the grounding loss when the batch has ``token_masks``."""
     x0 = batch["pixel_values"]  # (B, C, H, W)
     ids = batch["input_ids"]  # (B, T)
     b, device = x0.shape[0], x0.device
@@ -28,11 +31,17 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
         target = noise_scheduler.get_velocity(x0, noise, t)
     with torch.set_grad_enabled(text_encoder.training):
         text = text_encoder(ids)[0]  # (B, T, D)
-    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (B, C, H, W)
+    masks = batch.get("token_masks") if config.grounding_weight > 0 else None  # (B, T, H, W)
+    with record_cross_attention(unet, enabled=masks is not None) as records:
+        pred = unet(noisy, t, encoder_hidden_states=text).sample  # (B, C, H, W)
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if config.snr_gamma is not None:
         per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
-    return per_sample.mean()
+    loss = per_sample.mean()
+    if masks is not None:
+        masks = masks * (~drop).to(device)[:, None, None, None]  # a dropped caption names nothing
+        loss = loss + config.grounding_weight * grounding_loss(records, masks, signal_weights(noise_scheduler, t))
+    return loss
 
 
 def sample_timesteps(n: int, num_timesteps: int, bias: float, generator: torch.Generator) -> torch.Tensor:

@@ -254,6 +254,8 @@ class Trainer:
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
         if shape != (channels, size, size):
             raise ValueError(f"dataset images have shape {shape}; this model trains on {(channels, size, size)}")
+        if self.config.grounding_weight > 0 and "word_masks" not in item:
+            raise ValueError("the grounding loss needs word masks (procedural scenes); this dataset has none")
 
     def describe(self) -> dict:
         acc = self.accelerator

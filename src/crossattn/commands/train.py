@@ -97,7 +97,12 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
         from ..data.shapes import ShapesDataset
 
         def scenes(needed: int):
-            return ShapesDataset(training.dataset_size or needed, resolution=model.resolution, seed=training.data_seed)
+            return ShapesDataset(
+                training.dataset_size or needed,
+                resolution=model.resolution,
+                seed=training.data_seed,
+                with_masks=training.grounding_weight > 0,
+            )
 
         return scenes
     raise ValueError(f"--data {training.data!r}: accepted: shapes (image folders come with `crossattn finetune`)")

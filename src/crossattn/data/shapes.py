@@ -298,7 +298,8 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 
 class ShapesDataset(Dataset):
-    """``length`` seeded scenes: item ``i`` is ``{"pixel_values": (3, H, W) float in [-1, 1], "text"}``."""
+    """``length`` seeded scenes: item ``i`` is ``{"pixel_values": (3, H, W) float in [-1, 1], "text"}``,
+    plus ``"word_masks"`` ``(words, H, W)`` uint8 with ``with_masks`` (for the grounding loss)."""
 
     def __init__(
         self,
@@ -308,11 +309,12 @@ class ShapesDataset(Dataset):
         noise: float = 0.0,
         kind: str | None = None,
         shapes: tuple[str, ...] = SHAPES,
+        with_masks: bool = False,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
         self.length, self.resolution, self.seed, self.noise = length, resolution, seed, noise
-        self.kind, self.shapes = kind, check_shapes(shapes)
+        self.kind, self.shapes, self.with_masks = kind, check_shapes(shapes), with_masks
 
     def __len__(self) -> int:
         return self.length
@@ -327,7 +329,13 @@ class ShapesDataset(Dataset):
 
         scene = self.scene(index)
         pixels = torch.from_numpy(scene.image).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, H, W)
-        return {"pixel_values": pixels, "text": scene.caption}
+        item = {"pixel_values": pixels, "text": scene.caption}
+        if self.with_masks:  # (words, H, W): word i's object mask, zeros for words naming no object
+            words = np.zeros((len(scene.caption.split()), *scene.image.shape[:2]), np.uint8)
+            for i, mask in scene.word_masks.items():
+                words[i] = mask
+            item["word_masks"] = torch.from_numpy(words)
+        return item
 
 
 def export_image_folder(
