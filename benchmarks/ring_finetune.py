@@ -1,6 +1,7 @@
 """Worked example 1 of issue 7: teach the model a shape word it never saw, ``ring``, with LoRA.
 
-(a) exports ``--images`` (≤ 50) ring scenes into an image folder with the scenes module, (b) runs
+(a) exports ``--images`` (≤ 50) scenes into an image folder with the scenes module — rings, then
+``--prior`` (15) scenes of the known shapes so that rings do not take over circles — (b) runs
 ``crossattn finetune`` on it (a subprocess, as a user would; or ``--lora DIR`` scores an adapter
 trained before), (c) draws 60 seeded ``"a {colour} ring"`` samples (10 per colour) from the base
 model and from base + LoRA and scores them with :func:`score_single_object` (one object found, and
@@ -33,6 +34,7 @@ from crossattn.data.shapes import export_image_folder
 from crossattn.evaluation.checks import score_single_object
 
 MAX_IMAGES = 50
+PRIOR_IMAGES = 15  # of the 50: one-object scenes of circle/square/triangle (prior preservation)
 SAMPLES_PER_COLOUR = 10  # × 6 colours = the issue's 60 samples
 SAMPLE_SEED_BASE = 2_000_000  # far from training-time sample seeds and the evaluation's
 BARS = {"shape": 0.80, "colour": 0.90, "one-object drift": 0.05}
@@ -61,21 +63,30 @@ def verdict(ring: dict[str, float], base_one: dict[str, float], tuned_one: dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, steps=300, batch_size=16)
-    parser.add_argument("--images", type=int, default=MAX_IMAGES, help="ring images (default and max: %(default)s)")
+    parser.add_argument("--images", type=int, default=MAX_IMAGES, help="images in all (default and max: %(default)s)")
+    parser.add_argument(
+        "--prior",
+        type=int,
+        default=PRIOR_IMAGES,
+        help="of the images, scenes of the known shapes, so rings do not replace circles (default: %(default)s)",
+    )
     parser.add_argument("--kind", choices=KINDS, default="one", help="scene kind of the images (default: one)")
     parser.add_argument("--eval-n", type=int, default=100, help="one-object evaluation prompts (default: 100)")
     args = parser.parse_args()
     if not 1 <= args.images <= MAX_IMAGES:
         parser.error(f"--images must be 1–{MAX_IMAGES} (the issue's bar is ≤ {MAX_IMAGES} images)")
+    if not 0 <= args.prior < args.images:
+        parser.error(f"--prior must be 0–{args.images - 1} (some of the --images must be rings), got {args.prior}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    report: dict = {"images": args.images, "steps": args.steps}
+    report: dict = {"images": args.images, "prior_images": args.prior, "steps": args.steps}
     lora = Path(args.lora) if args.lora else None
     if lora is None:
-        data = export_image_folder(out / "data", args.images, seed=0, kind=args.kind, shapes=("ring",))
+        rings = args.images - args.prior
+        data = export_image_folder(out / "data", rings, seed=0, kind=args.kind, shapes=("ring",), prior=args.prior)
         lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
         print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
     base, tuned = load_models(args.model, lora)

@@ -81,6 +81,20 @@ def test_export_ring_folder(tmp_path):
     assert all(r["text"] == f"a {r['text'].split()[1]} ring" for r in lines)
 
 
+def test_export_ring_folder_with_prior_scenes(tmp_path, capsys):
+    from crossattn.cli import main
+
+    out = export_image_folder(tmp_path / "mixed", 4, kind="one", shapes=("ring",), prior=3)
+    shapes = [json.loads(line)["text"].split()[2] for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert shapes[:4] == ["ring"] * 4 and len(shapes) == 7
+    assert all(s in ("circle", "square", "triangle") for s in shapes[4:])
+    argv = ["export", "scenes", str(tmp_path / "cli"), "--n", "2", "--shapes", "ring", "--kind", "one"]
+    assert main([*argv, "--prior", "1"]) == 0
+    assert "wrote 3 images" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="prior must be >= 0"):
+        export_image_folder(tmp_path / "bad", 2, prior=-1)
+
+
 def test_analyzer_finds_rings_in_every_scene_kind():
     for scene in ring_scenes(24) + ring_scenes(8, shapes=ALL_SHAPES):
         found = analyze(scene.image, shapes=ALL_SHAPES)

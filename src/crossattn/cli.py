@@ -322,6 +322,14 @@ def add_export(sub) -> None:
     p.add_argument("--shapes", nargs="+", metavar="SHAPE", help="scenes: shapes drawn, e.g. ring (default: the three)")
     p.add_argument("--kind", metavar="KIND", help="scenes: one, one_position, two_relation or two_and (default: a mix)")
     p.add_argument(
+        "--prior",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="scenes: N more of the default shapes after the --n drawn ones, so a new shape does not "
+        "take over a known one (default: %(default)s)",
+    )
+    p.add_argument(
         "--split", choices=("train", "held_out", "all"), default="train", help="digits: which scans (default: train)"
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="scenes / digit split seed (default: %(default)s)")

@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..data.digits import export_digits
 
-        if args.shapes or args.kind:
-            raise ValueError("--shapes and --kind are for scenes; digits take --split and --n")
+        if args.shapes or args.kind or args.prior:
+            raise ValueError("--shapes, --kind and --prior are for scenes; digits take --split and --n")
         export_digits(out, args.split, args.n, args.seed, args.resolution)
         written = len(list(out.glob("*.png")))
     print(f"wrote {written} images and metadata.jsonl to {out}")
@@ -36,5 +36,5 @@ def export_scenes(args: argparse.Namespace, out: Path) -> int:
         raise ValueError("--split is for digits; scenes are drawn from --seed")
     shapes = check_shapes(tuple(args.shapes)) if args.shapes else SHAPES
     n = args.n or DEFAULT_SCENES
-    export_image_folder(out, n, args.seed, args.resolution, args.kind, shapes)
-    return n
+    export_image_folder(out, n, args.seed, args.resolution, args.kind, shapes, prior=args.prior)
+    return n + args.prior

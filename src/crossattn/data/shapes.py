@@ -345,17 +345,26 @@ def export_image_folder(
     resolution: int = 32,
     kind: str | None = None,
     shapes: tuple[str, ...] = SHAPES,
+    prior: int = 0,
 ) -> Path:
     """Write ``n`` scenes as ``NNNNN.png`` + ``metadata.jsonl`` (``file_name``, ``text``) + ``masks.npz``
     (file name → (objects, H, W) bool, in caption order), atomically; an existing non-empty folder
-    is refused. Scene ``i`` is item ``i`` of ``ShapesDataset(n, resolution, seed, kind=kind, shapes=shapes)``."""
+    is refused. Scene ``i`` is item ``i`` of ``ShapesDataset(n, resolution, seed, kind=kind, shapes=shapes)``.
+
+    ``prior`` more scenes of the default shapes follow (DreamBooth's prior preservation, by example):
+    teaching a new shape from its images alone lets it take over a similar known one (rings replaced
+    a fifth of the circles, squares and triangles in the ring example); a few scenes of what the model
+    already draws keep the words apart."""
     from .folder import new_image_folder
 
     check_shapes(shapes)
+    if prior < 0:
+        raise ValueError(f"prior must be >= 0 scenes, got {prior}")
     masks = {}
     with new_image_folder(out_dir) as folder:
-        for i in range(n):
-            scene = make_scene(scene_rng(seed, i), resolution, kind, shapes=shapes)
+        for i in range(n + prior):
+            drawn = shapes if i < n else SHAPES
+            scene = make_scene(scene_rng(seed, i), resolution, kind, shapes=drawn)
             name = folder.add(scene.image, scene.caption)
             masks[name] = np.stack([o.mask for o in scene.objects])  # (objects, H, W)
         np.savez_compressed(folder.folder / "masks.npz", **masks)
