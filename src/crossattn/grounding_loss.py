@@ -37,7 +37,7 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
 
     The processors in place on entry are put back on exit, also after an exception.
     """
-    from .attention.layers import attention_layers
+    from .attention.layers import attention_layers, select_layers
     from .attention.processor import CaptureProcessor
 
     records: list[Record] = []
@@ -51,9 +51,8 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
         records.append((probs, heads))
 
     processors = dict(saved)
-    for layer in attention_layers(base):
-        if layer.kind == "cross":
-            processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
+    for layer in select_layers(attention_layers(base), "cross"):
+        processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
     base.set_attn_processor(processors)
     try:
         yield records
@@ -72,11 +71,14 @@ def grounding_loss(records: list[Record], token_masks: torch.Tensor, weights: to
     total = masks.new_zeros(())
     if not records or not has.any():
         return total
+    pooled: dict[int, torch.Tensor] = {}  # side → (B, T, side²); several layers share a resolution
     for probs, heads in records:
         bh, n, t = probs.shape
         side = round(n**0.5)
         attn = probs.float().view(bh // heads, heads, n, t).mean(1).transpose(1, 2)  # (B, T, N)
-        m = F.adaptive_avg_pool2d(masks, side).flatten(2)  # (B, T, N): object share of each pixel
+        if side not in pooled:
+            pooled[side] = F.adaptive_avg_pool2d(masks, side).flatten(2)  # (B, T, N): object share per pixel
+        m = pooled[side]
         inside = (attn * m).sum(-1) / attn.sum(-1).clamp_min(1e-8)  # (B, T)
         token = (1.0 - inside) ** 2  # (B, T)
         pixel = F.binary_cross_entropy(attn.clamp(1e-6, 1 - 1e-6), m, reduction="none").mean(-1)  # (B, T)
