@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crossattn.attention.record import record_cross_attention
 from crossattn.batching import CaptionCollate
 from crossattn.data.shapes import ShapesDataset
-from crossattn.grounding_loss import TokenMasks, grounding_loss, record_cross_attention
+from crossattn.grounding_loss import TokenMasks, grounding_loss
 
 from .conftest import generator
 

@@ -20,44 +20,11 @@ into the shape token), and grounding IoU falls as training goes on.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 
-#: One recorded call of a cross-attention layer: its ``(B*heads, N, T)`` probabilities and heads.
-Record = tuple[torch.Tensor, int]
-
-
-@contextlib.contextmanager
-def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]:
-    """Inside, every cross-attention layer computes ``softmax(QKᵀ/√d)·V`` explicitly and appends its
-    probabilities (with their graph, so a loss on them trains Q and K) to the yielded list.
-
-    The processors in place on entry are put back on exit, also after an exception.
-    """
-    from .attention.layers import attention_layers, select_layers
-    from .attention.processor import CaptureProcessor
-
-    records: list[Record] = []
-    if not enabled:
-        yield records
-        return
-    base = getattr(unet, "module", unet)  # DDP wraps the model; processors live on the model itself
-    saved = dict(base.attn_processors)
-
-    def sink(_name: str, probs: torch.Tensor, heads: int) -> None:
-        records.append((probs, heads))
-
-    processors = dict(saved)
-    for layer in select_layers(attention_layers(base), "cross"):
-        processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
-    base.set_attn_processor(processors)
-    try:
-        yield records
-    finally:
-        base.set_attn_processor(dict(saved))  # the dict is consumed: pass a copy
+from .attention.record import Record, mean_over_heads
+from .tokenizer import WordSpans
 
 
 def grounding_loss(records: list[Record], token_masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -73,9 +40,8 @@ def grounding_loss(records: list[Record], token_masks: torch.Tensor, weights: to
         return total
     pooled: dict[int, torch.Tensor] = {}  # side → (B, T, side²); several layers share a resolution
     for probs, heads in records:
-        bh, n, t = probs.shape
-        side = round(n**0.5)
-        attn = probs.float().view(bh // heads, heads, n, t).mean(1).transpose(1, 2)  # (B, T, N)
+        attn = mean_over_heads(probs, heads)  # (B, T, N)
+        side = round(attn.shape[-1] ** 0.5)
         if side not in pooled:
             pooled[side] = F.adaptive_avg_pool2d(masks, side).flatten(2)  # (B, T, N): object share per pixel
         m = pooled[side]
@@ -94,29 +60,15 @@ def signal_weights(noise_scheduler, t: torch.Tensor) -> torch.Tensor:
 
 
 class TokenMasks:
-    """Caption word masks → per-token masks, ``(T, H, W)``, for a padded, truncated token sequence.
-
-    The CLIP BPE tokenizes whitespace-separated words independently, so word ``w`` covers the
-    tokens after the start token and the tokens of the words before it. Word token counts are cached.
-    """
+    """Caption word masks → per-token masks, ``(T, H, W)``, for a padded, truncated token sequence."""
 
     def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
-        self.lengths: dict[str, int] = {}
-
-    def word_length(self, word: str) -> int:
-        if word not in self.lengths:
-            self.lengths[word] = len(self.tokenizer(word, add_special_tokens=False).input_ids)
-        return self.lengths[word]
+        self.max_length = max_length
+        self.spans = WordSpans(tokenizer, max_length)
 
     def __call__(self, caption: str, word_masks: torch.Tensor) -> torch.Tensor:
         """``word_masks`` ``(W, H, W')``: row ``i`` is word ``i``'s mask (zeros for words with no object)."""
         out = torch.zeros(self.max_length, *word_masks.shape[1:], dtype=torch.uint8)  # (T, H, W)
-        start = 1  # after <|startoftext|>
-        last = self.max_length - 1  # the end token stays unmasked, also after truncation
-        for i, word in enumerate(caption.split()):
-            stop = min(start + self.word_length(word), last)
-            if i < word_masks.shape[0] and stop > start:
-                out[start:stop] = word_masks[i]
-            start = stop
+        for i, (start, stop) in enumerate(self.spans(caption)[: word_masks.shape[0]]):
+            out[start:stop] = word_masks[i]  # an empty span (truncated word) sets nothing
         return out

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from .attention.record import record_cross_attention
 from .config import TrainingConfig
-from .grounding_loss import grounding_loss, record_cross_attention, signal_weights
+from .grounding_loss import grounding_loss, signal_weights
 
 
 def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config: TrainingConfig, empty_ids):

@@ -108,3 +108,30 @@ def load_tokenizer(path: str | Path | None = None, max_length: int | None = None
     cls = CLIPTokenizerFast if fast else CLIPTokenizer
     kwargs = {} if max_length is None else {"model_max_length": max_length}
     return cls.from_pretrained(folder, **kwargs)
+
+
+class WordSpans:
+    """The token positions each whitespace-separated word of a caption covers, ``[(start, stop), ...]``.
+
+    The CLIP BPE tokenizes whitespace-separated words independently, so word ``w`` covers the
+    tokens after the start token and the tokens of the words before it. Spans are clipped so the
+    end token (position ``max_length - 1``) belongs to no word: a truncated word's span is empty.
+    Word token counts are cached (captions repeat their words).
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.lengths: dict[str, int] = {}
+
+    def word_length(self, word: str) -> int:
+        if word not in self.lengths:
+            self.lengths[word] = len(self.tokenizer(word, add_special_tokens=False).input_ids)
+        return self.lengths[word]
+
+    def __call__(self, caption: str) -> list[tuple[int, int]]:
+        spans, start, last = [], 1, self.max_length - 1  # start after <|startoftext|>
+        for word in caption.split():
+            stop = min(start + self.word_length(word), last)
+            spans.append((start, max(start, stop)))
+            start = max(start, stop)
+        return spans

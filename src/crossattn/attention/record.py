@@ -1,0 +1,56 @@
+"""Record cross-attention probabilities *with their graph*, for losses on them.
+
+Training's grounding loss (:mod:`crossattn.grounding_loss`) and sampling's relation guidance
+(:mod:`crossattn.relation_guidance`) both need ``softmax(QKᵀ/√d)`` of every cross-attention
+layer as a differentiable tensor, which the fused kernel does not expose. Inside
+:func:`record_cross_attention` each ``attn2`` layer runs the explicit capture processor, whose
+output equals the reference ``AttnProcessor``'s; the processors in place before (the defaults, or
+a tracer's capture processors) are put back on exit, also after an exception, so a tracer active
+around the block sees none of these extra passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+#: One recorded call of a cross-attention layer: its ``(B*heads, N, T)`` probabilities and heads.
+Record = tuple[torch.Tensor, int]
+
+
+@contextlib.contextmanager
+def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]:
+    """Inside, every cross-attention layer computes ``softmax(QKᵀ/√d)·V`` explicitly and appends its
+    probabilities (with their graph, so a loss on them has gradients) to the yielded list.
+
+    The processors in place on entry are put back on exit, also after an exception.
+    """
+    from .layers import attention_layers, select_layers
+    from .processor import CaptureProcessor
+
+    records: list[Record] = []
+    if not enabled:
+        yield records
+        return
+    base = getattr(unet, "module", unet)  # DDP wraps the model; processors live on the model itself
+    saved = dict(base.attn_processors)
+
+    def sink(_name: str, probs: torch.Tensor, heads: int) -> None:
+        records.append((probs, heads))
+
+    processors = dict(saved)
+    for layer in select_layers(attention_layers(base), "cross"):
+        processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
+    base.set_attn_processor(processors)
+    try:
+        yield records
+    finally:
+        base.set_attn_processor(dict(saved))  # the dict is consumed: pass a copy
+
+
+def mean_over_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B*heads, N, T)`` probabilities → ``(B, T, N)``: each token's map over the N pixels."""
+    bh, n, t = probs.shape
+    return probs.float().view(bh // heads, heads, n, t).mean(1).transpose(1, 2)  # (B, T, N)
