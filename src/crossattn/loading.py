@@ -87,11 +87,15 @@ def set_scheduler(pipe, name: str) -> None:
 
 
 def placeholder_pipeline(config: ModelConfig | None = None, seed: int = 0):
-    """The default config, randomly but reproducibly initialised, with the shipped tokenizer."""
+    """The default config, randomly but reproducibly initialised, with the shipped tokenizer;
+    in eval mode, as ``from_pretrained`` leaves a loaded pipeline."""
     from .model import build_components
     from .pipeline import CrossAttnPipeline
 
-    return CrossAttnPipeline(**build_components(config or ModelConfig(), seed=seed))
+    pipe = CrossAttnPipeline(**build_components(config or ModelConfig(), seed=seed))
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return pipe
 
 
 def model_identity(path: str | Path | None, lora: str | Path | None = None) -> dict:

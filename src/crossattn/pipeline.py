@@ -23,6 +23,9 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .relation_guidance import RelationGuidance, guide_latents, relation_target
+from .tokenizer import WordSpans
+
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
@@ -148,12 +151,16 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        relation_guidance: float = RelationGuidance.scale,
     ):
         """Sample images for ``prompt``.
 
         ``callback_on_step_end(pipe, step, t, kwargs)`` is called after every scheduler step
         with ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs``
         (default ``["latents"]``); returned tensors replace them, as in diffusers.
+        ``relation_guidance`` steers prompts of the form ``"a X Y left of a Z W"`` (also ``right of``,
+        ``above``, ``below``) during the first steps so the relation holds; 0 samples them
+        unsteered (see :mod:`crossattn.relation_guidance`). Other prompts are not affected.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -166,6 +173,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         bad = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
         if bad:
             raise ValueError(f"callback tensor inputs {sorted(bad)}; accepted: {self._callback_tensor_inputs}")
+        relation = RelationGuidance(scale=relation_guidance)  # checks the value
         if negative is not None and guidance_scale <= 1:
             warnings.warn("negative_prompt has no effect with guidance_scale <= 1", stacklevel=2)
         negative = negative or [""] * len(prompts)
@@ -177,6 +185,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         text_states = self.encode_prompt(negative + prompts if guided else prompts)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.prepare_latents(len(prompts), height, width, generator, text_states.dtype)
+        steer = self.relation_steering(prompts, text_states[-len(prompts) :], relation, num_inference_steps)
         latents = self.denoise(
             latents,
             text_states,
@@ -184,16 +193,33 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             generator,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs or ["latents"],
+            steer,
         )
 
         image = self.image_processor.postprocess(latents.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=image) if return_dict else (image,)
 
-    def denoise(self, latents, text_states, guidance_scale, generator, callback, callback_inputs):
-        """The sampling loop: predict, guide, step; call back after every step."""
+    def relation_steering(self, prompts, cond_states, config: RelationGuidance, num_steps: int):
+        """``steer(i, t, latents) → latents``: relation guidance for sampling step ``i``; None when no
+        prompt names a relation or guidance is off. ``cond_states``: the prompts' ``(B, T, D)`` states."""
+        guided = config.guided_steps(num_steps)
+        spans = WordSpans(self.tokenizer, self.max_length)
+        targets = [relation_target(p, spans) for p in prompts] if guided else []
+        if not any(targets):
+            return None
+
+        def steer(i: int, t, latents):
+            return guide_latents(self, latents, t, cond_states, targets, config) if i < guided else latents
+
+        return steer
+
+    def denoise(self, latents, text_states, guidance_scale, generator, callback, callback_inputs, steer=None):
+        """The sampling loop: (steer,) predict, guide, step; call back after every step."""
         extra = self.step_kwargs(generator)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if steer is not None:
+                latents = steer(i, t, latents)
             pred = self.predict_noise(latents, t, text_states, guidance_scale)
             latents = self.scheduler.step(pred, t, latents, **extra).prev_sample
             if callback is not None:

@@ -33,6 +33,13 @@ def supported_reference(processor) -> str | None:
     return None
 
 
+def reference_processor(capture: CaptureProcessor):
+    """A fresh instance of the reference processor ``capture`` stands in for (same output, no recording)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    return AttnProcessor() if capture.mode == "explicit" else AttnProcessor2_0()
+
+
 def attention_probs(attn, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``softmax(Q·Kᵀ · scale + mask)`` for ``(B*heads, N, d)`` queries and ``(B*heads, K, d)`` keys.
 

@@ -25,10 +25,12 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
     """Inside, every cross-attention layer computes ``softmax(QKᵀ/√d)·V`` explicitly and appends its
     probabilities (with their graph, so a loss on them has gradients) to the yielded list.
 
-    The processors in place on entry are put back on exit, also after an exception.
+    Layers a tracer is capturing (self-attention, say) get the reference processor the capture
+    stands in for, so these extra passes are not recorded there either. The processors in place on
+    entry are put back on exit, also after an exception.
     """
     from .layers import attention_layers, select_layers
-    from .processor import CaptureProcessor
+    from .processor import CaptureProcessor, reference_processor
 
     records: list[Record] = []
     if not enabled:
@@ -40,7 +42,7 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
     def sink(_name: str, probs: torch.Tensor, heads: int) -> None:
         records.append((probs, heads))
 
-    processors = dict(saved)
+    processors = {k: reference_processor(p) if isinstance(p, CaptureProcessor) else p for k, p in saved.items()}
     for layer in select_layers(attention_layers(base), "cross"):
         processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
     base.set_attn_processor(processors)

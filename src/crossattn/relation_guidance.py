@@ -1,0 +1,156 @@
+"""Relation guidance: steer the first sampling steps so "A left of B" puts A to the left of B.
+
+Why it exists: the default model draws colours, shapes and absolute positions ("at the top left")
+right, but relation prompts at chance. Its jointly trained CLIP text encoder adds one large vector
+to every position in its first layer (hidden-state norm ~0.6 → ~60), so after the final layer
+norm the states of "left of" and "right of" differ by under 2 % and the U-Net cannot tell them
+apart (measured on the shipped model; see the README). The cross-attention maps, on the other
+hand, are well grounded: each object's words attend where that object forms.
+
+So, at sampling time, in the spirit of Attend-and-Excite (Chefer et al., SIGGRAPH 2023) and the
+backward guidance of layout control (Chen et al., "Training-Free Layout Control with
+Cross-Attention Guidance", WACV 2024): during the first steps, where layout is decided, the
+latents take a few gradient steps on a loss over the two objects' attention centroids,
+
+```
+d      = c₁ − c₂                      (centroid of object 1's words minus object 2's, image units)
+L      = relu(margin − d·u) + relu(|d·u⊥| − slack)
+```
+
+with ``u`` the relation's direction (left of = (−1, 0), above = (0, −1), y pointing down).
+The model, not a drawn layout, then paints the objects; the maps a tracer records come from the
+ordinary denoising passes (the guidance passes run on their own processors, see
+:func:`~crossattn.attention.record.record_cross_attention`). Prompts without a relation of the
+form ``a X Y RELATION a Z W`` are sampled exactly as without guidance.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .attention.record import mean_over_heads, record_cross_attention
+from .tokenizer import WordSpans
+
+#: (x, y) unit direction of the first object as seen from the second; image y points down.
+DIRECTIONS = {"left of": (-1.0, 0.0), "right of": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0)}
+_ARTICLE = r"(?:a|an|the)"
+_RELATION = re.compile(
+    rf"^{_ARTICLE} \S+ \S+ (?P<relation>{'|'.join(DIRECTIONS)}) {_ARTICLE} \S+ \S+$", flags=re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class RelationGuidance:
+    """How relation guidance steers. ``scale`` 0 turns it off.
+
+    Defaults measured on the shipped model (20 DPM-Solver++ steps, 64 relation prompts of the
+    evaluation set): relation right in 63 of 64 with guidance, 0.19 of 120 without.
+    """
+
+    scale: float = 50.0  # step size on the latents (in the U-Net's input scale)
+    fraction: float = 0.15  # guide the first ceil(fraction × steps) sampling steps
+    iterations: int = 2  # gradient steps per guided sampling step
+    margin: float = 0.3  # wanted centroid separation along the relation, in image widths
+    slack: float = 0.1  # allowed separation across it
+
+    def __post_init__(self):
+        if not math.isfinite(self.scale) or self.scale < 0:
+            raise ValueError(f"relation guidance scale must be a finite number >= 0, got {self.scale!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"relation guidance fraction must be in (0, 1], got {self.fraction!r}")
+        if self.iterations < 1:
+            raise ValueError(f"relation guidance iterations must be >= 1, got {self.iterations!r}")
+
+    def guided_steps(self, num_steps: int) -> int:
+        """How many of ``num_steps`` sampling steps are guided (0 when off)."""
+        return 0 if self.scale == 0 else math.ceil(self.fraction * num_steps)
+
+
+@dataclass(frozen=True)
+class RelationTarget:
+    """What one prompt asks: the token positions of each object's words and the relation's direction."""
+
+    first: tuple[int, ...]
+    second: tuple[int, ...]
+    direction: tuple[float, float]
+
+
+def relation_target(prompt: str, spans: WordSpans) -> RelationTarget | None:
+    """The target of ``"a COLOUR SHAPE RELATION a COLOUR SHAPE"`` (any two words per object), or None
+    for any other prompt, ``and``, or a prompt truncated before its last word."""
+    words = prompt.split()
+    match = _RELATION.match(" ".join(words))
+    if match is None:
+        return None
+    token_spans = spans(" ".join(words))  # one (start, stop) per word
+    second_at = 3 + len(match["relation"].split())  # word index of the second object's article
+
+    def tokens(first_word: int) -> tuple[int, ...]:
+        return tuple(t for start, stop in token_spans[first_word : first_word + 2] for t in range(start, stop))
+
+    first, second = tokens(1), tokens(second_at + 1)
+    if token_spans[-1][0] == token_spans[-1][1]:  # the last word was cut off
+        return None
+    return RelationTarget(first, second, DIRECTIONS[match["relation"].lower()])
+
+
+def attention_centroids(records, targets: list[RelationTarget]) -> torch.Tensor:
+    """Each object's attention centroid, ``(B, 2, 2)`` (object, (x, y) in [0, 1]), averaged over layers.
+
+    An object's map is the sum of its words' maps, normalised over the layer's pixels.
+    """
+    centroids = []
+    for probs, heads in records:
+        attn = mean_over_heads(probs, heads)  # (B, T, N)
+        b, t, n = attn.shape
+        side = round(n**0.5)
+        pick = attn.new_zeros(b, 2, t)  # (B, 2, T): which tokens make each object
+        for i, target in enumerate(targets):
+            pick[i, 0, list(target.first)] = 1.0
+            pick[i, 1, list(target.second)] = 1.0
+        maps = pick @ attn  # (B, 2, N)
+        maps = maps / maps.sum(-1, keepdim=True).clamp_min(1e-8)
+        axis = torch.linspace(0, 1, side, device=attn.device)
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")  # (side, side) each
+        coords = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (N, 2): (x, y) of pixel n
+        centroids.append(maps @ coords)  # (B, 2, 2)
+    return torch.stack(centroids).mean(0)  # (B, 2, 2)
+
+
+def relation_loss(centroids: torch.Tensor, targets: list[RelationTarget], config: RelationGuidance) -> torch.Tensor:
+    """Per prompt, ``(B,)``: zero once the first centroid is ``margin`` further along the relation
+    than the second and within ``slack`` of it across."""
+    u = torch.tensor([t.direction for t in targets], device=centroids.device)  # (B, 2)
+    d = centroids[:, 0] - centroids[:, 1]  # (B, 2)
+    along = (d * u).sum(-1)  # (B,)
+    across = (d * u.flip(-1)).sum(-1).abs()  # (B,): the perpendicular component
+    return torch.relu(config.margin - along) + torch.relu(across - config.slack)
+
+
+def guide_latents(pipe, latents, t, text_states, targets: list[RelationTarget | None], config: RelationGuidance):
+    """``latents`` after ``config.iterations`` gradient steps on :func:`relation_loss` for the
+    prompts with a target (the others are returned unchanged). ``text_states`` are the conditional
+    ``(B, T, D)`` states. The step is taken in the U-Net's input scale, so it means the same for
+    schedulers that scale their inputs (Euler) and those that do not."""
+    rows = [i for i, target in enumerate(targets) if target is not None]
+    if not rows:
+        return latents
+    chosen = [targets[i] for i in rows]
+    scale_in = float(
+        pipe.scheduler.scale_model_input(torch.ones((), device=latents.device), t)
+    )  # x_in = scale_in · latents
+    x_in = pipe.scheduler.scale_model_input(latents[rows], t).detach()  # (b, C, H, W)
+    for _ in range(config.iterations):
+        x_in.requires_grad_(True)
+        with torch.enable_grad(), record_cross_attention(pipe.unet) as records:
+            pipe.unet(x_in, t, encoder_hidden_states=text_states[rows])
+            loss = relation_loss(attention_centroids(records, chosen), chosen, config).sum()
+            (grad,) = torch.autograd.grad(loss, x_in)
+        x_in = (x_in - config.scale * grad).detach()
+    out = latents.clone()
+    out[rows] = (x_in / scale_in).to(latents.dtype)
+    return out
