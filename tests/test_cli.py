@@ -37,6 +37,7 @@ def test_generate_writes_png_upscaled_and_sidecar(tiny_model_dir, tmp_path, caps
     assert meta["prompt"] == "a red circle" and meta["negative_prompt"] == ""
     assert (meta["seed"], meta["index"], meta["image_seed"]) == (7, 1, 8)
     assert (meta["steps"], meta["guidance_scale"], meta["scheduler"]) == (2, 4.0, "ddim")
+    assert meta["relation_guidance"] == 50.0
     assert meta["model"]["path"] == str(tiny_model_dir) and len(meta["model"]["hash"]) == 16
     assert meta["version"]
 
@@ -51,6 +52,17 @@ def test_generate_is_reproducible_and_refuses_to_overwrite(tiny_model_dir, tmp_p
     assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert (tmp_path / "a" / name).stat().st_mtime_ns == before
     assert main([*argv, "--out", str(tmp_path / "a"), "--overwrite"]) == 0
+
+
+def test_relation_guidance_flag_changes_only_relation_prompts(tiny_model_dir, tmp_path):
+    def png(prompt: str, folder: str, *flags: str) -> bytes:
+        argv = ["generate", prompt, "--model", str(tiny_model_dir), "--steps", "2", "--out", str(tmp_path / folder)]
+        assert main([*argv, *flags]) == 0
+        return next((tmp_path / folder).glob("*-0-0.png")).read_bytes()
+
+    relation, plain = "a red circle left of a blue square", "a red circle and a blue square"
+    assert png(relation, "on") != png(relation, "off", "--relation-guidance", "0")
+    assert png(plain, "plain-on") == png(plain, "plain-off", "--relation-guidance", "0")
 
 
 def test_prompts_file(tiny_model_dir, tmp_path):
@@ -83,6 +95,8 @@ def test_prompts_file(tiny_model_dir, tmp_path):
         (["--steps", "0"], "0 must be at least 1"),
         (["--model", "/no/such/folder"], "does not exist"),
         (["--model", "."], "not a diffusers pipeline folder"),
+        (["--relation-guidance", "-1"], "'-1' must be a finite number >= 0"),
+        (["--relation-guidance", "strong"], "'strong' is not a number"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):

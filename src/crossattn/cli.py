@@ -45,12 +45,37 @@ def add_lora_flag(p) -> None:
     )
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def add_relation_guidance_flag(p) -> None:
+    from .config import SamplingConfig
+
+    p.add_argument(
+        "--relation-guidance",
+        type=non_negative_float,
+        default=SamplingConfig.relation_guidance,
+        metavar="F",
+        help="steer 'a X Y left of/right of/above/below a Z W' prompts on their attention maps during the "
+        "first steps so the relation holds; 0 = the model alone (default: %(default)s)",
+    )
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
     add_lora_flag(p)
+    add_relation_guidance_flag(p)
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -264,6 +289,7 @@ def add_maps(sub) -> None:
         "--model", metavar="PATH", help="any local diffusers text-to-image folder with a UNet2DConditionModel"
     )
     add_lora_flag(p)
+    add_relation_guidance_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
@@ -283,6 +309,7 @@ def add_eval(sub) -> None:
     )
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
     add_lora_flag(p)
+    add_relation_guidance_flag(p)
     p.add_argument(
         "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
     )

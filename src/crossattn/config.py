@@ -104,6 +104,7 @@ class SamplingConfig(JsonConfig):
     guidance_scale: float = 4.0
     scheduler: str | None = None  # None: the model folder's own scheduler
     seed: int = 0
+    relation_guidance: float = 50.0  # crossattn.relation_guidance step size; 0 = the model alone
 
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")

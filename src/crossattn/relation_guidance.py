@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention.record import mean_over_heads, record_cross_attention
+from .config import SamplingConfig
 from .tokenizer import WordSpans
 
 #: (x, y) unit direction of the first object as seen from the second; image y points down.
@@ -51,7 +52,7 @@ class RelationGuidance:
     evaluation set): relation right in 63 of 64 with guidance, 0.19 of 120 without.
     """
 
-    scale: float = 50.0  # step size on the latents (in the U-Net's input scale)
+    scale: float = SamplingConfig.relation_guidance  # step size on the latents (in the U-Net's input scale)
     fraction: float = 0.15  # guide the first ceil(fraction × steps) sampling steps
     iterations: int = 2  # gradient steps per guided sampling step
     margin: float = 0.3  # wanted centroid separation along the relation, in image widths

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         steps=args.steps,
         guidance_scale=args.guidance,
+        relation_guidance=args.relation_guidance,
         scheduler=args.scheduler,
         tau=args.tau,
         batch_size=args.batch_size,

@@ -67,6 +67,7 @@ def sidecar(job: ImageJob, args: argparse.Namespace, scheduler: str, model: dict
         "image_seed": job.seed,
         "steps": args.steps,
         "guidance_scale": args.guidance,
+        "relation_guidance": args.relation_guidance,
         "scheduler": scheduler,
         "width": size[0],
         "height": size[1],
@@ -150,6 +151,7 @@ def sample(pipe, prompt: str, jobs: list[ImageJob], args: argparse.Namespace):
             negative_prompt=args.negative,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
+            relation_guidance=args.relation_guidance,
             num_images_per_prompt=len(jobs),
             generator=generators,
         ).images

@@ -120,6 +120,7 @@ def sample_with_maps(pipe, args: argparse.Namespace):
             negative_prompt=args.negative,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
+            relation_guidance=args.relation_guidance,
             generator=torch.Generator(device="cpu").manual_seed(args.seed),
         ).images[0]
     return image, tracer.maps()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import SamplingConfig
 from ..data.captions import COLOURS, POSITIONS, RELATIONS, format_caption
 from ..data.shapes import SHAPES
 from .checks import CaptionCheck, check_caption
@@ -37,6 +38,7 @@ class EvalSettings:
     seed: int = 0
     steps: int = 20
     guidance_scale: float = 4.0
+    relation_guidance: float = SamplingConfig.relation_guidance
     scheduler: str | None = None
     tau: float = TAU
     batch_size: int = 16
@@ -93,6 +95,7 @@ def generate(pipe, prompts: list[EvalPrompt], settings: EvalSettings, trace=None
     kwargs = {
         "num_inference_steps": settings.steps,
         "guidance_scale": settings.guidance_scale,
+        "relation_guidance": settings.relation_guidance,
         "generator": generators,
         "output_type": "np",
     }
