@@ -25,6 +25,7 @@ from finetune_common import (
     load_models,
     print_comparison,
     run_finetune,
+    run_settings,
     sample,
 )
 
@@ -57,7 +58,7 @@ def main() -> None:
     out = Path(args.out)
     start = time.perf_counter()
     classifier = fit_digit_classifier()
-    report: dict = {"svc_held_out_accuracy": classifier.held_out_accuracy, "steps": args.steps}
+    report: dict = {"svc_held_out_accuracy": classifier.held_out_accuracy, "run": run_settings(args)}
     print(
         f"SVC on the real scans: {classifier.held_out_accuracy:.4f} on {classifier.n_held_out} held-out "
         f"(trained on {classifier.n_train}, {time.perf_counter() - start:.1f} s)"
@@ -70,12 +71,12 @@ def main() -> None:
     base, tuned = load_models(args.model, lora)
     report["generated"] = {
         "base": digit_scores(base, classifier, args),
-        "base+lora": digit_scores(tuned, classifier, args),
+        "tuned": digit_scores(tuned, classifier, args),
     }
     print_comparison(f"{10 * PER_DIGIT} seeded generations recognised as the prompted digit", report["generated"])
     report["verdict"] = {
         f"SVC held-out >= {BARS['svc']}": classifier.held_out_accuracy >= BARS["svc"],
-        f"generated >= {BARS['generated']}": report["generated"]["base+lora"]["accuracy"] >= BARS["generated"],
+        f"generated >= {BARS['generated']}": report["generated"]["tuned"]["accuracy"] >= BARS["generated"],
     }
     finish_report(out, report)
 

@@ -1,11 +1,11 @@
 """What the two fine-tuning examples (``ring_finetune.py``, ``digits_finetune.py``) share: run
-``crossattn finetune`` as a user would, load base + LoRA, draw seeded samples, score the original
-one-object prompts. Not a benchmark itself."""
+``crossattn finetune`` as a user would, load the base and the tuned model (base + LoRA, or the
+whole pipeline a ``--full`` run writes), draw seeded samples, score the original one-object
+prompts. Not a benchmark itself."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,7 +22,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     """Flags both examples take (base model, fine-tuning length, sampling settings)."""
     parser.add_argument("--model", metavar="PATH", help="base pipeline folder (default: the shipped model)")
     parser.add_argument("--out", metavar="DIR", required=True, help="work folder: data/, run/ (must not hold a run)")
-    parser.add_argument("--lora", metavar="DIR", help="score this adapter instead of fine-tuning (skips the run)")
+    parser.add_argument(
+        "--lora",
+        metavar="DIR",
+        help="score this result of an earlier run instead of fine-tuning: an adapter or a --full pipeline folder",
+    )
+    parser.add_argument("--full", action="store_true", help="fine-tune all weights instead of a LoRA adapter")
     parser.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="(default: %(default)s)")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
@@ -33,22 +38,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
-def finetune_available() -> bool:
-    """Whether this tree has the ``crossattn finetune`` command (it lands on another branch)."""
-    sys.path.insert(0, str(SRC))
-    return importlib.util.find_spec("crossattn.commands.finetune") is not None
+def run_settings(args: argparse.Namespace) -> dict:
+    """How the tuned model was (or is to be) made, for the report."""
+    keys = ("steps", "batch_size", "full", "rank", "lr", "train_text_encoder")
+    return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
 
 def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path, float]:
     """``python -m crossattn finetune DATA ...`` in a subprocess (this tree's ``src`` first on the
-    path, as a user's install would be); returns the adapter folder and the seconds it took."""
-    if not finetune_available():
-        raise SystemExit(
-            "the 'crossattn finetune' command is not in this tree yet (it comes with the fine-tuning "
-            "branch); pass --lora DIR to score an adapter trained elsewhere"
-        )
+    path, as a user's install would be); returns ``OUT/final`` (adapter or pipeline folder) and the
+    seconds it took."""
     command = [sys.executable, "-m", "crossattn", "finetune", str(data), "--out", str(run)]
-    command += ["--lora", str(args.rank), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    command += ["--full"] if args.full else ["--lora", str(args.rank)]
+    command += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     command += ["--model", args.model] if args.model else []
     command += ["--lr", str(args.lr)] if args.lr else []
     command += ["--threads", str(args.threads)] if args.threads else []
@@ -60,18 +62,18 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     return run / "final", time.perf_counter() - start
 
 
-def load_models(model: str | None, lora: Path | None):
-    """The base pipeline and, with ``lora``, a second copy with the adapter loaded."""
+def load_models(model: str | None, tuned_dir: Path | None):
+    """The base pipeline and, with ``tuned_dir``, the tuned one: that folder itself when it is a
+    pipeline (``--full``), else a second copy of the base with the adapter loaded."""
     from crossattn.loading import load_pipeline
 
+    full = tuned_dir is not None and (tuned_dir / "model_index.json").is_file()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "untrained placeholder" when no default model ships yet
+        warnings.simplefilter("ignore")  # "No LoRA keys associated to CLIPTextModel" for U-Net-only adapters
         base = load_pipeline(model)
-        tuned = load_pipeline(model) if lora else None
-    if tuned is not None:
-        if not hasattr(tuned, "load_lora_weights"):
-            raise SystemExit("this tree's pipeline cannot load LoRA adapters yet (the fine-tuning branch adds it)")
-        tuned.load_lora_weights(str(lora), weight_name="pytorch_lora_weights.safetensors")
+        tuned = load_pipeline(tuned_dir if full else model) if tuned_dir else None
+        if tuned is not None and not full:
+            tuned.load_lora_weights(str(tuned_dir), weight_name="pytorch_lora_weights.safetensors")
     for pipe in (base, tuned):
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)

@@ -26,10 +26,11 @@ from finetune_common import (
     one_object_scores,
     print_comparison,
     run_finetune,
+    run_settings,
     sample,
 )
 
-from crossattn.data.captions import ALL_SHAPES, COLOURS, KINDS, format_caption
+from crossattn.data.captions import ALL_SHAPES, COLOURS, KINDS, SHAPES, format_caption
 from crossattn.data.shapes import export_image_folder
 from crossattn.evaluation.checks import score_single_object
 
@@ -70,6 +71,12 @@ def main() -> None:
         default=PRIOR_IMAGES,
         help="of the images, scenes of the known shapes, so rings do not replace circles (default: %(default)s)",
     )
+    parser.add_argument(
+        "--prior-shapes",
+        nargs="+",
+        default=list(SHAPES),
+        help="known shapes the prior scenes show (default: all three; circle = DreamBooth's class prior)",
+    )
     parser.add_argument("--kind", choices=KINDS, default="one", help="scene kind of the images (default: one)")
     parser.add_argument("--eval-n", type=int, default=100, help="one-object evaluation prompts (default: 100)")
     args = parser.parse_args()
@@ -82,20 +89,33 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    report: dict = {"images": args.images, "prior_images": args.prior, "steps": args.steps}
+    report: dict = {
+        "images": args.images,
+        "prior_images": args.prior,
+        "prior_shapes": args.prior_shapes,
+        "run": run_settings(args),
+    }
     lora = Path(args.lora) if args.lora else None
     if lora is None:
         rings = args.images - args.prior
-        data = export_image_folder(out / "data", rings, seed=0, kind=args.kind, shapes=("ring",), prior=args.prior)
+        data = export_image_folder(
+            out / "data",
+            rings,
+            seed=0,
+            kind=args.kind,
+            shapes=("ring",),
+            prior=args.prior,
+            prior_shapes=tuple(args.prior_shapes),
+        )
         lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
         print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
     base, tuned = load_models(args.model, lora)
-    report["ring"] = {"base": ring_scores(base, args), "base+lora": ring_scores(tuned, args)}
+    report["ring"] = {"base": ring_scores(base, args), "tuned": ring_scores(tuned, args)}
     print_comparison(f"{SAMPLES_PER_COLOUR * len(COLOURS)} seeded 'a COLOUR ring' samples", report["ring"])
-    models = {"base": base, "base+lora": tuned}
+    models = {"base": base, "tuned": tuned}
     report["one_object"] = {name: one_object_scores(p, args, args.eval_n, ALL_SHAPES) for name, p in models.items()}
     print_comparison(f"one-object evaluation ({args.eval_n} prompts, analyzer knows ring)", report["one_object"])
-    report["verdict"] = verdict(report["ring"]["base+lora"], *report["one_object"].values())
+    report["verdict"] = verdict(report["ring"]["tuned"], *report["one_object"].values())
     finish_report(out, report)
 
 

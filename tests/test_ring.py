@@ -91,6 +91,12 @@ def test_export_ring_folder_with_prior_scenes(tmp_path, capsys):
     argv = ["export", "scenes", str(tmp_path / "cli"), "--n", "2", "--shapes", "ring", "--kind", "one"]
     assert main([*argv, "--prior", "1"]) == 0
     assert "wrote 3 images" in capsys.readouterr().out
+    circles = export_image_folder(
+        tmp_path / "circles", 2, kind="one", shapes=("ring",), prior=5, prior_shapes=("circle",)
+    )
+    texts = [json.loads(line)["text"] for line in (circles / "metadata.jsonl").read_text().splitlines()]
+    assert [t.split()[2] for t in texts] == ["ring"] * 2 + ["circle"] * 5
+    assert main([*argv[:2], str(tmp_path / "cli2"), *argv[3:], "--prior", "1", "--prior-shapes", "circle"]) == 0
     with pytest.raises(ValueError, match="prior must be >= 0"):
         export_image_folder(tmp_path / "bad", 2, prior=-1)
 

@@ -357,6 +357,12 @@ def add_export(sub) -> None:
         "take over a known one (default: %(default)s)",
     )
     p.add_argument(
+        "--prior-shapes",
+        nargs="+",
+        metavar="SHAPE",
+        help="scenes: which known shapes the --prior scenes show, e.g. circle for rings (default: the three)",
+    )
+    p.add_argument(
         "--split", choices=("train", "held_out", "all"), default="train", help="digits: which scans (default: train)"
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="scenes / digit split seed (default: %(default)s)")

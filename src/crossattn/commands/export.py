@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..data.digits import export_digits
 
-        if args.shapes or args.kind or args.prior:
-            raise ValueError("--shapes, --kind and --prior are for scenes; digits take --split and --n")
+        if args.shapes or args.kind or args.prior or args.prior_shapes:
+            raise ValueError("--shapes, --kind, --prior and --prior-shapes are for scenes; digits take --split and --n")
         export_digits(out, args.split, args.n, args.seed, args.resolution)
         written = len(list(out.glob("*.png")))
     print(f"wrote {written} images and metadata.jsonl to {out}")
@@ -35,6 +35,9 @@ def export_scenes(args: argparse.Namespace, out: Path) -> int:
     if args.split != "train":
         raise ValueError("--split is for digits; scenes are drawn from --seed")
     shapes = check_shapes(tuple(args.shapes)) if args.shapes else SHAPES
+    prior_shapes = check_shapes(tuple(args.prior_shapes)) if args.prior_shapes else SHAPES
+    if args.prior_shapes and not args.prior:
+        raise ValueError("--prior-shapes needs --prior N (how many prior scenes to draw)")
     n = args.n or DEFAULT_SCENES
-    export_image_folder(out, n, args.seed, args.resolution, args.kind, shapes, prior=args.prior)
+    export_image_folder(out, n, args.seed, args.resolution, args.kind, shapes, args.prior, prior_shapes)
     return n + args.prior

@@ -346,6 +346,7 @@ def export_image_folder(
     kind: str | None = None,
     shapes: tuple[str, ...] = SHAPES,
     prior: int = 0,
+    prior_shapes: tuple[str, ...] = SHAPES,
 ) -> Path:
     """Write ``n`` scenes as ``NNNNN.png`` + ``metadata.jsonl`` (``file_name``, ``text``) + ``masks.npz``
     (file name → (objects, H, W) bool, in caption order), atomically; an existing non-empty folder
@@ -354,16 +355,18 @@ def export_image_folder(
     ``prior`` more scenes of the default shapes follow (DreamBooth's prior preservation, by example):
     teaching a new shape from its images alone lets it take over a similar known one (rings replaced
     a fifth of the circles, squares and triangles in the ring example); a few scenes of what the model
-    already draws keep the words apart."""
+    already draws keep the words apart. ``prior_shapes`` picks which known shapes those scenes show:
+    DreamBooth's class prior is the class the new concept is confused with (circles, for rings)."""
     from .folder import new_image_folder
 
     check_shapes(shapes)
+    check_shapes(prior_shapes)
     if prior < 0:
         raise ValueError(f"prior must be >= 0 scenes, got {prior}")
     masks = {}
     with new_image_folder(out_dir) as folder:
         for i in range(n + prior):
-            drawn = shapes if i < n else SHAPES
+            drawn = shapes if i < n else prior_shapes
             scene = make_scene(scene_rng(seed, i), resolution, kind, shapes=drawn)
             name = folder.add(scene.image, scene.caption)
             masks[name] = np.stack([o.mask for o in scene.objects])  # (objects, H, W)
