@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import torch
 
-from crossattn.config import SCHEDULER_NAMES
+from crossattn.config import SCHEDULER_NAMES, SamplingConfig
 from crossattn.evaluation import analyze, eval_prompts
 from crossattn.evaluation.analyzer import dilate, distance_from_white
 from crossattn.loading import load_pipeline, set_scheduler
@@ -33,7 +33,7 @@ def background_distance(image: np.ndarray) -> float:
     return float(distance_from_white(image.astype(np.float32))[background].mean()) if background.any() else float("inf")
 
 
-def sample(pipe, captions: list[str], seeds: list[int], steps: int, guidance: float):
+def sample(pipe, captions: list[str], seeds: list[int], steps: int, guidance: float, relation: float):
     """Images (B, H, W, 3) uint8 and the largest |value| of the final, unclamped sample."""
     final = {}
 
@@ -45,6 +45,7 @@ def sample(pipe, captions: list[str], seeds: list[int], steps: int, guidance: fl
         captions,
         num_inference_steps=steps,
         guidance_scale=guidance,
+        relation_guidance=relation,
         generator=[torch.Generator().manual_seed(s) for s in seeds],
         output_type="np",
         callback_on_step_end=keep_last,
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--relation-guidance", type=float, default=SamplingConfig.relation_guidance)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -68,14 +70,21 @@ def main() -> None:
         pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     prompts = eval_prompts(args.n, seed=7)  # a seed stream of its own
-    print(f"{args.n} prompts, {args.steps} steps, guidance {args.guidance}")
+    print(f"{args.n} prompts, {args.steps} steps, guidance {args.guidance}, relation guidance {args.relation_guidance}")
     print(f"{'scheduler':10} {'bg<20':>7} {'mean bg':>8} {'worst bg':>9} {'max |x|':>8}  (mean over finite)")
     for name in SCHEDULER_NAMES:
         set_scheduler(pipe, name)
         distances, peak = [], 0.0
         for start in range(0, len(prompts), args.batch):
             batch = prompts[start : start + args.batch]
-            images, top = sample(pipe, [p.caption for p in batch], [p.seed for p in batch], args.steps, args.guidance)
+            images, top = sample(
+                pipe,
+                [p.caption for p in batch],
+                [p.seed for p in batch],
+                args.steps,
+                args.guidance,
+                args.relation_guidance,
+            )
             distances += [background_distance(im) for im in images]
             peak = max(peak, top)
         d = np.array(distances)
