@@ -143,3 +143,57 @@ def test_training_moves_the_adapter_and_not_the_frozen_base(tiny_model_dir, tmp_
     assert set(frozen) == set(base)
     for name, value in base.items():
         assert torch.equal(frozen[name], value), name
+
+
+def moved_embedding_rows(tiny_model_dir, tmp_path, embedding_lr):
+    """How far the rows of the caption's words ("a red ring") and of an unused word move in a
+    3-step full fine-tune with the text encoder at LR 1e-4 and the given embedding LR."""
+    from crossattn.commands.train import model_config_from_folder
+    from crossattn.config import TrainingConfig
+    from crossattn.data.folder import ImageFolderDataset
+    from crossattn.train import train
+
+    pipe = load_pipeline(tiny_model_dir)
+    ids = pipe.tokenizer(["ring", "zebra"], add_special_tokens=False).input_ids
+    ring, zebra = ids[0][0], ids[1][0]
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    folder = tmp_path / f"rings-{embedding_lr}"
+    config = TrainingConfig(
+        steps=3,
+        batch_size=2,
+        learning_rate=1e-4,
+        embedding_lr=embedding_lr,
+        warmup_steps=0,
+        weight_decay=0.0,
+        init_from=str(tiny_model_dir),
+        data=str(folder),
+        sample_every=0,
+        caption_dropout=0.0,
+        ema_decay=0,
+    )
+    seen = {}
+    train(
+        model_config_from_folder(tiny_model_dir),
+        config,
+        ImageFolderDataset(ring_folder(folder), resolution=16),
+        tmp_path / f"run-{embedding_lr}",
+        progress=False,
+        export=lambda pipe, _: seen.update(table=pipe.text_encoder.get_input_embeddings().weight.detach().clone()),
+    )
+    moved = (seen["table"] - before).norm(dim=-1)  # (vocab,)
+    return moved[ring].item(), moved[zebra].item()
+
+
+def test_embedding_lr_moves_the_caption_words_rows_faster(tiny_model_dir, tmp_path):
+    slow_ring, slow_zebra = moved_embedding_rows(tiny_model_dir, tmp_path, None)
+    fast_ring, fast_zebra = moved_embedding_rows(tiny_model_dir, tmp_path, 1e-2)
+    assert slow_ring > 0 and fast_ring > 20 * slow_ring  # Adam steps scale with the group's LR (100x here)
+    assert slow_zebra == fast_zebra == 0.0  # a word no caption uses gets no update (no weight decay)
+
+
+def test_embedding_lr_needs_full_text_encoder_training(tiny_model_dir, tmp_path, capsys):
+    data = ring_folder(tmp_path / "rings")
+    argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), "--steps", "1"]
+    assert main([*argv, "--embedding-lr", "5e-3"]) == 2
+    assert "--embedding-lr 0.005 needs --full --train-text-encoder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

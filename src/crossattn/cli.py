@@ -245,6 +245,13 @@ def add_finetune(sub) -> None:
     p.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default: %(default)s)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 LoRA, 5e-5 full)")
+    p.add_argument(
+        "--embedding-lr",
+        type=float,
+        metavar="F",
+        help="with --full --train-text-encoder: learning rate of the token embeddings, so new words can "
+        "move far from their untrained start, e.g. 5e-3 (default: --lr)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default="outputs/finetune", help="run folder (default: %(default)s)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")

@@ -136,6 +136,10 @@ class TrainingConfig(JsonConfig):
     snr_gamma: float | None = None  # min-SNR weighting (Hang et al., 2023); None disables it
     grounding_weight: float = 0.0  # TokenCompose token + pixel loss on object words' attention; 0 = off
     timestep_bias: float = 0.0  # density of training timesteps ∝ t^bias: 0 uniform, > 0 favours high noise
+    # Peak LR of the text encoder's token embeddings when they train (None: learning_rate). Words the
+    # model never saw keep small random rows that its first layer drowns (states < 2 % apart), so
+    # they need to move far: textual inversion trains embeddings at ~10x a fine-tune's LR.
+    embedding_lr: float | None = None
     train_text_encoder: bool = True
     seed: int = 0
     data: str = "shapes"  # "shapes" (procedural scenes) or an image folder
@@ -183,6 +187,8 @@ class TrainingConfig(JsonConfig):
             raise ValueError(f"snr_gamma must be > 0 (or None to disable), got {self.snr_gamma}")
         if self.grounding_weight < 0:
             raise ValueError(f"grounding_weight must be >= 0 (0 = off), got {self.grounding_weight}")
+        if self.embedding_lr is not None and not self.embedding_lr > 0:
+            raise ValueError(f"embedding_lr must be > 0 (or None: the learning rate), got {self.embedding_lr}")
         if self.timestep_bias < 0:
             raise ValueError(f"timestep_bias must be >= 0 (0 = uniform timesteps), got {self.timestep_bias}")
         if self.max_grad_norm < 0:

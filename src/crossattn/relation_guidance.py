@@ -48,8 +48,9 @@ _RELATION = re.compile(
 class RelationGuidance:
     """How relation guidance steers. ``scale`` 0 turns it off.
 
-    Defaults measured on the shipped model (20 DPM-Solver++ steps, 64 relation prompts of the
-    evaluation set): relation right in 63 of 64 with guidance, 0.19 of 120 without.
+    Defaults chosen on the shipped model with the first 64 relation prompts of the evaluation set
+    (20 DPM-Solver++ steps: 63 right with 3 guided steps × 2 iterations at scale 50, also 63 with 5
+    guided steps at 30); ``crossattn eval --n 300`` then measures relation 0.967 of 120 prompts.
     """
 
     scale: float = SamplingConfig.relation_guidance  # step size on the latents (in the U-Net's input scale)

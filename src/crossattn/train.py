@@ -215,7 +215,7 @@ class Trainer:
         if not params:
             raise ValueError("nothing to train: every parameter is frozen")
         optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
+            self.param_groups(params), betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
         )
         # Stepped by hand once per optimizer step (not prepared: accelerate would step it per process).
         self.lr_scheduler = get_scheduler(
@@ -230,6 +230,16 @@ class Trainer:
         for obj in (self.state, self.lr_scheduler, self.ema):
             if obj is not None:
                 acc.register_for_checkpointing(obj)
+
+    def param_groups(self, params: list) -> list[dict]:
+        """One AdamW group at ``learning_rate``, or two when ``embedding_lr`` sets the token embeddings apart
+        (the LR schedule scales every group alike)."""
+        cfg = self.config
+        table = self.text_encoder.get_input_embeddings().weight
+        if cfg.embedding_lr is None or not any(p is table for p in params):
+            return [{"params": params, "lr": cfg.learning_rate}]
+        rest = [p for p in params if p is not table]
+        return [{"params": rest, "lr": cfg.learning_rate}, {"params": [table], "lr": cfg.embedding_lr}]
 
     def build_loader(self, dataset):
         cfg, acc = self.config, self.accelerator

@@ -51,6 +51,7 @@ def training_config(args: argparse.Namespace, model: str | None, prompts: tuple[
         learning_rate=lr,
         warmup_steps=min(50, args.steps // 10),
         train_text_encoder=args.train_text_encoder,
+        embedding_lr=args.embedding_lr,
         seed=args.seed,
         data=str(args.data),
         init_from=model,
@@ -92,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.embedding_lr is not None and not (args.full and args.train_text_encoder):
+        raise ValueError(
+            f"--embedding-lr {args.embedding_lr} needs --full --train-text-encoder (a LoRA adapter "
+            "does not carry token embeddings)"
+        )
     model = base_model(args)
     model_config = model_config_from_folder(model) if model else ModelConfig()
     data = ImageFolderDataset(args.data, model_config.resolution, flip=args.flip, skip_bad=args.skip_bad)
