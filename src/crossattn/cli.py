@@ -189,6 +189,13 @@ def add_train(sub) -> None:
         help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
     )
     p.add_argument(
+        "--embedding-lr",
+        metavar="F",
+        type=float,
+        help="learning rate of the text encoder's token embeddings (default: --lr); a word whose states the "
+        "text encoder drowns needs its row to move far",
+    )
+    p.add_argument(
         "--freeze-text-encoder",
         dest="train_text_encoder",
         action="store_const",
