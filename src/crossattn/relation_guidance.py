@@ -85,20 +85,26 @@ class RelationTarget:
 def relation_target(prompt: str, spans: WordSpans) -> RelationTarget | None:
     """The target of ``"a COLOUR SHAPE RELATION a COLOUR SHAPE"`` (any two words per object), or None
     for any other prompt, ``and``, or a prompt truncated before its last word."""
-    words = prompt.split()
-    match = _RELATION.match(" ".join(words))
+    text = " ".join(prompt.split())  # single spaces, as the pattern and the spans expect
+    match = _RELATION.match(text)
     if match is None:
         return None
-    token_spans = spans(" ".join(words))  # one (start, stop) per word
+    token_spans = spans(text)  # one (start, stop) per word
+    if token_spans[-1][0] == token_spans[-1][1]:  # the last word was cut off
+        return None
     second_at = 3 + len(match["relation"].split())  # word index of the second object's article
 
     def tokens(first_word: int) -> tuple[int, ...]:
         return tuple(t for start, stop in token_spans[first_word : first_word + 2] for t in range(start, stop))
 
-    first, second = tokens(1), tokens(second_at + 1)
-    if token_spans[-1][0] == token_spans[-1][1]:  # the last word was cut off
-        return None
-    return RelationTarget(first, second, DIRECTIONS[match["relation"].lower()])
+    return RelationTarget(tokens(1), tokens(second_at + 1), DIRECTIONS[match["relation"].lower()])
+
+
+def pixel_coords(side: int, device) -> torch.Tensor:
+    """``(side², 2)``: the (x, y) of each pixel of a ``side × side`` map, in [0, 1], row-major."""
+    axis = torch.linspace(0, 1, side, device=device)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")  # (side, side) each
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (N, 2)
 
 
 def attention_centroids(records, targets: list[RelationTarget]) -> torch.Tensor:
@@ -106,21 +112,21 @@ def attention_centroids(records, targets: list[RelationTarget]) -> torch.Tensor:
 
     An object's map is the sum of its words' maps, normalised over the layer's pixels.
     """
+    probs, _ = records[0]
+    pick = probs.new_zeros(len(targets), 2, probs.shape[-1], dtype=torch.float32)  # (B, 2, T): each object's tokens
+    for i, target in enumerate(targets):
+        pick[i, 0, list(target.first)] = 1.0
+        pick[i, 1, list(target.second)] = 1.0
+    coords: dict[int, torch.Tensor] = {}  # side → (N, 2); several layers share a resolution
     centroids = []
     for probs, heads in records:
         attn = mean_over_heads(probs, heads)  # (B, T, N)
-        b, t, n = attn.shape
-        side = round(n**0.5)
-        pick = attn.new_zeros(b, 2, t)  # (B, 2, T): which tokens make each object
-        for i, target in enumerate(targets):
-            pick[i, 0, list(target.first)] = 1.0
-            pick[i, 1, list(target.second)] = 1.0
+        side = round(attn.shape[-1] ** 0.5)
+        if side not in coords:
+            coords[side] = pixel_coords(side, attn.device)
         maps = pick @ attn  # (B, 2, N)
         maps = maps / maps.sum(-1, keepdim=True).clamp_min(1e-8)
-        axis = torch.linspace(0, 1, side, device=attn.device)
-        ys, xs = torch.meshgrid(axis, axis, indexing="ij")  # (side, side) each
-        coords = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (N, 2): (x, y) of pixel n
-        centroids.append(maps @ coords)  # (B, 2, 2)
+        centroids.append(maps @ coords[side])  # (B, 2, 2)
     return torch.stack(centroids).mean(0)  # (B, 2, 2)
 
 

@@ -131,7 +131,7 @@ class WordSpans:
     def __call__(self, caption: str) -> list[tuple[int, int]]:
         spans, start, last = [], 1, self.max_length - 1  # start after <|startoftext|>
         for word in caption.split():
-            stop = min(start + self.word_length(word), last)
-            spans.append((start, max(start, stop)))
-            start = max(start, stop)
+            stop = max(start, min(start + self.word_length(word), last))  # empty once past the end token
+            spans.append((start, stop))
+            start = stop
         return spans
