@@ -8,8 +8,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(fd)
+    tmp = _new_temp(target.parent, f".{target.stem}.", target.suffix, directory=False)
     try:
         write(Path(tmp))
         os.replace(tmp, target)
@@ -44,6 +43,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+def _new_temp(folder: Path, prefix: str, suffix: str, directory: bool) -> Path:
+    """Create a new, uniquely named file or folder in ``folder`` with the umask's permissions.
+
+    ``tempfile.mkstemp`` / ``mkdtemp`` create 0600 / 0700 whatever the umask, and the atomic rename
+    would carry that onto the output; created here with mode 0666 / 0777 the umask applies as for
+    any ``open``: 0644 / 0755 under the usual umask 022. Names are random, creation is exclusive.
+    """
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary name in {folder} (100 names taken)")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -62,7 +81,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    tmp = _new_temp(target.parent, f".{target.name}.tmp-", "", directory=True)
     try:
         yield tmp
     except BaseException:
