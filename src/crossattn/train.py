@@ -10,8 +10,10 @@ text = CLIPTextModel(ids)   ── (B, T, D); trained jointly or frozen
 loss = mean‖UNet(x_t, t, text) − v‖² (optionally min-SNR weighted)  → AdamW, clip, cosine LR, EMA
 ```
 
-The EMA weights are what samples and the final pipeline folder use. ``save_state`` checkpoints hold
-models, optimizer, LR schedule, EMA and the data position, and every random draw of a step is a
+The EMA weights are what samples and the final pipeline folder use. Checkpoints hold models and
+optimizer (accelerate's ``save_state``) and the LR schedule, EMA and data position
+(:mod:`crossattn.checkpoint_state`, no pickle); the output side lives in
+:mod:`crossattn.train_outputs`. Every random draw of a step is a
 function of (seed, rank, position) (see :mod:`crossattn.batching`), so a resumed run continues
 exactly as an uninterrupted one. Launch with ``torchrun --nproc_per_node N -m crossattn train`` for
 several CPU processes (gloo), or ``accelerate launch`` on GPUs.
@@ -31,9 +33,10 @@ import torch
 
 from .batching import CaptionCollate, ShardedBatchSampler, step_generator
 from .config import ModelConfig, TrainingConfig
-from .files import atomic_dir, atomic_write, atomic_write_json
+from .files import atomic_write_json
 from .losses import diffusion_loss
 from .runs import RunDir
+from .train_outputs import TrainerOutputs, write_sample_grid
 
 #: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
 #: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
@@ -46,8 +49,7 @@ Customize = Callable[[Any], None]
 #: the whole pipeline folder (LoRA fine-tuning writes only its adapter).
 Export = Callable[[Any, Path], None]
 
-SAMPLE_SEEDS = (0, 1, 2, 3)
-SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
+__all__ = ["train", "Trainer", "TrainState", "TrainResult", "write_sample_grid"]
 
 
 @dataclass
@@ -129,6 +131,7 @@ def train(
     progress: bool = True,
     customize: Customize | None = None,
     export: Export | None = None,
+    trainer_cls: type[Trainer] | None = None,
 ) -> TrainResult:
     """Train and write the run folder (see :mod:`crossattn.runs`); returns where ``final`` went.
 
@@ -136,9 +139,11 @@ def train(
     a function ``n -> Dataset`` given the number of items the whole run consumes (procedural data).
     ``on_step_end(state)`` is called after every optimizer step (progress probes, tests).
     With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
-    recorded; ``customize`` (see :data:`Customize`) adapts them before training.
+    recorded; ``customize`` (see :data:`Customize`) adapts them before training. ``trainer_cls``
+    swaps the objective (:class:`crossattn.clip_training.ClipTrainer` trains the mini-CLIP).
     """
-    trainer = Trainer(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
+    cls = trainer_cls or Trainer
+    trainer = cls(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
     trainer.setup(dataset, resume, overwrite)
     try:
         return trainer.run(on_step_end, progress)
@@ -146,7 +151,7 @@ def train(
         trainer.accelerator.end_training()
 
 
-class Trainer:
+class Trainer(TrainerOutputs):
     """The loop's state and its steps; :func:`train` is the way in."""
 
     def __init__(
@@ -165,7 +170,7 @@ class Trainer:
         self.build_models()
         self.build_optimization()
         if checkpoint is not None:
-            acc.load_state(str(checkpoint))
+            self.load_checkpoint(checkpoint)
         if acc.is_main_process:
             self.run_dir.root.mkdir(parents=True, exist_ok=True)
             self.run_dir.remove_stale_temps()
@@ -223,19 +228,24 @@ class Trainer:
         )
         prepared = acc.prepare(*self.trained, optimizer)
         self.trained_prepared, self.optimizer = list(prepared[:-1]), prepared[-1]
-        self.unet_prepared = self.trained_prepared[0]
-        self.text_prepared = self.trained_prepared[1] if cfg.train_text_encoder else self.text_encoder
+        self.bind_prepared(self.trained_prepared)
         self.params = params
         self.ema = EMAModel(params, decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
-        for obj in (self.state, self.lr_scheduler, self.ema):
-            if obj is not None:
-                acc.register_for_checkpointing(obj)
+
+    def bind_prepared(self, prepared: list) -> None:
+        """Name the models accelerate wrapped (``prepared`` follows ``self.trained``)."""
+        self.unet_prepared = prepared[0]
+        self.text_prepared = prepared[1] if self.config.train_text_encoder else self.text_encoder
+
+    def embedding_table(self) -> torch.nn.Parameter:
+        """The token embedding rows ``embedding_lr`` applies to."""
+        return self.text_encoder.get_input_embeddings().weight
 
     def param_groups(self, params: list) -> list[dict]:
         """One AdamW group at ``learning_rate``, or two when ``embedding_lr`` sets the token embeddings apart
         (the LR schedule scales every group alike)."""
         cfg = self.config
-        table = self.text_encoder.get_input_embeddings().weight
+        table = self.embedding_table()
         if cfg.embedding_lr is None or not any(p is table for p in params):
             return [{"params": params, "lr": cfg.learning_rate}]
         rest = [p for p in params if p is not table]
@@ -253,7 +263,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=CaptionCollate(self.tokenizer, self.max_length),
+            collate_fn=self.collate(),
             num_workers=cfg.num_workers,
         )
         return iter(loader)
@@ -266,6 +276,16 @@ class Trainer:
             raise ValueError(f"dataset images have shape {shape}; this model trains on {(channels, size, size)}")
         if self.config.grounding_weight > 0 and "word_masks" not in item:
             raise ValueError("the grounding loss needs word masks (procedural scenes); this dataset has none")
+
+    def collate(self):
+        """Batches for this objective: images stacked, captions tokenized (and word masks made token masks)."""
+        return CaptionCollate(self.tokenizer, self.max_length)
+
+    def compute_loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """The diffusion objective (:func:`crossattn.losses.diffusion_loss`) for one micro-batch."""
+        return diffusion_loss(
+            self.unet_prepared, self.text_prepared, self.noise_scheduler, batch, generator, self.config, self.empty_ids
+        )
 
     def describe(self) -> dict:
         acc = self.accelerator
@@ -318,9 +338,7 @@ class Trainer:
             self.state.batches += 1
             batch = {k: v.to(acc.device) for k, v in batch.items()}
             with acc.accumulate(*self.trained_prepared):
-                loss = diffusion_loss(
-                    self.unet_prepared, self.text_prepared, self.noise_scheduler, batch, generator, cfg, self.empty_ids
-                )
+                loss = self.compute_loss(batch, generator)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm > 0:
                     acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
@@ -369,132 +387,3 @@ class Trainer:
         if acc.is_main_process:
             self.run_dir.append_log(record)
         acc.log({"loss": mean, "lr": record["lr"]}, step=self.state.step)
-
-    # ------------------------------------------------------------------ outputs
-
-    def ema_weights(self):
-        """Context manager: the EMA weights in the models while inside, the trained ones after."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def swap():
-            if self.ema is None:
-                yield
-                return
-            self.ema.store(self.params)
-            self.ema.copy_to(self.params)
-            try:
-                yield
-            finally:
-                self.ema.restore(self.params)
-
-        return swap()
-
-    def pipeline(self):
-        """A ``CrossAttnPipeline`` around the (unwrapped) models being trained."""
-        from .pipeline import CrossAttnPipeline
-
-        pipe = CrossAttnPipeline(
-            unet=self.accelerator.unwrap_model(self.unet_prepared),
-            text_encoder=self.accelerator.unwrap_model(self.text_prepared),
-            tokenizer=self.tokenizer,
-            scheduler=self.sample_scheduler,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    def sample(self) -> None:
-        """A grid (rows: prompts, columns: seeds) with the EMA weights, on the main process."""
-        cfg, acc = self.config, self.accelerator
-        if acc.is_main_process:
-            prompts, seeds = list(cfg.sample_prompts), list(SAMPLE_SEEDS)
-            stem = self.run_dir.samples / f"step-{self.state.step:06d}"
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            pipe = self.pipeline()
-            with self.ema_weights(), torch.no_grad():
-                for m in self.trained:
-                    m.eval()
-                write_sample_grid(pipe, cfg, stem.with_suffix(".png"))
-                meta = {"step": self.state.step, "rows": prompts, "columns_seeds": seeds, "ema": self.ema is not None}
-                atomic_write_json(stem.with_suffix(".json"), meta)
-                for writer in self.writers:
-                    writer(pipe, prompts, seeds, stem)
-                if cfg.data == "shapes":  # where the model means to draw, per position word
-                    from .probes import position_probe
-
-                    probe = position_probe(pipe, self.noise_scheduler)
-                    self.run_dir.append_log({"step": self.state.step, "position_probe": probe})
-            for m in self.trained:
-                m.train()
-        acc.wait_for_everyone()
-
-    def save_checkpoint(self) -> Path:
-        """``save_state`` into a hidden temp folder, then rename it into place (atomic on one filesystem)."""
-        acc, run, step = self.accelerator, self.run_dir, self.state.step
-        tmp = run.temp_checkpoint(step)
-        if acc.is_main_process:
-            run.remove_stale_temps()
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            run.publish_checkpoint(step, self.config.keep_checkpoints)
-        acc.wait_for_everyone()
-        return run.checkpoint(step)
-
-    def save_final(self) -> Path | None:
-        """``RUN/final``: the pipeline with EMA weights, safetensors (fp16 when asked), written atomically."""
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        if not acc.is_main_process:
-            return None
-        pipe = self.pipeline()
-        with self.ema_weights(), atomic_dir(self.run_dir.final) as tmp:
-            if self.export is not None:
-                self.export(pipe, tmp)
-                return self.run_dir.final
-            if self.config.save_fp16:
-                pipe = copy_pipeline(pipe).to(torch.float16)
-            pipe.save_pretrained(tmp, safe_serialization=True)
-            self.model_config.save(tmp / "crossattn_config.json")
-            self.config.save(tmp / "training_config.json")
-            copy_bpe_files(self.config.init_from, tmp / "tokenizer")
-        return self.run_dir.final
-
-
-def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
-    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
-
-    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
-    tokenizer came from (the starting pipeline's, else the one shipped with the package).
-    """
-    import shutil
-
-    from .tokenizer import default_tokenizer_dir
-
-    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
-    for name in ("vocab.json", "merges.txt"):
-        if (source / name).is_file() and not (tokenizer_dir / name).exists():
-            shutil.copy2(source / name, tokenizer_dir / name)
-
-
-def write_sample_grid(pipe, config: TrainingConfig, path: Path) -> None:
-    """The sample grid (rows: ``config.sample_prompts``, columns: :data:`SAMPLE_SEEDS`) as a PNG, atomically."""
-    prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
-    images = pipe(
-        prompts,
-        num_inference_steps=config.sample_steps,
-        guidance_scale=config.sample_guidance,
-        num_images_per_prompt=len(seeds),
-        generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
-    ).images
-    grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
-    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
-
-
-def copy_pipeline(pipe):
-    """A deep copy of a pipeline (so casting it leaves the training models alone)."""
-    import copy
-
-    return copy.deepcopy(pipe)

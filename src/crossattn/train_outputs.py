@@ -1,0 +1,184 @@
+"""The training loop's output side: checkpoints, sample grids and the final folder.
+
+Kept apart from the step (:mod:`crossattn.train`) so the loop reads as a loop. :class:`TrainerOutputs`
+is mixed into the trainer and reads its ``accelerator``, ``run_dir``, ``config``, ``state``, ``ema``
+and ``params``; a trainer for another objective (the mini-CLIP, :mod:`crossattn.clip_training`)
+overrides :meth:`TrainerOutputs.sample` and :meth:`TrainerOutputs.write_final` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from .checkpoint_state import load_state, save_state
+from .config import TrainingConfig
+from .files import atomic_dir, atomic_write, atomic_write_json
+
+SAMPLE_SEEDS = (0, 1, 2, 3)
+SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
+
+
+class TrainerOutputs:
+    """Checkpoints (accelerate models/optimizer + :mod:`crossattn.checkpoint_state`), samples, ``final/``."""
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The EMA weights in the models while inside, the trained ones after (also on exceptions)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
+
+    def pipeline(self):
+        """A ``CrossAttnPipeline`` around the (unwrapped) models being trained."""
+        from .pipeline import CrossAttnPipeline
+
+        pipe = CrossAttnPipeline(
+            unet=self.accelerator.unwrap_model(self.unet_prepared),
+            text_encoder=self.accelerator.unwrap_model(self.text_prepared),
+            tokenizer=self.tokenizer,
+            scheduler=self.sample_scheduler,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Main process only: the EMA weights in eval mode, no gradients; train mode again after."""
+        with self.ema_weights(), torch.no_grad():
+            for m in self.trained:
+                m.eval()
+            try:
+                yield
+            finally:
+                for m in self.trained:
+                    m.train()
+
+    def sample(self) -> None:
+        """A grid (rows: prompts, columns: seeds) with the EMA weights, on the main process."""
+        cfg, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            prompts, seeds = list(cfg.sample_prompts), list(SAMPLE_SEEDS)
+            stem = self.run_dir.samples / f"step-{self.state.step:06d}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            pipe = self.pipeline()
+            with self.evaluating():
+                write_sample_grid(pipe, cfg, stem.with_suffix(".png"))
+                meta = {"step": self.state.step, "rows": prompts, "columns_seeds": seeds, "ema": self.ema is not None}
+                atomic_write_json(stem.with_suffix(".json"), meta)
+                for writer in self.writers:
+                    writer(pipe, prompts, seeds, stem)
+                if cfg.data == "shapes":  # where the model means to draw, per position word
+                    from .probes import position_probe
+
+                    probe = position_probe(pipe, self.noise_scheduler)
+                    self.run_dir.append_log({"step": self.state.step, "position_probe": probe})
+        acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> Path:
+        """``save_state`` + the loop's own state into a hidden temp folder, then renamed into place
+        (atomic on one filesystem)."""
+        acc, run, step = self.accelerator, self.run_dir, self.state.step
+        tmp = run.temp_checkpoint(step)
+        if acc.is_main_process:
+            run.remove_stale_temps()
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            save_state(tmp, self.state, self.lr_scheduler, self.ema)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            run.publish_checkpoint(step, self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+        return run.checkpoint(step)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Refuse pickled custom state, then load accelerate's part (weights-only) and the loop's own."""
+        from .checkpoint_state import check_loadable
+
+        check_loadable(folder)
+        self.accelerator.load_state(str(folder))
+        load_state(folder, self.state, self.lr_scheduler, self.ema, self.accelerator.device)
+
+    def save_final(self) -> Path | None:
+        """``RUN/final`` from the EMA weights, written atomically on the main process."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return None
+        with self.ema_weights(), atomic_dir(self.run_dir.final) as tmp:
+            self.write_final(tmp)
+        return self.run_dir.final
+
+    def write_final(self, folder: Path) -> None:
+        """The pipeline folder (safetensors, fp16 when asked), or what ``export`` writes (a LoRA adapter)."""
+        pipe = self.pipeline()
+        if self.export is not None:
+            self.export(pipe, folder)
+            return
+        if self.config.save_fp16:
+            pipe = copy_pipeline(pipe).to(torch.float16)
+        pipe.save_pretrained(folder, safe_serialization=True)
+        self.model_config.save(folder / "crossattn_config.json")
+        self.config.save(folder / "training_config.json")
+        copy_bpe_files(self.config.init_from, folder / "tokenizer")
+
+
+def image_grid(images: list, rows: int, cols: int, scale: int = 1):
+    """Paste equal-size PIL images row by row into one image, upscaled ``scale``× (nearest)."""
+    from PIL import Image
+
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
+    for i, image in enumerate(images):
+        tile = image.resize((w * scale, h * scale), Image.NEAREST)
+        grid.paste(tile, ((i % cols) * w * scale, (i // cols) * h * scale))
+    return grid
+
+
+def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
+    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
+
+    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
+    tokenizer came from (the starting pipeline's, else the one shipped with the package).
+    """
+    import shutil
+
+    from .tokenizer import default_tokenizer_dir
+
+    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
+    if not source.is_dir():
+        source = default_tokenizer_dir()
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).is_file() and not (tokenizer_dir / name).exists():
+            shutil.copy2(source / name, tokenizer_dir / name)
+
+
+def write_sample_grid(pipe, config: TrainingConfig, path: Path) -> None:
+    """The sample grid (rows: ``config.sample_prompts``, columns: :data:`SAMPLE_SEEDS`) as a PNG, atomically."""
+    prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
+    images = pipe(
+        prompts,
+        num_inference_steps=config.sample_steps,
+        guidance_scale=config.sample_guidance,
+        num_images_per_prompt=len(seeds),
+        generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
+    ).images
+    grid = image_grid(images, len(prompts), len(seeds), SAMPLE_SCALE)
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+
+
+def copy_pipeline(pipe):
+    """A deep copy of a pipeline (so casting it leaves the training models alone)."""
+    import copy
+
+    return copy.deepcopy(pipe)
