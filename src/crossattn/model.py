@@ -85,11 +85,11 @@ def build_unet(cfg: ModelConfig):
     )
 
 
-def build_text_encoder(cfg: ModelConfig):
-    """A small ``CLIPTextModel`` over the real CLIP vocabulary."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def text_encoder_config(cfg: ModelConfig):
+    """The ``CLIPTextConfig`` of the text encoder (shared by the pipeline and the mini-CLIP's text tower)."""
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=cfg.text_hidden_size,
         intermediate_size=4 * cfg.text_hidden_size,
@@ -100,7 +100,13 @@ def build_text_encoder(cfg: ModelConfig):
         eos_token_id=49407,
         pad_token_id=49407,
     )
-    return CLIPTextModel(config)
+
+
+def build_text_encoder(cfg: ModelConfig):
+    """A small ``CLIPTextModel`` over the real CLIP vocabulary."""
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel(text_encoder_config(cfg))
 
 
 def load_unet(path: str | Path):
