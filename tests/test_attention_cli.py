@@ -89,10 +89,10 @@ def test_maps_command_errors_are_one_line_exit_2(ours, tmp_path, capsys, extra, 
 
 
 def test_generate_maps_refuses_a_non_unet_pipeline(tmp_path, monkeypatch):
-    from crossattn.commands import maps as maps_command
+    from crossattn.commands import shared
 
     class NoUnet:
         unet = torch.nn.Linear(1, 1)
 
     with pytest.raises(ValueError, match="need a UNet2DConditionModel"):
-        maps_command.check_unet(NoUnet())
+        shared.check_unet(NoUnet())

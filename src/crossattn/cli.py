@@ -69,6 +69,12 @@ def add_relation_guidance_flag(p) -> None:
     )
 
 
+def add_run_flags(p) -> None:
+    """``--threads`` and ``--quiet`` of the sampling commands."""
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
@@ -97,6 +103,13 @@ def add_generate(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--maps", action="store_true", help="also write <name>.maps.safetensors/.json and <name>.maps.png")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="images sampled together, across prompts; the same images as one at a time (default: 16)",
+    )
+    add_run_flags(p)
     p.set_defaults(command_module="generate")
 
 
@@ -293,6 +306,12 @@ def add_maps(sub) -> None:
     p.add_argument("--per-step", action="store_true", help="keep one map per sampling step (memory grows with steps)")
     p.add_argument("--gif", action="store_true", help="with --per-step: a GIF per word of its map over the steps")
     p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <name>.maps.html: one self-contained page with word, layer, head and step selectors "
+        "(records per-head maps; add --per-step for the step selector)",
+    )
+    p.add_argument(
         "--self-attn-pixel",
         nargs=2,
         type=non_negative_int,
@@ -312,6 +331,7 @@ def add_maps(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    add_run_flags(p)
     p.set_defaults(command_module="maps")
 
 
@@ -384,6 +404,23 @@ def add_export(sub) -> None:
     p.set_defaults(command_module="export")
 
 
+def add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the web explorer: generate and click through attention maps in a browser",
+        description="A local Gradio page: generate an image, see every word's map, steps, heads, and click a "
+        "pixel for its self-attention. Also an API: gradio_client.Client(url).predict(prompt=..., "
+        "api_name='/generate'). Needs the [web] extra.",
+    )
+    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it (default: %(default)s)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(command_module="serve")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -396,6 +433,7 @@ def build_parser() -> Parser:
     add_export(sub)
     add_train(sub)
     add_finetune(sub)
+    add_serve(sub)
     return parser
 
 

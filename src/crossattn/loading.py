@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import ModelConfig
@@ -22,16 +24,50 @@ def has_default_model() -> bool:
 
 
 def check_model_folder(path: str | Path) -> Path:
-    """The folder, if it is a diffusers pipeline folder; else a clear error."""
+    """The pipeline folder ``path`` names: ``path`` itself, or ``path/final`` for a run folder (what
+    ``--out`` of ``crossattn train`` / ``finetune`` was); else a clear error."""
     folder = Path(path)
     if not folder.exists():
         raise FileNotFoundError(f"model folder {folder} does not exist")
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(
-            f"{folder} is not a diffusers pipeline folder (no model_index.json); "
-            "expected a folder written by save_pretrained, e.g. RUN/final"
-        )
-    return folder
+    for candidate in (folder, folder / "final"):
+        if (candidate / "model_index.json").is_file():
+            return candidate
+    raise ValueError(
+        f"{folder} is not a diffusers pipeline folder (no model_index.json in it or in its final/); "
+        "expected a folder written by save_pretrained, e.g. RUN/final, or the run folder RUN"
+    )
+
+
+def check_lora_folder(path: str | Path) -> Path:
+    """The LoRA folder ``path`` names: ``path`` itself, or ``path/final`` for a ``crossattn finetune`` run."""
+    from .lora import WEIGHT_NAME
+
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"LoRA folder {folder} does not exist")
+    for candidate in (folder, folder / "final"):
+        if (candidate / WEIGHT_NAME).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no LoRA weights ({WEIGHT_NAME}) in {folder} or in its final/; expected crossattn finetune's OUT or OUT/final"
+    )
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """diffusers' and transformers' loading bars off while loading; their previous setting is put back."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    was_on = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in was_on:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in was_on:
+            if on:
+                lib.enable_progress_bar()
 
 
 def load_pipeline(
@@ -46,7 +82,8 @@ def load_pipeline(
     (e.g. a Stable Diffusion download) loads through ``DiffusionPipeline``. Weights come from
     safetensors only. Until a trained default model ships, ``path=None`` gives an untrained,
     reproducibly initialised placeholder of the default config (with a warning). ``lora``: a LoRA
-    folder (``crossattn finetune`` output, diffusers layout) loaded on top.
+    folder (``crossattn finetune`` output, diffusers layout) loaded on top. ``path`` and ``lora`` may
+    also be run folders (their ``final/`` is loaded). Loading draws no progress bars.
     """
     import torch
 
@@ -55,12 +92,15 @@ def load_pipeline(
         pipe = placeholder_pipeline()
     else:
         folder = check_model_folder(path if path is not None else PRETRAINED_DIR)
-        pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True)
-        pipe.to(torch.float32)  # weights ship in fp16; sample in fp32 (CPU has no fast fp16)
+        with quiet_loading():
+            # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
+            # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
+            pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
     if lora is not None:
         from .lora import load_lora
 
-        load_lora(pipe, lora)
+        with quiet_loading():
+            load_lora(pipe, check_lora_folder(lora))
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     if device is not None:
@@ -80,7 +120,8 @@ def pipeline_class(folder: Path):
 
 
 def set_scheduler(pipe, name: str) -> None:
-    """Swap the sampler by name on any diffusers pipeline, keeping its noise schedule."""
+    """Swap the sampler by name on any diffusers pipeline, keeping its noise schedule
+    (``CrossAttnPipeline.set_scheduler`` does the same without importing this module)."""
     from .model import make_scheduler
 
     pipe.scheduler = make_scheduler(name, dict(pipe.scheduler.config))
@@ -106,8 +147,9 @@ def model_identity(path: str | Path | None, lora: str | Path | None = None) -> d
     if path is None and not has_default_model():
         identity: dict = {"path": PLACEHOLDER, "hash": PLACEHOLDER}
     else:
-        folder = Path(path) if path is not None else PRETRAINED_DIR
+        folder = check_model_folder(path) if path is not None else PRETRAINED_DIR
         identity = {"path": str(folder), "hash": folder_hash(folder)}
     if lora is not None:
-        identity["lora"] = {"path": str(lora), "hash": folder_hash(lora)}
+        folder = check_lora_folder(lora)
+        identity["lora"] = {"path": str(folder), "hash": folder_hash(folder)}
     return identity

@@ -58,9 +58,9 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def set_scheduler(self, name: str) -> None:
         """Switch the sampler by name (``ddpm``, ``ddim``, ``dpm++``, ``euler``), keeping the schedule."""
-        from .loading import set_scheduler
+        from .model import make_scheduler
 
-        set_scheduler(self, name)
+        self.scheduler = make_scheduler(name, dict(self.scheduler.config))
 
     # ------------------------------------------------------------------ text
 

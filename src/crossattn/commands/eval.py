@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import SCHEDULER_NAMES
-
 OUTPUTS = ("report.json", "failures.png")
 
 
@@ -18,15 +16,16 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import build_report, format_table, write_outputs
     from ..evaluation.run import EvalSettings, run_evaluation
     from ..files import refuse_overwrite
-    from ..loading import check_model_folder, load_pipeline, model_identity
-    from .generate import scheduler_name
+    from ..loading import check_lora_folder, check_model_folder, load_pipeline, model_identity
+    from .shared import check_scheduler, scheduler_name, set_threads
 
-    if args.scheduler is not None and args.scheduler not in SCHEDULER_NAMES:
-        raise ValueError(f"unknown scheduler {args.scheduler!r}; choices: {', '.join(SCHEDULER_NAMES)}")
+    check_scheduler(args.scheduler)
     if not 0.0 < args.tau <= 1.0:
         raise ValueError(f"--tau must be in (0, 1], got {args.tau}")
     if args.model is not None:
         check_model_folder(args.model)
+    if args.lora is not None:
+        check_lora_folder(args.lora)
     out = Path(args.out)
     refuse_overwrite([out / name for name in OUTPUTS], args.overwrite)
 
@@ -41,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         grounding=not args.no_grounding,
     )
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # on a shared CPU, fewer threads than cores is often faster
+    set_threads(args.threads)
     trace, reason = load_trace() if settings.grounding else (None, "switched off with --no-grounding")
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)

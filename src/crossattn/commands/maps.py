@@ -3,8 +3,8 @@
 Writes, for ``DIR/<slug>-<seed>``: ``.png`` + ``.json`` (the image and its sidecar),
 ``.maps.safetensors`` + ``.maps.json`` (the maps), ``.maps.png`` (word overlays), ``.grid.png``
 (layer × word), with ``--per-step --gif`` one ``.<word>.gif`` per word, and with
-``--self-attn-pixel X Y`` ``.self-X-Y.png``. Also the helpers ``generate --maps`` uses.
-Every path is checked before sampling, so a refusal to overwrite loses no work.
+``--self-attn-pixel X Y`` ``.self-X-Y.png``, with ``--html`` the ``.maps.html`` page. Every path
+is checked before sampling, so a refusal to overwrite loses no work.
 """
 
 from __future__ import annotations
@@ -12,30 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def maps_paths(png: Path) -> list[Path]:
-    """``x.png`` → ``x.maps.safetensors``, ``x.maps.json``, ``x.maps.png``."""
-    return [png.with_suffix(suffix) for suffix in (".maps.safetensors", ".maps.json", ".maps.png")]
-
-
-def write_maps(maps, image, png: Path, sampling: dict, words=None) -> list[Path]:
-    """Save one image's maps (tensors + JSON) and its word-overlay row beside ``png``."""
-    from .. import viz
-
-    maps.meta["sampling"] = sampling
-    tensors, meta = maps.save(png.with_suffix(".maps.safetensors"))
-    row = viz.save_figure(viz.word_row(maps, [image], words=words), png.with_suffix(".maps.png"))
-    return [tensors, meta, row]
-
-
-def check_unet(pipe) -> None:
-    """Maps need a ``UNet2DConditionModel`` denoiser; say so for any other pipeline."""
-    from diffusers import UNet2DConditionModel
-
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, UNet2DConditionModel):
-        found = type(unet).__name__ if unet is not None else "no unet"
-        raise ValueError(f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser")
+from .shared import maps_paths
 
 
 def parse_layers(patterns: list[str] | None) -> list[str | int] | None:
@@ -81,19 +58,25 @@ def plan(args: argparse.Namespace) -> dict[str, Path]:
     if args.self_attn_pixel:
         x, y = args.self_attn_pixel
         paths["self"] = stem.with_suffix(f".self-{x}-{y}.png")
+    if getattr(args, "html", False):
+        paths["html"] = stem.with_suffix(".maps.html")
     return paths
 
 
 def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwrite, slugify
-    from ..loading import check_model_folder, load_pipeline
+    from ..loading import check_lora_folder, check_model_folder
+    from .shared import check_scheduler, check_unet, load_for_command
 
     if args.gif and not args.per_step:
         raise ValueError("--gif needs --per-step (the animation shows one frame per sampling step)")
+    check_scheduler(args.scheduler)
     if args.model is not None:
         check_model_folder(args.model)
+    if args.lora is not None:
+        check_lora_folder(args.lora)
     paths = plan(args)
-    pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
+    pipe = load_for_command(args, [args.prompt])
     check_unet(pipe)
     words = check_words(pipe, args.prompt, args.words)
     check_pixel(pipe, args.self_attn_pixel)
@@ -114,7 +97,8 @@ def sample_with_maps(pipe, args: argparse.Namespace):
     from ..attention.trace import trace
 
     kind = "both" if args.self_attn_pixel else "cross"
-    with trace(pipe, kind=kind, layers=parse_layers(args.layers), per_step=args.per_step) as tracer:
+    per_head = getattr(args, "html", False)  # the page's head selector
+    with trace(pipe, kind=kind, layers=parse_layers(args.layers), per_step=args.per_step, per_head=per_head) as tracer:
         image = pipe(
             args.prompt,
             negative_prompt=args.negative,
@@ -130,7 +114,7 @@ def write_views(pipe, args, paths: dict[str, Path], image, maps, words: list[str
     """Write the image + sidecar, the maps, the overlay row, the grid, the GIFs and the self-attention map."""
     from .. import viz
     from ..loading import model_identity
-    from .generate import ImageJob, scheduler_name, sidecar, write_image
+    from .shared import ImageJob, scheduler_name, sidecar, write_image, write_maps
 
     job = ImageJob(args.prompt, 0, args.seed, paths["png"], paths["sidecar"], None)
     meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model, args.lora), image.size)
@@ -142,4 +126,6 @@ def write_views(pipe, args, paths: dict[str, Path], image, maps, words: list[str
             written.append(viz.timestep_gif(maps, key[4:], path, image))
     if "self" in paths:
         written.append(viz.save_figure(viz.pixel_figure(maps, *args.self_attn_pixel, image), paths["self"]))
+    if "html" in paths:
+        written.append(maps.to_html(paths["html"], image))
     return written
