@@ -222,6 +222,12 @@ class AttentionMaps:
         atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=header))
         return target, atomic_write_json(target.with_suffix(".json"), meta)
 
+    def to_html(self, path: str | Path, image=None, image_index: int = 0) -> Path:
+        """Write a self-contained ``.maps.html`` view (word, layer, head, step selectors; no network)."""
+        from .html import write_html
+
+        return write_html(self, path, image, image_index)
+
     @classmethod
     def load(cls, path: str | Path) -> AttentionMaps:
         """Read maps written by :meth:`save` (the tensors and the metadata from the ``.safetensors`` file)."""

@@ -1,0 +1,44 @@
+"""``crossattn serve``: the web explorer (a Gradio page) on http://127.0.0.1:7860.
+
+The model loads once, before the server starts; the page then answers at once. Gradio is imported
+here only, so no other command pays for it. Prints one line when serving:
+``crossattn serve: http://127.0.0.1:7860 (model loaded in X s, ready Y s after start)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        from ..web.app import build_app, launch
+        from ..web.session import Explorer
+    except ImportError as err:
+        raise ValueError(
+            f"crossattn serve needs Gradio ({err}); install it with: pip install 'crossattn[web]'"
+        ) from None
+
+    explorer = Explorer.load(args.model, args.lora, args.device)
+    loaded = time.perf_counter()
+    app = build_app(explorer)
+    _, url, _ = launch(app, host=args.host, port=args.port, block=False)
+    ready = time.perf_counter()
+    sys.stdout.write(
+        f"crossattn serve: {url} (model loaded in {loaded - start:.1f} s, ready {ready - start:.1f} s after start, "
+        f"{ready - loaded:.1f} s after the model)\n"
+    )
+    sys.stdout.flush()
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        app.close()
+        raise
+    return 0

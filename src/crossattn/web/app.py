@@ -1,0 +1,95 @@
+"""The page: inputs on the left, the image and its attention views on the right; and launching it.
+
+Offline and private by default: analytics off, no share link, fonts and scripts served by the local
+Gradio server (its default theme uses local fonts), bound to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
+
+import gradio as gr  # noqa: E402
+
+from ..config import SCHEDULER_NAMES, SamplingConfig  # noqa: E402
+from .handlers import Handlers  # noqa: E402
+from .session import DEFAULT_SCHEDULER, MAX_STEPS, Explorer  # noqa: E402
+
+TITLE = "crossattn: see where each word goes"
+INTRO = (
+    "Type a prompt and press **Generate**: one traced sampling gives the image and, for every word, where "
+    "the image attends to it (cross-attention). **Click a pixel** of the image to see where that pixel looks "
+    "in the image (self-attention) beside the words it reads (its cross-attention row)."
+)
+
+
+def _inputs(explorer: Explorer) -> list:
+    """The seven ``/generate`` inputs, in the API's parameter order, with the CLI's defaults."""
+    own = type(explorer.scheduler).__name__
+    d = SamplingConfig()
+    prompt = gr.Textbox(label="prompt", value="", placeholder="a red circle left of a blue square", elem_id="prompt")
+    negative = gr.Textbox(label="negative prompt", value="", placeholder="(empty)")
+    with gr.Row():
+        seed = gr.Number(label="seed", value=d.seed, precision=0, minimum=0)
+        steps = gr.Number(label="steps", value=d.steps, precision=0, info=f"1 to {MAX_STEPS}")
+    with gr.Row():
+        guidance = gr.Number(label="guidance", value=d.guidance_scale, info="classifier-free guidance; 1 = none")
+        relation = gr.Number(label="relation guidance", value=d.relation_guidance, info="0 = the model alone")
+    scheduler = gr.Dropdown(
+        choices=[(f"{DEFAULT_SCHEDULER} ({own})", DEFAULT_SCHEDULER), *SCHEDULER_NAMES],
+        value=DEFAULT_SCHEDULER,
+        label="scheduler",
+    )
+    return [prompt, negative, seed, steps, guidance, scheduler, relation]
+
+
+def build_app(explorer: Explorer) -> gr.Blocks:
+    """The Blocks app for one loaded model; ``/generate`` is its API endpoint."""
+    handlers = Handlers(explorer)
+    with gr.Blocks(title="crossattn", analytics_enabled=False) as app:
+        gr.Markdown(f"## {TITLE}\n{INTRO}")
+        state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                inputs = _inputs(explorer)
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                files = gr.Files(label="downloads (the files `crossattn generate --maps` writes)", elem_id="files")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    image = gr.Image(
+                        label="image (click a pixel)", format="png", type="pil", interactive=False, elem_id="image"
+                    )
+                    pixel = gr.Image(label="self-attention of the clicked pixel", format="png", elem_id="pixel")
+                    reads = gr.Label(label="words the clicked pixel reads", elem_id="reads")
+                overlays = gr.Gallery(label="word overlays", columns=6, format="png", elem_id="overlays")
+                with gr.Tab("steps"):
+                    step = gr.Slider(0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)")
+                    steps_gallery = gr.Gallery(label="every word at this step", columns=6, format="png")
+                with gr.Tab("heads"):
+                    layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
+                    heads_gallery = gr.Gallery(label="heads x words of this layer", columns=6, format="png")
+                with gr.Tab("layers x words"):
+                    grid = gr.Image(label="layer x word grid", format="png", interactive=False)
+        outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
+        button.click(handlers.generate, inputs, outputs, api_name="generate", concurrency_limit=1)
+        inputs[0].submit(handlers.generate, inputs, outputs, api_visibility="undocumented", concurrency_limit=1)
+        step.release(handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented")
+        layer.input(handlers.show_heads, [state, layer], heads_gallery, api_visibility="undocumented")
+        image.select(handlers.click_pixel, [state], [pixel, reads], api_visibility="undocumented")
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Serve ``app`` through Gradio's queue; no share link. Returns ``(fastapi app, local url, None)``."""
+    app.queue(default_concurrency_limit=1)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        ssr_mode=False,
+        quiet=True,
+        prevent_thread_lock=not block,
+        footer_links=["api"],
+    )

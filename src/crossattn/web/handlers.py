@@ -1,0 +1,106 @@
+"""The Gradio request functions. :meth:`Handlers.generate` is the ``/generate`` API endpoint: its
+parameter names are the API's (``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
+``scheduler``, ``relation_guidance``) and its first output is the image.
+
+A user mistake (empty or too long prompt, steps 0, an unknown scheduler, ...) is a ``ValueError`` in
+the library; here it becomes ``gr.Error``, which Gradio shows as a message in the page (and returns
+to API clients as an error) while the server keeps serving. A request's result lives in that
+browser tab's ``gr.State``, so two tabs never see each other's maps.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import gradio as gr
+
+from . import render
+from .session import DEFAULT_SCHEDULER, Explorer, Request, Result
+
+
+def _user_error(err: Exception) -> gr.Error:
+    return gr.Error(str(err), title="Cannot do that")
+
+
+class Handlers:
+    """Request functions bound to one loaded :class:`Explorer`."""
+
+    def __init__(self, explorer: Explorer):
+        self.explorer = explorer
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        seed: float = 0,
+        steps: float = 20,
+        guidance: float = 4.0,
+        scheduler: str = DEFAULT_SCHEDULER,
+        relation_guidance: float = 50.0,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's way to ask for a progress bar)
+    ):
+        """Sample one traced image; returns the image, word overlays, grid, step and head views, files, state."""
+        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance)
+        progress(0, desc="sampling")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = self.explorer.run(request)
+        except ValueError as err:
+            raise _user_error(err) from None
+        for warning in caught:  # e.g. words the model never saw in training
+            if issubclass(warning.category, UserWarning):
+                gr.Warning(str(warning.message))
+        progress(1.0, desc="drawing")
+        return self.views(result)
+
+    def views(self, result: Result) -> tuple:
+        """Every output of ``/generate`` for one result (the order of ``app.GENERATE_OUTPUTS``)."""
+        cross, image = result.cross, result.image
+        layers = list(cross.tensors)
+        return (
+            render.upscaled(image),
+            render.word_overlays(cross, image),
+            render.layer_grid(cross, image),
+            gr.Slider(minimum=0, maximum=cross.num_steps, value=0, step=1),
+            render.step_overlays(cross, image, 0),
+            gr.Dropdown(choices=layers, value=layers[-1]),
+            render.head_overlays(cross, image, layers[-1]),
+            [str(path) for path in result.files],
+            None,  # the pixel panel: cleared until a pixel is clicked
+            None,
+            result,
+        )
+
+    def show_step(self, result: Result | None, step: float):
+        """Every word's map at one sampling step (0: mean over steps)."""
+        if result is None:
+            return None
+        try:
+            return render.step_overlays(result.cross, result.image, int(step))
+        except ValueError as err:
+            raise _user_error(err) from None
+
+    def show_heads(self, result: Result | None, layer: str):
+        """One layer's heads × words."""
+        if result is None or not layer:
+            return None
+        if layer not in result.cross.tensors:
+            raise _user_error(
+                ValueError(f"layer {layer!r} was not recorded; layers: {', '.join(result.cross.tensors)}")
+            )
+        return render.head_overlays(result.cross, result.image, layer)
+
+    def click_pixel(self, result: Result | None, evt: gr.SelectData):
+        """A click on the image: that pixel's self-attention map and the words it reads."""
+        if result is None:
+            raise gr.Error("generate an image first, then click one of its pixels")
+        try:
+            x, y = render.to_pixel(evt.index, result.image)
+        except ValueError as err:
+            raise _user_error(err) from None
+        panel = render.pixel_panel(result.self_mean, result.image, x, y)
+        words = render.pixel_words(result.cross, x, y)
+        return gr.Image(value=panel, label=f"self-attention of pixel ({x}, {y}): where it looks"), gr.Label(
+            value=words, label=f"cross-attention of pixel ({x}, {y}): what it reads"
+        )

@@ -1,0 +1,233 @@
+"""One traced sampling per request, and the files ``crossattn generate --maps`` writes for it.
+
+The model loads once (:meth:`Explorer.load`); every request gets its own pipeline object (sharing
+the loaded U-Net and text encoder) with a fresh scheduler and its own tracer, so a request's maps
+and scheduler state never leak into another's. Requests that trace are serialised by the Gradio
+queue (the tracer installs processors on the shared U-Net; a second trace at once is an error).
+
+Byte-for-byte the same files as the CLI: the request records cross-attention per step and per head
+(for the step slider and head view) and self-attention (for the pixel view), then replays the
+per-step, per-head cross-attention through an :class:`AttentionStore` without that detail. The store
+does the same float operations in the same order as a plain ``trace(pipe)`` would have, so the
+``.maps.safetensors`` equals ``generate --maps``'s; the PNG, sidecar and maps are then written by
+the CLI's own functions (``generate.plan_jobs``, ``shared.sidecar``, ``write_image``, ``write_maps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import math
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import SCHEDULER_NAMES, SamplingConfig
+
+DEFAULT_SCHEDULER = "default"  # the model folder's own scheduler, as `generate` without --scheduler
+MAX_STEPS = 200
+MAX_PROMPT_CHARS = 1000
+KEEP_REQUESTS = 32  # request folders kept on disk (older ones are removed)
+
+
+@dataclass
+class Request:
+    """What one ``/generate`` call asks for; :meth:`check` turns bad input into a clear ``ValueError``."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = SamplingConfig.seed
+    steps: int = SamplingConfig.steps
+    guidance: float = SamplingConfig.guidance_scale
+    scheduler: str = DEFAULT_SCHEDULER
+    relation_guidance: float = SamplingConfig.relation_guidance
+
+    def check(self, tokenizer, max_length: int) -> Request:
+        """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted."""
+        prompt = (self.prompt or "").strip()
+        if not prompt:
+            raise ValueError("the prompt is empty; describe the image, e.g. 'a red circle left of a blue square'")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} are accepted")
+        ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        if len(ids) > max_length - 2:
+            dropped = tokenizer.decode(ids[max_length - 2 :]).strip()
+            raise ValueError(
+                f"the prompt is too long: {len(ids)} tokens, the text encoder reads {max_length - 2}; "
+                f"shorten it (these words would be dropped: {dropped!r})"
+            )
+        if self.scheduler not in (DEFAULT_SCHEDULER, *SCHEDULER_NAMES):
+            raise ValueError(
+                f"unknown scheduler {self.scheduler!r}; choices: {DEFAULT_SCHEDULER}, {', '.join(SCHEDULER_NAMES)}"
+            )
+        return Request(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt or "",
+            seed=_whole(self.seed, "seed", 0, 2**63 - 1),
+            steps=_whole(self.steps, "steps", 1, MAX_STEPS),
+            guidance=_number(self.guidance, "guidance", 0.0, 100.0),
+            scheduler=self.scheduler,
+            relation_guidance=_number(self.relation_guidance, "relation guidance", 0.0, 1e6),
+        )
+
+    def cli_args(self, out: Path) -> argparse.Namespace:
+        """The ``crossattn generate`` arguments these settings stand for (what its helpers read)."""
+        return argparse.Namespace(
+            prompt=[self.prompt],
+            negative=self.negative_prompt or None,
+            seed=self.seed,
+            steps=self.steps,
+            guidance=self.guidance,
+            relation_guidance=self.relation_guidance,
+            scheduler=None if self.scheduler == DEFAULT_SCHEDULER else self.scheduler,
+            num_images=1,
+            upscale=None,
+            out=str(out),
+        )
+
+
+def _whole(value, name: str, low: int, high: int) -> int:
+    if value is None or isinstance(value, bool) or not float(value).is_integer() or not low <= value <= high:
+        raise ValueError(f"{name} {value!r} is not accepted; give a whole number from {low} to {high}")
+    return int(value)
+
+
+def _number(value, name: str, low: float, high: float) -> float:
+    if value is None or not math.isfinite(float(value)) or not low <= float(value) <= high:
+        raise ValueError(f"{name} {value!r} is not accepted; give a number from {low:g} to {high:g}")
+    return float(value)
+
+
+@dataclass
+class Result:
+    """One request's image, the files written for it, and the maps the page draws."""
+
+    request: Request
+    image: object  # PIL image, the model's size
+    files: list[Path]  # .png, .json, .maps.safetensors, .maps.json, .maps.png, .maps.html
+    cross: object  # AttentionMaps: cross-attention, per step and per head
+    self_mean: object  # AttentionMaps: self-attention, mean over steps and heads
+    words: list[str] = field(default_factory=list)
+
+
+def aggregate(maps, kind: str):
+    """The maps ``trace(pipe, kind=kind)`` (no per-step, no per-head detail) would have recorded.
+
+    Each recorded step goes through a fresh :class:`AttentionStore` exactly as the capture processor
+    hands it over, ``(R*heads, N, K)``, so the running sums are the very same float operations.
+    """
+    from ..attention.maps import AttentionMaps
+    from ..attention.store import AttentionStore
+
+    names = maps.select(None, kind)
+    store = AttentionStore(maps.meta["guidance_half"])  # images unknown: every recorded row is kept
+    for name in names:
+        t = maps.tensors[name]  # (S, R, heads, N, K)
+        steps, rows, heads, n, k = t.shape
+        for s in range(steps):
+            store(name, t[s].reshape(rows * heads, n, k), heads)  # (R*heads, N, K)
+    meta = {
+        **maps.meta,
+        "layers": {name: maps.meta["layers"][name] for name in names},
+        "per_step": False,
+        "per_head": False,
+    }
+    return AttentionMaps({name: store.tensor(name) for name in names}, meta)
+
+
+def only(maps, kind: str):
+    """The layers of one kind, with their detail as recorded."""
+    from ..attention.maps import AttentionMaps
+
+    names = maps.select(None, kind)
+    meta = {**maps.meta, "layers": {name: maps.meta["layers"][name] for name in names}}
+    return AttentionMaps({name: maps.tensors[name] for name in names}, meta)
+
+
+class Explorer:
+    """The loaded model and where request files go; :meth:`run` serves one request."""
+
+    def __init__(self, pipe, model: str | None = None, lora: str | None = None, out: str | Path | None = None):
+        from ..loading import model_identity
+
+        self.pipe = pipe
+        self.model, self.lora = model, lora
+        self.identity = model_identity(model, lora)
+        self.scheduler = pipe.scheduler  # the folder's own; each request samples with a fresh copy
+        self.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="crossattn-serve-"))
+        if out is None:
+            atexit.register(shutil.rmtree, self.out, True)
+
+    @classmethod
+    def load(cls, model=None, lora=None, device=None, out=None) -> Explorer:
+        from ..commands.shared import check_unet
+        from ..loading import check_model_folder, load_pipeline
+
+        if model is not None:
+            check_model_folder(model)
+        pipe = load_pipeline(model, device=device, lora=lora)
+        check_unet(pipe)
+        return cls(pipe, model, lora, out)
+
+    @property
+    def max_length(self) -> int:
+        pipe = self.pipe
+        return getattr(pipe, "max_length", None) or pipe.tokenizer.model_max_length
+
+    def request_pipe(self, scheduler: str):
+        """A pipeline object for one request: the loaded components, a new scheduler in its initial state."""
+        from ..model import make_scheduler
+
+        if scheduler == DEFAULT_SCHEDULER:
+            fresh = type(self.scheduler).from_config(self.scheduler.config)
+        else:  # as `load_pipeline(scheduler=name)` does for `generate --scheduler name`
+            fresh = make_scheduler(scheduler, dict(self.scheduler.config))
+        pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": fresh})
+        pipe.set_progress_bar_config(**getattr(self.pipe, "_progress_bar_config", {}))
+        return pipe
+
+    def run(self, request: Request) -> Result:
+        """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``."""
+        import torch
+
+        from ..attention.trace import trace
+
+        request = request.check(self.pipe.tokenizer, self.max_length)
+        pipe = self.request_pipe(request.scheduler)
+        with trace(pipe, kind="both", per_step=True, per_head=True) as tracer:
+            image = pipe(
+                [request.prompt],  # a list, as `generate` passes its batch
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                relation_guidance=request.relation_guidance,
+                generator=[torch.Generator(device="cpu").manual_seed(request.seed)],
+            ).images[0]
+        maps = tracer.maps()
+        cross = only(maps, "cross")
+        files = self.write_files(pipe, request, image, maps, cross)
+        return Result(request, image, files, cross, aggregate(maps, "self"), cross.words_for(0))
+
+    def write_files(self, pipe, request: Request, image, maps, cross) -> list[Path]:
+        """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view."""
+        from ..attention.html import write_html
+        from ..commands.generate import plan_jobs
+        from ..commands.shared import scheduler_name, sidecar, write_image, write_maps
+
+        folder = self.out / uuid.uuid4().hex
+        args = request.cli_args(folder)
+        (job,) = plan_jobs(args, [request.prompt])
+        meta = sidecar(job, args, scheduler_name(pipe), self.identity, image.size)
+        written = write_image(job, image, meta)
+        written += write_maps(aggregate(maps, "cross").subset([0]), image, job.png, meta)
+        written.append(write_html(cross, job.png.with_suffix(".maps.html"), image))
+        self.prune()
+        return written
+
+    def prune(self) -> None:
+        """Remove all but the newest :data:`KEEP_REQUESTS` request folders (Gradio has its own copies)."""
+        folders = sorted((p for p in self.out.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[:-KEEP_REQUESTS]:
+            shutil.rmtree(old, ignore_errors=True)
