@@ -4,8 +4,12 @@
 
 Checks that the folder loads as a ``CrossAttnPipeline`` from safetensors, that its weights are
 fp16 (train with ``--fp16``), keeps the tokenizer as ``vocab.json`` + ``merges.txt`` (the
-``tokenizer.json`` transformers rebuilds from them on load is dropped), refuses a folder over the 30 MB budget, and replaces
-the shipped folder atomically. Prints the size and the content hash the sidecars will name.
+``tokenizer.json`` transformers rebuilds from them on load is dropped), writes ``vocabulary.json``
+(the scenes grammar's words, so prompts with other words get a warning) when the run did not,
+refuses a folder over the 30 MB budget, and replaces the shipped folder atomically. Prints the
+size and the content hash the sidecars will name.
+
+    python scripts/ship_default_model.py --vocabulary-only   # (re)write only the shipped vocabulary.json
 """
 
 from __future__ import annotations
@@ -45,10 +49,25 @@ def slim_tokenizer(folder: Path) -> None:
     (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
+def ensure_vocabulary(folder: Path) -> None:
+    """Keep the run's ``vocabulary.json``; a run without one trained on the scenes grammar (the
+    default model's data), so write the grammar's words."""
+    from crossattn.vocabulary import FILE_NAME, grammar_words, write_vocabulary
+
+    if not (folder / FILE_NAME).is_file():
+        write_vocabulary(folder, grammar_words(), source="the scenes grammar (crossattn.data.captions)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("final", help="a trained pipeline folder, e.g. RUN/final")
+    parser.add_argument("final", nargs="?", help="a trained pipeline folder, e.g. RUN/final")
+    parser.add_argument("--vocabulary-only", action="store_true", help="only add vocabulary.json to the shipped model")
     args = parser.parse_args()
+    if args.vocabulary_only:
+        ensure_vocabulary(default_model_dir())
+        return
+    if args.final is None:
+        parser.error("give a trained pipeline folder (RUN/final), or --vocabulary-only")
     source = check_model_folder(args.final)
     if list(source.rglob("*.bin")) or list(source.rglob("*.pkl")):
         raise ValueError(f"{source} holds pickled files; only safetensors are shipped")
@@ -57,6 +76,7 @@ def main() -> None:
     with atomic_dir(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         slim_tokenizer(tmp / "tokenizer")
+        ensure_vocabulary(tmp)
         size = folder_size(tmp)
         if size > BUDGET_BYTES:
             raise ValueError(f"{source} is {size / 2**20:.1f} MB; the default model must stay under 30 MB")
