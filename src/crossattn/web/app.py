@@ -62,19 +62,27 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     )
                     pixel = gr.Image(label="self-attention of the clicked pixel", format="png", elem_id="pixel")
                     reads = gr.Label(label="words the clicked pixel reads", elem_id="reads")
-                overlays = gr.Gallery(label="word overlays", columns=6, format="png", elem_id="overlays")
+                overlays = gr.Gallery(label="word overlays", columns=8, height="auto", format="png", elem_id="overlays")
                 with gr.Tab("steps"):
-                    step = gr.Slider(0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)")
-                    steps_gallery = gr.Gallery(label="every word at this step", columns=6, format="png")
+                    step = gr.Slider(
+                        0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step"
+                    )
+                    steps_gallery = gr.Gallery(
+                        label="every word at this step", columns=8, height="auto", format="png", elem_id="steps"
+                    )
                 with gr.Tab("heads"):
                     layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
-                    heads_gallery = gr.Gallery(label="heads x words of this layer", columns=6, format="png")
+                    heads_gallery = gr.Gallery(
+                        label="heads x words of this layer", columns=8, height="auto", format="png", elem_id="heads"
+                    )
                 with gr.Tab("layers x words"):
                     grid = gr.Image(label="layer x word grid", format="png", interactive=False)
         outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
         button.click(handlers.generate, inputs, outputs, api_name="generate", concurrency_limit=1)
         inputs[0].submit(handlers.generate, inputs, outputs, api_visibility="undocumented", concurrency_limit=1)
-        step.release(handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented")
+        step.change(
+            handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented", trigger_mode="always_last"
+        )
         layer.input(handlers.show_heads, [state, layer], heads_gallery, api_visibility="undocumented")
         image.select(handlers.click_pixel, [state], [pixel, reads], api_visibility="undocumented")
     return app

@@ -151,8 +151,10 @@ class Explorer:
 
     def __init__(self, pipe, model: str | None = None, lora: str | None = None, out: str | Path | None = None):
         from ..loading import model_identity
+        from ..vocabulary import model_vocabulary
 
         self.pipe = pipe
+        self.vocabulary = model_vocabulary(model, lora)  # words the model saw in training (None: unknown)
         self.model, self.lora = model, lora
         self.identity = model_identity(model, lora)
         self.scheduler = pipe.scheduler  # the folder's own; each request samples with a fresh copy
@@ -193,8 +195,10 @@ class Explorer:
         import torch
 
         from ..attention.trace import trace
+        from ..vocabulary import warn_unknown_words
 
         request = request.check(self.pipe.tokenizer, self.max_length)
+        warn_unknown_words([request.prompt], self.vocabulary)  # as the CLI does; the page shows it
         pipe = self.request_pipe(request.scheduler)
         with trace(pipe, kind="both", per_step=True, per_head=True) as tracer:
             image = pipe(
