@@ -32,7 +32,7 @@ def _inputs(explorer: Explorer) -> list:
     negative = gr.Textbox(label="negative prompt", value="", placeholder="(empty)")
     with gr.Row():
         seed = gr.Number(label="seed", value=d.seed, precision=0, minimum=0)
-        steps = gr.Number(label="steps", value=d.steps, precision=0, info=f"1 to {MAX_STEPS}")
+        steps = gr.Number(label="steps", value=d.steps, precision=0, info=f"1 to {MAX_STEPS}", elem_id="steps")
     with gr.Row():
         guidance = gr.Number(label="guidance", value=d.guidance_scale, info="classifier-free guidance; 1 = none")
         relation = gr.Number(label="relation guidance", value=d.relation_guidance, info="0 = the model alone")
@@ -68,12 +68,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                         0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step"
                     )
                     steps_gallery = gr.Gallery(
-                        label="every word at this step", columns=8, height="auto", format="png", elem_id="steps"
+                        label="every word at this step", columns=8, height="auto", format="png", elem_id="step-maps"
                     )
                 with gr.Tab("heads"):
                     layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
                     heads_gallery = gr.Gallery(
-                        label="heads x words of this layer", columns=8, height="auto", format="png", elem_id="heads"
+                        label="heads x words of this layer", columns=8, height="auto", format="png", elem_id="head-maps"
                     )
                 with gr.Tab("layers x words"):
                     grid = gr.Image(label="layer x word grid", format="png", interactive=False)

@@ -1,0 +1,132 @@
+"""The web explorer and the ``.maps.html`` page driven in a real headless Chromium (Debian's
+``chromium``; .ci/run installs it) through Playwright, with every request that would leave the
+machine refused and recorded: both pages must work offline.
+
+Served page: type a prompt, press Generate, wait for the image and the word overlays, click a pixel,
+see the self-attention panel and the words that pixel reads. ``.maps.html``: switch word and step,
+and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file's uint8 storage).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import pytest
+import torch
+
+from crossattn.attention.trace import trace
+
+from .conftest import generator
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"),
+]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PROMPT = "a red circle left of a blue square"
+LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "file:")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page that refuses (and records in ``page.external``) every request off this machine."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.external = []
+
+    def route(r):
+        if r.request.url.startswith(LOCAL):
+            r.continue_()
+        else:
+            page.external.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    from crossattn.web.app import build_app, launch
+    from crossattn.web.session import Explorer
+
+    explorer = Explorer.load(str(tiny_model_dir), out=tmp_path_factory.mktemp("serve"))
+    app = build_app(explorer)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = launch(app, port=port, block=False)
+    yield url
+    app.close()
+
+
+def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
+    page.goto(server)
+    page.fill("#prompt textarea", PROMPT)
+    page.fill("#steps input", "3")
+    page.click("#generate")
+    page.wait_for_selector("#image img", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=30_000)
+    captions = page.locator("#overlays").inner_text()
+    assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
+    assert page.locator("#files").inner_text().count("a-red-circle-left-of-a-blue-square-0-0") >= 3
+
+    box = page.locator("#image img").bounding_box()
+    page.locator("#image img").click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.6})
+    page.wait_for_selector("#pixel img", timeout=30_000)
+    page.wait_for_function("document.querySelector('#reads').innerText.includes('square')", timeout=30_000)
+    assert "self-attention of pixel (" in page.locator("#pixel").inner_text()
+
+    page.fill("#prompt textarea", "")  # bad input: a message in the page, the server keeps serving
+    page.click("#generate")
+    page.wait_for_selector("text=the prompt is empty", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+    assert page.external == []
+
+
+def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
+    with trace(tiny_pipe, per_step=True, per_head=True) as tracer:
+        image = tiny_pipe(PROMPT, num_inference_steps=3, generator=generator(0)).images[0]
+    maps = tracer.maps()
+    path = maps.to_html(tmp_path / "x.maps.html", image)
+
+    page.goto(path.as_uri())
+    page.wait_for_function("document.body.dataset.rendered === '0,-1,-1,-1'")  # word 0, all means
+    assert page.locator(".thumb").count() == len(maps.words)
+    page.select_option("#word", label="circle")
+    page.locator("#step").fill("1")  # the second sampling step
+    page.select_option("#head", value="1")
+    word = maps.words.index("circle")
+    page.wait_for_function(f"document.body.dataset.rendered === '{word},-1,1,1'")
+    assert "'circle'" in page.locator("#info").inner_text()
+
+    drawn = page.evaluate("crossattnMap('circle', -1, 1, 1)")
+    truth = maps.word_map("circle", step=1, head=1)
+    assert torch.allclose(torch.tensor(drawn).view_as(truth), truth, atol=2e-3 * float(truth.max()) + 1e-6)
+    page.select_option("#layer", index=1)  # one layer
+    name = maps.cross_layers[0]
+    drawn = page.evaluate("crossattnMap('circle', 0, -1, -1)")
+    truth = maps.word_map("circle", layers=name)
+    assert torch.allclose(torch.tensor(drawn).view_as(truth), truth, atol=2e-3 * float(truth.max()) + 1e-6)
+    assert page.external == []
