@@ -12,10 +12,13 @@ import crossattn
 from crossattn.attention.record import record_cross_attention
 from crossattn.relation_guidance import (
     RelationGuidance,
+    RelationParse,
     RelationTarget,
     attention_centroids,
     guide_latents,
+    parse_relation,
     relation_loss,
+    relation_note,
     relation_target,
 )
 from crossattn.tokenizer import WordSpans
@@ -117,3 +120,77 @@ def test_traced_maps_count_the_sampling_steps_and_processors_come_back(tiny_pipe
 def test_bad_strength_is_a_clear_value_error(tiny_pipe, value):
     with pytest.raises(ValueError, match="relation guidance scale must be a finite number >= 0"):
         sample(tiny_pipe, RELATION, relation_guidance=value)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        # <|startoftext|> the big red circle is to the right of a small square
+        ("the big red circle is to the right of a small square", RelationTarget((2, 3, 4), (11, 12), (1.0, 0.0))),
+        ("A circle on top of a triangle", RelationTarget((2,), (7,), (0.0, -1.0))),
+        ("circle under the square", RelationTarget((1,), (4,), (0.0, 1.0))),
+    ],
+)
+def test_any_phrase_relation_phrase_is_read(tiny_pipe, prompt, expected):
+    assert relation_target(prompt, spans(tiny_pipe, max_length=77)) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "problem"),
+    [
+        ("a circle above a square below a triangle", "names 2 relations ('above', 'below')"),
+        ("left of a blue square", "no object named before 'left of'"),
+        ("a red circle left of", "no object named after 'left of'"),
+        ("a red circle and a blue square left of a triangle", "'and' joins several objects before 'left of'"),
+    ],
+)
+def test_a_relation_the_guidance_cannot_read_is_named(tiny_pipe, prompt, problem):
+    parse = parse_relation(prompt, spans(tiny_pipe, max_length=77))
+    assert parse.target is None and problem in parse.problem
+    with pytest.warns(UserWarning, match="relation guidance could not read .* sampled unsteered"):
+        unsteered = sample(tiny_pipe, prompt)
+    assert torch.equal(unsteered, sample(tiny_pipe, prompt, relation_guidance=0))
+    assert relation_note(prompt, tiny_pipe.tokenizer, 77, 50.0) == {
+        "relation_steered": False,
+        "relation_not_read": parse.problem,
+    }
+
+
+def test_prompts_without_relations_are_not_flagged(tiny_pipe, recwarn):
+    for prompt in ("a red circle at the top left", "a red circle and a blue square", "a cat"):
+        assert parse_relation(prompt, spans(tiny_pipe, max_length=77)) == RelationParse()
+        sample(tiny_pipe, prompt, steps=1)
+    assert not [w for w in recwarn if "relation" in str(w.message)]
+    assert relation_note(RELATION, tiny_pipe.tokenizer, 77, 50.0) == {"relation_steered": True}
+    assert relation_note(RELATION, tiny_pipe.tokenizer, 77, 0.0) == {"relation_steered": False}
+
+
+def test_sidecar_says_whether_the_relation_was_steered(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from crossattn.cli import main
+
+    out = tmp_path / "out"
+    argv = ["generate", "--model", str(tiny_model_dir), "--steps", "2", "--quiet", "--out", str(out)]
+    assert main([*argv, RELATION, "a circle above a square below a triangle"]) == 0
+    assert "relation guidance could not read" in capsys.readouterr().err
+    steered = json.loads((out / "a-red-circle-left-of-a-blue-square-0-0.json").read_text())
+    unread = json.loads((out / "a-circle-above-a-square-below-a-triangle-0-0.json").read_text())
+    assert steered["relation_steered"] and "relation_not_read" not in steered
+    assert not unread["relation_steered"] and "names 2 relations" in unread["relation_not_read"]
+
+
+def test_recording_refuses_a_layer_it_would_silently_replace(tiny_pipe):
+    """As the tracer does: only a reference processor (or a capture of one) may be swapped for recording."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    class Custom(AttnProcessor2_0):  # e.g. an attention edit: same call, other output
+        pass
+
+    pipe = copy.deepcopy(tiny_pipe)
+    key = next(k for k in pipe.unet.attn_processors if k.endswith("attn2.processor"))
+    pipe.unet.set_attn_processor({**pipe.unet.attn_processors, key: Custom()})
+    before = dict(pipe.unet.attn_processors)
+    with pytest.raises(ValueError, match=r"cannot record .*attn2: it runs Custom"), record_cross_attention(pipe.unet):
+        pass
+    assert all(pipe.unet.attn_processors[k] is p for k, p in before.items())

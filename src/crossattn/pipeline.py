@@ -23,7 +23,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .relation_guidance import RelationGuidance, guide_latents, relation_target
+from .relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -158,9 +158,11 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``callback_on_step_end(pipe, step, t, kwargs)`` is called after every scheduler step
         with ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs``
         (default ``["latents"]``); returned tensors replace them, as in diffusers.
-        ``relation_guidance`` steers prompts of the form ``"a X Y left of a Z W"`` (also ``right of``,
-        ``above``, ``below``) during the first steps so the relation holds; 0 samples them
-        unsteered (see :mod:`crossattn.relation_guidance`). Other prompts are not affected.
+        ``relation_guidance`` steers prompts of the form ``PHRASE RELATION PHRASE`` (``"a red circle
+        left of a blue square"``; relations left of, right of, above, below and their synonyms) during
+        the first steps so the relation holds; 0 samples them unsteered (see
+        :mod:`crossattn.relation_guidance`). Other prompts are not affected; a prompt naming a
+        relation the guidance cannot read gets a warning saying why.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -205,7 +207,10 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         prompt names a relation or guidance is off. ``cond_states``: the prompts' ``(B, T, D)`` states."""
         guided = config.guided_steps(num_steps)
         spans = WordSpans(self.tokenizer, self.max_length)
-        targets = [relation_target(p, spans) for p in prompts] if guided else []
+        parses = [parse_relation(p, spans) for p in prompts] if guided else []
+        if parses:
+            warn_unparsed(prompts, parses)
+        targets = [parse.target for parse in parses]
         if not any(targets):
             return None
 

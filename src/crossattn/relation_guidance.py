@@ -20,14 +20,22 @@ L      = relu(margin − d·u) + relu(|d·u⊥| − slack)
 with ``u`` the relation's direction (left of = (−1, 0), above = (0, −1), y pointing down).
 The model, not a drawn layout, then paints the objects; the maps a tracer records come from the
 ordinary denoising passes (the guidance passes run on their own processors, see
-:func:`~crossattn.attention.record.record_cross_attention`). Prompts without a relation of the
-form ``a X Y RELATION a Z W`` are sampled exactly as without guidance.
+:func:`~crossattn.attention.record.record_cross_attention`).
+
+Which prompts: any ``PHRASE RELATION PHRASE`` (:func:`parse_relation`): one relation phrase
+(``left of``, ``to the right of``, ``above``, ``on top of``, ``under``, ... see
+:data:`RELATION_PHRASES`) with an object phrase on each side; each object's tokens are those of its
+phrase's words without articles, found with :class:`~crossattn.tokenizer.WordSpans`. A prompt that
+names a relation the guidance cannot read (two relations, ``and`` in a phrase, a phrase missing,
+the prompt cut off) is sampled unsteered with a warning saying why; prompts naming none are sampled
+exactly as without guidance.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +46,26 @@ from .tokenizer import WordSpans
 
 #: (x, y) unit direction of the first object as seen from the second; image y points down.
 DIRECTIONS = {"left of": (-1.0, 0.0), "right of": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0)}
-_ARTICLE = r"(?:a|an|the)"
-_RELATION = re.compile(
-    rf"^{_ARTICLE} \S+ \S+ (?P<relation>{'|'.join(DIRECTIONS)}) {_ARTICLE} \S+ \S+$", flags=re.IGNORECASE
-)
+#: relation phrases (lower case, punctuation dropped) → the relation of :data:`DIRECTIONS` they name
+RELATION_PHRASES = {
+    "left of": "left of",
+    "to the left of": "left of",
+    "on the left of": "left of",
+    "right of": "right of",
+    "to the right of": "right of",
+    "on the right of": "right of",
+    "above": "above",
+    "over": "above",
+    "on top of": "above",
+    "below": "below",
+    "under": "below",
+    "beneath": "below",
+    "underneath": "below",
+}
+#: words of an object phrase that name no part of the object: their tokens are not steered
+ARTICLES = frozenset({"a", "an", "the", "is", "are", "placed", "located"})
+#: words that join several objects into one phrase: the guidance steers two objects, not groups
+JOINERS = frozenset({"and", "with", "or"})
 
 
 @dataclass(frozen=True)
@@ -82,22 +106,83 @@ class RelationTarget:
     direction: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class RelationParse:
+    """What :func:`parse_relation` found: a target to steer, or (when the prompt names a relation
+    the guidance cannot read) the ``problem``; both None for a prompt naming no relation."""
+
+    target: RelationTarget | None = None
+    problem: str | None = None
+
+
+def _find_relations(keys: list[str]) -> list[tuple[int, int, str]]:
+    """``(first word, word after, phrase)`` of each relation phrase in ``keys``, longest match first."""
+    longest = max(len(p.split()) for p in RELATION_PHRASES)
+    found, i = [], 0
+    while i < len(keys):
+        for n in range(longest, 0, -1):
+            phrase = " ".join(keys[i : i + n])
+            if len(keys[i : i + n]) == n and phrase in RELATION_PHRASES:
+                found.append((i, i + n, phrase))
+                i += n
+                break
+        else:
+            i += 1
+    return found
+
+
+def parse_relation(prompt: str, spans: WordSpans) -> RelationParse:
+    """Read ``PHRASE RELATION PHRASE``: the tokens of each object phrase's words (articles left out)
+    and the relation's direction. See the module docstring for what is and is not read."""
+    words = prompt.split()
+    keys = [re.sub(r"[^\w]", "", w.lower()) for w in words]  # "Square." → "square"
+    found = _find_relations(keys)
+    if not found:
+        return RelationParse()
+    if len(found) > 1:
+        named = ", ".join(repr(phrase) for _, _, phrase in found)
+        return RelationParse(problem=f"it names {len(found)} relations ({named}); the guidance steers one")
+    start, stop, phrase = found[0]
+    sides = {"before": range(0, start), "after": range(stop, len(words))}
+    objects = {}
+    for side, indices in sides.items():
+        objects[side] = [i for i in indices if keys[i] and keys[i] not in ARTICLES]
+        if not objects[side]:
+            return RelationParse(problem=f"no object named {side} {phrase!r}")
+        joined = JOINERS.intersection(keys[i] for i in objects[side])
+        if joined:
+            return RelationParse(problem=f"{sorted(joined)[0]!r} joins several objects {side} {phrase!r}")
+    token_spans = spans(" ".join(words))  # one (start, stop) per word
+    if any(token_spans[i][0] == token_spans[i][1] for i in objects["after"]):
+        return RelationParse(problem="it is cut off: longer than the text encoder reads")
+
+    def tokens(indices: list[int]) -> tuple[int, ...]:
+        return tuple(t for i in indices for t in range(*token_spans[i]))
+
+    direction = DIRECTIONS[RELATION_PHRASES[phrase]]
+    return RelationParse(RelationTarget(tokens(objects["before"]), tokens(objects["after"]), direction))
+
+
 def relation_target(prompt: str, spans: WordSpans) -> RelationTarget | None:
-    """The target of ``"a COLOUR SHAPE RELATION a COLOUR SHAPE"`` (any two words per object), or None
-    for any other prompt, ``and``, or a prompt truncated before its last word."""
-    text = " ".join(prompt.split())  # single spaces, as the pattern and the spans expect
-    match = _RELATION.match(text)
-    if match is None:
-        return None
-    token_spans = spans(text)  # one (start, stop) per word
-    if token_spans[-1][0] == token_spans[-1][1]:  # the last word was cut off
-        return None
-    second_at = 3 + len(match["relation"].split())  # word index of the second object's article
+    """The target of a ``PHRASE RELATION PHRASE`` prompt, or None (see :func:`parse_relation`)."""
+    return parse_relation(prompt, spans).target
 
-    def tokens(first_word: int) -> tuple[int, ...]:
-        return tuple(t for start, stop in token_spans[first_word : first_word + 2] for t in range(start, stop))
 
-    return RelationTarget(tokens(1), tokens(second_at + 1), DIRECTIONS[match["relation"].lower()])
+def warn_unparsed(prompts: list[str], parses: list[RelationParse]) -> None:
+    """One warning per distinct prompt that names a relation the guidance could not read."""
+    problems = {p: r.problem for p, r in zip(prompts, parses, strict=True) if r.problem is not None}
+    for prompt, problem in problems.items():
+        warnings.warn(f"relation guidance could not read {prompt!r} ({problem}); it is sampled unsteered", stacklevel=4)
+
+
+def relation_note(prompt: str, tokenizer, max_length: int, scale: float) -> dict:
+    """For a sidecar: ``{"relation_steered": bool}``, plus ``"relation_not_read"`` (why) when the
+    prompt names a relation the guidance could not read."""
+    parse = parse_relation(prompt, WordSpans(tokenizer, max_length))
+    note: dict = {"relation_steered": parse.target is not None and scale > 0}
+    if parse.problem is not None:
+        note["relation_not_read"] = parse.problem
+    return note
 
 
 def pixel_coords(side: int, device) -> torch.Tensor:

@@ -27,10 +27,13 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
 
     Layers a tracer is capturing (self-attention, say) get the reference processor the capture
     stands in for, so these extra passes are not recorded there either. The processors in place on
-    entry are put back on exit, also after an exception.
+    entry are put back on exit, also after an exception. As for the tracer, a cross-attention layer
+    must run a reference processor (or a tracer's capture of one): any other processor (an
+    attention edit, an IP-Adapter) computes something the recording would silently drop, so it is
+    a ``ValueError`` naming the layer, raised before anything is swapped.
     """
     from .layers import attention_layers, select_layers
-    from .processor import CaptureProcessor, reference_processor
+    from .processor import CaptureProcessor, reference_processor, supported_reference
 
     records: list[Record] = []
     if not enabled:
@@ -44,6 +47,12 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
 
     processors = {k: reference_processor(p) if isinstance(p, CaptureProcessor) else p for k, p in saved.items()}
     for layer in select_layers(attention_layers(base), "cross"):
+        if supported_reference(processors[layer.key]) is None:  # what the capture would silently replace
+            raise ValueError(
+                f"cannot record {layer.name}: it runs {type(saved[layer.key]).__name__}, and the recording "
+                "processor computes what AttnProcessor / AttnProcessor2_0 do, nothing else "
+                "(unet.set_default_attn_processor() puts those back)"
+            )
         processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
     base.set_attn_processor(processors)
     try:

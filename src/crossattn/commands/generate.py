@@ -97,12 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
 def sample_and_write(pipe, jobs: list[ImageJob], args: argparse.Namespace, model: dict, scheduler: str) -> list[Path]:
     """Sample one batch of images and write each with its sidecar (and maps); returns the paths written."""
-    from .shared import sidecar, write_image, write_maps
+    from .shared import relation_fields, sidecar, write_image, write_maps
 
     images, maps = sample(pipe, jobs, args)
     written = []
     for i, (job, image) in enumerate(zip(jobs, images, strict=True)):
         meta = sidecar(job, args, scheduler, model, image.size)
+        meta.update(relation_fields(pipe, job.prompt, args.relation_guidance))
         written += write_image(job, image, meta)
         if maps is not None:
             written += write_maps(maps.subset([i]), image, job.png, meta)

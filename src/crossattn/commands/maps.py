@@ -114,10 +114,11 @@ def write_views(pipe, args, paths: dict[str, Path], image, maps, words: list[str
     """Write the image + sidecar, the maps, the overlay row, the grid, the GIFs and the self-attention map."""
     from .. import viz
     from ..loading import model_identity
-    from .shared import ImageJob, scheduler_name, sidecar, write_image, write_maps
+    from .shared import ImageJob, relation_fields, scheduler_name, sidecar, write_image, write_maps
 
     job = ImageJob(args.prompt, 0, args.seed, paths["png"], paths["sidecar"], None)
     meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model, args.lora), image.size)
+    meta.update(relation_fields(pipe, job.prompt, args.relation_guidance))
     written = write_image(job, image, meta)
     written += write_maps(maps, image, paths["png"], meta, words)
     written.append(viz.save_figure(viz.layer_word_grid(maps, words, image), paths["grid"]))

@@ -81,6 +81,17 @@ def sidecar(job: ImageJob, args: argparse.Namespace, scheduler: str, model: dict
     }
 
 
+def relation_fields(pipe, prompt: str, scale: float) -> dict:
+    """Sidecar fields saying whether relation guidance steered ``prompt`` and, when the prompt names
+    a relation the guidance could not read, why (the pipeline also warns); none for other pipelines."""
+    from ..pipeline import CrossAttnPipeline
+    from ..relation_guidance import relation_note
+
+    if not isinstance(pipe, CrossAttnPipeline):
+        return {}
+    return relation_note(prompt, pipe.tokenizer, pipe.max_length, scale)
+
+
 def write_image(job: ImageJob, image, meta: dict) -> list[Path]:
     """Write the PNG, the optional upscaled copy and the sidecar, each atomically."""
     from PIL import Image
