@@ -22,6 +22,8 @@ _EXPORTS = {
     "load_tokenizer": "tokenizer",
     "trace": "attention.trace",
     "AttentionMaps": "attention.maps",
+    "control": "attention.control",
+    "edit": "editing",
 }
 
 __all__ = ["__version__", *_EXPORTS]

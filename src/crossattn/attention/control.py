@@ -1,0 +1,383 @@
+"""``crossattn.control``: prompt-to-prompt attention control as an attention processor.
+
+Hertz et al., "Prompt-to-Prompt Image Editing with Cross-Attention Control" (ICLR 2023): sample a
+source prompt and an edited (target) prompt in one batch from the same noise, and during the first
+steps give the target the source's attention maps, so the layout stays and only what the changed
+words carry (colour, shape) changes. Per sampling step ``i`` of ``N``:
+
+- cross-attention (``attn2``), ``i < cross_steps·N``: ``P_t[:, r] ← α_r (P_s M)[:, r] + (1 − α_r) P_t[:, r]``,
+  with ``M`` the source→target token map and ``α_r = 0`` for target tokens without a source
+  counterpart (P2P's word swap and refinement mappers; :func:`align_tokens`);
+- self-attention (``attn1``) of layers with at most ``self_max_positions`` query positions,
+  ``i < self_steps·N``: ``P_t ← P_s`` (P2P replaces self-attention at ≤ 16×16 only);
+- re-weighting (P2P's equalizer): the target's attention to a word is multiplied by ``F``, at
+  every step (also after the injection window, so it works with ``cross_steps=0``).
+
+The output is ``P_t · V_t``: maps from the source, values from the target's own text and image.
+
+    with crossattn.control(pipe, "a red circle", "a blue circle", cross_steps=0.8, self_steps=0.2):
+        images = pipe(["a red circle", "a blue circle"], generator=[g0, g1]).images  # g0, g1: same seed
+
+The pipeline must be called with the rows ``[source, *targets, *extra]`` (``extra``: rows sampled
+alongside and left alone); under classifier-free guidance diffusers' layout ``[uncond, cond]`` is
+read from the U-Net batch size. ``halves="both"`` (default) controls the unconditional rows too,
+which hold the same negative prompt for source and targets (identity token map);
+``halves="cond"`` controls the conditional rows only, as P2P's reference code does.
+
+Same rules as :mod:`crossattn.attention.trace`: installed through ``unet.set_attn_processor`` on the
+controlled layers only (every other layer keeps its processor object, fused attention included),
+restored on exit and after an exception, refusing to stack on itself. Inside a trace
+(``with trace(pipe) as t, control(pipe, ...)``, trace first) a controlled layer hands the edited
+probabilities to the tracer, so the maps recorded are those the edited sampling used.
+The step is counted by a U-Net forward pre-hook: a timestep larger than the last one starts a
+sampling, whose length is ``len(pipe.scheduler.timesteps)`` (or ``num_steps`` for a bare U-Net).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .layers import LayerInfo, attention_layers
+from .maps import merge_words
+from .processor import CaptureProcessor, attention_probs, supported_reference
+from .trace import _unet_of
+
+HALVES = ("both", "cond")
+
+
+class ControlError(RuntimeError):
+    """A control was used in a way that would corrupt another control or the model."""
+
+
+@dataclass
+class TokenMap:
+    """How one target prompt reads the source's cross-attention: ``(T, T)`` matrix ``M`` (row: source
+    token, column: target token; each mapped source row sums to 1), ``(T,)`` blend ``alpha`` (1: take the
+    mapped source map, 0: keep the target's own) and the changed words ``[(source words, target words)]``."""
+
+    matrix: torch.Tensor
+    alpha: torch.Tensor
+    changed: list[tuple[str, str]]
+
+    @classmethod
+    def identity(cls, length: int) -> TokenMap:
+        return cls(torch.eye(length), torch.ones(length), [])
+
+
+def prompt_words(tokenizer, prompt: str, length: int) -> tuple[list[tuple[str, list[int]]], int]:
+    """The words of ``prompt`` with their token positions, and the position of its end token."""
+    ids = tokenizer(prompt, truncation=True, max_length=length).input_ids
+    return merge_words(tokenizer.convert_ids_to_tokens(ids)), len(ids) - 1
+
+
+def align_tokens(tokenizer, source: str, target: str, length: int) -> TokenMap:
+    """P2P's token mapper, by word: equal words map token to token; a replaced word spreads each of
+    its source tokens' attention evenly over the target word's tokens (words pair from the end of a
+    replaced block, as modifiers come first: "red" → "big blue" links red–blue, "big" is new); inserted target words keep their own attention (α = 0);
+    deleted source words are dropped. The start token maps to itself; the end token and the
+    padding after it map in order from each prompt's end (``length``: the text encoder's T)."""
+    src, src_end = prompt_words(tokenizer, source, length)
+    tgt, tgt_end = prompt_words(tokenizer, target, length)
+    matrix, alpha = torch.zeros(length, length), torch.zeros(length)
+    matrix[0, 0] = alpha[0] = 1.0  # <|startoftext|>
+
+    def link(source_tokens: list[int], target_tokens: list[int]) -> None:
+        if len(source_tokens) == len(target_tokens):
+            matrix[source_tokens, target_tokens] = 1.0
+        else:
+            matrix[torch.tensor(source_tokens)[:, None], torch.tensor(target_tokens)[None, :]] = 1 / len(target_tokens)
+        alpha[target_tokens] = 1.0
+
+    changed = []
+    matcher = difflib.SequenceMatcher(None, [w for w, _ in src], [w for w, _ in tgt], autojunk=False)
+    for op, i0, i1, j0, j1 in matcher.get_opcodes():
+        pairs = min(i1 - i0, j1 - j0)  # replaced words pair from the block's end: "red" → "big blue" links red–blue
+        for (_, s_tokens), (_, t_tokens) in zip(src[i1 - pairs : i1], tgt[j1 - pairs : j1], strict=True):
+            link(s_tokens, t_tokens)
+        if op != "equal":
+            changed.append((" ".join(w for w, _ in src[i0:i1]), " ".join(w for w, _ in tgt[j0:j1])))
+    tail = min(length - src_end, length - tgt_end)  # end token + padding positions both prompts have
+    link(list(range(src_end, src_end + tail)), list(range(tgt_end, tgt_end + tail)))
+    return TokenMap(matrix, alpha, changed)
+
+
+def word_weights(tokenizer, prompt: str, length: int, reweight: dict[str, float] | None) -> torch.Tensor | None:
+    """``(T,)`` factors on the target's attention per token (P2P's equalizer), or None when nothing changes.
+
+    ``ValueError`` for a word not in ``prompt`` (naming its words) or a factor that is not a finite number >= 0."""
+    if not reweight:
+        return None
+    words, _ = prompt_words(tokenizer, prompt, length)
+    weights = torch.ones(length)
+    for word, factor in reweight.items():
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not (0 <= factor < math.inf):
+            raise ValueError(f"reweight factor for {word!r} is {factor!r}; accepted: a finite number >= 0")
+        tokens = [i for w, idx in words if w == str(word).lower().strip() for i in idx]
+        if not tokens:
+            raise ValueError(
+                f"reweighted word {word!r} is not in the prompt {prompt!r}; words are: {', '.join(w for w, _ in words)}"
+            )
+        weights[tokens] = float(factor)
+    return weights
+
+
+def check_fraction(name: str, value) -> float:
+    """A fraction of the sampling steps: a number in [0, 1], else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} is {value!r}; accepted: a fraction of the sampling steps from 0 to 1")
+    return float(value)
+
+
+class ControlProcessor:
+    """Explicit ``softmax(Q·Kᵀ/√d)``, edited by the controller, then ``· V`` (as ``AttnProcessor``).
+
+    At steps where the controller leaves this layer alone the processor that was there before
+    (``inner``: fused attention, or a tracer's capture) runs instead, so the control costs nothing
+    outside its window. When ``inner`` is a tracer's capture its store also receives the edited
+    probabilities."""
+
+    def __init__(self, layer: LayerInfo, controller: Controller, inner):
+        self.layer, self.controller, self.inner = layer, controller, inner
+        self.sink = inner.sink if isinstance(inner, CaptureProcessor) else None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if not self.controller.active(self.layer):
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        query_hw = None
+        if hidden_states.ndim == 4:  # (B, C, h, w) → (B, h*w, C)
+            batch, channel, *query_hw = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, -1).transpose(1, 2)
+        batch, _, _ = hidden_states.shape  # (B, N, C)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        heads = attn.heads
+        q, k, v = (
+            attn.head_to_batch_dim(x) for x in (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
+        )
+        # q: (B*h, N, d); k, v: (B*h, K, d), K = text tokens (cross) or image positions (self)
+        if attn.norm_q is not None:  # qk-norm models: per-head normalisation, as AttnProcessor2_0
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        mask = None if attention_mask is None else attn.prepare_attention_mask(attention_mask, k.shape[1], batch)
+        probs = attention_probs(attn, q, k, mask)  # (B*h, N, K)
+        probs = self.controller.edit(self.layer, probs, heads)  # (B*h, N, K)
+        if self.sink is not None:
+            self.sink(self.layer.name, probs, heads)
+        out = attn.batch_to_head_dim(torch.bmm(probs, v))  # (B, N, inner)
+        out = attn.to_out[1](attn.to_out[0](out))  # output projection, dropout
+        if query_hw is not None:
+            out = out.transpose(-1, -2).reshape(batch, channel, *query_hw)  # (B, C, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def text_length(pipe, tokenizer) -> int:
+    """T, the text positions the cross-attention layers see: the tokenizer's length, capped by the text encoder's."""
+    encoder = getattr(pipe, "text_encoder", None)
+    cap = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    return min(tokenizer.model_max_length, cap) if cap else tokenizer.model_max_length
+
+
+def is_controlled(unet) -> bool:
+    """True when ``unet`` has a control processor or a controller's step hook installed."""
+    hooks = unet._forward_pre_hooks.values()
+    return any(isinstance(p, ControlProcessor) for p in unet.attn_processors.values()) or any(
+        isinstance(getattr(h, "__self__", None), Controller) for h in hooks
+    )
+
+
+class Controller:
+    """Prompt-to-prompt control of one batch ``[source, *targets, *extra rows]``; use as a context manager.
+
+    ``pipe``: a diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net, then
+    with ``tokenizer`` and ``num_steps``). ``target``: one prompt or a list. ``cross_steps`` /
+    ``self_steps``: the fraction of the first sampling steps whose cross- / self-attention maps the
+    targets take from the source. ``reweight``: ``{word: factor}`` on the targets' attention to a word
+    of theirs. ``extra_rows``: rows after the targets that are left alone. ``halves``: ``"both"`` or
+    ``"cond"`` (see the module docstring). ``self_max_positions``: self-attention is controlled on layers
+    with at most this many query positions (P2P: 16×16). Bad input is a ``ValueError`` at construction.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        source: str,
+        target: str | list[str],
+        *,
+        cross_steps: float = 0.8,
+        self_steps: float = 0.2,
+        reweight: dict[str, float] | None = None,
+        extra_rows: int = 0,
+        halves: str = "both",
+        self_max_positions: int = 16 * 16,
+        tokenizer=None,
+        num_steps: int | None = None,
+    ):
+        self.pipe, self.unet = pipe, _unet_of(pipe)
+        targets = [target] if isinstance(target, str) else list(target)
+        if not isinstance(source, str) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"source and target must be prompts (strings), got {source!r} and {target!r}")
+        if halves not in HALVES:
+            raise ValueError(f"halves {halves!r}; accepted: {', '.join(HALVES)}")
+        if not isinstance(extra_rows, int) or extra_rows < 0:
+            raise ValueError(f"extra_rows must be a whole number >= 0, got {extra_rows!r}")
+        self.cross_steps = check_fraction("cross_steps", cross_steps)
+        self.self_steps = check_fraction("self_steps", self_steps)
+        tokenizer = tokenizer if tokenizer is not None else getattr(pipe, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("the control needs the prompts' tokens: pass tokenizer= with a bare U-Net")
+        self.length = text_length(pipe, tokenizer)
+        self.token_maps = [align_tokens(tokenizer, source, t, self.length) for t in targets]
+        self.weights = [word_weights(tokenizer, t, self.length, reweight) for t in targets]
+        self.images = 1 + len(targets) + extra_rows
+        self.halves, self.num_steps = halves, num_steps
+        self.layers = self._choose_layers(self_max_positions)
+        self.step, self.steps, self.cross_stop, self.self_stop = 0, None, 0, 0
+        self._last_t: float | None = None
+        self._saved: dict | None = None
+        self._hook = None
+
+    def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
+        """Cross layers when maps are injected or words reweighted; small self layers when self maps are."""
+        cross = self.cross_steps > 0 or any(w is not None for w in self.weights)
+        return [
+            layer
+            for layer in attention_layers(self.unet)
+            if (layer.kind == "cross" and cross)
+            or (layer.kind == "self" and self.self_steps > 0 and layer.resolution**2 <= self_max_positions)
+        ]
+
+    # ------------------------------------------------------------------ install / restore
+
+    def __enter__(self) -> Controller:
+        if self._saved is not None or is_controlled(self.unet):
+            raise ControlError("this pipeline is already under attention control; exit the other control first")
+        saved = dict(self.unet.attn_processors)
+        processors = dict(saved)
+        for layer in self.layers:
+            current = saved[layer.key]
+            if isinstance(current, CaptureProcessor) or supported_reference(current) is not None:
+                processors[layer.key] = ControlProcessor(layer, self, current)  # a capture: record the edit
+            else:
+                raise ValueError(
+                    f"layer {layer.name} uses {type(current).__name__}; the control stands in for AttnProcessor, "
+                    "AttnProcessor2_0 or a tracer's capture only (call unet.set_default_attn_processor() first)"
+                )
+        self._saved, self._last_t = saved, None
+        try:
+            self.unet.set_attn_processor(processors)
+            self._hook = self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        """Put back exactly the processor objects that were there and remove the step hook."""
+        try:
+            if self._saved is not None:
+                self.unet.set_attn_processor(dict(self._saved))  # the dict is consumed: pass a copy
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+            self._saved, self._hook = None, None
+            if any(isinstance(p, ControlProcessor) for p in self.unet.attn_processors.values()):
+                raise ControlError("a control processor survived the restore")
+
+    # ------------------------------------------------------------------ steps
+
+    def _see_step(self, module, args, kwargs) -> None:
+        """Count U-Net calls (a timestep above the last one starts a new sampling); check the batch."""
+        sample = args[0] if args else kwargs["sample"]
+        if sample.requires_grad:
+            raise ValueError(
+                "attention control saw a U-Net pass with gradients (relation guidance?); those passes are not "
+                "sampling steps: sample with relation_guidance=0"
+            )
+        self.halves_of(sample.shape[0])  # the batch must be [source, targets, extra] (× 2 under guidance)
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        t = float(torch.as_tensor(t).flatten()[0])
+        if self._last_t is None or t > self._last_t:
+            self._start_sampling()
+        else:
+            self.step += 1
+        self._last_t = t
+
+    def _start_sampling(self) -> None:
+        timesteps = getattr(getattr(self.pipe, "scheduler", None), "timesteps", None)
+        steps = len(timesteps) if timesteps is not None and self.pipe is not self.unet else self.num_steps
+        if not steps:
+            raise ValueError("cannot tell the number of sampling steps of a bare U-Net; pass num_steps=")
+        self.step, self.steps = 0, steps
+        # P2P: the first int(fraction × steps) steps are controlled (1e-9: 0.29 × 100 is 28.999…)
+        self.cross_stop = math.floor(self.cross_steps * steps + 1e-9)
+        self.self_stop = math.floor(self.self_steps * steps + 1e-9)
+
+    # ------------------------------------------------------------------ the edit
+
+    def halves_of(self, batch: int) -> list[tuple[int, str]]:
+        """``(first row, half)`` of each group ``[source, *targets, *extra]`` in a U-Net batch."""
+        if batch == self.images:
+            return [(0, "cond")]
+        if batch == 2 * self.images:
+            return [(0, "uncond"), (self.images, "cond")]
+        raise ValueError(
+            f"U-Net batch of {batch} rows; the control expects [source, targets, extra] = {self.images} images, "
+            f"{self.images} rows unguided or {2 * self.images} under classifier-free guidance"
+        )
+
+    def active(self, layer: LayerInfo) -> bool:
+        """Whether ``layer``'s maps are edited at the current step."""
+        if layer.kind == "self":
+            return self.step < self.self_stop
+        return self.step < self.cross_stop or any(w is not None for w in self.weights)
+
+    def edit(self, layer: LayerInfo, probs: torch.Tensor, heads: int) -> torch.Tensor:
+        """The targets' rows of ``(B*heads, N, K)`` probabilities, edited for the current step."""
+        batch = probs.shape[0] // heads
+        if layer.kind == "cross" and probs.shape[-1] != self.length:
+            raise ValueError(
+                f"{probs.shape[-1]} text positions in {layer.name}; the control was built for {self.length}"
+            )
+        rows = probs.view(batch, heads, *probs.shape[1:])  # (B, h, N, K)
+        out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
+        stop = self.cross_stop if layer.kind == "cross" else self.self_stop
+        for first, half in self.halves_of(batch):
+            inject = self.step < stop and (half == "cond" or self.halves == "both")
+            for j, (token_map, weights) in enumerate(zip(self.token_maps, self.weights, strict=True)):
+                row = first + 1 + j
+                if inject:
+                    mapped = layer.kind == "cross" and half == "cond"  # uncond rows: same negative prompt
+                    out[row] = self._inject(rows[first], rows[row], token_map if mapped else None)
+                if weights is not None and layer.kind == "cross" and half == "cond":
+                    out[row] = out[row] * weights.to(probs)  # (h, N, K) × (K,)
+        return out.view_as(probs)  # (B*h, N, K)
+
+    @staticmethod
+    def _inject(source: torch.Tensor, target: torch.Tensor, token_map: TokenMap | None) -> torch.Tensor:
+        """``α (P_s M) + (1 − α) P_t`` for ``(h, N, K)`` maps; the source's maps themselves without a token map."""
+        if token_map is None:
+            return source
+        mapped = source @ token_map.matrix.to(source)  # (h, N, K) · (K, K)
+        if bool(token_map.alpha.all()):
+            return mapped
+        alpha = token_map.alpha.to(source)  # (K,)
+        return alpha * mapped + (1 - alpha) * target
+
+
+#: ``crossattn.control(pipe, source, target, cross_steps=0.8, self_steps=0.2, reweight=None, ...)``:
+#: the controller class is the context manager.
+control = Controller

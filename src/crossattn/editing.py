@@ -1,0 +1,134 @@
+"""``crossattn.edit``: change an image through its words with prompt-to-prompt attention control.
+
+    result = crossattn.edit(pipe, "a red circle", "a blue circle", generator=torch.Generator().manual_seed(0))
+    result.source, result.plain, result.edited  # PIL images
+
+One pipeline call samples three rows from the same noise: the source prompt, the target under
+:func:`crossattn.control` (the source's cross-attention maps for the first ``cross_steps`` of the
+steps, its self-attention maps for the first ``self_steps``; Hertz et al., ICLR 2023) and the target
+left alone (``.plain``: what the target gives without control). The three rows get the same noise
+through three generators in the same state (the one given, and two copies of it).
+
+Relation guidance (:mod:`crossattn.relation_guidance`) is off for edits: it moves each row's latents
+with extra gradient passes through the U-Net, which would give the target a layout of its own,
+defeating the edit, and which the control cannot count as sampling steps. ``relation_guidance`` is
+passed as 0 to pipelines that take it; any other value is a ``ValueError``.
+
+(The module is ``editing``, not ``edit``: importing a submodule ``crossattn.edit`` would make the
+package attribute ``crossattn.edit`` that module, hiding the function.)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+
+from .attention.control import HALVES, check_fraction, control
+
+#: Pipeline arguments ``edit`` sets itself.
+OWN_ARGUMENTS = ("prompt", "generator", "num_images_per_prompt", "output_type", "return_dict", "latents")
+
+
+@dataclass
+class EditSettings:
+    """How the target is controlled (see :class:`crossattn.attention.control.Controller`)."""
+
+    cross_steps: float = 0.8
+    self_steps: float = 0.2
+    reweight: dict[str, float] = field(default_factory=dict)
+    halves: str = "both"
+
+    def __post_init__(self):
+        self.cross_steps = check_fraction("cross_steps", self.cross_steps)
+        self.self_steps = check_fraction("self_steps", self.self_steps)
+        if self.halves not in HALVES:
+            raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
+        self.reweight = dict(self.reweight or {})
+
+
+@dataclass
+class EditResult:
+    """The source image, the target without control (``plain``) and with it (``edited``), all from one noise."""
+
+    source: object  # PIL.Image.Image
+    plain: object  # None when edit(..., plain=False)
+    edited: object
+    source_prompt: str
+    target_prompt: str
+    settings: EditSettings
+    changed: list[tuple[str, str]]  # (source words, target words) the alignment found changed
+
+
+def copy_generator(generator: torch.Generator) -> torch.Generator:
+    """A new generator in the same state: it draws the same numbers."""
+    return torch.Generator(device=generator.device).set_state(generator.get_state())
+
+
+def pipe_arguments(pipe, pipe_kwargs: dict) -> dict:
+    """The caller's pipeline arguments, checked; relation guidance set to 0 where the pipeline has it."""
+    own = sorted(set(pipe_kwargs) & set(OWN_ARGUMENTS))
+    if own:
+        raise ValueError(f"edit sets {', '.join(own)} itself; pass the other pipeline arguments (steps, guidance, ...)")
+    if "prompt_embeds" in pipe_kwargs:
+        raise ValueError("edit needs the prompts' words to align their tokens; pass prompts, not prompt_embeds")
+    kwargs = dict(pipe_kwargs)
+    takes_relation = "relation_guidance" in inspect.signature(type(pipe).__call__).parameters
+    relation = kwargs.get("relation_guidance", 0)
+    if relation != 0:
+        raise ValueError(
+            f"relation_guidance={relation!r}; edits sample with relation guidance off (0): its gradient passes "
+            "would move the target's layout away from the source's"
+        )
+    if takes_relation:
+        kwargs["relation_guidance"] = 0
+    return kwargs
+
+
+def edit(
+    pipe,
+    source: str,
+    target: str,
+    *,
+    generator: torch.Generator | None = None,
+    cross_steps: float = 0.8,
+    self_steps: float = 0.2,
+    reweight: dict[str, float] | None = None,
+    halves: str = "both",
+    plain: bool = True,
+    **pipe_kwargs,
+) -> EditResult:
+    """Sample ``source`` and ``target`` from one noise; the target with and without attention control.
+
+    ``pipe``: any diffusers text-to-image pipeline whose ``unet`` is a ``UNet2DConditionModel``.
+    ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
+    ``cross_steps`` / ``self_steps``: fractions in [0, 1] of the first sampling steps in which the target
+    takes the source's cross- / self-attention maps. ``reweight``: ``{word: factor}`` on the target's
+    attention to its word. ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two
+    rows instead of three, so cheaper). ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
+    ``guidance_scale``, ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
+    """
+    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves)
+    kwargs = pipe_arguments(pipe, pipe_kwargs)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be one torch.Generator (edit copies it per row), got {type(generator)}")
+    controller = control(
+        pipe,
+        source,
+        target,
+        cross_steps=settings.cross_steps,
+        self_steps=settings.self_steps,
+        reweight=settings.reweight,
+        extra_rows=int(plain),  # the plain target, left alone
+        halves=settings.halves,
+    )
+    prompts = [source, target] + [target] * plain
+    generators = [generator] + [copy_generator(generator) for _ in prompts[1:]]  # one noise for every row
+    with controller:
+        images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images
+    plain_image = images[2] if plain else None
+    changed = controller.token_maps[0].changed
+    return EditResult(images[0], plain_image, images[1], source, target, settings, changed)
