@@ -218,12 +218,13 @@ class Explorer:
         """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view."""
         from ..attention.html import write_html
         from ..commands.generate import plan_jobs
-        from ..commands.shared import scheduler_name, sidecar, write_image, write_maps
+        from ..commands.shared import relation_fields, scheduler_name, sidecar, write_image, write_maps
 
         folder = self.out / uuid.uuid4().hex
         args = request.cli_args(folder)
         (job,) = plan_jobs(args, [request.prompt])
-        meta = sidecar(job, args, scheduler_name(pipe), self.identity, image.size)
+        meta = sidecar(job, args, scheduler_name(pipe), self.identity, image.size)  # as generate.sample_and_write
+        meta.update(relation_fields(pipe, job.prompt, args.relation_guidance))
         written = write_image(job, image, meta)
         written += write_maps(aggregate(maps, "cross").subset([0]), image, job.png, meta)
         written.append(write_html(cross, job.png.with_suffix(".maps.html"), image))
