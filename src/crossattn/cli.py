@@ -9,7 +9,21 @@ import importlib
 import sys
 import warnings
 
+from .cli_flags import (  # noqa: F401 (positive_int & co. are also used by the sub-command modules' tests)
+    add_device_flags,
+    add_lora_flag,
+    add_relation_guidance_flag,
+    add_run_folder_flags,
+    add_sampler_flags,
+    add_training_flags,
+    add_training_process_flags,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
+
 PROG = "crossattn"
+MODEL_HELP = "a diffusers pipeline folder, or a run folder (its final/) (default: the shipped model)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,66 +34,11 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0 (seeds)."""
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
-    return value
-
-
-def add_lora_flag(p) -> None:
-    p.add_argument(
-        "--lora", metavar="DIR", help="a LoRA folder (crossattn finetune's OUT/final) loaded on top of --model"
-    )
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
-
-
-def add_relation_guidance_flag(p) -> None:
-    from .config import SamplingConfig
-
-    p.add_argument(
-        "--relation-guidance",
-        type=non_negative_float,
-        default=SamplingConfig.relation_guidance,
-        metavar="F",
-        help="steer 'a X Y left of/right of/above/below a Z W' prompts on their attention maps during the "
-        "first steps so the relation holds; 0 = the model alone (default: %(default)s)",
-    )
-
-
-def add_run_flags(p) -> None:
-    """``--threads`` and ``--quiet`` of the sampling commands."""
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
-
-
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate images from prompts", description="Generate images from prompts.")
     p.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     p.add_argument("--prompts-file", metavar="F", help="a text file with one prompt per line")
-    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    p.add_argument("--model", metavar="PATH", help=MODEL_HELP)
     add_lora_flag(p)
     add_relation_guidance_flag(p)
     p.add_argument(
@@ -88,20 +47,12 @@ def add_generate(sub) -> None:
         default=0,
         help="seed of the first image; image i uses seed+i (default: %(default)s)",
     )
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=4.0,
-        help="classifier-free guidance scale; 1 = unguided (default: %(default)s)",
-    )
-    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    add_sampler_flags(p, "classifier-free guidance scale; 1 = unguided (default: %(default)s)")
     p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
     p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
     p.add_argument("--upscale", type=positive_int, metavar="K", help="also write a K× nearest-neighbour upscaled copy")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--maps", action="store_true", help="also write <name>.maps.safetensors/.json and <name>.maps.png")
     p.add_argument(
         "--batch-size",
@@ -109,144 +60,20 @@ def add_generate(sub) -> None:
         metavar="N",
         help="images sampled together, across prompts; the same images as one at a time (default: 16)",
     )
-    add_run_flags(p)
+    add_device_flags(p)
     p.set_defaults(command_module="generate")
 
 
 def add_train(sub) -> None:
-    from .config import TrainingConfig
-
-    d = TrainingConfig()
     p = sub.add_parser(
         "train",
         help="train a model (or fine-tune a pipeline folder) on procedural scenes",
         description="Train the U-Net and text encoder with accelerate; writes OUT/final, a pipeline folder. "
         "Several CPU processes: torchrun --nproc_per_node 2 -m crossattn train ...",
     )
-    p.add_argument("--out", metavar="DIR", default="outputs/train", help="run folder (default: %(default)s)")
-    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
-    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
-    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
-    p.add_argument(
-        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
-    )
-    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
-    p.add_argument(
-        "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
-    )
-    p.add_argument(
-        "--data-seed",
-        metavar="N",
-        type=non_negative_int,
-        help=f"seed of the scenes and their order (default: {d.data_seed})",
-    )
-    p.add_argument(
-        "--num-workers",
-        metavar="N",
-        type=non_negative_int,
-        help=f"data loader worker processes (default: {d.num_workers})",
-    )
-    p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
-    p.add_argument(
-        "--batch-size",
-        metavar="N",
-        type=positive_int,
-        help=f"images per process per micro-step (default: {d.batch_size})",
-    )
-    p.add_argument(
-        "--grad-accum", metavar="N", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})"
-    )
-    p.add_argument(
-        "--lr",
-        dest="learning_rate",
-        metavar="F",
-        type=float,
-        help=f"AdamW peak learning rate (default: {d.learning_rate})",
-    )
-    p.add_argument(
-        "--lr-schedule",
-        metavar="NAME",
-        help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})",
-    )
-    p.add_argument(
-        "--warmup-steps", metavar="N", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})"
-    )
-    p.add_argument("--weight-decay", metavar="F", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
-    p.add_argument(
-        "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
-    )
-    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
-    p.add_argument(
-        "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
-    )
-    p.add_argument(
-        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
-    )
-    p.add_argument(
-        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
-    )
-    p.add_argument(
-        "--grounding-loss",
-        dest="grounding_weight",
-        metavar="F",
-        type=float,
-        help="weight of the token grounding loss on object words' cross-attention (TokenCompose), 0 = off "
-        f"(default: {d.grounding_weight})",
-    )
-    p.add_argument(
-        "--timestep-bias",
-        metavar="F",
-        type=float,
-        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
-    )
-    p.add_argument(
-        "--embedding-lr",
-        metavar="F",
-        type=float,
-        help="learning rate of the text encoder's token embeddings (default: --lr); a word whose states the "
-        "text encoder drowns needs its row to move far",
-    )
-    p.add_argument(
-        "--freeze-text-encoder",
-        dest="train_text_encoder",
-        action="store_const",
-        const=False,
-        help="train the U-Net only",
-    )
-    p.add_argument(
-        "--seed", metavar="N", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})"
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        metavar="N",
-        type=positive_int,
-        help=f"steps between checkpoints (default: {d.checkpoint_every})",
-    )
-    p.add_argument(
-        "--keep-checkpoints", metavar="N", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})"
-    )
-    p.add_argument(
-        "--sample-every",
-        metavar="N",
-        type=non_negative_int,
-        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
-    )
-    p.add_argument(
-        "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
-    )
-    p.add_argument(
-        "--time-limit",
-        metavar="MIN",
-        type=float,
-        help="stop after this many minutes with a checkpoint and OUT/final; --resume latest goes on (default: none)",
-    )
-    p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
-    p.add_argument(
-        "--threads", metavar="N", type=positive_int, help="torch CPU threads per process (default: torch's choice)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_folder_flags(p, out="outputs/train")
+    add_training_flags(p)
+    add_training_process_flags(p, "torch CPU threads per process (default: torch's choice)")
     p.set_defaults(command_module="train")
 
 
@@ -273,9 +100,7 @@ def add_finetune(sub) -> None:
         "move far from their untrained start, e.g. 5e-3 (default: --lr)",
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
-    p.add_argument("--out", metavar="DIR", default="outputs/finetune", help="run folder (default: %(default)s)")
-    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_run_folder_flags(p, out="outputs/finetune")
     p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")
     p.add_argument("--no-samples", action="store_true", help="skip the before/after sample grids (faster)")
@@ -283,8 +108,7 @@ def add_finetune(sub) -> None:
     p.add_argument(
         "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"
     )
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_process_flags(p, "torch CPU threads (default: torch's choice)")
     p.set_defaults(command_module="finetune")
 
 
@@ -319,19 +143,18 @@ def add_maps(sub) -> None:
         help="also record self-attention and draw the map of image pixel (X, Y)",
     )
     p.add_argument(
-        "--model", metavar="PATH", help="any local diffusers text-to-image folder with a UNet2DConditionModel"
+        "--model",
+        metavar="PATH",
+        help="any local diffusers text-to-image folder with a UNet2DConditionModel (or a run folder: its final/)",
     )
     add_lora_flag(p)
     add_relation_guidance_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
-    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    add_sampler_flags(p)
     p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
-    add_run_flags(p)
+    add_device_flags(p)
     p.set_defaults(command_module="maps")
 
 
@@ -341,7 +164,7 @@ def add_eval(sub) -> None:
         help="measure prompt adherence and attention grounding",
         description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
     )
-    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    p.add_argument("--model", metavar="PATH", help=MODEL_HELP)
     add_lora_flag(p)
     add_relation_guidance_flag(p)
     p.add_argument(
@@ -350,9 +173,7 @@ def add_eval(sub) -> None:
     p.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the prompt set and noise (default: %(default)s)"
     )
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
-    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    add_sampler_flags(p)
     p.add_argument(
         "--tau", type=float, default=0.4, help="grounding threshold on the [0, 1] word map (default: %(default)s)"
     )
@@ -366,8 +187,7 @@ def add_eval(sub) -> None:
     p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
     p.add_argument("--out", metavar="DIR", default="outputs/eval", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.json / failures.png")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    add_device_flags(p, quiet=False)
     p.set_defaults(command_module="eval")
 
 
@@ -421,6 +241,54 @@ def add_serve(sub) -> None:
     p.set_defaults(command_module="serve")
 
 
+def add_edit(sub) -> None:
+    from .editing import EditSettings
+
+    p = sub.add_parser(
+        "edit",
+        help="edit an image through its words (prompt-to-prompt attention control)",
+        description="Sample SOURCE and TARGET from one noise; the target with the source's attention maps "
+        "(Hertz et al., ICLR 2023) and without. Writes DIR/<target>-<seed>.source/.plain/.edited/.compare.png "
+        "and .json. Relation guidance is off for edits.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="the source prompt (quote it)")
+    p.add_argument("--to", required=True, metavar="TARGET", help="the edited prompt, e.g. 'a blue circle'")
+    p.add_argument(
+        "--cross-steps",
+        type=float,
+        default=EditSettings.cross_steps,
+        metavar="F",
+        help="fraction of the first steps in which the target takes the source's cross-attention maps "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--self-steps",
+        type=float,
+        default=EditSettings.self_steps,
+        metavar="F",
+        help="fraction of the first steps in which it takes the source's self-attention maps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reweight",
+        nargs="+",
+        metavar="WORD=F",
+        help="scale the target's attention to WORD by F, e.g. circle=2 (0 removes it)",
+    )
+    p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+    p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
+    p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
+    p.set_defaults(command_module="edit", relation_guidance=0.0)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Text-to-image diffusion that makes cross-attention visible.")
     from . import __version__
@@ -429,6 +297,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     add_generate(sub)
     add_maps(sub)
+    add_edit(sub)
     add_eval(sub)
     add_export(sub)
     add_train(sub)

@@ -1,0 +1,233 @@
+"""The argparse pieces several sub-commands share: value types and flag groups.
+
+Each ``add_*`` function adds one group of flags to a parser, so a flag is written once whichever
+commands take it (``train`` and ``train-clip`` the training flags; ``train`` and ``finetune`` the
+run-folder flags; ``generate``, ``maps`` and ``eval`` the sampler flags). Nothing heavy is imported:
+``crossattn --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (seeds)."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+# ---------------------------------------------------------------------- sampling commands
+
+
+def add_lora_flag(p) -> None:
+    p.add_argument(
+        "--lora",
+        metavar="DIR",
+        help="a LoRA folder (crossattn finetune's OUT, or OUT/final) loaded on top of --model",
+    )
+
+
+def add_relation_guidance_flag(p) -> None:
+    from .config import SamplingConfig
+
+    p.add_argument(
+        "--relation-guidance",
+        type=non_negative_float,
+        default=SamplingConfig.relation_guidance,
+        metavar="F",
+        help="steer 'OBJECT left of/right of/above/below OBJECT' prompts (also 'to the left of', 'under', ...) "
+        "on their attention maps during the first steps so the relation holds; 0 = the model alone "
+        "(default: %(default)s)",
+    )
+
+
+def add_sampler_flags(p, guidance_help: str = "classifier-free guidance scale (default: %(default)s)") -> None:
+    """``--steps``, ``--guidance`` and ``--scheduler``: how a sampling command samples."""
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=4.0, help=guidance_help)
+    p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
+
+
+def add_device_flags(p, quiet: bool = True) -> None:
+    """``--device``, ``--threads`` and (sampling bar) ``--quiet``."""
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
+
+
+# ---------------------------------------------------------------------- training commands
+
+
+def add_run_folder_flags(p, out: str) -> None:
+    """``--out RUN``, ``--resume`` and ``--overwrite`` of a training run folder."""
+    p.add_argument("--out", metavar="DIR", default=out, help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run in --out: 'latest' or a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def add_training_flags(p) -> None:
+    """Every ``TrainingConfig`` override of ``crossattn train``: each defaults to None (the config's value)."""
+    from .config import TrainingConfig
+
+    d = TrainingConfig()
+    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
+    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
+    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
+    p.add_argument(
+        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
+    )
+    add_data_flags(p, d)
+    add_optimizer_flags(p, d)
+    add_schedule_flags(p, d)
+
+
+def add_data_flags(p, d) -> None:
+    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
+    p.add_argument(
+        "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
+    )
+    p.add_argument(
+        "--data-seed",
+        metavar="N",
+        type=non_negative_int,
+        help=f"seed of the scenes and their order (default: {d.data_seed})",
+    )
+    p.add_argument(
+        "--num-workers",
+        metavar="N",
+        type=non_negative_int,
+        help=f"data loader worker processes (default: {d.num_workers})",
+    )
+    p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        help=f"images per process per micro-step (default: {d.batch_size})",
+    )
+    p.add_argument(
+        "--grad-accum", metavar="N", type=positive_int, help=f"micro-steps per optimizer step (default: {d.grad_accum})"
+    )
+
+
+def add_optimizer_flags(p, d) -> None:
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        metavar="F",
+        type=float,
+        help=f"AdamW peak learning rate (default: {d.learning_rate})",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        metavar="NAME",
+        help=f"cosine, linear, constant_with_warmup or constant (default: {d.lr_schedule})",
+    )
+    p.add_argument(
+        "--warmup-steps", metavar="N", type=non_negative_int, help=f"linear warm-up steps (default: {d.warmup_steps})"
+    )
+    p.add_argument("--weight-decay", metavar="F", type=float, help=f"AdamW weight decay (default: {d.weight_decay})")
+    p.add_argument(
+        "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
+    )
+    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
+    p.add_argument(
+        "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
+    )
+    p.add_argument(
+        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
+    )
+    p.add_argument(
+        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
+    )
+    p.add_argument(
+        "--grounding-loss",
+        dest="grounding_weight",
+        metavar="F",
+        type=float,
+        help="weight of the token grounding loss on object words' cross-attention (TokenCompose), 0 = off "
+        f"(default: {d.grounding_weight})",
+    )
+    p.add_argument(
+        "--timestep-bias",
+        metavar="F",
+        type=float,
+        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
+    )
+    p.add_argument(
+        "--embedding-lr",
+        metavar="F",
+        type=float,
+        help="learning rate of the text encoder's token embeddings (default: --lr); a word whose states the "
+        "text encoder drowns needs its row to move far",
+    )
+    p.add_argument(
+        "--freeze-text-encoder",
+        dest="train_text_encoder",
+        action="store_const",
+        const=False,
+        help="train the U-Net only",
+    )
+
+
+def add_schedule_flags(p, d) -> None:
+    p.add_argument(
+        "--seed", metavar="N", type=non_negative_int, help=f"seed of the init and of noise draws (default: {d.seed})"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N",
+        type=positive_int,
+        help=f"steps between checkpoints (default: {d.checkpoint_every})",
+    )
+    p.add_argument(
+        "--keep-checkpoints", metavar="N", type=positive_int, help=f"checkpoints kept (default: {d.keep_checkpoints})"
+    )
+    p.add_argument(
+        "--sample-every",
+        metavar="N",
+        type=non_negative_int,
+        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
+    )
+    p.add_argument(
+        "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"
+    )
+    p.add_argument(
+        "--time-limit",
+        metavar="MIN",
+        type=float,
+        help="stop after this many minutes with a checkpoint and OUT/final; --resume latest goes on (default: none)",
+    )
+    p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
+
+
+def add_training_process_flags(p, threads_help: str) -> None:
+    """``--threads`` (its help names what the threads are per) and ``--no-progress``."""
+    p.add_argument("--threads", metavar="N", type=positive_int, help=threads_help)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
