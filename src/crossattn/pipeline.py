@@ -158,11 +158,9 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``callback_on_step_end(pipe, step, t, kwargs)`` is called after every scheduler step
         with ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs``
         (default ``["latents"]``); returned tensors replace them, as in diffusers.
-        ``relation_guidance`` steers prompts of the form ``PHRASE RELATION PHRASE`` (``"a red circle
-        left of a blue square"``; relations left of, right of, above, below and their synonyms) during
-        the first steps so the relation holds; 0 samples them unsteered (see
-        :mod:`crossattn.relation_guidance`). Other prompts are not affected; a prompt naming a
-        relation the guidance cannot read gets a warning saying why.
+        ``relation_guidance`` steers ``PHRASE RELATION PHRASE`` prompts ("a red circle left of a blue
+        square") in the first steps so the relation holds; 0 = unsteered. Other prompts are untouched;
+        one naming a relation it cannot read gets a warning (:mod:`crossattn.relation_guidance`).
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
