@@ -117,3 +117,10 @@ def test_loading_is_quiet_and_quiet_drops_the_sampling_bar(tiny_model_dir, tmp_p
     assert "0/2" in err  # the one sampling bar
     assert main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
     assert capfd.readouterr().err == ""
+
+
+def test_eval_loads_quietly(tiny_model_dir, tmp_path, capfd):
+    argv = ["eval", "--model", str(tiny_model_dir), "--n", "2", "--steps", "1", "--no-grounding", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "float32" not in err, err

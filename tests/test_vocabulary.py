@@ -17,6 +17,7 @@ from crossattn.vocabulary import (
     load_vocabulary,
     model_vocabulary,
     unknown_words,
+    write_training_vocabulary,
     write_vocabulary,
 )
 
@@ -87,3 +88,14 @@ def test_generate_warns_naming_unknown_words(tiny_model_dir, tmp_path, capsys):
     assert len(err) == 1 and "crossattn: warning:" in err[0] and "never saw in training: cat" in err[0]
     assert main(["maps", "a red circle", *argv[1:]]) == 0
     assert "never saw" not in capsys.readouterr().err
+
+
+def test_training_vocabulary_adds_the_captions_to_the_starting_model(tiny_model_dir, tmp_path):
+    from crossattn.data.shapes import ShapesDataset
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_model_dir, start / "final")  # a run folder: its final/ is read
+    write_vocabulary(start / "final", ["a cat"])
+    path = write_training_vocabulary(tmp_path / "tuned", ShapesDataset(2, shapes=("ring",)), init_from=start)
+    assert load_vocabulary(path.parent) == grammar_words(("ring",)) | {"cat"}
+    assert write_training_vocabulary(tmp_path / "none", iter(()), init_from=None) is None

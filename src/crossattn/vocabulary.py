@@ -74,6 +74,20 @@ def write_vocabulary(
     return atomic_write_json(Path(folder) / FILE_NAME, {"words": sorted(words), "source": source})
 
 
+def write_training_vocabulary(folder: str | Path, dataset, init_from: str | Path | None = None) -> Path | None:
+    """What a training run's final export calls: ``folder/vocabulary.json`` from the dataset's
+    captions (:func:`dataset_words`) plus the starting model's words (``init_from``, a pipeline or
+    run folder); nothing (None) when the captions cannot be listed and there is no starting vocabulary."""
+    from .loading import check_model_folder
+
+    start = check_model_folder(init_from) if init_from is not None else None
+    words = dataset_words(dataset)
+    if words is None and load_vocabulary(start) is None:
+        return None
+    source = f"training captions ({type(dataset).__name__})" + (f" + {start}" if start is not None else "")
+    return write_vocabulary(folder, sorted(words or ()), source=source, inherit_from=start)
+
+
 def load_vocabulary(folder: str | Path | None) -> set[str] | None:
     """The words in ``folder/vocabulary.json``; None when the folder has no such file."""
     if folder is None:
