@@ -292,3 +292,31 @@ def test_final_tokenizer_keeps_the_bpe_files(tmp_path):
     (folder / "tokenizer.json").unlink()  # what shipping the default model drops
     prompt = "a red circle left of a blue square"
     assert CLIPTokenizer.from_pretrained(folder)(prompt).input_ids == load_tokenizer()(prompt).input_ids
+
+
+class _RunsCode:
+    """Unpickling this object runs code (``__reduce__``): what a hostile checkpoint could hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_checkpoint_with_pickled_custom_state(tmp_path):
+    import pickle
+
+    train(TINY, quick(steps=2), scenes(), tmp_path / "run", progress=False)
+    checkpoint = RunDir(tmp_path / "run").checkpoint(2)
+    assert (checkpoint / "trainer_state.json").is_file() and (checkpoint / "ema.safetensors").is_file()
+    assert not list(checkpoint.glob("custom_checkpoint_*"))  # nothing of ours is pickled
+    marker = tmp_path / "code-ran"
+    (checkpoint / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(ValueError, match="refusing to resume .*custom_checkpoint_0.pkl.*could run code"):
+        train(TINY, quick(steps=4), scenes(), tmp_path / "run", resume="latest", progress=False)
+    assert not marker.exists()
+    (checkpoint / "custom_checkpoint_0.pkl").unlink()
+    (checkpoint / "trainer_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no trainer_state.json"):
+        train(TINY, quick(steps=4), scenes(), tmp_path / "run", resume="latest", progress=False)
