@@ -113,7 +113,7 @@ def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
 
     page.goto(path.as_uri())
     page.wait_for_function("document.body.dataset.rendered === '0,-1,-1,-1'")  # word 0, all means
-    assert page.locator(".thumb").count() == len(maps.words)
+    assert page.locator(".thumb").count() == len(set(maps.words)) == 7  # 'a' twice: one word, both tokens
     page.select_option("#word", label="circle")
     page.locator("#step").fill("1")  # the second sampling step
     page.select_option("#head", value="1")
@@ -123,6 +123,9 @@ def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
 
     drawn = page.evaluate("crossattnMap('circle', -1, 1, 1)")
     truth = maps.word_map("circle", step=1, head=1)
+    assert torch.allclose(torch.tensor(drawn).view_as(truth), truth, atol=2e-3 * float(truth.max()) + 1e-6)
+    drawn = page.evaluate("crossattnMap('a', -1, -1, -1)")
+    truth = maps.word_map("a")
     assert torch.allclose(torch.tensor(drawn).view_as(truth), truth, atol=2e-3 * float(truth.max()) + 1e-6)
     page.select_option("#layer", index=1)  # one layer
     name = maps.cross_layers[0]

@@ -39,6 +39,14 @@ def _quantise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, top[..., 0]
 
 
+def _word_tokens(tokens: list[str]) -> dict[str, list[int]]:
+    """Each distinct word → every token index of all its occurrences (what ``word_map`` sums)."""
+    words: dict[str, list[int]] = {}
+    for word, indices in merge_words(tokens):
+        words.setdefault(word, []).extend(indices)
+    return words
+
+
 def _image_uri(image) -> str | None:
     """A PIL image → ``data:image/png;base64,...`` (None stays None)."""
     if image is None:
@@ -84,7 +92,7 @@ def maps_payload(maps, image=None, image_index: int = 0) -> dict:
     return {
         "prompt": maps.prompt(image_index),
         "tokens": tokens,
-        "words": [[word, indices] for word, indices in merge_words(tokens)],
+        "words": [[word, indices] for word, indices in _word_tokens(tokens).items()],
         "image_size": list(maps.image_size),
         "steps": maps.num_steps,
         "per_step": bool(maps.meta["per_step"]),

@@ -2,7 +2,8 @@
 
 The model loads once, before the server starts; the page then answers at once. Gradio is imported
 here only, so no other command pays for it. Prints one line when serving:
-``crossattn serve: http://127.0.0.1:7860 (model loaded in X s, ready Y s after start)``.
+``crossattn serve: http://127.0.0.1:7860 (Gradio imported in .. s, model loaded in .. s, ready .. s
+after start, .. s after the model)``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ def run(args: argparse.Namespace) -> int:
             f"crossattn serve needs Gradio ({err}); install it with: pip install 'crossattn[web]'"
         ) from None
 
+    imported = time.perf_counter()
     explorer = Explorer.load(args.model, args.lora, args.device)
     loaded = time.perf_counter()
     app = build_app(explorer)
     _, url, _ = launch(app, host=args.host, port=args.port, block=False)
     ready = time.perf_counter()
     sys.stdout.write(
-        f"crossattn serve: {url} (model loaded in {loaded - start:.1f} s, ready {ready - start:.1f} s after start, "
-        f"{ready - loaded:.1f} s after the model)\n"
+        f"crossattn serve: {url} (Gradio imported in {imported - start:.1f} s, model loaded in "
+        f"{loaded - imported:.1f} s, ready {ready - start:.1f} s after start, {ready - loaded:.1f} s after the model)\n"
     )
     sys.stdout.flush()
     try:

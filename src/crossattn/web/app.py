@@ -62,18 +62,24 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     )
                     pixel = gr.Image(label="self-attention of the clicked pixel", format="png", elem_id="pixel")
                     reads = gr.Label(label="words the clicked pixel reads", elem_id="reads")
-                overlays = gr.Gallery(label="word overlays", columns=7, height=300, format="png", elem_id="overlays")
+                overlays = gr.Gallery(
+                    label="word overlays (each scaled to its own max)",
+                    columns=7,
+                    height=150,
+                    format="png",
+                    elem_id="overlays",
+                )
                 with gr.Tab("steps"):
                     step = gr.Slider(
                         0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step"
                     )
                     steps_gallery = gr.Gallery(
-                        label="every word at this step", columns=7, height=300, format="png", elem_id="step-maps"
+                        label="every word at this step", columns=7, height=150, format="png", elem_id="step-maps"
                     )
                 with gr.Tab("heads"):
                     layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
                     heads_gallery = gr.Gallery(
-                        label="heads x words of this layer", columns=7, height=300, format="png", elem_id="head-maps"
+                        label="heads x words of this layer", columns=7, height=450, format="png", elem_id="head-maps"
                     )
                 with gr.Tab("layers x words"):
                     grid = gr.Image(label="layer x word grid", format="png", interactive=False)

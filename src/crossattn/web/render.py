@@ -26,7 +26,7 @@ def word_overlays(maps, image, step=None, head=None, layers=None) -> list[tuple[
     panels = []
     for word in dict.fromkeys(maps.words_for(0)):
         heat = maps.word_map(word, layers=layers, step=step, head=head)  # (H, W)
-        panels.append((viz.heat_frame(heat, image, scale=SCALE), f"{word} · max {float(heat.max()):.2f}"))
+        panels.append((viz.heat_frame(heat, image, scale=SCALE), f"{word} {float(heat.max()):.2f}"))
     return panels
 
 
