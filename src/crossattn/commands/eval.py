@@ -12,6 +12,7 @@ OUTPUTS = ("report.json", "failures.png")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.clip_judge import judge_results
     from ..evaluation.grounding import load_trace
     from ..evaluation.report import build_report, format_table, write_outputs
     from ..evaluation.run import EvalSettings, run_evaluation
@@ -45,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, scheduler=args.scheduler, device=args.device, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
     results, seconds = run_evaluation(pipe, settings, trace, progress=_progress)
+    clip = judge_results(results, getattr(args, "clip", None), settings.seed)
     report = build_report(
-        results, settings, model_identity(args.model, args.lora), scheduler_name(pipe), seconds, reason
+        results, settings, model_identity(args.model, args.lora), scheduler_name(pipe), seconds, reason, clip
     )
     (out / "failures.png").unlink(missing_ok=True)  # a stale sheet must not outlive its run (--overwrite)
     for path in write_outputs(out, report, results):

@@ -97,3 +97,45 @@ def hard_negative_accuracy(judge: ClipJudge, scenes, seed: int = 0, batch: int =
         result[kind] = float((own[index] > negative).float().mean())
         result[f"n_{kind}"] = len(pairs)
     return result
+
+
+def clip_table(judge: ClipJudge, results, seed: int = 0) -> dict[str, dict]:
+    """Per scene kind of an evaluation (and ``all``): mean CLIP score of each image against its prompt,
+    and the share of images closer to their prompt than to its hard negative (one per prompt: a
+    structural one where the prompt has a relation or position, else colour or shape)."""
+    from ..data.captions import parse_caption
+    from ..data.negatives import training_negatives
+
+    rng = np.random.default_rng(seed)
+    captions = [r.prompt.caption for r in results]
+    negatives = [training_negatives(parse_caption(c), 1, rng)[0] for c in captions]
+    images = [r.image for r in results]
+    scores = judge.clip_score(images, captions)  # (N,)
+    prefers = judge.prefers(images, captions, negatives)  # (N,)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(results):
+        groups[r.prompt.kind].append(i)
+        groups["all"].append(i)
+    return {
+        kind: {
+            "clip_score": round(float(scores[index].mean()), 2),
+            "prefers_prompt": round(float(prefers[index].float().mean()), 4),
+            "n": len(index),
+        }
+        for kind, index in sorted(groups.items())
+    }
+
+
+def judge_results(results, clip: str | None = None, seed: int = 0) -> tuple[dict | None, str | None]:
+    """``(clip_table, None)`` with the mini-CLIP at ``clip`` (default: the shipped one), or
+    ``(None, reason)`` when there is none to judge with."""
+    from ..clip_model import default_clip_dir
+
+    folder = clip if clip is not None else default_clip_dir()
+    try:
+        judge = ClipJudge.load(folder)
+    except FileNotFoundError as error:
+        if clip is not None:
+            raise
+        return None, str(error)
+    return clip_table(judge, results, seed), None

@@ -19,6 +19,7 @@ def build_report(
     scheduler: str,
     seconds: float,
     grounding_reason: str | None,
+    clip: tuple[dict | None, str | None] = (None, "not measured"),
 ) -> dict:
     """The report: settings, model identity, per-category accuracy, grounding, counts, per-sample records."""
     from .. import __version__
@@ -33,6 +34,8 @@ def build_report(
         "accuracy": accuracy_table(results),
         "grounding": grounding_table(results) if grounding_reason is None else None,
         "grounding_unavailable": grounding_reason,
+        "clip": clip[0],  # per kind: mean CLIP score, share closer to the prompt than to a hard negative
+        "clip_unavailable": clip[1],
         "counts": {"prompts": len(results), "by_kind": kinds, "failures": sum(not r.check.passed for r in results)},
         "seconds": round(seconds, 1),
         "samples": [r.to_dict() for r in results],
@@ -51,6 +54,12 @@ def format_table(report: dict) -> str:
         for kind, row in report["grounding"].items():
             iou = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.3f}"
             lines.append(f"{'grounding IoU ' + kind:<28}{iou:>9}{row['n']:>6}")
+    if report.get("clip") is None:
+        lines.append(f"CLIP judge: not measured ({report.get('clip_unavailable')})")
+    else:
+        lines.append(f"{'CLIP judge':<28}{'score':>9}{'prefers':>9}{'n':>6}")
+        for kind, row in report["clip"].items():
+            lines.append(f"{'  ' + kind:<28}{row['clip_score']:>9.2f}{row['prefers_prompt']:>9.3f}{row['n']:>6}")
     return "\n".join(lines)
 
 
