@@ -73,7 +73,9 @@ def test_double_install_is_refused(pipe):
 def test_edit_identities(which, pipe, sd_pipe):
     """No control gives the plain target; source == target gives the source; reweight 1.0 changes nothing."""
     p = pipe if which == "ours" else sd_pipe
-    off = edit(p, SOURCE, TARGET, generator=generator(1), cross_steps=0, self_steps=0, num_inference_steps=3)
+    off = edit(
+        p, SOURCE, TARGET, generator=generator(1), cross_steps=0, self_steps=0, blend=False, num_inference_steps=3
+    )
     assert off.edited.size == off.plain.size == off.source.size and off.changed == [("red", "blue")]
     np.testing.assert_allclose(pixels(off.edited), pixels(off.plain), atol=1e-5)
     same = edit(p, SOURCE, SOURCE, generator=generator(1), num_inference_steps=3)
@@ -101,6 +103,19 @@ def test_identities_hold_in_float(pipe):
         three = rows(pipe, [SOURCE, TARGET])
     torch.testing.assert_close(three[0], base[0], atol=1e-5, rtol=0)  # the source row is never edited
     assert (three[1] - base[1]).abs().max() > 1e-3
+
+
+def test_local_blend_keeps_the_source_outside_the_changed_words_region(pipe):
+    with crossattn.control(pipe, SOURCE, TARGET, cross_steps=0, self_steps=0, blend=True) as ctl:
+        ctl.local_blend.threshold = 0.97  # the random tiny model's maps are nearly flat: a high cut makes a region
+        gens = [generator(0), generator(0)]
+        x = pipe([SOURCE, TARGET], num_inference_steps=3, generator=gens, output_type="pt",
+                 callback_on_step_end=ctl.step_callback, callback_on_step_end_tensor_inputs=["latents"]).images  # fmt: skip
+    outside = ctl.local_blend.mask((16, 16))[0, 0] == 0  # (16, 16)
+    assert 0 < int(outside.sum()) < 256  # a region, not nothing, not everything
+    torch.testing.assert_close(x[1][:, outside], x[0][:, outside], atol=1e-6, rtol=0)
+    assert (x[1][:, ~outside] - x[0][:, ~outside]).abs().max() > 1e-3  # inside, the target is its own
+    assert ctl.local_blend.source_tokens == [2] and ctl.local_blend.target_tokens == [[2]]  # "red" / "blue"
 
 
 def test_edit_reproducible_and_generator_not_shared(pipe):

@@ -274,6 +274,11 @@ def add_edit(sub) -> None:
         metavar="WORD=F",
         help="scale the target's attention to WORD by F, e.g. circle=2 (0 removes it)",
     )
+    p.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="no local blending (by default the target stays the source's outside where the changed words attend)",
+    )
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
     add_lora_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")

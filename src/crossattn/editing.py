@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from .attention.control import HALVES, check_fraction, control
+if TYPE_CHECKING:  # torch is imported when an edit runs, so the CLI's parser can read the defaults below
+    import torch
 
 #: Pipeline arguments ``edit`` sets itself.
-OWN_ARGUMENTS = ("prompt", "generator", "num_images_per_prompt", "output_type", "return_dict", "latents")
+OWN_ARGUMENTS = (
+    "prompt",
+    "generator",
+    "num_images_per_prompt",
+    "output_type",
+    "return_dict",
+    "latents",
+    "callback_on_step_end",
+    "callback_on_step_end_tensor_inputs",
+)
 
 
 @dataclass
@@ -39,8 +48,11 @@ class EditSettings:
     self_steps: float = 0.2
     reweight: dict[str, float] = field(default_factory=dict)
     halves: str = "both"
+    blend: bool = True
 
     def __post_init__(self):
+        from .attention.control import HALVES, check_fraction
+
         self.cross_steps = check_fraction("cross_steps", self.cross_steps)
         self.self_steps = check_fraction("self_steps", self.self_steps)
         if self.halves not in HALVES:
@@ -63,6 +75,8 @@ class EditResult:
 
 def copy_generator(generator: torch.Generator) -> torch.Generator:
     """A new generator in the same state: it draws the same numbers."""
+    import torch
+
     return torch.Generator(device=generator.device).set_state(generator.get_state())
 
 
@@ -96,6 +110,7 @@ def edit(
     self_steps: float = 0.2,
     reweight: dict[str, float] | None = None,
     halves: str = "both",
+    blend: bool = True,
     plain: bool = True,
     **pipe_kwargs,
 ) -> EditResult:
@@ -105,11 +120,18 @@ def edit(
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``cross_steps`` / ``self_steps``: fractions in [0, 1] of the first sampling steps in which the target
     takes the source's cross- / self-attention maps. ``reweight``: ``{word: factor}`` on the target's
-    attention to its word. ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two
+    attention to its word. ``blend``: P2P's local blending (:mod:`crossattn.attention.blend`): outside
+    where the changed words attend in the source, the target's latents are the source's after every
+    step; on by default because the default model's layout does not follow its attention maps alone.
+    ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two
     rows instead of three, so cheaper). ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
-    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves)
+    import torch
+
+    from .attention.control import control
+
+    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves, blend)
     kwargs = pipe_arguments(pipe, pipe_kwargs)
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
@@ -124,10 +146,13 @@ def edit(
         reweight=settings.reweight,
         extra_rows=int(plain),  # the plain target, left alone
         halves=settings.halves,
+        blend=settings.blend,
     )
     prompts = [source, target] + [target] * plain
     generators = [generator] + [copy_generator(generator) for _ in prompts[1:]]  # one noise for every row
     with controller:
+        if controller.local_blend is not None:
+            kwargs.update(callback_on_step_end=controller.step_callback, callback_on_step_end_tensor_inputs=["latents"])
         images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images
     plain_image = images[2] if plain else None
     changed = controller.token_maps[0].changed

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .blend import LocalBlend
 from .layers import LayerInfo, attention_layers
 from .maps import merge_words
 from .processor import CaptureProcessor, attention_probs, supported_reference
@@ -62,10 +63,8 @@ class TokenMap:
     matrix: torch.Tensor
     alpha: torch.Tensor
     changed: list[tuple[str, str]]
-
-    @classmethod
-    def identity(cls, length: int) -> TokenMap:
-        return cls(torch.eye(length), torch.ones(length), [])
+    source_tokens: list[int] = field(default_factory=list)  # token positions of the changed words
+    target_tokens: list[int] = field(default_factory=list)
 
 
 def prompt_words(tokenizer, prompt: str, length: int) -> tuple[list[tuple[str, list[int]]], int]:
@@ -92,7 +91,7 @@ def align_tokens(tokenizer, source: str, target: str, length: int) -> TokenMap:
             matrix[torch.tensor(source_tokens)[:, None], torch.tensor(target_tokens)[None, :]] = 1 / len(target_tokens)
         alpha[target_tokens] = 1.0
 
-    changed = []
+    changed, source_tokens, target_tokens = [], [], []
     matcher = difflib.SequenceMatcher(None, [w for w, _ in src], [w for w, _ in tgt], autojunk=False)
     for op, i0, i1, j0, j1 in matcher.get_opcodes():
         pairs = min(i1 - i0, j1 - j0)  # replaced words pair from the block's end: "red" → "big blue" links red–blue
@@ -100,9 +99,11 @@ def align_tokens(tokenizer, source: str, target: str, length: int) -> TokenMap:
             link(s_tokens, t_tokens)
         if op != "equal":
             changed.append((" ".join(w for w, _ in src[i0:i1]), " ".join(w for w, _ in tgt[j0:j1])))
+            source_tokens += [i for _, idx in src[i0:i1] for i in idx]
+            target_tokens += [i for _, idx in tgt[j0:j1] for i in idx]
     tail = min(length - src_end, length - tgt_end)  # end token + padding positions both prompts have
     link(list(range(src_end, src_end + tail)), list(range(tgt_end, tgt_end + tail)))
-    return TokenMap(matrix, alpha, changed)
+    return TokenMap(matrix, alpha, changed, source_tokens, target_tokens)
 
 
 def word_weights(tokenizer, prompt: str, length: int, reweight: dict[str, float] | None) -> torch.Tensor | None:
@@ -220,6 +221,7 @@ class Controller:
         extra_rows: int = 0,
         halves: str = "both",
         self_max_positions: int = 16 * 16,
+        blend: bool = False,
         tokenizer=None,
         num_steps: int | None = None,
     ):
@@ -241,15 +243,23 @@ class Controller:
         self.weights = [word_weights(tokenizer, t, self.length, reweight) for t in targets]
         self.images = 1 + len(targets) + extra_rows
         self.halves, self.num_steps = halves, num_steps
+        self.local_blend = self._local_blend() if blend else None
         self.layers = self._choose_layers(self_max_positions)
         self.step, self.steps, self.cross_stop, self.self_stop = 0, None, 0, 0
         self._last_t: float | None = None
         self._saved: dict | None = None
         self._hook = None
 
+    def _local_blend(self) -> LocalBlend | None:
+        """P2P's local blending on the changed words (None when no word changed: nothing to localise)."""
+        source = sorted({i for m in self.token_maps for i in m.source_tokens})
+        if not source or not all(m.target_tokens for m in self.token_maps):
+            return None
+        return LocalBlend(source, [m.target_tokens for m in self.token_maps])
+
     def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
-        """Cross layers when maps are injected or words reweighted; small self layers when self maps are."""
-        cross = self.cross_steps > 0 or any(w is not None for w in self.weights)
+        """Cross layers when maps are injected, words reweighted or blended; small self layers when self maps are."""
+        cross = self.cross_steps > 0 or any(w is not None for w in self.weights) or self.local_blend is not None
         return [
             layer
             for layer in attention_layers(self.unet)
@@ -325,6 +335,14 @@ class Controller:
         # P2P: the first int(fraction × steps) steps are controlled (1e-9: 0.29 × 100 is 28.999…)
         self.cross_stop = math.floor(self.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.self_steps * steps + 1e-9)
+        if self.local_blend is not None:
+            self.local_blend.reset(max(layer.resolution for layer in self.layers if layer.kind == "cross"))
+
+    def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
+        """A diffusers ``callback_on_step_end``: local blending of the latents (``tensors["latents"]``)."""
+        if self.local_blend is None:
+            return tensors
+        return {**tensors, "latents": self.local_blend.blend(tensors["latents"], step, self.steps)}
 
     # ------------------------------------------------------------------ the edit
 
@@ -343,7 +361,7 @@ class Controller:
         """Whether ``layer``'s maps are edited at the current step."""
         if layer.kind == "self":
             return self.step < self.self_stop
-        return self.step < self.cross_stop or any(w is not None for w in self.weights)
+        return self.step < self.cross_stop or any(w is not None for w in self.weights) or self.local_blend is not None
 
     def edit(self, layer: LayerInfo, probs: torch.Tensor, heads: int) -> torch.Tensor:
         """The targets' rows of ``(B*heads, N, K)`` probabilities, edited for the current step."""
@@ -356,6 +374,8 @@ class Controller:
         out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
         stop = self.cross_stop if layer.kind == "cross" else self.self_stop
         for first, half in self.halves_of(batch):
+            if self.local_blend is not None and layer.kind == "cross" and half == "cond":
+                self.local_blend.add(layer.resolution, rows, first)  # the maps before editing, as P2P's store
             inject = self.step < stop and (half == "cond" or self.halves == "both")
             for j, (token_map, weights) in enumerate(zip(self.token_maps, self.weights, strict=True)):
                 row = first + 1 + j

@@ -1,0 +1,75 @@
+"""Local blending (prompt-to-prompt's ``LocalBlend``): keep the target's latents equal to the source's
+outside the region its changed words attend to.
+
+Hertz et al. (ICLR 2023, the reference code's ``LocalBlend``): after each sampling step,
+``x_t ← x_s + m ⊙ (x_t − x_s)``, with ``m`` the union of where the changed words attend in the source
+and in the target: their cross-attention maps at the highest cross-attention resolution, summed
+over layers and the steps so far, max-pooled over a 3×3 neighbourhood, scaled to a maximum of 1 and
+thresholded (0.3), then resized to the latents. Blending starts after the first ``start`` of the
+steps, when the maps have settled. Everything outside the edited object then stays the source's, pixel for pixel.
+
+Why it is needed on the default model: its text encoder puts the prompt's content into every
+token's value vector, so the target keeps drawing where its own noise response puts the object even
+with every attention map taken from the source (measured: the layout shift is the same with
+``cross_steps = self_steps = 1`` as without control).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class LocalBlend:
+    """Collects the changed words' maps (via :meth:`add`) and blends the latents (a ``callback_on_step_end``)."""
+
+    def __init__(
+        self,
+        source_tokens: list[int],
+        target_tokens: list[list[int]],
+        threshold: float = 0.3,
+        start: float = 0.0,
+        union: bool = False,
+    ):
+        self.source_tokens, self.target_tokens = source_tokens, target_tokens
+        self.threshold, self.start, self.union = threshold, start, union
+        self.resolution: int | None = None  # the cross layers whose maps are summed (the highest resolution)
+        self.maps: torch.Tensor | None = None  # (1 + targets, h, w) running sum over layers and steps
+
+    def reset(self, resolution: int) -> None:
+        self.resolution, self.maps = resolution, None
+
+    def add(self, layer_resolution: int, rows: torch.Tensor, first: int) -> None:
+        """Add one cross layer's maps of the changed words; ``rows``: ``(B, h, N, K)`` probabilities,
+        ``first``: the source row of the conditional half."""
+        if layer_resolution != self.resolution:
+            return
+        n = rows.shape[2]
+        side = math.isqrt(n)
+        words = [self.source_tokens, *self.target_tokens]
+        maps = torch.stack([rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(words)])  # (R, N)
+        maps = maps.float().view(len(words), side, n // side)  # (R, h, w)
+        self.maps = maps if self.maps is None else self.maps + maps
+
+    def mask(self, size: tuple[int, int]) -> torch.Tensor:
+        """``(targets, 1, H, W)`` blend masks: source ∪ target region of the changed words."""
+        pooled = F.max_pool2d(self.maps[:, None], kernel_size=3, stride=1, padding=1)  # (R, 1, h, w)
+        pooled = F.interpolate(pooled, size=size, mode="nearest")  # (R, 1, H, W)
+        top = pooled.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        region = pooled / top > self.threshold  # (R, 1, H, W)
+        if self.union:
+            return (region[:1] | region[1:]).float()  # (targets, 1, H, W)
+        return region[:1].float().expand(len(self.target_tokens), -1, -1, -1)  # the source's region only
+
+    def blend(self, latents: torch.Tensor, step: int, steps: int) -> torch.Tensor:
+        """The latents ``(B, C, H, W)`` with each target row blended towards the source row (row 0)."""
+        if self.maps is None or step < math.floor(self.start * steps + 1e-9):
+            return latents
+        targets = len(self.target_tokens)
+        mask = self.mask(latents.shape[-2:]).to(latents)  # (targets, 1, H, W)
+        source = latents[:1]  # (1, C, H, W)
+        out = latents.clone()
+        out[1 : 1 + targets] = source + mask * (latents[1 : 1 + targets] - source)
+        return out

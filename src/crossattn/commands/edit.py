@@ -1,0 +1,141 @@
+"""``crossattn edit``: change an image through its words (prompt-to-prompt attention control).
+
+For ``DIR/<slug of target>-<seed>`` writes ``.source.png`` (the source prompt), ``.plain.png`` (the
+target from the same noise, no control), ``.edited.png`` (the target with the source's attention),
+``.compare.png`` (the three, and under each its cross-attention map for the changed word: the source
+word under the source, the target word under the others) and ``.json`` (both prompts, every
+setting, the model hash). Every path is checked before sampling, so a refusal to overwrite loses no work.
+Relation guidance is off for edits (see :mod:`crossattn.editing`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+VIEWS = ("source", "plain", "edited")
+
+
+def parse_reweight(items: list[str] | None) -> dict[str, float]:
+    """``["circle=2", "red=0.5"]`` → ``{"circle": 2.0, "red": 0.5}``; a ``ValueError`` names a bad item."""
+    weights = {}
+    for item in items or []:
+        word, sep, factor = item.partition("=")
+        try:
+            value = float(factor) if sep and word.strip() else None
+        except ValueError:
+            value = None
+        if value is None or not (0 <= value < math.inf):
+            raise ValueError(f"--reweight {item!r}; accepted: WORD=F with F a finite number >= 0, e.g. circle=2")
+        weights[word.strip().lower()] = value
+    return weights
+
+
+def plan(args: argparse.Namespace) -> dict[str, Path]:
+    """Every output path, by role: ``source``, ``plain``, ``edited``, ``compare``, ``sidecar``."""
+    from ..files import slugify
+
+    stem = Path(args.out) / f"{slugify(args.to)}-{args.seed}"
+    paths = {view: stem.with_name(f"{stem.name}.{view}.png") for view in (*VIEWS, "compare")}
+    paths["sidecar"] = stem.with_suffix(".json")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..editing import EditSettings
+    from ..files import refuse_overwrite
+    from ..loading import check_model_folder
+    from .shared import check_scheduler, check_unet, load_for_command
+
+    settings = EditSettings(args.cross_steps, args.self_steps, parse_reweight(args.reweight), blend=not args.no_blend)
+    check_scheduler(args.scheduler)
+    if args.model is not None:
+        check_model_folder(args.model)
+    paths = plan(args)
+    refuse_overwrite(list(paths.values()), args.overwrite)
+    pipe = load_for_command(args, [args.source, args.to])
+    check_unet(pipe)
+    result, maps = sample(pipe, args, settings)
+    for path in write_outputs(pipe, args, paths, result, maps):
+        print(path, flush=True)
+    return 0
+
+
+def sample(pipe, args: argparse.Namespace, settings):
+    """The edit inside a cross-attention trace: (result, maps of the rows source, edited, plain)."""
+    import torch
+
+    from ..attention.trace import trace
+    from ..editing import edit
+
+    with trace(pipe) as tracer:
+        result = edit(
+            pipe,
+            args.source,
+            args.to,
+            generator=torch.Generator(device="cpu").manual_seed(args.seed),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            negative_prompt=args.negative,
+            **{k: v for k, v in vars(settings).items()},
+        )
+    return result, tracer.maps()
+
+
+def changed_words(result) -> list[tuple[str, str]]:
+    """(source word, target word) pairs to draw maps for: each changed word (the last of a changed block),
+    else the reweighted words, else the last word."""
+    pairs = [(s.split()[-1] if s else None, t.split()[-1] if t else None) for s, t in result.changed]
+    pairs = [(s, t) for s, t in pairs if t is not None]
+    if not pairs:
+        words = list(result.settings.reweight) or [result.target_prompt.split()[-1].lower()]
+        pairs = [(w if w in result.source_prompt.lower().split() else None, w) for w in words]
+    return pairs
+
+
+def compare_figure(result, maps, pairs: list[tuple[str | None, str]]):
+    """Row 1: source, plain, edited; then one row per changed word: each image's map for it."""
+    from .. import viz
+
+    rows = {"source": 0, "edited": 1, "plain": 2}  # the rows of the edit's batch
+    fig, axes = viz.figure(1 + len(pairs), 3, size=2.2)
+    for col, view in enumerate(VIEWS):
+        image = getattr(result, view)
+        axes[0][col].imshow(viz.to_array(image), interpolation="nearest")
+        axes[0][col].set_title(
+            f"{view}\n{result.source_prompt if view == 'source' else result.target_prompt}", fontsize=7
+        )
+        axes[0][col].set_axis_off()
+        for row, (source_word, target_word) in enumerate(pairs, start=1):
+            word = source_word if view == "source" else target_word
+            if word is None:
+                axes[row][col].set_axis_off()
+                continue
+            viz.draw_overlay(axes[row][col], maps.word_map(word, image=rows[view]), image, f"'{word}'")
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(pipe, args, paths: dict[str, Path], result, maps) -> list[Path]:
+    """The three PNGs, the comparison figure and the sidecar, each written atomically."""
+    from .. import viz
+    from ..files import atomic_write, atomic_write_json
+    from ..loading import model_identity
+    from .shared import ImageJob, scheduler_name, sidecar
+
+    written = []
+    for view in VIEWS:
+        image = getattr(result, view)
+        written.append(atomic_write(paths[view], lambda tmp, image=image: image.save(tmp, format="PNG")))
+    written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
+    job = ImageJob(args.to, 0, args.seed, paths["edited"], paths["sidecar"], None)
+    meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model, args.lora), result.edited.size)
+    meta.update(
+        source_prompt=result.source_prompt,
+        target_prompt=result.target_prompt,
+        edit={**vars(result.settings), "changed_words": [list(pair) for pair in result.changed]},
+        files={view: paths[view].name for view in (*VIEWS, "compare")},
+    )
+    written.append(atomic_write_json(paths["sidecar"], meta))
+    return written
