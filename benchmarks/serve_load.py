@@ -119,8 +119,10 @@ def screenshots(url: str, folder: Path, html: Path) -> dict:
         page.fill("#prompt textarea", "a red circle left of a blue square")
         page.click("#generate")
         page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=120_000)
+        page.wait_for_function("document.querySelector('#image img').complete")
+        page.wait_for_timeout(1000)
         box = page.locator("#image img").bounding_box()
-        page.locator("#image img").click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.55})
+        page.locator("#image img").click(position={"x": box["width"] * 0.22, "y": box["height"] * 0.6})
         page.wait_for_selector("#pixel img", timeout=60_000)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(folder / "serve.png"), full_page=True)
@@ -167,7 +169,8 @@ def main() -> None:
             thread.join()
         wall = time.perf_counter() - t
         problems = [p for r in results for p in check(r, work / "cli")]
-        extra = screenshots(url, Path(args.screenshots), Path(results[0]["out"][7][-1])) if args.screenshots else {}
+        circle = next(r for r in results if "circle" in r["prompt"].split())  # the page shows its word 'circle'
+        extra = screenshots(url, Path(args.screenshots), Path(circle["out"][7][-1])) if args.screenshots else {}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -92,11 +92,13 @@ def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
     assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
     assert page.locator("#files").inner_text().count("a-red-circle-left-of-a-blue-square-0-0") >= 3
 
+    page.wait_for_function("document.querySelector('#image img').complete")
     box = page.locator("#image img").bounding_box()
     page.locator("#image img").click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.6})
     page.wait_for_selector("#pixel img", timeout=30_000)
     page.wait_for_function("document.querySelector('#reads').innerText.includes('square')", timeout=30_000)
-    assert "self-attention of pixel (" in page.locator("#pixel").inner_text()
+    side = round(box["width"] / 8)  # the image is shown 8x
+    assert f"self-attention of pixel ({int(side * 0.3)}, {int(side * 0.6)})" in page.locator("#pixel").inner_text()
 
     page.fill("#prompt textarea", "")  # bad input: a message in the page, the server keeps serving
     page.click("#generate")
