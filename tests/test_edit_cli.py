@@ -79,6 +79,14 @@ def test_refuses_to_overwrite_before_sampling(tiny_model_dir, tmp_path, capsys):
     assert run_edit(tiny_model_dir, tmp_path, "--overwrite") == 0
 
 
+def test_relation_prompts_are_edited_with_relation_guidance_off(tiny_model_dir, tmp_path):
+    source, target = "a red circle left of a blue square", "a green circle left of a blue square"
+    args = ["edit", source, "--to", target, "--steps", "2", "--quiet", "--model", str(tiny_model_dir)]
+    assert main([*args, "--out", str(tmp_path)]) == 0  # inside the CLI's trace too: no guidance pass ran
+    meta = json.loads((tmp_path / "a-green-circle-left-of-a-blue-square-0.json").read_text())
+    assert meta["relation_guidance"] == 0 and meta["edit"]["changed_words"] == [["red", "green"]]
+
+
 def test_help_lists_edit(capsys):
     with pytest.raises(SystemExit):
         main(["edit", "--help"])

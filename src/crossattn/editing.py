@@ -88,7 +88,11 @@ def pipe_arguments(pipe, pipe_kwargs: dict) -> dict:
     if "prompt_embeds" in pipe_kwargs:
         raise ValueError("edit needs the prompts' words to align their tokens; pass prompts, not prompt_embeds")
     kwargs = dict(pipe_kwargs)
-    takes_relation = "relation_guidance" in inspect.signature(type(pipe).__call__).parameters
+    takes_relation = any(  # the class's own __call__: a tracer wraps it in a (*args, **kwargs) subclass
+        "relation_guidance" in inspect.signature(cls.__call__).parameters
+        for cls in type(pipe).__mro__
+        if "__call__" in vars(cls)
+    )
     relation = kwargs.get("relation_guidance", 0)
     if relation != 0:
         raise ValueError(
