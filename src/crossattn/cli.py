@@ -10,6 +10,7 @@ import sys
 import warnings
 
 from .cli_flags import (  # noqa: F401 (positive_int & co. are also used by the sub-command modules' tests)
+    add_clip_training_flags,
     add_device_flags,
     add_lora_flag,
     add_relation_guidance_flag,
@@ -75,6 +76,20 @@ def add_train(sub) -> None:
     add_training_flags(p)
     add_training_process_flags(p, "torch CPU threads per process (default: torch's choice)")
     p.set_defaults(command_module="train")
+
+
+def add_train_clip(sub) -> None:
+    p = sub.add_parser(
+        "train-clip",
+        help="train the mini-CLIP (text + vision towers) on scenes with hard negatives",
+        description="Contrastive training of a small transformers CLIPModel on procedural scenes; every caption is "
+        "also scored against hard negatives (relation flipped, objects swapped, position, colour, shape). "
+        "Writes OUT/final, a CLIP folder whose text tower a pipeline can use as its text encoder.",
+    )
+    add_run_folder_flags(p, out="outputs/clip")
+    add_clip_training_flags(p)
+    add_training_process_flags(p, "torch CPU threads per process (default: torch's choice)")
+    p.set_defaults(command_module="train_clip")
 
 
 def add_finetune(sub) -> None:
@@ -306,6 +321,7 @@ def build_parser() -> Parser:
     add_eval(sub)
     add_export(sub)
     add_train(sub)
+    add_train_clip(sub)
     add_finetune(sub)
     add_serve(sub)
     return parser

@@ -104,11 +104,30 @@ def add_training_flags(p) -> None:
     )
     add_data_flags(p, d)
     add_optimizer_flags(p, d)
+    add_diffusion_flags(p, d)
     add_schedule_flags(p, d)
 
 
-def add_data_flags(p, d) -> None:
-    p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
+def add_clip_training_flags(p) -> None:
+    """``crossattn train-clip``'s overrides: data, optimizer and schedule flags with the mini-CLIP's defaults."""
+    from .config import CLIP_TRAINING_DEFAULTS, TrainingConfig
+
+    d = TrainingConfig(**CLIP_TRAINING_DEFAULTS)
+    p.add_argument(
+        "--init-from", metavar="PATH", help="continue from a CLIP folder (e.g. src/crossattn/pretrained/clip)"
+    )
+    p.add_argument(
+        "--negatives", metavar="N", type=positive_int, help="hard negatives scored against each image (default: 2)"
+    )
+    add_data_flags(p, d, named=False)
+    add_optimizer_flags(p, d)
+    add_schedule_flags(p, d)
+
+
+def add_data_flags(p, d, named: bool = True) -> None:
+    """Data size, order and batching; ``named`` adds ``--data`` (the mini-CLIP has only its scenes)."""
+    if named:
+        p.add_argument("--data", metavar="NAME", help=f"training data: shapes (default: {d.data})")
     p.add_argument(
         "--dataset-size", metavar="N", type=non_negative_int, help="scenes in the dataset; 0 = one per sample drawn"
     )
@@ -160,6 +179,10 @@ def add_optimizer_flags(p, d) -> None:
     p.add_argument(
         "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
     )
+
+
+def add_diffusion_flags(p, d) -> None:
+    """The flags of the diffusion objective (not the mini-CLIP's)."""
     p.add_argument(
         "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
     )
@@ -213,7 +236,7 @@ def add_schedule_flags(p, d) -> None:
         "--sample-every",
         metavar="N",
         type=non_negative_int,
-        help=f"steps between sample grids, 0 = off (default: {d.sample_every})",
+        help=f"steps between sample grids (train-clip: held-out probes), 0 = off (default: {d.sample_every})",
     )
     p.add_argument(
         "--log-every", metavar="N", type=positive_int, help=f"steps between log lines (default: {d.log_every})"

@@ -16,6 +16,7 @@ sample grids; ``RUN/final`` is a transformers CLIP folder (:mod:`crossattn.clip_
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 
 from .batching import CaptionCollate
 from .clip_model import ClipConfig, build_clip_model, save_clip_folder
-from .config import TrainingConfig
+from .config import CLIP_TRAINING_DEFAULTS, TrainingConfig
 from .train import Trainer, TrainResult, train
 
 PROBE_SCENES = 300  # held-out scenes per sample round (seed PROBE_SEED: never a training scene)
@@ -110,27 +111,14 @@ class ClipTrainer(Trainer):
         acc.wait_for_everyone()
 
     def write_final(self, folder: Path) -> None:
-        save_clip_folder(self.model, self.tokenizer, folder, self.model_config)
+        model = copy.deepcopy(self.model).half() if self.config.save_fp16 else self.model
+        save_clip_folder(model, self.tokenizer, folder, self.model_config)
         self.config.save(folder / "training_config.json")
 
 
 def clip_training_defaults(**overrides) -> TrainingConfig:
-    """``TrainingConfig`` for the mini-CLIP (``shared/TRIALS.md`` run B): AdamW 5e-4, weight decay 0.1,
-    batch 128, no EMA, no caption dropout, fp32; cosine decay after 50 warm-up steps."""
-    base = dict(
-        steps=2000,
-        batch_size=128,
-        learning_rate=5e-4,
-        weight_decay=0.1,
-        warmup_steps=50,
-        ema_decay=0.0,
-        caption_dropout=0.0,
-        mixed_precision="no",
-        sample_every=250,
-        checkpoint_every=100,
-        data="clip-scenes",
-    )
-    return TrainingConfig(**{**base, **overrides})
+    """``TrainingConfig`` for the mini-CLIP: :data:`crossattn.config.CLIP_TRAINING_DEFAULTS` plus ``overrides``."""
+    return TrainingConfig(**{**CLIP_TRAINING_DEFAULTS, **overrides})
 
 
 def train_clip(

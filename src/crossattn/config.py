@@ -107,6 +107,22 @@ class SamplingConfig(JsonConfig):
     relation_guidance: float = 50.0  # crossattn.relation_guidance step size; 0 = the model alone
 
 
+#: ``crossattn train-clip``'s TrainingConfig (``shared/TRIALS.md`` run B): AdamW 5e-4, weight decay 0.1,
+#: batch 128, fp32, no EMA or caption dropout; cosine decay after 50 warm-up steps.
+CLIP_TRAINING_DEFAULTS = dict(
+    steps=2500,
+    batch_size=128,
+    learning_rate=5e-4,
+    weight_decay=0.1,
+    warmup_steps=50,
+    ema_decay=0.0,
+    caption_dropout=0.0,
+    mixed_precision="no",
+    sample_every=250,
+    checkpoint_every=100,
+    data="clip-scenes",
+)
+
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 LR_SCHEDULES = ("cosine", "linear", "constant_with_warmup", "constant")
 
