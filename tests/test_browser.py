@@ -81,7 +81,7 @@ def server(tiny_model_dir, tmp_path_factory):
     app.close()
 
 
-def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
+def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path):
     page.goto(server)
     page.fill("#prompt textarea", PROMPT)
     page.fill("#steps input", "3")
@@ -99,6 +99,17 @@ def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
     page.wait_for_function("document.querySelector('#reads').innerText.includes('square')", timeout=30_000)
     side = round(box["width"] / 8)  # the image is shown 8x
     assert f"self-attention of pixel ({int(side * 0.3)}, {int(side * 0.6)})" in page.locator("#pixel").inner_text()
+
+    other = browser.new_page()  # a second tab: its own request, its own maps
+    other.goto(server)
+    other.fill("#prompt textarea", "a green triangle")
+    other.fill("#steps input", "2")
+    other.click("#generate")
+    other.wait_for_function("document.querySelectorAll('#overlays img').length === 3", timeout=60_000)
+    other.close()
+    page.locator("#image img").click(position={"x": box["width"] * 0.7, "y": box["height"] * 0.2})
+    page.wait_for_function(f"document.querySelector('#pixel').innerText.includes('({int(side * 0.7)}, ')")
+    assert "square" in page.locator("#reads").inner_text() and "triangle" not in page.locator("#reads").inner_text()
 
     page.fill("#prompt textarea", "")  # bad input: a message in the page, the server keeps serving
     page.click("#generate")

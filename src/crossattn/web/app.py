@@ -84,8 +84,17 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 with gr.Tab("layers x words"):
                     grid = gr.Image(label="layer x word grid", format="png", interactive=False)
         outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
-        button.click(handlers.generate, inputs, outputs, api_name="generate", concurrency_limit=1)
-        inputs[0].submit(handlers.generate, inputs, outputs, api_visibility="undocumented", concurrency_limit=1)
+        button.click(
+            handlers.generate, inputs, outputs, api_name="generate", concurrency_limit=1, show_progress_on=image
+        )
+        inputs[0].submit(
+            handlers.generate,
+            inputs,
+            outputs,
+            api_visibility="undocumented",
+            concurrency_limit=1,
+            show_progress_on=image,
+        )
         step.change(
             handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented", trigger_mode="always_last"
         )
