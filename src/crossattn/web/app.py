@@ -17,6 +17,8 @@ from .handlers import Handlers  # noqa: E402
 from .session import DEFAULT_SCHEDULER, MAX_STEPS, Explorer  # noqa: E402
 
 TITLE = "crossattn: see where each word goes"
+SESSION_TTL_S = 3600  # a tab's maps are dropped an hour after its last request
+MAX_SESSIONS = 64  # tabs whose maps are kept in memory (least recently used dropped first)
 INTRO = (
     "Type a prompt and press **Generate**: one traced sampling gives the image and, for every word, where "
     "the image attends to it (cross-attention). **Click a pixel** of the image to see where that pixel looks "
@@ -49,7 +51,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     handlers = Handlers(explorer)
     with gr.Blocks(title="crossattn", analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n{INTRO}")
-        state = gr.State(None)
+        state = gr.State(None, time_to_live=SESSION_TTL_S)  # this tab's Result (~6 MB of maps at 20 steps)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 inputs = _inputs(explorer)
@@ -114,5 +116,6 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
         ssr_mode=False,
         quiet=True,
         prevent_thread_lock=not block,
+        state_session_capacity=MAX_SESSIONS,
         footer_links=["api"],
     )

@@ -165,10 +165,12 @@ class Explorer:
     @classmethod
     def load(cls, model=None, lora=None, device=None, out=None) -> Explorer:
         from ..commands.shared import check_unet
-        from ..loading import check_model_folder, load_pipeline
+        from ..loading import check_lora_folder, check_model_folder, load_pipeline
 
         if model is not None:
             check_model_folder(model)
+        if lora is not None:
+            check_lora_folder(lora)
         pipe = load_pipeline(model, device=device, lora=lora)
         check_unet(pipe)
         return cls(pipe, model, lora, out)
