@@ -189,3 +189,50 @@ def test_shipped_clip_prefers_true_captions_on_clean_scenes():
     score = judge.clip_score([s.image for s in scenes], [s.caption for s in scenes])
     shuffled = judge.clip_score([s.image for s in scenes], [s.caption for s in scenes[1:] + scenes[:1]])
     assert (score > shuffled).float().mean() >= 0.9
+
+
+def test_training_reads_a_clip_folders_text_tower_frozen(tmp_path):
+    """``--text-encoder CLIP --freeze-text-encoder``: the U-Net trains against the CLIP's text tower,
+    which reaches ``final/text_encoder`` unchanged (Stable Diffusion's recipe)."""
+    from transformers import CLIPTextModel
+
+    from crossattn.config import TrainingConfig
+    from crossattn.data.shapes import ShapesDataset
+    from crossattn.tokenizer import load_tokenizer
+    from crossattn.train import train
+
+    from .conftest import tiny_config as tiny_pipeline_config
+
+    cfg = tiny_config(text_hidden_size=16, text_layers=1, text_heads=2)
+    clip = build_clip_model(cfg).eval()
+    save_clip_folder(clip, load_tokenizer(max_length=16), tmp_path / "clip", cfg)
+    settings = TrainingConfig(
+        steps=1, batch_size=2, sample_every=0, text_encoder_from=str(tmp_path / "clip"), train_text_encoder=False
+    )
+    result = train(tiny_pipeline_config(), settings, ShapesDataset(8, 16), tmp_path / "run", progress=False)
+    tower = CLIPTextModel.from_pretrained(result.final / "text_encoder", use_safetensors=True)
+    for name, value in tower.state_dict().items():
+        assert torch.equal(value, clip.text_model.state_dict()[name]), name
+    with pytest.raises(ValueError, match="cross_attention_dim is 16 but the text encoder's hidden_size is 32"):
+        save_clip_folder(build_clip_model(tiny_config()), load_tokenizer(max_length=16), tmp_path / "wide")
+        train(
+            tiny_pipeline_config(),
+            TrainingConfig(steps=1, batch_size=2, sample_every=0, text_encoder_from=str(tmp_path / "wide")),
+            ShapesDataset(8, 16),
+            tmp_path / "run2",
+            progress=False,
+        )
+
+
+def test_scene_mix_sets_the_share_of_relation_scenes():
+    from crossattn.config import TrainingConfig
+    from crossattn.data.shapes import ShapesDataset
+
+    data = ShapesDataset(300, 32, seed=4, kind_mix=(0.0, 0.0, 1.0, 0.0))
+    assert all(data.scene(i).kind == "two_relation" for i in range(300))
+    default = ShapesDataset(50, 32, seed=4)
+    assert [default.scene(i).caption for i in range(50)] == [
+        ShapesDataset(50, 32, seed=4, kind_mix=(1 / 6, 1 / 3, 0.4, 0.1)).scene(i).caption for i in range(50)
+    ]
+    with pytest.raises(ValueError, match="scene_mix must be 4 non-negative shares"):
+        TrainingConfig(scene_mix=(0.5, 0.5))

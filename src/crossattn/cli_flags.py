@@ -100,6 +100,21 @@ def add_training_flags(p) -> None:
     p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
     p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
     p.add_argument(
+        "--text-encoder",
+        dest="text_encoder_from",
+        metavar="PATH",
+        help="use this CLIPTextModel folder, or a CLIP folder's text tower (src/crossattn/pretrained/clip), as the "
+        "text encoder; with --freeze-text-encoder the U-Net learns to read it, as Stable Diffusion reads CLIP",
+    )
+    p.add_argument(
+        "--scene-mix",
+        metavar="F",
+        type=float,
+        nargs=4,
+        help="shares of one, one-at-a-position, relation and 'and' scenes, e.g. 0.1 0.2 0.6 0.1 "
+        "(default: 1/6 1/3 0.4 0.1)",
+    )
+    p.add_argument(
         "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
     )
     add_data_flags(p, d)

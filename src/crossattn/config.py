@@ -177,6 +177,10 @@ class TrainingConfig(JsonConfig):
     sample_guidance: float = 4.0
     log_every: int = 10
     init_from: str | None = None  # a pipeline folder to start from (fine-tuning)
+    # a CLIPTextModel or CLIP folder whose text tower replaces the starting text encoder (e.g. the mini-CLIP)
+    text_encoder_from: str | None = None
+    # shares of scene kinds (one, one_position, two_relation, two_and) in procedural data; None: the dataset's
+    scene_mix: tuple[float, ...] | None = None
     save_fp16: bool = False
     time_limit: float = 0.0  # minutes; 0 = none. Past it the run checkpoints, writes final and stops
 
@@ -211,5 +215,12 @@ class TrainingConfig(JsonConfig):
             raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}")
+        if self.scene_mix is not None and (
+            len(self.scene_mix) != 4 or min(self.scene_mix) < 0 or abs(sum(self.scene_mix) - 1) > 1e-6
+        ):
+            raise ValueError(
+                f"scene_mix must be 4 non-negative shares (one, one_position, two_relation, two_and) "
+                f"summing to 1, got {self.scene_mix}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r}; accepted: {', '.join(LR_SCHEDULES)}")

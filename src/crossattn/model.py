@@ -9,6 +9,7 @@ so ``cross_attention_dim`` must equal the text encoder's ``hidden_size``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,17 @@ def build_components(
     tokenizer = load_tokenizer(tokenizer_path, max_length=max_len)
     scheduler = make_scheduler(cfg.default_scheduler, prediction_type=cfg.prediction_type)
     return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+@contextlib.contextmanager
+def transformers_errors_only():
+    """transformers logs only errors inside (e.g. no load report for a CLIP folder's skipped vision
+    keys when its text tower is loaded); the previous verbosity comes back after."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)

@@ -89,8 +89,29 @@ def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
 
     if config.init_from:
         folder = check_model_folder(config.init_from)
-        return CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
-    return placeholder_pipeline(model_config, seed=config.seed)
+        pipe = CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
+    else:
+        pipe = placeholder_pipeline(model_config, seed=config.seed)
+    if config.text_encoder_from:
+        swap_text_encoder(pipe, config.text_encoder_from)
+    return pipe
+
+
+def swap_text_encoder(pipe, folder: str | Path) -> None:
+    """Put the ``CLIPTextModel`` of ``folder`` (a text-encoder folder, or a CLIP folder: its text tower)
+    in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
+    from transformers import CLIPTextModel
+
+    from .loading import quiet_loading
+    from .model import check_compatible, transformers_errors_only
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--text-encoder {folder}: no CLIPTextModel or CLIPModel folder (config.json) there")
+    with quiet_loading(), transformers_errors_only():  # a CLIP folder's vision keys are meant to be skipped
+        encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True).to(torch.float32)
+    check_compatible(pipe.unet, encoder)
+    pipe.text_encoder = encoder
 
 
 def make_accelerator(config: TrainingConfig, run: RunDir):

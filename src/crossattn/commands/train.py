@@ -102,6 +102,7 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
                 resolution=model.resolution,
                 seed=training.data_seed,
                 with_masks=training.grounding_weight > 0,
+                kind_mix=training.scene_mix,
             )
 
         return scenes

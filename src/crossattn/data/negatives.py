@@ -132,9 +132,7 @@ class ClipScenes(Dataset):
 
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length}")
-        rng = scene_rng(self.seed, index)
-        kind = str(rng.choice(KINDS, p=self.kind_mix))
-        return make_scene(rng, self.resolution, kind, self.noise)
+        return make_scene(scene_rng(self.seed, index), self.resolution, None, self.noise, kind_mix=self.kind_mix)
 
     def __getitem__(self, index: int) -> dict:
         import torch

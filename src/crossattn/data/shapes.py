@@ -62,6 +62,7 @@ SIZE_TWO = (0.10, 0.14)  # smaller when two objects must fit apart
 GAP = 2.0  # pixels between the bounding circles of two objects, so edges never touch
 SAFETY = 0.5  # pixels beyond the grammar's distances when placing, so measured centroids still pass
 MAX_TRIES = 2000
+KIND_MIX = (1 / 6, 1 / 3, 0.4, 0.1)  # shares of KINDS in the default training mix
 
 
 class ShapeDrawer(NamedTuple):
@@ -252,11 +253,17 @@ def _composite(covers: list[np.ndarray], colours: list, rng: np.random.Generator
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def random_spec(rng: np.random.Generator, kind: str | None = None, shapes: tuple[str, ...] = SHAPES) -> CaptionSpec:
-    """A random layout. ``kind=None`` draws the training mix: half one-object (two thirds of them
-    with a position), half two-object (the five relations equally)."""
+def random_spec(
+    rng: np.random.Generator,
+    kind: str | None = None,
+    shapes: tuple[str, ...] = SHAPES,
+    kind_mix: tuple[float, ...] | None = None,
+) -> CaptionSpec:
+    """A random layout. ``kind=None`` draws a kind with the shares ``kind_mix`` of :data:`KINDS`, by
+    default the training mix :data:`KIND_MIX`: half one-object (two thirds of them with a position),
+    half two-object (the five relations equally)."""
     if kind is None:
-        kind = str(rng.choice(KINDS, p=[1 / 6, 1 / 3, 0.4, 0.1]))
+        kind = str(rng.choice(KINDS, p=list(kind_mix or KIND_MIX)))
     if kind not in KINDS:
         raise ValueError(f"unknown scene kind {kind!r}; kinds: {', '.join(KINDS)}")
     check_shapes(shapes)
@@ -279,9 +286,11 @@ def make_scene(
     kind: str | None = None,
     noise: float = 0.0,
     shapes: tuple[str, ...] = SHAPES,
+    kind_mix: tuple[float, ...] | None = None,
 ) -> Scene:
-    """A random scene of ``kind`` ("one", "one_position", "two_relation", "two_and"; None = the mix)."""
-    return render_layout(rng, random_spec(rng, kind, shapes), resolution, noise)
+    """A random scene of ``kind`` ("one", "one_position", "two_relation", "two_and"; None = drawn from
+    ``kind_mix``, default :data:`KIND_MIX`)."""
+    return render_layout(rng, random_spec(rng, kind, shapes, kind_mix), resolution, noise)
 
 
 def scene_from_caption(caption: str, rng: np.random.Generator, resolution: int = 32, noise: float = 0.0) -> Scene:
@@ -310,11 +319,13 @@ class ShapesDataset(Dataset):
         kind: str | None = None,
         shapes: tuple[str, ...] = SHAPES,
         with_masks: bool = False,
+        kind_mix: tuple[float, ...] | None = None,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
         self.length, self.resolution, self.seed, self.noise = length, resolution, seed, noise
         self.kind, self.shapes, self.with_masks = kind, check_shapes(shapes), with_masks
+        self.kind_mix = kind_mix
 
     def __len__(self) -> int:
         return self.length
@@ -322,7 +333,8 @@ class ShapesDataset(Dataset):
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length}")
-        return make_scene(scene_rng(self.seed, index), self.resolution, self.kind, self.noise, self.shapes)
+        rng = scene_rng(self.seed, index)
+        return make_scene(rng, self.resolution, self.kind, self.noise, self.shapes, self.kind_mix)
 
     def __getitem__(self, index: int) -> dict:
         import torch
