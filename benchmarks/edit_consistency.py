@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--cross-steps", type=float, default=EditSettings.cross_steps)
     parser.add_argument("--self-steps", type=float, default=EditSettings.self_steps)
     parser.add_argument("--halves", default=EditSettings.halves, help="both or cond (default: %(default)s)")
+    parser.add_argument("--shared-steps", type=float, default=EditSettings.shared_steps)
     parser.add_argument("--no-blend", dest="blend", action="store_false", help="no local blending (default: on)")
     parser.add_argument("--tolerance", type=float, default=1.5, help="layout tolerance, px (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats; 0 skips timing (default: 5)")
@@ -163,7 +164,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    settings = EditSettings(args.cross_steps, args.self_steps, {}, args.halves, args.blend)
+    settings = EditSettings(args.cross_steps, args.self_steps, {}, args.halves, args.blend, args.shared_steps)
     rows, start = [], time.perf_counter()
     for pair in edit_pairs(args.n, args.seed):
         gen = torch.Generator().manual_seed(pair["seed"])
@@ -184,7 +185,7 @@ def main() -> None:
 def print_report(report: dict) -> None:
     s = report["settings"]
     print(f"{report['summary']['all']['n']} edits, cross_steps {s['cross_steps']}, self_steps {s['self_steps']}, "
-          f"halves {s['halves']}, blend {s['blend']}, {s['steps']} steps, guidance {s['guidance']}, {report['seconds']} s")  # fmt: skip
+          f"halves {s['halves']}, blend {s['blend']}, shared_steps {s['shared_steps']}, {s['steps']} steps, guidance {s['guidance']}, {report['seconds']} s")  # fmt: skip
     print(f"{'group':<12}{'n':>4}  {'source ok':>9}  {'layout plain':>12} {'edited':>7}  "
           f"{'attribute plain':>15} {'edited':>7}  {'median shift plain':>18} {'edited':>7}")  # fmt: skip
     for group, e in report["summary"].items():

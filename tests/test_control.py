@@ -73,9 +73,8 @@ def test_double_install_is_refused(pipe):
 def test_edit_identities(which, pipe, sd_pipe):
     """No control gives the plain target; source == target gives the source; reweight 1.0 changes nothing."""
     p = pipe if which == "ours" else sd_pipe
-    off = edit(
-        p, SOURCE, TARGET, generator=generator(1), cross_steps=0, self_steps=0, blend=False, num_inference_steps=3
-    )
+    off = edit(p, SOURCE, TARGET, generator=generator(1), cross_steps=0, self_steps=0, blend=False, shared_steps=0,
+               num_inference_steps=3)  # fmt: skip
     assert off.edited.size == off.plain.size == off.source.size and off.changed == [("red", "blue")]
     np.testing.assert_allclose(pixels(off.edited), pixels(off.plain), atol=1e-5)
     same = edit(p, SOURCE, SOURCE, generator=generator(1), num_inference_steps=3)
@@ -116,6 +115,16 @@ def test_local_blend_keeps_the_source_outside_the_changed_words_region(pipe):
     torch.testing.assert_close(x[1][:, outside], x[0][:, outside], atol=1e-6, rtol=0)
     assert (x[1][:, ~outside] - x[0][:, ~outside]).abs().max() > 1e-3  # inside, the target is its own
     assert ctl.local_blend.source_tokens == [2] and ctl.local_blend.target_tokens == [[2]]  # "red" / "blue"
+
+
+def test_shared_steps_make_the_target_follow_the_source_latents(pipe):
+    every = edit(pipe, SOURCE, TARGET, generator=generator(2), cross_steps=0, self_steps=0, blend=False,
+                 shared_steps=1.0, num_inference_steps=3)  # fmt: skip
+    assert np.array_equal(pixels(every.edited), pixels(every.source))
+    some = edit(pipe, SOURCE, TARGET, generator=generator(2), cross_steps=0, self_steps=0, blend=False,
+                shared_steps=0.5, num_inference_steps=4)  # fmt: skip
+    assert not np.array_equal(pixels(some.edited), pixels(some.source))
+    assert not np.array_equal(pixels(some.edited), pixels(some.plain))
 
 
 def test_edit_reproducible_and_generator_not_shared(pipe):

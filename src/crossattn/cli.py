@@ -290,6 +290,13 @@ def add_edit(sub) -> None:
         help="scale the target's attention to WORD by F, e.g. circle=2 (0 removes it)",
     )
     p.add_argument(
+        "--shared-steps",
+        type=float,
+        default=EditSettings.shared_steps,
+        metavar="F",
+        help="fraction of the first steps in which the target follows the source's latents (default: %(default)s)",
+    )
+    p.add_argument(
         "--no-blend",
         action="store_true",
         help="no local blending (by default the target stays the source's outside where the changed words attend)",

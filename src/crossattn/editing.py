@@ -49,12 +49,14 @@ class EditSettings:
     reweight: dict[str, float] = field(default_factory=dict)
     halves: str = "both"
     blend: bool = True
+    shared_steps: float = 0.35
 
     def __post_init__(self):
         from .attention.control import HALVES, check_fraction
 
         self.cross_steps = check_fraction("cross_steps", self.cross_steps)
         self.self_steps = check_fraction("self_steps", self.self_steps)
+        self.shared_steps = check_fraction("shared_steps", self.shared_steps)
         if self.halves not in HALVES:
             raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
         self.reweight = dict(self.reweight or {})
@@ -115,6 +117,7 @@ def edit(
     reweight: dict[str, float] | None = None,
     halves: str = "both",
     blend: bool = True,
+    shared_steps: float = 0.35,
     plain: bool = True,
     **pipe_kwargs,
 ) -> EditResult:
@@ -126,7 +129,9 @@ def edit(
     takes the source's cross- / self-attention maps. ``reweight``: ``{word: factor}`` on the target's
     attention to its word. ``blend``: P2P's local blending (:mod:`crossattn.attention.blend`): outside
     where the changed words attend in the source, the target's latents are the source's after every
-    step; on by default because the default model's layout does not follow its attention maps alone.
+    step; ``shared_steps``: for this first fraction of the steps the target follows the source's
+    latents. Both are on by default because the default model's layout does not follow its attention
+    maps alone (README, "Attention control").
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two
     rows instead of three, so cheaper). ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
@@ -135,7 +140,7 @@ def edit(
 
     from .attention.control import control
 
-    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves, blend)
+    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves, blend, shared_steps)
     kwargs = pipe_arguments(pipe, pipe_kwargs)
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
@@ -151,11 +156,12 @@ def edit(
         extra_rows=int(plain),  # the plain target, left alone
         halves=settings.halves,
         blend=settings.blend,
+        shared_steps=settings.shared_steps,
     )
     prompts = [source, target] + [target] * plain
     generators = [generator] + [copy_generator(generator) for _ in prompts[1:]]  # one noise for every row
     with controller:
-        if controller.local_blend is not None:
+        if controller.needs_step_callback:
             kwargs.update(callback_on_step_end=controller.step_callback, callback_on_step_end_tensor_inputs=["latents"])
         images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images
     plain_image = images[2] if plain else None

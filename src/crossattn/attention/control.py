@@ -11,7 +11,11 @@ words carry (colour, shape) changes. Per sampling step ``i`` of ``N``:
 - self-attention (``attn1``) of layers with at most ``self_max_positions`` query positions,
   ``i < self_steps·N``: ``P_t ← P_s`` (P2P replaces self-attention at ≤ 16×16 only);
 - re-weighting (P2P's equalizer): the target's attention to a word is multiplied by ``F``, at
-  every step (also after the injection window, so it works with ``cross_steps=0``).
+  every step (also after the injection window, so it works with ``cross_steps=0``);
+- on the latents, through :meth:`Controller.step_callback` (a ``callback_on_step_end``): for the first
+  ``shared_steps`` the targets follow the source's latents (the edit starts from the source's partly
+  denoised image, as SDEdit does; Meng et al., ICLR 2022), and with ``blend`` P2P's local blending
+  (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region.
 
 The output is ``P_t · V_t``: maps from the source, values from the target's own text and image.
 
@@ -206,7 +210,8 @@ class Controller:
     targets take from the source. ``reweight``: ``{word: factor}`` on the targets' attention to a word
     of theirs. ``extra_rows``: rows after the targets that are left alone. ``halves``: ``"both"`` or
     ``"cond"`` (see the module docstring). ``self_max_positions``: self-attention is controlled on layers
-    with at most this many query positions (P2P: 16×16). Bad input is a ``ValueError`` at construction.
+    with at most this many query positions (P2P: 16×16). ``blend`` / ``shared_steps``: see the module
+    docstring; both act through :meth:`step_callback`, which the pipeline must be given. Bad input is a ``ValueError`` at construction.
     """
 
     def __init__(
@@ -222,6 +227,7 @@ class Controller:
         halves: str = "both",
         self_max_positions: int = 16 * 16,
         blend: bool = False,
+        shared_steps: float = 0.0,
         tokenizer=None,
         num_steps: int | None = None,
     ):
@@ -235,6 +241,7 @@ class Controller:
             raise ValueError(f"extra_rows must be a whole number >= 0, got {extra_rows!r}")
         self.cross_steps = check_fraction("cross_steps", cross_steps)
         self.self_steps = check_fraction("self_steps", self_steps)
+        self.shared_steps = check_fraction("shared_steps", shared_steps)
         tokenizer = tokenizer if tokenizer is not None else getattr(pipe, "tokenizer", None)
         if tokenizer is None:
             raise ValueError("the control needs the prompts' tokens: pass tokenizer= with a bare U-Net")
@@ -245,7 +252,7 @@ class Controller:
         self.halves, self.num_steps = halves, num_steps
         self.local_blend = self._local_blend() if blend else None
         self.layers = self._choose_layers(self_max_positions)
-        self.step, self.steps, self.cross_stop, self.self_stop = 0, None, 0, 0
+        self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop = 0, None, 0, 0, 0
         self._last_t: float | None = None
         self._saved: dict | None = None
         self._hook = None
@@ -335,14 +342,26 @@ class Controller:
         # P2P: the first int(fraction × steps) steps are controlled (1e-9: 0.29 × 100 is 28.999…)
         self.cross_stop = math.floor(self.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.self_steps * steps + 1e-9)
+        self.shared_stop = math.floor(self.shared_steps * steps + 1e-9)
         if self.local_blend is not None:
             self.local_blend.reset(max(layer.resolution for layer in self.layers if layer.kind == "cross"))
 
+    @property
+    def needs_step_callback(self) -> bool:
+        """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
+        return self.shared_steps > 0 or self.local_blend is not None
+
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
-        """A diffusers ``callback_on_step_end``: local blending of the latents (``tensors["latents"]``)."""
-        if self.local_blend is None:
-            return tensors
-        return {**tensors, "latents": self.local_blend.blend(tensors["latents"], step, self.steps)}
+        """A diffusers ``callback_on_step_end`` on the latents (``tensors["latents"]``, rows = images): during
+        the first ``shared_steps`` the targets take the source's latents, then local blending (if on)."""
+        latents = tensors["latents"]
+        if step < self.shared_stop:
+            targets = len(self.token_maps)
+            latents = latents.clone()
+            latents[1 : 1 + targets] = latents[:1]  # (targets, C, H, W) ← the source row
+        elif self.local_blend is not None:
+            latents = self.local_blend.blend(latents, step, self.steps)
+        return {**tensors, "latents": latents}
 
     # ------------------------------------------------------------------ the edit
 

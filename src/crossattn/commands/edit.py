@@ -48,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from ..loading import check_model_folder
     from .shared import check_scheduler, check_unet, load_for_command
 
-    settings = EditSettings(args.cross_steps, args.self_steps, parse_reweight(args.reweight), blend=not args.no_blend)
+    settings = EditSettings(
+        args.cross_steps,
+        args.self_steps,
+        parse_reweight(args.reweight),
+        blend=not args.no_blend,
+        shared_steps=args.shared_steps,
+    )  # checks the values before anything loads
     check_scheduler(args.scheduler)
     if args.model is not None:
         check_model_folder(args.model)
