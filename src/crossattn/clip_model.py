@@ -137,5 +137,5 @@ def load_clip(folder: str | Path | None = None):
     path = Path(folder) if folder is not None else default_clip_dir()
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"no CLIPModel folder (config.json + model.safetensors) at {path}")
-    model = CLIPModel.from_pretrained(path, use_safetensors=True).eval()
+    model = CLIPModel.from_pretrained(path, use_safetensors=True).float().eval()  # shipped in fp16, run in fp32
     return model, load_tokenizer(path, max_length=model.config.text_config.max_position_embeddings)
