@@ -22,13 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..viz import _short  # the layer labels of the CLI's grid
 from .maps import merge_words
-
-
-def _short(name: str) -> str:
-    """``down_blocks.1.attentions.0.transformer_blocks.0.attn2`` → ``down1.a0.t0`` (as viz does)."""
-    parts = name.replace("_blocks", "").replace("_block", "").split(".")
-    return ".".join(p for p in parts if p not in ("attentions", "transformer", "attn1", "attn2"))
 
 
 def _quantise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
