@@ -68,6 +68,7 @@ def load_models(model: str | None, tuned_dir: Path | None):
     """The base pipeline and, with ``tuned_dir``, the tuned one: that folder itself when it is a
     pipeline (``--full``), else a second copy of the base with the adapter loaded."""
     from crossattn.loading import load_pipeline
+    from crossattn.lora import load_lora
 
     full = tuned_dir is not None and (tuned_dir / "model_index.json").is_file()
     with warnings.catch_warnings():
@@ -75,7 +76,7 @@ def load_models(model: str | None, tuned_dir: Path | None):
         base = load_pipeline(model)
         tuned = load_pipeline(tuned_dir if full else model) if tuned_dir else None
         if tuned is not None and not full:
-            tuned.load_lora_weights(str(tuned_dir), weight_name="pytorch_lora_weights.safetensors")
+            load_lora(tuned, tuned_dir)  # the adapter, and the new words' embedding rows when saved
     for pipe in (base, tuned):
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)

@@ -191,9 +191,57 @@ def test_embedding_lr_moves_the_caption_words_rows_faster(tiny_model_dir, tmp_pa
     assert slow_zebra == fast_zebra == 0.0  # a word no caption uses gets no update (no weight decay)
 
 
-def test_embedding_lr_needs_full_text_encoder_training(tiny_model_dir, tmp_path, capsys):
+def test_embedding_lr_with_full_needs_text_encoder_training(tiny_model_dir, tmp_path, capsys):
     data = ring_folder(tmp_path / "rings")
     argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), "--steps", "1"]
-    assert main([*argv, "--embedding-lr", "5e-3"]) == 2
-    assert "--embedding-lr 0.005 needs --full --train-text-encoder" in capsys.readouterr().err
+    assert main([*argv, "--full", "--embedding-lr", "5e-3"]) == 2
+    assert "--embedding-lr 0.005 with --full needs --train-text-encoder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_lora_trains_the_new_words_rows_and_they_load_back(tiny_model_dir, tmp_path):
+    """A caption word outside the base model's vocabulary ("ring"): LoRA mode trains its embedding row
+    (and no other), saves it beside the adapter keyed by token, and ``load_lora`` restores the text states."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from crossattn.lora import TOKENS_NAME
+    from crossattn.vocabulary import grammar_words, write_vocabulary
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    write_vocabulary(base, grammar_words())  # circle, square, triangle: no ring
+    out = tmp_path / "o"
+    argv = ["finetune", str(ring_folder(tmp_path / "rings")), "--model", str(base), "--out", str(out)]
+    assert main([*argv, "--steps", "3", "--batch-size", "2", "--lora", "2", "--no-samples", "--no-progress"]) == 0
+    rows = load_file(str(out / "final" / TOKENS_NAME))
+    assert list(rows) == ["ring</w>"]
+    base_pipe, tuned = load_pipeline(base), load_pipeline(base)
+    load_lora(tuned, out / "final")
+    before = base_pipe.text_encoder.get_input_embeddings().weight
+    after = tuned.text_encoder.get_input_embeddings().weight
+    ring = base_pipe.tokenizer.convert_tokens_to_ids("ring</w>")
+    changed = (before != after).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [ring] and torch.equal(after[ring], rows["ring</w>"])
+    info = json.loads((out / "final" / "lora_info.json").read_text())
+    assert info["new_word_tokens"] == [ring]
+    without = tmp_path / "plain"
+    assert (
+        main(
+            [
+                *argv[:-2],
+                "--out",
+                str(without),
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-new-words",
+                "--no-samples",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert not (without / "final" / TOKENS_NAME).exists()

@@ -111,8 +111,13 @@ def add_finetune(sub) -> None:
         "--embedding-lr",
         type=float,
         metavar="F",
-        help="with --full --train-text-encoder: learning rate of the token embeddings, so new words can "
-        "move far from their untrained start, e.g. 5e-3 (default: --lr)",
+        help="learning rate of the token embeddings, so new words can move far from their untrained start "
+        "(default: 5e-3 for LoRA's new words; --lr with --full --train-text-encoder)",
+    )
+    p.add_argument(
+        "--no-new-words",
+        action="store_true",
+        help="LoRA: do not train the embedding rows of caption words outside the base model's vocabulary",
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
     add_run_folder_flags(p, out="outputs/finetune")

@@ -156,6 +156,9 @@ class TrainingConfig(JsonConfig):
     # model never saw keep small random rows that its first layer drowns (states < 2 % apart), so
     # they need to move far: textual inversion trains embeddings at ~10x a fine-tune's LR.
     embedding_lr: float | None = None
+    # Rows of the token embedding that train while the rest of the text encoder is frozen (LoRA
+    # fine-tuning's new words, textual-inversion style; Gal et al., ICLR 2023); () = none.
+    trainable_token_ids: tuple[int, ...] = ()
     train_text_encoder: bool = True
     seed: int = 0
     data: str = "shapes"  # "shapes" (procedural scenes) or an image folder

@@ -7,12 +7,17 @@ is unchanged before training). Adapters go on the U-Net's attention projections 
 encoder's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). They are saved in diffusers' LoRA
 layout (``pytorch_lora_weights.safetensors`` with ``unet.`` / ``text_encoder.`` keys), so
 ``pipe.load_lora_weights(folder)`` loads them, as for any Stable Diffusion LoRA.
+
+Words the base model never saw (outside its ``vocabulary.json``) also get their token-embedding rows
+trained (textual inversion, Gal et al., ICLR 2023, beside the LoRA: "pivotal tuning"); those rows
+are saved as ``learned_embeds.safetensors`` next to the adapter and :func:`load_lora` puts them back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -76,8 +81,57 @@ def save_lora(pipe, folder: str | Path) -> Path:
 
 
 def load_lora(pipe, folder: str | Path) -> None:
-    """Load a LoRA folder written by :func:`save_lora` (or any diffusers SD LoRA that fits)."""
+    """Load a LoRA folder written by :func:`save_lora` (or any diffusers SD LoRA that fits), and the
+    new words' embedding rows of :func:`save_token_rows` when the folder has them."""
     path = Path(folder)
     if not (path / WEIGHT_NAME).is_file():
         raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {path}")
     pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
+    if (path / TOKENS_NAME).is_file():
+        load_token_rows(pipe, path / TOKENS_NAME)
+
+
+def new_word_tokens(tokenizer, captions, vocabulary: set[str] | None) -> list[int]:
+    """Token ids of the caption words outside the model's training ``vocabulary`` (none without one)."""
+    from .vocabulary import words_of
+
+    if not vocabulary:
+        return []
+    words = {w for caption in captions for w in words_of(caption) if w not in vocabulary}
+    ids = {i for w in words for i in tokenizer(w, add_special_tokens=False).input_ids}
+    return sorted(ids - set(tokenizer.all_special_ids))
+
+
+def save_token_rows(pipe, folder: str | Path, token_ids) -> Path | None:
+    """The rows ``token_ids`` of the text encoder's embedding as ``learned_embeds.safetensors``,
+    keyed by token string (the layout of diffusers' textual-inversion files). diffusers'
+    ``load_lora_weights`` accepts only LoRA keys, so the rows live beside the adapter."""
+    from safetensors.torch import save_file
+
+    if not token_ids:
+        return None
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    tokens = pipe.tokenizer.convert_ids_to_tokens(list(token_ids))
+    path = Path(folder) / TOKENS_NAME
+    save_file({t: table[i].to("cpu").clone().contiguous() for t, i in zip(tokens, token_ids, strict=True)}, str(path))
+    return path
+
+
+def load_token_rows(pipe, path: str | Path) -> list[str]:
+    """Write the rows of a :func:`save_token_rows` file into the pipeline's embedding table (the tokens
+    are in the CLIP vocabulary already; only their rows change). Returns the tokens set."""
+    import torch
+    from safetensors.torch import load_file
+
+    rows = load_file(str(path))
+    table = pipe.text_encoder.get_input_embeddings().weight
+    unknown = pipe.tokenizer.unk_token_id
+    for token, row in rows.items():
+        index = pipe.tokenizer.convert_tokens_to_ids(token)
+        if index is None or index == unknown or row.shape != table.shape[1:]:
+            raise ValueError(
+                f"{path}: token {token!r} (row {tuple(row.shape)}) does not fit this tokenizer/text encoder"
+            )
+        with torch.no_grad():
+            table[index] = row.to(table.dtype)
+    return list(rows)

@@ -30,7 +30,7 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
     target = {"epsilon": noise, "sample": x0}.get(kind)
     if target is None:
         target = noise_scheduler.get_velocity(x0, noise, t)
-    with torch.set_grad_enabled(text_encoder.training):
+    with torch.set_grad_enabled(any(p.requires_grad for p in text_encoder.parameters())):  # LoRA, token rows
         text = text_encoder(ids)[0]  # (B, T, D)
     masks = batch.get("token_masks") if config.grounding_weight > 0 else None  # (B, T, H, W)
     with record_cross_attention(unet, enabled=masks is not None) as records:

@@ -97,6 +97,19 @@ def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
     return pipe
 
 
+def train_token_rows(text_encoder, token_ids: Sequence[int]) -> None:
+    """Let only the embedding rows ``token_ids`` train: the table gets gradients, masked to those rows.
+
+    With the rest of the text encoder frozen (LoRA fine-tuning), a word the model never saw keeps
+    its random row, which the text encoder drowns; moving that row is textual inversion's way in.
+    """
+    table = text_encoder.get_input_embeddings().weight
+    mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)  # (V, 1)
+    mask[list(token_ids)] = 1.0
+    table.requires_grad_(True)
+    table.register_hook(lambda grad: grad * mask)
+
+
 def swap_text_encoder(pipe, folder: str | Path) -> None:
     """Put the ``CLIPTextModel`` of ``folder`` (a text-encoder folder, or a CLIP folder: its text tower)
     in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
@@ -227,8 +240,11 @@ class Trainer(TrainerOutputs):
         text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
         if self.customize is not None:
             self.customize(pipe)
+        if cfg.trainable_token_ids:
+            train_token_rows(text_encoder, cfg.trainable_token_ids)
         self.unet, self.text_encoder = unet, text_encoder.to(acc.device)
-        self.trained = [unet, text_encoder] if cfg.train_text_encoder else [unet]
+        text_trains = cfg.train_text_encoder or bool(cfg.trainable_token_ids)
+        self.trained = [unet, text_encoder] if text_trains else [unet]
         empty = self.tokenizer("", padding="max_length", max_length=self.max_length).input_ids
         self.empty_ids = torch.tensor(empty, device=acc.device)[None]  # (1, T)
 
@@ -256,7 +272,7 @@ class Trainer(TrainerOutputs):
     def bind_prepared(self, prepared: list) -> None:
         """Name the models accelerate wrapped (``prepared`` follows ``self.trained``)."""
         self.unet_prepared = prepared[0]
-        self.text_prepared = prepared[1] if self.config.train_text_encoder else self.text_encoder
+        self.text_prepared = prepared[1] if len(prepared) > 1 else self.text_encoder
 
     def embedding_table(self) -> torch.nn.Parameter:
         """The token embedding rows ``embedding_lr`` applies to."""
@@ -270,7 +286,11 @@ class Trainer(TrainerOutputs):
         if cfg.embedding_lr is None or not any(p is table for p in params):
             return [{"params": params, "lr": cfg.learning_rate}]
         rest = [p for p in params if p is not table]
-        return [{"params": rest, "lr": cfg.learning_rate}, {"params": [table], "lr": cfg.embedding_lr}]
+        # Only some rows train (new words): no weight decay, which would move every row.
+        table_group = {"params": [table], "lr": cfg.embedding_lr}
+        if cfg.trainable_token_ids:
+            table_group["weight_decay"] = 0.0
+        return [{"params": rest, "lr": cfg.learning_rate}, table_group]
 
     def build_loader(self, dataset):
         cfg, acc = self.config, self.accelerator

@@ -19,6 +19,7 @@ from ..config import TrainingConfig
 
 #: Fine-tuning defaults (flags override them).
 LORA_LR, FULL_LR = 5e-4, 5e-5
+NEW_WORD_LR = 5e-3  # LoRA mode: the new words' embedding rows (textual inversion's order of magnitude)
 SAMPLE_PROMPTS = 4
 
 
@@ -43,15 +44,33 @@ def sample_prompts(dataset) -> tuple[str, ...]:
     return tuple(seen[:SAMPLE_PROMPTS])
 
 
-def training_config(args: argparse.Namespace, model: str | None, prompts: tuple[str, ...]) -> TrainingConfig:
+def new_words(args: argparse.Namespace, model: str | None, dataset) -> tuple[int, ...]:
+    """LoRA mode: the token ids of caption words outside the base model's vocabulary, whose embedding
+    rows train beside the adapter (none with ``--full``, where ``--train-text-encoder`` trains them)."""
+    from transformers import CLIPTokenizer
+
+    from ..lora import new_word_tokens
+    from ..vocabulary import load_vocabulary
+
+    if args.full or args.no_new_words or model is None:
+        return ()
+    tokenizer = CLIPTokenizer.from_pretrained(Path(model) / "tokenizer")  # as the pipeline loads it
+    return tuple(new_word_tokens(tokenizer, [r.text for r in dataset.records], load_vocabulary(model)))
+
+
+def training_config(
+    args: argparse.Namespace, model: str | None, prompts: tuple[str, ...], token_ids: tuple[int, ...] = ()
+) -> TrainingConfig:
     lr = args.lr or (FULL_LR if args.full else LORA_LR)
+    embedding_lr = args.embedding_lr or (NEW_WORD_LR if token_ids else None)
     return TrainingConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=lr,
         warmup_steps=min(50, args.steps // 10),
         train_text_encoder=args.train_text_encoder,
-        embedding_lr=args.embedding_lr,
+        embedding_lr=embedding_lr,
+        trainable_token_ids=token_ids,
         seed=args.seed,
         data=str(args.data),
         init_from=model,
@@ -75,10 +94,11 @@ def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> N
 
 
 def export_lora(pipe, folder: Path, info: dict) -> None:
-    """``OUT/final`` for LoRA: the adapter weights and what they were trained on."""
-    from ..lora import save_lora
+    """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows, what they were trained on."""
+    from ..lora import save_lora, save_token_rows
 
     save_lora(pipe, folder)
+    save_token_rows(pipe, folder, info["new_word_tokens"])
     (folder / "lora_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
@@ -93,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.embedding_lr is not None and not (args.full and args.train_text_encoder):
+    if args.embedding_lr is not None and args.full and not args.train_text_encoder:
         raise ValueError(
-            f"--embedding-lr {args.embedding_lr} needs --full --train-text-encoder (a LoRA adapter "
-            "does not carry token embeddings)"
+            f"--embedding-lr {args.embedding_lr} with --full needs --train-text-encoder (a frozen text encoder's "
+            "embeddings do not train)"
         )
     model = base_model(args)
     model_config = model_config_from_folder(model) if model else ModelConfig()
@@ -105,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
         warnings.warn(
             f"skipped {data.skipped} bad entries of {args.data}; training on {len(data)} images", stacklevel=1
         )
-    config = training_config(args, model, sample_prompts(data))
+    token_ids = new_words(args, model, data)
+    config = training_config(args, model, sample_prompts(data), token_ids)
     out = Path(args.out)
     lora = None if args.full else args.lora
     info = {"base_model": model, "rank": lora, "text_encoder": args.train_text_encoder, "data": str(args.data)}
+    info["new_word_tokens"] = list(token_ids)
     result = train(
         model_config,
         config,
