@@ -80,6 +80,13 @@ def main() -> None:
     )
     parser.add_argument("--kind", choices=KINDS, default="one", help="scene kind of the images (default: one)")
     parser.add_argument("--eval-n", type=int, default=100, help="one-object evaluation prompts (default: 100)")
+    parser.add_argument(
+        "--renderer",
+        choices=("scenes", "pil"),
+        default="scenes",
+        help="scenes: crossattn export's rings (+ --prior scenes); pil: a user's --images thin Pillow-drawn "
+        "rings, a third with a position, no prior (benchmarks/pil_rings.py)",
+    )
     args = parser.parse_args()
     if not 1 <= args.images <= MAX_IMAGES:
         parser.error(f"--images must be 1–{MAX_IMAGES} (the issue's bar is ≤ {MAX_IMAGES} images)")
@@ -97,7 +104,14 @@ def main() -> None:
         "run": run_settings(args),
     }
     lora = Path(args.lora) if args.lora else None
-    if lora is None:
+    if lora is None and args.renderer == "pil":
+        from pil_rings import write_pil_rings
+
+        report["prior_images"] = 0
+        data = write_pil_rings(out / "data", args.images)
+        lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
+        print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
+    elif lora is None:
         rings = args.images - args.prior
         data = export_image_folder(
             out / "data",
