@@ -21,7 +21,6 @@ several CPU processes (gloo), or ``accelerate launch`` on GPUs.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from .files import atomic_write_json
 from .losses import diffusion_loss
 from .runs import RunDir
 from .train_outputs import TrainerOutputs, write_sample_grid
+from .train_setup import initial_pipeline, make_accelerator, train_token_rows
 
 #: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
 #: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
@@ -71,86 +71,6 @@ class TrainResult:
     final: Path | None
     step: int
     losses: list[float] = field(default_factory=list)  # one per optimizer step of this session
-
-
-def resolve_mixed_precision(name: str) -> str:
-    """``auto``: bf16 (or fp16) on a CUDA GPU, none on CPU where autocast gave no speed-up."""
-    if name != "auto":
-        return name
-    if not torch.cuda.is_available():
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
-    """The pipeline training starts from: a pretrained folder (fine-tuning) or a fresh init."""
-    from .loading import check_model_folder, placeholder_pipeline
-    from .pipeline import CrossAttnPipeline
-
-    if config.init_from:
-        folder = check_model_folder(config.init_from)
-        pipe = CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
-    else:
-        pipe = placeholder_pipeline(model_config, seed=config.seed)
-    if config.text_encoder_from:
-        swap_text_encoder(pipe, config.text_encoder_from)
-    return pipe
-
-
-def train_token_rows(text_encoder, token_ids: Sequence[int]) -> None:
-    """Let only the embedding rows ``token_ids`` train: the table gets gradients, masked to those rows.
-
-    With the rest of the text encoder frozen (LoRA fine-tuning), a word the model never saw keeps
-    its random row, which the text encoder drowns; moving that row is textual inversion's way in.
-    """
-    table = text_encoder.get_input_embeddings().weight
-    mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)  # (V, 1)
-    mask[list(token_ids)] = 1.0
-    table.requires_grad_(True)
-    table.register_hook(lambda grad: grad * mask)
-
-
-def swap_text_encoder(pipe, folder: str | Path) -> None:
-    """Put the ``CLIPTextModel`` of ``folder`` (a text-encoder folder, or a CLIP folder: its text tower)
-    in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
-    from transformers import CLIPTextModel
-
-    from .loading import quiet_loading
-    from .model import check_compatible, transformers_errors_only
-
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--text-encoder {folder}: no CLIPTextModel or CLIPModel folder (config.json) there")
-    with quiet_loading(), transformers_errors_only():  # a CLIP folder's vision keys are meant to be skipped
-        encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True).to(torch.float32)
-    check_compatible(pipe.unet, encoder)
-    pipe.text_encoder = encoder
-
-
-def make_accelerator(config: TrainingConfig, run: RunDir):
-    """One ``Accelerator``: CPU processes talk over gloo (``cpu=True``), GPUs over NCCL."""
-    from accelerate import Accelerator
-
-    tensorboard = importlib.util.find_spec("tensorboard") is not None
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=resolve_mixed_precision(config.mixed_precision),
-        gradient_accumulation_steps=config.grad_accum,
-        log_with="tensorboard" if tensorboard else None,
-        project_dir=str(run.root),
-    )
-
-
-def image_grid(images: list, rows: int, cols: int, scale: int = 1):
-    """Paste equal-size PIL images row by row into one image, upscaled ``scale``× (nearest)."""
-    from PIL import Image
-
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
-    for i, image in enumerate(images):
-        tile = image.resize((w * scale, h * scale), Image.NEAREST)
-        grid.paste(tile, ((i % cols) * w * scale, (i // cols) * h * scale))
-    return grid
 
 
 def train(
@@ -296,6 +216,7 @@ class Trainer(TrainerOutputs):
         cfg, acc = self.config, self.accelerator
         if not isinstance(dataset, torch.utils.data.Dataset) and callable(dataset):
             dataset = dataset(cfg.steps * cfg.grad_accum * cfg.batch_size * acc.num_processes)
+        self.dataset = dataset
         self.check_item(dataset[0])
         sampler = ShardedBatchSampler(
             len(dataset), cfg.batch_size, cfg.data_seed, acc.process_index, acc.num_processes, self.state.batches

@@ -120,8 +120,12 @@ class TrainerOutputs:
         return self.run_dir.final
 
     def write_final(self, folder: Path) -> None:
-        """The pipeline folder (safetensors, fp16 when asked), or what ``export`` writes (a LoRA adapter)."""
+        """The pipeline folder (safetensors, fp16 when asked), or what ``export`` writes (a LoRA adapter);
+        either way with the training vocabulary (``vocabulary.json``) so unknown prompt words get a warning."""
+        from .vocabulary import write_training_vocabulary
+
         pipe = self.pipeline()
+        write_training_vocabulary(folder, self.dataset, self.config.init_from)
         if self.export is not None:
             self.export(pipe, folder)
             return

@@ -54,12 +54,13 @@ def model_config_from_folder(folder: str | Path) -> ModelConfig:
     )
 
 
-def saved_configs(out: Path) -> tuple[ModelConfig, TrainingConfig]:
+def saved_configs(out: Path, model_cls=ModelConfig) -> tuple:
+    """The run's own ``(model config, TrainingConfig)`` from ``RUN/config.json`` (for ``--resume``)."""
     path = out / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start the run without --resume")
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return ModelConfig.from_dict(saved["model"]), TrainingConfig.from_dict(saved["training"])
+    return model_cls.from_dict(saved["model"]), TrainingConfig.from_dict(saved["training"])
 
 
 def fresh_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig]:
@@ -80,8 +81,14 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
     model, training = saved_configs(Path(args.out)) if args.resume else fresh_configs(args)
-    train_flags = {k: v for k, v in flag_overrides(args, TrainingConfig).items() if k not in MODEL_FLAGS}
-    model_flags = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
+    return apply_flags(args, model, training, MODEL_FLAGS)
+
+
+def apply_flags(args: argparse.Namespace, model, training: TrainingConfig, model_flag_names: tuple[str, ...]):
+    """The flags given win over ``model`` / ``training``; on ``--resume`` each changed setting is named
+    in a warning. ``model_flag_names`` set fields of the model config (the rest: ``TrainingConfig``)."""
+    train_flags = {k: v for k, v in flag_overrides(args, TrainingConfig).items() if k not in model_flag_names}
+    model_flags = {k: getattr(args, k) for k in model_flag_names if getattr(args, k, None) is not None}
     if args.resume:
         changed = {k: (getattr(training, k), v) for k, v in train_flags.items() if getattr(training, k) != v}
         changed |= {k: (getattr(model, k), v) for k, v in model_flags.items() if getattr(model, k) != v}
@@ -109,15 +116,20 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
     raise ValueError(f"--data {training.data!r}: accepted: shapes (image folders come with `crossattn finetune`)")
 
 
-def run(args: argparse.Namespace) -> int:
+def start(args: argparse.Namespace) -> None:
+    """What every training command checks first: threads, and that --resume and --overwrite are not both given."""
     import torch
-
-    from ..train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pass one")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    start(args)
     model, training = build_configs(args)
     result = train(
         model,

@@ -1,0 +1,82 @@
+"""What training starts from: the starting pipeline (a fresh init, a pipeline folder, another text
+encoder put in), which embedding rows train, and the ``Accelerator`` (CPU processes over gloo, GPUs
+over NCCL). Used by :class:`crossattn.train.Trainer`."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, TrainingConfig
+from .runs import RunDir
+
+
+def resolve_mixed_precision(name: str) -> str:
+    """``auto``: bf16 (or fp16) on a CUDA GPU, none on CPU where autocast gave no speed-up."""
+    if name != "auto":
+        return name
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
+    """The pipeline training starts from: a pretrained folder (fine-tuning) or a fresh init."""
+    from .loading import check_model_folder, placeholder_pipeline
+    from .pipeline import CrossAttnPipeline
+
+    if config.init_from:
+        folder = check_model_folder(config.init_from)
+        pipe = CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
+    else:
+        pipe = placeholder_pipeline(model_config, seed=config.seed)
+    if config.text_encoder_from:
+        swap_text_encoder(pipe, config.text_encoder_from)
+    return pipe
+
+
+def train_token_rows(text_encoder, token_ids: Sequence[int]) -> None:
+    """Let only the embedding rows ``token_ids`` train: the table gets gradients, masked to those rows.
+
+    With the rest of the text encoder frozen (LoRA fine-tuning), a word the model never saw keeps
+    its random row, which the text encoder drowns; moving that row is textual inversion's way in.
+    """
+    table = text_encoder.get_input_embeddings().weight
+    mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)  # (V, 1)
+    mask[list(token_ids)] = 1.0
+    table.requires_grad_(True)
+    table.register_hook(lambda grad: grad * mask)
+
+
+def swap_text_encoder(pipe, folder: str | Path) -> None:
+    """Put the ``CLIPTextModel`` of ``folder`` (a text-encoder folder, or a CLIP folder: its text tower)
+    in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
+    from transformers import CLIPTextModel
+
+    from .loading import quiet_loading
+    from .model import check_compatible, transformers_errors_only
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--text-encoder {folder}: no CLIPTextModel or CLIPModel folder (config.json) there")
+    with quiet_loading(), transformers_errors_only():  # a CLIP folder's vision keys are meant to be skipped
+        encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True).to(torch.float32)
+    check_compatible(pipe.unet, encoder)
+    pipe.text_encoder = encoder
+
+
+def make_accelerator(config: TrainingConfig, run: RunDir):
+    """One ``Accelerator``: CPU processes talk over gloo (``cpu=True``), GPUs over NCCL."""
+    from accelerate import Accelerator
+
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(run.root),
+    )
