@@ -236,3 +236,27 @@ def test_scene_mix_sets_the_share_of_relation_scenes():
     ]
     with pytest.raises(ValueError, match="scene_mix must be 4 non-negative shares"):
         TrainingConfig(scene_mix=(0.5, 0.5))
+
+
+@needs_shipped
+def test_eval_clip_table_on_true_scenes_prefers_the_prompts():
+    """``crossattn eval``'s CLIP judge, fed the scenes its prompts describe: every kind's images are
+    closer to their prompt than to its hard negative, and the table reaches the printed report."""
+    from types import SimpleNamespace
+
+    from crossattn.data.shapes import scene_from_caption
+    from crossattn.evaluation.clip_judge import judge_results
+    from crossattn.evaluation.report import format_table
+    from crossattn.evaluation.run import eval_prompts
+
+    prompts = eval_prompts(40, seed=3)
+    results = [
+        SimpleNamespace(prompt=p, image=scene_from_caption(p.caption, np.random.default_rng(i)).image)
+        for i, p in enumerate(prompts)
+    ]
+    table, reason = judge_results(results)
+    assert reason is None and set(table) == {"all", "one", "one_position", "two_and", "two_relation"}
+    assert table["all"]["n"] == 40 and table["all"]["prefers_prompt"] >= 0.95
+    assert all(row["clip_score"] > 0 for row in table.values())
+    report = {"accuracy": {}, "grounding": None, "grounding_unavailable": "off", "clip": table}
+    assert "CLIP judge" in format_table(report) and "two_relation" in format_table(report)
