@@ -59,9 +59,20 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     command += ["--embedding-lr", str(args.embedding_lr)] if args.embedding_lr else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     print("$", " ".join(command), flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), child_cpu_seconds()
     subprocess.run(command, check=True, env=env)
-    return run / "final", time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    print(f"fine-tuning: {seconds:.0f} s wall, {child_cpu_seconds() - cpu:.0f} s of CPU (user + system)", flush=True)
+    return run / "final", seconds
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by finished child processes: what a fine-tune costs in
+    CPU-minutes, which a machine busy with other jobs does not inflate as it does wall time."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_models(model: str | None, tuned_dir: Path | None):
