@@ -62,6 +62,28 @@ def verdict(ring: dict[str, float], base_one: dict[str, float], tuned_one: dict[
     }
 
 
+def train_adapter(args: argparse.Namespace, out: Path, report: dict) -> Path:
+    """Write the ring folder (``--renderer``), fine-tune on it, note the time; returns ``OUT/run/final``."""
+    if args.renderer == "pil":
+        from pil_rings import write_pil_rings
+
+        report["prior_images"] = 0
+        data = write_pil_rings(out / "data", args.images)
+    else:
+        data = export_image_folder(
+            out / "data",
+            args.images - args.prior,
+            seed=0,
+            kind=args.kind,
+            shapes=("ring",),
+            prior=args.prior,
+            prior_shapes=tuple(args.prior_shapes),
+        )
+    lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
+    print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
+    return lora
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, steps=300, batch_size=16)
@@ -103,27 +125,7 @@ def main() -> None:
         "prior_shapes": args.prior_shapes,
         "run": run_settings(args),
     }
-    lora = Path(args.lora) if args.lora else None
-    if lora is None and args.renderer == "pil":
-        from pil_rings import write_pil_rings
-
-        report["prior_images"] = 0
-        data = write_pil_rings(out / "data", args.images)
-        lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
-        print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
-    elif lora is None:
-        rings = args.images - args.prior
-        data = export_image_folder(
-            out / "data",
-            rings,
-            seed=0,
-            kind=args.kind,
-            shapes=("ring",),
-            prior=args.prior,
-            prior_shapes=tuple(args.prior_shapes),
-        )
-        lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
-        print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
+    lora = Path(args.lora) if args.lora else train_adapter(args, out, report)
     base, tuned = load_models(args.model, lora)
     report["ring"] = {"base": ring_scores(base, args), "tuned": ring_scores(tuned, args)}
     print_comparison(f"{SAMPLES_PER_COLOUR * len(COLOURS)} seeded 'a COLOUR ring' samples", report["ring"])
