@@ -11,11 +11,13 @@ target from the same noise, no control) and ``.edited``, judged side by side by 
 - attribute right: the target's swapped object is found with the target's colour and shape
   (one-object: the main object is exactly it; two-object: the analyzer matches it).
 
-Acceptance: with control, layout kept in ≥ 90 % of edits and attribute right in ≥ 90 %.
+Acceptance (issue 17): with control (``crossattn.edit``'s defaults unless flags say otherwise),
+layout kept in ≥ 90 % of edits and attribute right in ≥ 90 %.
 Cost, timed interleaved in the same run (medians): an edit (three rows: source, edited, plain)
 and an edit without ``.plain`` (two rows) against two plain samplings (source, then target).
 
-    python benchmarks/edit_consistency.py [--n 100] [--cross-steps 0.8] [--self-steps 0.2] [--threads 1]
+    python benchmarks/edit_consistency.py [--n 100] [--cross-steps 0.8] [--self-steps 0.2]
+        [--shared-steps 0.35] [--no-blend] [--threads 1] [--json PATH]
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 import crossattn
-from crossattn.attention.control import ControlError, ControlProcessor, align_tokens
+from crossattn.attention.alignment import align_tokens
+from crossattn.attention.control import ControlError, ControlProcessor
 from crossattn.attention.processor import CaptureProcessor
 from crossattn.editing import edit
 

@@ -5,9 +5,11 @@
 
 One pipeline call samples three rows from the same noise: the source prompt, the target under
 :func:`crossattn.control` (the source's cross-attention maps for the first ``cross_steps`` of the
-steps, its self-attention maps for the first ``self_steps``; Hertz et al., ICLR 2023) and the target
-left alone (``.plain``: what the target gives without control). The three rows get the same noise
-through three generators in the same state (the one given, and two copies of it).
+steps, its self-attention maps for the first ``self_steps``; Hertz et al., ICLR 2023; on the latents,
+the source's for the first ``shared_steps`` and local blending outside the changed words' region) and
+the target left alone (``.plain``: what the target gives without control). The three rows get the
+same noise through three generators in the same state (the one given, and two copies of it).
+The defaults are the ones measured by ``benchmarks/edit_consistency.py`` (README, "Attention control").
 
 Relation guidance (:mod:`crossattn.relation_guidance`) is off for edits: it moves each row's latents
 with extra gradient passes through the U-Net, which would give the target a layout of its own,
@@ -82,6 +84,18 @@ def copy_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator(device=generator.device).set_state(generator.get_state())
 
 
+def row_generators(generator, rows: int) -> list:
+    """``rows`` generators in one state, so every row starts from the same noise: the one given (a fresh
+    one seeded from torch's global RNG when None) and copies of it."""
+    import torch
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be one torch.Generator (edit copies it per row), got {type(generator)}")
+    return [generator] + [copy_generator(generator) for _ in range(rows - 1)]
+
+
 def pipe_arguments(pipe, pipe_kwargs: dict) -> dict:
     """The caller's pipeline arguments, checked; relation guidance set to 0 where the pipeline has it."""
     own = sorted(set(pipe_kwargs) & set(OWN_ARGUMENTS))
@@ -136,16 +150,10 @@ def edit(
     rows instead of three, so cheaper). ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
-    import torch
-
     from .attention.control import control
 
     settings = EditSettings(cross_steps, self_steps, reweight or {}, halves, blend, shared_steps)
     kwargs = pipe_arguments(pipe, pipe_kwargs)
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be one torch.Generator (edit copies it per row), got {type(generator)}")
     controller = control(
         pipe,
         source,
@@ -159,7 +167,7 @@ def edit(
         shared_steps=settings.shared_steps,
     )
     prompts = [source, target] + [target] * plain
-    generators = [generator] + [copy_generator(generator) for _ in prompts[1:]]  # one noise for every row
+    generators = row_generators(generator, len(prompts))
     with controller:
         if controller.needs_step_callback:
             kwargs.update(callback_on_step_end=controller.step_callback, callback_on_step_end_tensor_inputs=["latents"])
