@@ -12,13 +12,18 @@
 #   CPU (2 cores, background, 80 min at a time):
 #                         bash scripts/train_default_on_clip.sh runs/default-clip --threads 1 --time-limit 80
 # Then: crossattn eval --model RUN/final --relation-guidance 0, and python scripts/ship_default_model.py RUN/final
+# A CPU session that stops before the bars commits RUN/final as checkpoints/default-clip/ (fp16 EMA
+# weights); the next run of this script (on a fresh machine, no RUN) starts from it.
 set -euo pipefail
 run=${1:-runs/default-clip}
 shift || true
 if [ -d "$run/checkpoints" ] && ls "$run/checkpoints" | grep -q '^step-'; then
   exec crossattn train --out "$run" --resume latest --no-progress "$@"
 fi
-exec crossattn train --out "$run" --init-from src/crossattn/pretrained \
+# Start from the U-Net the last (CPU) session committed, if any, else from the shipped default model.
+start=src/crossattn/pretrained
+if [ -f checkpoints/default-clip/model_index.json ]; then start=checkpoints/default-clip; fi
+exec crossattn train --out "$run" --init-from "$start" \
   --text-encoder src/crossattn/pretrained/clip --freeze-text-encoder \
   --steps 20000 --batch-size 32 --lr 3e-4 --lr-schedule constant_with_warmup --warmup-steps 50 \
   --grounding-loss 0.01 --scene-mix 0.1 0.2 0.6 0.1 --ema-decay 0.999 \

@@ -25,12 +25,13 @@ def resolve_mixed_precision(name: str) -> str:
 
 def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
     """The pipeline training starts from: a pretrained folder (fine-tuning) or a fresh init."""
-    from .loading import check_model_folder, placeholder_pipeline
+    from .loading import check_model_folder, placeholder_pipeline, quiet_loading
     from .pipeline import CrossAttnPipeline
 
     if config.init_from:
         folder = check_model_folder(config.init_from)
-        pipe = CrossAttnPipeline.from_pretrained(folder, use_safetensors=True).to(torch.float32)
+        with quiet_loading():  # fp32 at load: no "modules ... kept in float32" warning, no loading bars
+            pipe = CrossAttnPipeline.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
     else:
         pipe = placeholder_pipeline(model_config, seed=config.seed)
     if config.text_encoder_from:
@@ -63,7 +64,7 @@ def swap_text_encoder(pipe, folder: str | Path) -> None:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--text-encoder {folder}: no CLIPTextModel or CLIPModel folder (config.json) there")
     with quiet_loading(), transformers_errors_only():  # a CLIP folder's vision keys are meant to be skipped
-        encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True).to(torch.float32)
+        encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
     check_compatible(pipe.unet, encoder)
     pipe.text_encoder = encoder
 
