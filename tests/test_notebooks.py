@@ -43,6 +43,7 @@ def test_notebooks_are_found():
         "01_cross_attention_maps.ipynb",
         "02_self_vs_cross_attention.ipynb",
         "03_finetune_small_dataset.ipynb",
+        "04_attention_control.ipynb",
     ]
 
 
