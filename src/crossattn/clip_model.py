@@ -100,10 +100,14 @@ def build_clip_model(cfg: ClipConfig, seed: int = 0):
 
 
 def image_processor():
-    """The ``CLIPImageProcessor`` that reproduces the scenes' pixel values (see the module docstring)."""
+    """The ``CLIPImageProcessor`` that reproduces the scenes' pixel values (see the module docstring).
+    (Without torchvision transformers 5 falls back to its PIL backend, saying so: said once, at error level.)"""
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(**PREPROCESS)
+    from .model import transformers_errors_only
+
+    with transformers_errors_only():
+        return CLIPImageProcessor(**PREPROCESS)
 
 
 def save_clip_folder(model, tokenizer, folder: str | Path, cfg: ClipConfig | None = None) -> Path:
@@ -130,12 +134,15 @@ def default_clip_dir() -> Path:
 
 def load_clip(folder: str | Path | None = None):
     """``(CLIPModel, tokenizer)`` from a CLIP folder (default: the shipped one), eval mode, safetensors only."""
+    import torch
     from transformers import CLIPModel
 
+    from .loading import quiet_loading
     from .tokenizer import load_tokenizer
 
     path = Path(folder) if folder is not None else default_clip_dir()
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"no CLIPModel folder (config.json + model.safetensors) at {path}")
-    model = CLIPModel.from_pretrained(path, use_safetensors=True).float().eval()  # shipped in fp16, run in fp32
+    with quiet_loading():
+        model = CLIPModel.from_pretrained(path, use_safetensors=True, dtype=torch.float32).eval()  # fp16 on disk
     return model, load_tokenizer(path, max_length=model.config.text_config.max_position_embeddings)

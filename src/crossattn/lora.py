@@ -91,13 +91,8 @@ def load_lora(pipe, folder: str | Path) -> None:
         load_token_rows(pipe, path / TOKENS_NAME)
 
 
-def new_word_tokens(tokenizer, captions, vocabulary: set[str] | None) -> list[int]:
-    """Token ids of the caption words outside the model's training ``vocabulary`` (none without one)."""
-    from .vocabulary import words_of
-
-    if not vocabulary:
-        return []
-    words = {w for caption in captions for w in words_of(caption) if w not in vocabulary}
+def new_word_tokens(tokenizer, words) -> list[int]:
+    """Token ids of ``words`` (the caption words the base model never saw), special tokens left out."""
     ids = {i for w in words for i in tokenizer(w, add_special_tokens=False).input_ids}
     return sorted(ids - set(tokenizer.all_special_ids))
 

@@ -50,12 +50,14 @@ def new_words(args: argparse.Namespace, model: str | None, dataset) -> tuple[int
     from transformers import CLIPTokenizer
 
     from ..lora import new_word_tokens
-    from ..vocabulary import load_vocabulary
+    from ..vocabulary import load_vocabulary, unknown_words
 
-    if args.full or args.no_new_words or model is None:
+    vocabulary = None if args.full or args.no_new_words or model is None else load_vocabulary(model)
+    if not vocabulary:
         return ()
+    words = {w for record in dataset.records for w in unknown_words(record.text, vocabulary)}
     tokenizer = CLIPTokenizer.from_pretrained(Path(model) / "tokenizer")  # as the pipeline loads it
-    return tuple(new_word_tokens(tokenizer, [r.text for r in dataset.records], load_vocabulary(model)))
+    return tuple(new_word_tokens(tokenizer, sorted(words)))
 
 
 def training_config(

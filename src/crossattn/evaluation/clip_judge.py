@@ -138,4 +138,7 @@ def judge_results(results, clip: str | None = None, seed: int = 0) -> tuple[dict
         if clip is not None:
             raise
         return None, str(error)
+    size, wanted = np.asarray(results[0].image).shape[0], judge.model.config.vision_config.image_size
+    if size != wanted:
+        return None, f"images are {size}x{size}; the mini-CLIP at {folder} reads {wanted}x{wanted}"
     return clip_table(judge, results, seed), None
