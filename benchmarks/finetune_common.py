@@ -33,6 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
     parser.add_argument("--lr", type=float, help="learning rate (default: finetune's)")
     parser.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
+    parser.add_argument("--lora-convs", action="store_true", help="LoRA on the resnet convolutions too (LoCon)")
     parser.add_argument("--embedding-lr", type=float, help="token-embedding LR (with --full --train-text-encoder)")
     parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: %(default)s)")
@@ -41,7 +42,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
 
 def run_settings(args: argparse.Namespace) -> dict:
     """How the tuned model was (or is to be) made, for the report."""
-    keys = ("steps", "batch_size", "full", "rank", "lr", "embedding_lr", "train_text_encoder")
+    keys = ("steps", "batch_size", "full", "rank", "lr", "embedding_lr", "train_text_encoder", "lora_convs")
     return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
 
@@ -56,6 +57,7 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     command += ["--lr", str(args.lr)] if args.lr else []
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--train-text-encoder"] if args.train_text_encoder else []
+    command += ["--lora-convs"] if args.lora_convs else []
     command += ["--embedding-lr", str(args.embedding_lr)] if args.embedding_lr else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     print("$", " ".join(command), flush=True)

@@ -36,11 +36,14 @@ def test_rank_r_adds_r_times_in_plus_out_per_projection(rank):
     assert expected > 0
 
 
-def test_lora_save_load_gives_identical_samples(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("convs", [False, True], ids=["attention", "attention+convs"])
+def test_lora_save_load_gives_identical_samples(tiny_model_dir, tmp_path, convs):
+    """Through diffusers' ``load_lora_weights``, also with the resnets' conv adapters (LoCon)."""
     pipe = load_pipeline(tiny_model_dir)
     pipe.set_progress_bar_config(disable=True)
     base = pipe("a red ring", generator=generator(), num_inference_steps=3, output_type="pt").images
-    add_lora(pipe, 4, text_encoder=True)
+    add_lora(pipe, 4, text_encoder=True, convs=convs)
+    assert any("conv1.lora_A" in n for n, _ in pipe.unet.named_parameters()) == convs
     with torch.no_grad():  # B starts at zero; give the adapter something to do
         for model in (pipe.unet, pipe.text_encoder):
             for name, p in model.named_parameters():

@@ -115,6 +115,11 @@ def add_finetune(sub) -> None:
         "(default: 5e-3 for LoRA's new words; --lr with --full --train-text-encoder)",
     )
     p.add_argument(
+        "--lora-convs",
+        action="store_true",
+        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon), for new shapes",
+    )
+    p.add_argument(
         "--no-new-words",
         action="store_true",
         help="LoRA: do not train the embedding rows of caption words outside the base model's vocabulary",

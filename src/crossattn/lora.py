@@ -19,6 +19,7 @@ from pathlib import Path
 
 TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+UNET_CONV_TARGETS = ("conv1", "conv2")  # the resnets' 3x3 convolutions (peft Conv2d LoRA; diffusers loads it)
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
@@ -32,11 +33,13 @@ def lora_config(rank: int, targets: tuple[str, ...], alpha: float | None = None)
     return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
 
 
-def add_lora(pipe, rank: int, text_encoder: bool = False, alpha: float | None = None) -> None:
-    """Freeze the pipeline's models and add trainable LoRA adapters (U-Net; text encoder if asked)."""
+def add_lora(pipe, rank: int, text_encoder: bool = False, alpha: float | None = None, convs: bool = False) -> None:
+    """Freeze the pipeline's models and add trainable LoRA adapters (U-Net; text encoder if asked).
+    ``convs`` also adapts the U-Net's 3×3 resnet convolutions (LoCon): a new *shape* is drawn by the
+    convolutions more than by the attention projections."""
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
-    pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS, alpha))
+    pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS + (UNET_CONV_TARGETS if convs else ()), alpha))
     if text_encoder:
         add_text_encoder_adapter(pipe.text_encoder, lora_config(rank, TEXT_TARGETS, alpha))
 

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     lora = None if args.full else args.lora
     info = {"base_model": model, "rank": lora, "text_encoder": args.train_text_encoder, "data": str(args.data)}
+    info["convs"] = args.lora_convs
     info["new_word_tokens"] = list(token_ids)
     result = train(
         model_config,
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        customize=(lambda pipe: add_lora(pipe, lora, text_encoder=args.train_text_encoder)) if lora else None,
+        customize=(lambda pipe: add_lora(pipe, lora, args.train_text_encoder, convs=args.lora_convs)) if lora else None,
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
     )
     if result.final is not None:
