@@ -46,7 +46,13 @@ import torch
 from .alignment import TokenMap, align_tokens, word_weights
 from .blend import LocalBlend
 from .layers import LayerInfo, attention_layers
-from .processor import CaptureProcessor, attention_probs, supported_reference
+from .processor import (
+    CaptureProcessor,
+    attention_epilogue,
+    attention_probs,
+    attention_prologue,
+    supported_reference,
+)
 from .trace import _unet_of
 
 HALVES = ("both", "cond")
@@ -78,16 +84,8 @@ class ControlProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if not self.controller.active(self.layer):
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        query_hw = None
-        if hidden_states.ndim == 4:  # (B, C, h, w) → (B, h*w, C)
-            batch, channel, *query_hw = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, -1).transpose(1, 2)
-        batch, _, _ = hidden_states.shape  # (B, N, C)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, residual, shape = attention_prologue(attn, hidden_states, temb)  # (B, N, C)
+        batch = hidden_states.shape[0]
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
@@ -104,12 +102,7 @@ class ControlProcessor:
         if self.sink is not None:
             self.sink(self.layer.name, probs, heads)
         out = attn.batch_to_head_dim(torch.bmm(probs, v))  # (B, N, inner)
-        out = attn.to_out[1](attn.to_out[0](out))  # output projection, dropout
-        if query_hw is not None:
-            out = out.transpose(-1, -2).reshape(batch, channel, *query_hw)  # (B, C, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return attention_epilogue(attn, out, residual, shape)
 
 
 def text_length(pipe, tokenizer) -> int:

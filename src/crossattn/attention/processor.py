@@ -40,6 +40,33 @@ def reference_processor(capture: CaptureProcessor):
     return AttnProcessor() if capture.mode == "explicit" else AttnProcessor2_0()
 
 
+def attention_prologue(attn, hidden_states: torch.Tensor, temb=None):
+    """What diffusers' ``AttnProcessor`` does before Q, K, V: spatial norm, ``(B, C, h, w)`` →
+    ``(B, h*w, C)``, group norm. Returns the states ``(B, N, C)``, the residual and the 4-D shape
+    ``(B, C, h, w)`` to restore (None for 3-D input); shared by every processor of ours."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape = None
+    if hidden_states.ndim == 4:  # (B, C, h, w) → (B, h*w, C)
+        shape = tuple(hidden_states.shape)
+        hidden_states = hidden_states.view(shape[0], shape[1], -1).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states, residual, shape
+
+
+def attention_epilogue(attn, out: torch.Tensor, residual: torch.Tensor, shape) -> torch.Tensor:
+    """What diffusers' ``AttnProcessor`` does after attention: output projection and dropout, back to
+    ``shape`` ``(B, C, h, w)`` when the input was 4-D, residual, rescale."""
+    out = attn.to_out[1](attn.to_out[0](out))  # (B, N, C)
+    if shape is not None:
+        out = out.transpose(-1, -2).reshape(shape)  # (B, C, h, w)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 def attention_probs(attn, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``softmax(Q·Kᵀ · scale + mask)`` for ``(B*heads, N, d)`` queries and ``(B*heads, K, d)`` keys.
 
@@ -79,28 +106,13 @@ class CaptureProcessor:
         self._kv_cache: tuple | None = None  # (text tensor, its version, key, value)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        query_hw = None
-        if hidden_states.ndim == 4:  # (B, C, h, w) → (B, h*w, C)
-            batch, channel, *query_hw = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, -1).transpose(1, 2)
-        batch, _, _ = hidden_states.shape  # (B, N, C)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, residual, shape = attention_prologue(attn, hidden_states, temb)  # (B, N, C)
 
         query = attn.to_q(hidden_states)  # (B, N, inner): queries from the image features
         key, value = self.project_kv(attn, hidden_states, encoder_hidden_states)  # (B, K, inner) each
         length = key.shape[1]  # K: text tokens (cross) or image positions (self)
         out = self.attend(attn, query, key, value, attention_mask, length)  # (B, N, inner)
-
-        out = attn.to_out[1](attn.to_out[0](out))  # output projection, dropout
-        if query_hw is not None:
-            out = out.transpose(-1, -2).reshape(batch, channel, *query_hw)  # (B, C, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return attention_epilogue(attn, out, residual, shape)
 
     def project_kv(self, attn, hidden_states, encoder_hidden_states):
         """K and V, ``(B, K, inner)``: from the text states (cross) or the image (self)."""
