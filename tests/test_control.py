@@ -54,7 +54,7 @@ def test_processors_restored_after_exit_and_after_exception(pipe):
         rows(pipe, [SOURCE, TARGET], steps=1)
         raise KeyError("boom")
     assert all(pipe.unet.attn_processors[k] is p for k, p in before.items())
-    assert not pipe.unet._forward_pre_hooks
+    assert not pipe.unet._forward_pre_hooks and not pipe.unet._forward_hooks
 
 
 def test_double_install_is_refused(pipe):
@@ -126,6 +126,28 @@ def test_shared_steps_make_the_target_follow_the_source_latents(pipe):
                 shared_steps=0.5, num_inference_steps=4)  # fmt: skip
     assert not np.array_equal(pixels(some.edited), pixels(some.source))
     assert not np.array_equal(pixels(some.edited), pixels(some.plain))
+
+
+@pytest.mark.parametrize("which", ["ours", "sd"])
+def test_shared_steps_skip_the_target_rows_and_match_a_traced_edit(which, pipe, sd_pipe):
+    """During the shared steps the U-Net computes [source, plain] only (4 rows under guidance, not 6);
+    the images equal those of the same edit inside a trace, where every row is computed."""
+    p = pipe if which == "ours" else sd_pipe
+    seen = []
+    hook = p.unet.conv_in.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    settings = dict(generator=generator(4), num_inference_steps=4, shared_steps=0.5, guidance_scale=4.0)
+    try:
+        fast = edit(p, SOURCE, TARGET, **settings)
+        assert seen == [4, 4, 6, 6]
+        settings["generator"] = generator(4)
+        with crossattn.trace(p):
+            traced = edit(p, SOURCE, TARGET, **settings)
+        assert seen[4:] == [6, 6, 6, 6]
+    finally:
+        hook.remove()
+    for name in ("source", "plain", "edited"):
+        np.testing.assert_allclose(pixels(getattr(fast, name)), pixels(getattr(traced, name)), atol=1e-5)
+    assert not p.unet._forward_pre_hooks and not p.unet._forward_hooks
 
 
 def test_edit_reproducible_and_generator_not_shared(pipe):

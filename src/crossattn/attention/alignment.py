@@ -27,6 +27,11 @@ class TokenMap:
     changed: list[tuple[str, str]]
     source_tokens: list[int] = field(default_factory=list)  # token positions of the changed words
     target_tokens: list[int] = field(default_factory=list)
+    identity: bool = field(init=False)  # every token maps to itself (a word swap): injecting is copying
+
+    def __post_init__(self):
+        eye = torch.eye(self.matrix.shape[0], dtype=self.matrix.dtype)
+        self.identity = bool(self.alpha.all()) and torch.equal(self.matrix, eye)
 
 
 def prompt_words(tokenizer, prompt: str, length: int) -> tuple[list[tuple[str, list[int]]], int]:

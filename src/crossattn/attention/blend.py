@@ -41,15 +41,18 @@ class LocalBlend:
     def reset(self, resolution: int) -> None:
         self.resolution, self.maps = resolution, None
 
-    def add(self, layer_resolution: int, rows: torch.Tensor, first: int) -> None:
+    def add(self, layer_resolution: int, rows: torch.Tensor, first: int, with_targets: bool = True) -> None:
         """Add one cross layer's maps of the changed words; ``rows``: ``(B, h, N, K)`` probabilities,
-        ``first``: the source row of the conditional half."""
+        ``first``: the source row of the conditional half. ``with_targets=False`` (a shared step, where the
+        targets are the source): the source's maps only, zeros for the targets'."""
         if layer_resolution != self.resolution:
             return
         n = rows.shape[2]
         side = math.isqrt(n)
         words = [self.source_tokens, *self.target_tokens]
-        maps = torch.stack([rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(words)])  # (R, N)
+        present = words if with_targets else words[:1]
+        maps = torch.stack([rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)])  # (R, N)
+        maps = torch.cat([maps, maps.new_zeros(len(words) - len(present), n)])  # (R, N): absent targets are 0
         maps = maps.float().view(len(words), side, n // side)  # (R, h, w)
         self.maps = maps if self.maps is None else self.maps + maps
 

@@ -13,9 +13,10 @@ words carry (colour, shape) changes. Per sampling step ``i`` of ``N``:
 - re-weighting (P2P's equalizer): the target's attention to a word is multiplied by ``F``, at
   every step (also after the injection window, so it works with ``cross_steps=0``);
 - on the latents, through :meth:`Controller.step_callback` (a ``callback_on_step_end``): for the first
-  ``shared_steps`` the targets follow the source's latents (the edit starts from the source's partly
-  denoised image, as SDEdit does; Meng et al., ICLR 2022), and with ``blend`` P2P's local blending
-  (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region.
+  ``shared_steps`` the targets follow the source's latents and take its U-Net output, without the
+  U-Net computing their rows (:mod:`crossattn.attention.shared_rows`; the edit starts from the source's
+  partly denoised image, as SDEdit does; Meng et al., ICLR 2022), and with ``blend`` P2P's local
+  blending (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region.
 
 The output is ``P_t · V_t``: maps from the source, values from the target's own text and image.
 
@@ -53,6 +54,7 @@ from .processor import (
     attention_prologue,
     supported_reference,
 )
+from .shared_rows import fill_output, shared_layout, take_rows
 from .trace import _unet_of
 
 HALVES = ("both", "cond")
@@ -174,7 +176,10 @@ class Controller:
         self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop = 0, None, 0, 0, 0
         self._last_t: float | None = None
         self._saved: dict | None = None
-        self._hook = None
+        self._hooks: list = []
+        self._traced = False  # a tracer's capture is installed: shared steps compute every row
+        self._index: torch.Tensor | None = None  # during a shared step: the row each output row takes
+        self._dropped = False  # during a shared step: the targets' rows are not in the U-Net batch
 
     def _local_blend(self) -> LocalBlend | None:
         """P2P's local blending on the changed words (None when no word changed: nothing to localise)."""
@@ -210,9 +215,13 @@ class Controller:
                     "AttnProcessor2_0 or a tracer's capture only (call unet.set_default_attn_processor() first)"
                 )
         self._saved, self._last_t = saved, None
+        self._traced = any(isinstance(p, CaptureProcessor) for p in saved.values())
         try:
             self.unet.set_attn_processor(processors)
-            self._hook = self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True)
+            self._hooks = [
+                self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True),
+                self.unet.register_forward_hook(self._fill_shared, with_kwargs=True),
+            ]
         except BaseException:
             self._restore()
             raise
@@ -222,28 +231,31 @@ class Controller:
         self._restore()
 
     def _restore(self) -> None:
-        """Put back exactly the processor objects that were there and remove the step hook."""
+        """Put back exactly the processor objects that were there and remove the step hooks."""
         try:
             if self._saved is not None:
                 self.unet.set_attn_processor(dict(self._saved))  # the dict is consumed: pass a copy
         finally:
-            if self._hook is not None:
-                self._hook.remove()
-            self._saved, self._hook = None, None
+            for hook in self._hooks:
+                hook.remove()
+            self._saved, self._hooks, self._index, self._dropped = None, [], None, False
             if any(isinstance(p, ControlProcessor) for p in self.unet.attn_processors.values()):
                 raise ControlError("a control processor survived the restore")
 
     # ------------------------------------------------------------------ steps
 
-    def _see_step(self, module, args, kwargs) -> None:
-        """Count U-Net calls (a timestep above the last one starts a new sampling); check the batch."""
+    def _see_step(self, module, args, kwargs):
+        """Count U-Net calls (a timestep above the last one starts a new sampling); check the batch.
+        During a shared step, untraced, return the arguments without the targets' rows."""
+        self._index, self._dropped = None, False
         sample = args[0] if args else kwargs["sample"]
         if sample.requires_grad:
             raise ValueError(
                 "attention control saw a U-Net pass with gradients (relation guidance?); those passes are not "
                 "sampling steps: sample with relation_guidance=0"
             )
-        self.halves_of(sample.shape[0])  # the batch must be [source, targets, extra] (× 2 under guidance)
+        batch = sample.shape[0]
+        groups = [first for first, _ in self.halves_of(batch)]  # [source, targets, extra] (× 2 under guidance)
         t = args[1] if len(args) > 1 else kwargs["timestep"]
         t = float(torch.as_tensor(t).flatten()[0])
         if self._last_t is None or t > self._last_t:
@@ -251,6 +263,21 @@ class Controller:
         else:
             self.step += 1
         self._last_t = t
+        if self.step >= self.shared_stop:
+            return None
+        # traced: the tracer records every row, so compute them and overwrite the targets' outputs
+        keep, index = shared_layout(groups, self.images, len(self.token_maps), dropped=not self._traced)
+        self._index = torch.tensor(index)
+        if self._traced:
+            return None
+        self._dropped = True
+        keep = torch.tensor(keep)
+        return take_rows(args, keep, batch), take_rows(kwargs, keep, batch)
+
+    def _fill_shared(self, module, args, kwargs, output):
+        """During a shared step, every target row's output is its half's source row's."""
+        index, self._index, self._dropped = self._index, None, False
+        return output if index is None else fill_output(output, index)
 
     def _start_sampling(self) -> None:
         timesteps = getattr(getattr(self.pipe, "scheduler", None), "timesteps", None)
@@ -285,7 +312,11 @@ class Controller:
     # ------------------------------------------------------------------ the edit
 
     def halves_of(self, batch: int) -> list[tuple[int, str]]:
-        """``(first row, half)`` of each group ``[source, *targets, *extra]`` in a U-Net batch."""
+        """``(first row, half)`` of each group ``[source, *targets, *extra]`` in a U-Net batch (without the
+        targets during a shared step whose rows were dropped)."""
+        if self._dropped:
+            images = self.images - len(self.token_maps)
+            return [(0, "cond")] if batch == images else [(0, "uncond"), (images, "cond")]
         if batch == self.images:
             return [(0, "cond")]
         if batch == 2 * self.images:
@@ -296,10 +327,14 @@ class Controller:
         )
 
     def active(self, layer: LayerInfo) -> bool:
-        """Whether ``layer``'s maps are edited at the current step."""
+        """Whether ``layer``'s maps are edited (or read, by the local blend) at the current step; an
+        inactive layer runs the processor it had, fused attention included."""
+        blending = self.local_blend is not None and layer.kind == "cross" and layer.resolution == self.local_blend.resolution
+        if self._dropped:  # a shared step without the targets' rows: only the blend reads maps
+            return blending
         if layer.kind == "self":
             return self.step < self.self_stop
-        return self.step < self.cross_stop or any(w is not None for w in self.weights) or self.local_blend is not None
+        return self.step < self.cross_stop or any(w is not None for w in self.weights) or blending
 
     def edit(self, layer: LayerInfo, probs: torch.Tensor, heads: int) -> torch.Tensor:
         """The targets' rows of ``(B*heads, N, K)`` probabilities, edited for the current step."""
@@ -309,11 +344,17 @@ class Controller:
                 f"{probs.shape[-1]} text positions in {layer.name}; the control was built for {self.length}"
             )
         rows = probs.view(batch, heads, *probs.shape[1:])  # (B, h, N, K)
-        out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
         stop = self.cross_stop if layer.kind == "cross" else self.self_stop
-        for first, half in self.halves_of(batch):
-            if self.local_blend is not None and layer.kind == "cross" and half == "cond":
-                self.local_blend.add(layer.resolution, rows, first)  # the maps before editing, as P2P's store
+        shared = self.step < self.shared_stop  # the targets take the source's output: their maps do not count
+        groups = self.halves_of(batch)
+        if self.local_blend is not None and layer.kind == "cross":
+            for first in (first for first, half in groups if half == "cond"):
+                self.local_blend.add(layer.resolution, rows, first, with_targets=not shared)  # as P2P's store
+        reweighting = layer.kind == "cross" and any(w is not None for w in self.weights)
+        if self._dropped or not (self.step < stop or reweighting):
+            return probs  # nothing to edit (no target rows, or only the blend read the maps)
+        out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
+        for first, half in groups:
             inject = self.step < stop and (half == "cond" or self.halves == "both")
             for j, (token_map, weights) in enumerate(zip(self.token_maps, self.weights, strict=True)):
                 row = first + 1 + j
@@ -327,7 +368,7 @@ class Controller:
     @staticmethod
     def _inject(source: torch.Tensor, target: torch.Tensor, token_map: TokenMap | None) -> torch.Tensor:
         """``α (P_s M) + (1 − α) P_t`` for ``(h, N, K)`` maps; the source's maps themselves without a token map."""
-        if token_map is None:
+        if token_map is None or token_map.identity:
             return source
         mapped = source @ token_map.matrix.to(source)  # (h, N, K) · (K, K)
         if bool(token_map.alpha.all()):
