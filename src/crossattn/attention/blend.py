@@ -51,7 +51,9 @@ class LocalBlend:
         side = math.isqrt(n)
         words = [self.source_tokens, *self.target_tokens]
         present = words if with_targets else words[:1]
-        maps = torch.stack([rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)])  # (R, N)
+        maps = torch.stack(
+            [rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)]
+        )  # (R, N)
         maps = torch.cat([maps, maps.new_zeros(len(words) - len(present), n)])  # (R, N): absent targets are 0
         maps = maps.float().view(len(words), side, n // side)  # (R, h, w)
         self.maps = maps if self.maps is None else self.maps + maps

@@ -329,7 +329,9 @@ class Controller:
     def active(self, layer: LayerInfo) -> bool:
         """Whether ``layer``'s maps are edited (or read, by the local blend) at the current step; an
         inactive layer runs the processor it had, fused attention included."""
-        blending = self.local_blend is not None and layer.kind == "cross" and layer.resolution == self.local_blend.resolution
+        blending = (
+            self.local_blend is not None and layer.kind == "cross" and layer.resolution == self.local_blend.resolution
+        )
         if self._dropped:  # a shared step without the targets' rows: only the blend reads maps
             return blending
         if layer.kind == "self":
