@@ -46,6 +46,17 @@ def test_failed_write_leaves_no_temp_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_dir_gives_library_temp_files_the_umask(tmp_path):
+    """A file another library wrote 0600 through its own temp file (save_pretrained's weights) ends 0644."""
+    with umask(0o022), atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "unet").mkdir(mode=0o700)
+        weights = tmp / "unet" / "model.safetensors"
+        weights.write_bytes(b"w")
+        weights.chmod(0o600)
+    assert mode(tmp_path / "model") == mode(tmp_path / "model" / "unet") == 0o755
+    assert mode(tmp_path / "model" / "unet" / "model.safetensors") == 0o644
+
+
 def test_generate_outputs_are_world_readable(tiny_model_dir, tmp_path):
     from crossattn.cli import main
 

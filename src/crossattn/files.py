@@ -87,11 +87,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    follow_umask(tmp)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the umask's permissions (0644 / 0755 under umask 022).
+
+    Libraries that write through their own temp files (transformers' and diffusers' ``save_pretrained``
+    write weight shards that way) leave them 0600, which the atomic rename would carry onto the output."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def slugify(text: str, max_len: int = 60) -> str:
