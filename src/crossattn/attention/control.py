@@ -169,6 +169,7 @@ class Controller:
         self.length = text_length(pipe, tokenizer)
         self.token_maps = [align_tokens(tokenizer, source, t, self.length) for t in targets]
         self.weights = [word_weights(tokenizer, t, self.length, reweight) for t in targets]
+        self.reweights = any(w is not None for w in self.weights)  # some target word is reweighted
         self.images = 1 + len(targets) + extra_rows
         self.halves, self.num_steps = halves, num_steps
         self.local_blend = self._local_blend() if blend else None
@@ -190,7 +191,7 @@ class Controller:
 
     def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
         """Cross layers when maps are injected, words reweighted or blended; small self layers when self maps are."""
-        cross = self.cross_steps > 0 or any(w is not None for w in self.weights) or self.local_blend is not None
+        cross = self.cross_steps > 0 or self.reweights or self.local_blend is not None
         return [
             layer
             for layer in attention_layers(self.unet)
@@ -336,7 +337,7 @@ class Controller:
             return blending
         if layer.kind == "self":
             return self.step < self.self_stop
-        return self.step < self.cross_stop or any(w is not None for w in self.weights) or blending
+        return self.step < self.cross_stop or self.reweights or blending
 
     def edit(self, layer: LayerInfo, probs: torch.Tensor, heads: int) -> torch.Tensor:
         """The targets' rows of ``(B*heads, N, K)`` probabilities, edited for the current step."""
@@ -352,7 +353,7 @@ class Controller:
         if self.local_blend is not None and layer.kind == "cross":
             for first in (first for first, half in groups if half == "cond"):
                 self.local_blend.add(layer.resolution, rows, first, with_targets=not shared)  # as P2P's store
-        reweighting = layer.kind == "cross" and any(w is not None for w in self.weights)
+        reweighting = layer.kind == "cross" and self.reweights
         if self._dropped or not (self.step < stop or reweighting):
             return probs  # nothing to edit (no target rows, or only the blend read the maps)
         out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
