@@ -36,7 +36,7 @@ def test_writes_the_three_images_the_comparison_and_the_sidecar(tiny_model_dir, 
         "reweight": {"circle": 2.0},
         "halves": "both",
         "blend": True,
-        "shared_steps": 0.5,
+        "shared_steps": 0.3,
         "changed_words": [["red", "blue"]],
     }
     assert (meta["seed"], meta["steps"], meta["guidance_scale"], meta["relation_guidance"]) == (3, 2, 4.0, 0.0)

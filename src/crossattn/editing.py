@@ -51,7 +51,7 @@ class EditSettings:
     reweight: dict[str, float] = field(default_factory=dict)
     halves: str = "both"
     blend: bool = True
-    shared_steps: float = 0.5
+    shared_steps: float = 0.3
 
     def __post_init__(self):
         from .attention.control import HALVES, check_fraction
@@ -131,7 +131,7 @@ def edit(
     reweight: dict[str, float] | None = None,
     halves: str = "both",
     blend: bool = True,
-    shared_steps: float = 0.5,
+    shared_steps: float = 0.3,
     plain: bool = True,
     **pipe_kwargs,
 ) -> EditResult:
