@@ -55,11 +55,12 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: notebooks/*.ipynb)")
     parser.add_argument("--fast", action="store_true", help=f"reduced settings ({FAST_ENV}=1), as in CI")
     parser.add_argument("--check", action="store_true", help="execute only; do not write the outputs back")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default: %(default)s)")
     args = parser.parse_args()
     import nbformat
 
     for path in args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb")):
-        nb, seconds = execute(path.resolve(), args.fast)
+        nb, seconds = execute(path.resolve(), args.fast, args.timeout)
         if not args.check:
             nbformat.write(nb, path)
         print(f"{path.name}: {seconds:.1f} s ({'fast' if args.fast else 'full'} settings)", flush=True)
