@@ -35,6 +35,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     parser.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
     parser.add_argument("--lora-convs", action="store_true", help="LoRA on the resnet convolutions too (LoCon)")
     parser.add_argument("--embedding-lr", type=float, help="token-embedding LR (with --full --train-text-encoder)")
+    parser.add_argument("--snr-gamma", type=float, help="min-SNR loss weighting (default: finetune's, off)")
     parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -42,7 +43,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
 
 def run_settings(args: argparse.Namespace) -> dict:
     """How the tuned model was (or is to be) made, for the report."""
-    keys = ("steps", "batch_size", "full", "rank", "lr", "embedding_lr", "train_text_encoder", "lora_convs")
+    keys = ("steps", "batch_size", "full", "rank", "lr", "embedding_lr", "snr_gamma", "train_text_encoder", "lora_convs")
     return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
 
@@ -59,6 +60,7 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     command += ["--train-text-encoder"] if args.train_text_encoder else []
     command += ["--lora-convs"] if args.lora_convs else []
     command += ["--embedding-lr", str(args.embedding_lr)] if args.embedding_lr else []
+    command += ["--snr-gamma", str(args.snr_gamma)] if args.snr_gamma else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     print("$", " ".join(command), flush=True)
     start, cpu = time.perf_counter(), child_cpu_seconds()
