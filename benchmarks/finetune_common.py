@@ -43,7 +43,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
 
 def run_settings(args: argparse.Namespace) -> dict:
     """How the tuned model was (or is to be) made, for the report."""
-    keys = ("steps", "batch_size", "full", "rank", "lr", "embedding_lr", "snr_gamma", "train_text_encoder", "lora_convs")
+    keys = (
+        "steps",
+        "batch_size",
+        "full",
+        "rank",
+        "lr",
+        "embedding_lr",
+        "snr_gamma",
+        "train_text_encoder",
+        "lora_convs",
+    )
     return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
 
