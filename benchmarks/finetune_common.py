@@ -35,7 +35,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     parser.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
     parser.add_argument("--lora-convs", action="store_true", help="LoRA on the resnet convolutions too (LoCon)")
     parser.add_argument("--embedding-lr", type=float, help="token-embedding LR (with --full --train-text-encoder)")
-    parser.add_argument("--snr-gamma", type=float, help="min-SNR loss weighting (default: finetune's, off)")
+    parser.add_argument("--no-samples", action="store_true", help="finetune without its before/after grids")
     parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -70,7 +70,7 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     command += ["--train-text-encoder"] if args.train_text_encoder else []
     command += ["--lora-convs"] if args.lora_convs else []
     command += ["--embedding-lr", str(args.embedding_lr)] if args.embedding_lr else []
-    command += ["--snr-gamma", str(args.snr_gamma)] if args.snr_gamma else []
+    command += ["--no-samples"] if args.no_samples else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     print("$", " ".join(command), flush=True)
     start, cpu = time.perf_counter(), child_cpu_seconds()

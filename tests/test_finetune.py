@@ -248,15 +248,3 @@ def test_lora_trains_the_new_words_rows_and_they_load_back(tiny_model_dir, tmp_p
         == 0
     )
     assert not (without / "final" / TOKENS_NAME).exists()
-
-
-def test_snr_gamma_reaches_the_run_and_a_bad_one_is_refused(tiny_model_dir, tmp_path, capsys):
-    data = ring_folder(tmp_path / "rings")
-    argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--steps", "1", "--batch-size", "2"]
-    assert main([*argv, "--out", str(tmp_path / "bad"), "--snr-gamma", "0", "--no-progress"]) == 2
-    assert "snr_gamma must be > 0" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
-    run = tmp_path / "run"
-    assert main([*argv, "--out", str(run), "--snr-gamma", "5", "--no-samples", "--no-progress"]) == 0
-    saved = json.loads((run / "config.json").read_text())
-    assert saved["training"]["snr_gamma"] == 5.0

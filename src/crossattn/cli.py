@@ -125,9 +125,6 @@ def add_finetune(sub) -> None:
         help="LoRA: do not train the embedding rows of caption words outside the base model's vocabulary",
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
-    p.add_argument(
-        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
-    )
     add_run_folder_flags(p, out="outputs/finetune")
     p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")

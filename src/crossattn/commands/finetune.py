@@ -72,7 +72,6 @@ def training_config(
         warmup_steps=min(50, args.steps // 10),
         train_text_encoder=args.train_text_encoder,
         embedding_lr=embedding_lr,
-        snr_gamma=args.snr_gamma,
         trainable_token_ids=token_ids,
         seed=args.seed,
         data=str(args.data),
