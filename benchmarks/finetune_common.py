@@ -50,7 +50,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         "rank",
         "lr",
         "embedding_lr",
-        "snr_gamma",
+        "no_samples",
         "train_text_encoder",
         "lora_convs",
     )
