@@ -14,6 +14,10 @@
 # Then: crossattn eval --model RUN/final --relation-guidance 0, and python scripts/ship_default_model.py RUN/final
 # A CPU session that stops before the bars commits RUN/final as checkpoints/default-clip/ (fp16 EMA
 # weights); the next run of this script (on a fresh machine, no RUN) starts from it.
+# The shipped default model is this run's step 5,064 (two CPU sessions, 205 min). It started from the
+# first default model, which is no longer shipped: to redo it, pass --init-from a folder of that model
+# (git archive 588b596 src/crossattn/pretrained); without a RUN or checkpoint the script now continues
+# from the shipped model.
 set -euo pipefail
 run=${1:-runs/default-clip}
 shift || true
