@@ -126,12 +126,12 @@ def edit(
     target: str,
     *,
     generator: torch.Generator | None = None,
-    cross_steps: float = 0.8,
-    self_steps: float = 0.2,
+    cross_steps: float = EditSettings.cross_steps,  # the defaults live in EditSettings (the CLI reads them too)
+    self_steps: float = EditSettings.self_steps,
     reweight: dict[str, float] | None = None,
-    halves: str = "both",
-    blend: bool = True,
-    shared_steps: float = 0.3,
+    halves: str = EditSettings.halves,
+    blend: bool = EditSettings.blend,
+    shared_steps: float = EditSettings.shared_steps,
     plain: bool = True,
     **pipe_kwargs,
 ) -> EditResult:
