@@ -248,3 +248,25 @@ def test_lora_trains_the_new_words_rows_and_they_load_back(tiny_model_dir, tmp_p
         == 0
     )
     assert not (without / "final" / TOKENS_NAME).exists()
+
+
+def test_lora_and_full_defaults_differ_and_flags_override_them():
+    """LoRA: rank 16 with LoCon, 1,200 steps of 4 at 1e-3 (the new-word recipe); --full keeps 300 of 16 at 5e-5."""
+    from crossattn.cli import build_parser
+    from crossattn.commands.finetune import training_config
+
+    parse = build_parser().parse_args
+    lora = parse(["finetune", "data"])
+    config = training_config(lora, None, ())
+    assert (lora.lora, lora.lora_convs, config.steps, config.batch_size, config.learning_rate) == (
+        16,
+        True,
+        1200,
+        4,
+        1e-3,
+    )
+    full = training_config(parse(["finetune", "data", "--full"]), None, ())
+    assert (full.steps, full.batch_size, full.learning_rate) == (300, 16, 5e-5)
+    own = parse(["finetune", "data", "--no-lora-convs", "--steps", "7", "--batch-size", "3", "--lr", "2e-3"])
+    config = training_config(own, None, ())
+    assert (own.lora_convs, config.steps, config.batch_size, config.learning_rate) == (False, 7, 3, 2e-3)

@@ -102,11 +102,11 @@ def add_finetune(sub) -> None:
     p.add_argument("data", metavar="DATA", help="image folder with metadata.jsonl (or metadata.csv)")
     p.add_argument("--model", metavar="PATH", help="pipeline folder to start from (default: the shipped model)")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--lora", type=positive_int, default=8, metavar="RANK", help="LoRA rank (default: %(default)s)")
+    kind.add_argument("--lora", type=positive_int, default=16, metavar="RANK", help="LoRA rank (default: %(default)s)")
     kind.add_argument("--full", action="store_true", help="train all weights instead of a LoRA adapter")
     p.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
-    p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 LoRA, 5e-5 full)")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps (default: 1200 LoRA, 300 full)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA, 5e-5 full)")
     p.add_argument(
         "--embedding-lr",
         type=float,
@@ -116,15 +116,24 @@ def add_finetune(sub) -> None:
     )
     p.add_argument(
         "--lora-convs",
-        action="store_true",
-        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon), for new shapes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon): a new shape is drawn by them (default: on)",
+    )
+    p.add_argument(
+        "--prior",
+        type=int,
+        metavar="N",
+        help="images the base model draws of what it knows (DreamBooth prior preservation), trained on beside "
+        "DATA so it is not forgotten; 0 = off (default: as many as DATA's images, at most 200, for LoRA; 0 with "
+        "--full)",
     )
     p.add_argument(
         "--no-new-words",
         action="store_true",
         help="LoRA: do not train the embedding rows of caption words outside the base model's vocabulary",
     )
-    p.add_argument("--batch-size", type=positive_int, default=16, help="images per step (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: 4 LoRA, 16 full)")
     add_run_folder_flags(p, out="outputs/finetune")
     p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")

@@ -3,8 +3,9 @@
 A rank-r adapter on a linear layer ``W (out × in)`` adds ``B A`` with ``A (r × in)`` and
 ``B (out × r)``, so ``r · (in + out)`` trainable parameters, ``B`` starting at zero (the model
 is unchanged before training). Adapters go on the U-Net's attention projections (``to_q``,
-``to_k``, ``to_v``, ``to_out.0``: self- and cross-attention) and, when asked, on the text
-encoder's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). They are saved in diffusers' LoRA
+``to_k``, ``to_v``, ``to_out.0``: self- and cross-attention), with ``convs`` (``crossattn finetune``'s
+default) on its resnets' 3×3 convolutions too (LoCon), and, when asked, on the text encoder's
+(``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). They are saved in diffusers' LoRA
 layout (``pytorch_lora_weights.safetensors`` with ``unet.`` / ``text_encoder.`` keys), so
 ``pipe.load_lora_weights(folder)`` loads them, as for any Stable Diffusion LoRA.
 

@@ -44,8 +44,8 @@ def dataset_words(dataset) -> set[str] | None:
     """The words of a training dataset's captions, or None when they cannot be listed cheaply.
 
     ``ShapesDataset`` (anything with ``shapes``): its grammar; an image folder (``records`` with
-    ``text``): its captions; a ``Subset``-like wrapper: its ``dataset``'s; a ``Dataset`` of up to
-    10,000 items: each item's ``"text"``.
+    ``text``): its captions; a ``Subset``-like wrapper: its ``dataset``'s; a ``ConcatDataset``: its
+    ``datasets``' together; a ``Dataset`` of up to 10,000 items: each item's ``"text"``.
     """
     if hasattr(dataset, "shapes"):
         return grammar_words(dataset.shapes)
@@ -53,6 +53,9 @@ def dataset_words(dataset) -> set[str] | None:
         return {w for record in dataset.records for w in words_of(record.text)}
     if hasattr(dataset, "dataset"):
         return dataset_words(dataset.dataset)
+    if hasattr(dataset, "datasets"):  # ConcatDataset (fine-tuning data + prior images)
+        parts = [dataset_words(d) for d in dataset.datasets]
+        return None if any(p is None for p in parts) else set().union(*parts)
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__") and len(dataset) <= 10_000:
         return {w for i in range(len(dataset)) for w in words_of(dataset[i]["text"])}
     return None

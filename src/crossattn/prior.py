@@ -1,0 +1,123 @@
+"""Prior preservation for fine-tuning: images the base model draws of what it already knows.
+
+DreamBooth (Ruiz et al., "DreamBooth: Fine Tuning Text-to-Image Diffusion Models for Subject-Driven
+Generation", CVPR 2023) trains on the user's images together with images the *base* model generated
+for class prompts, so that learning a new thing does not overwrite the old ones ("language drift").
+Here the class prompts are captions of the scenes grammar the default model was trained on (random
+layouts in the training mix of kinds, in the base model's own words), drawn once with the base model
+before training and mixed into every batch as plain extra data, as many as the user's images: in
+expectation half of each batch, DreamBooth's prior loss with weight 1.
+
+The images are written as an image folder (``OUT/prior``: PNGs, ``metadata.jsonl``, and
+``prior_info.json`` saying how they were drawn), so a user can look at them and ``--resume`` trains
+on the very same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PRIOR_DIR = "prior"
+INFO_NAME = "prior_info.json"
+MAX_PRIOR = 200  # diffusers' DreamBooth scripts default to 100 class images; our images are 32×32
+PRIOR_STREAM = 0x9810  # the captions' random stream: no training or evaluation code uses it
+IMAGE_SEED_BASE = 3_000_000  # far from the evaluation's (1,000,000) and the examples' (2,000,000) seeds
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class PriorSettings:
+    """How the prior images are drawn; a folder drawn with other settings is not reused."""
+
+    count: int
+    base_model: str
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_PRIOR:
+            raise ValueError(f"prior image count must be 1–{MAX_PRIOR}, got {self.count}")
+
+
+def prior_captions(count: int, seed: int, vocabulary: set[str]) -> list[str] | None:
+    """``count`` seeded captions of the scenes grammar with the shapes ``vocabulary`` knows, or None
+    when the base model was not trained on that grammar (a grammar word outside its vocabulary)."""
+    from .data.captions import ALL_SHAPES, format_caption
+    from .data.shapes import random_spec
+    from .vocabulary import grammar_words
+
+    shapes = tuple(s for s in ALL_SHAPES if s in vocabulary)
+    if not shapes or not grammar_words(shapes) <= vocabulary:
+        return None
+    rng = np.random.default_rng([seed, PRIOR_STREAM])
+    specs = [random_spec(rng, shapes=shapes) for _ in range(count)]
+    return [format_caption(s.objects, s.position, s.relation) for s in specs]
+
+
+def reusable(folder: Path, settings: PriorSettings) -> bool:
+    """Whether ``folder`` holds prior images drawn with exactly ``settings``."""
+    info = folder / INFO_NAME
+    if not info.is_file() or not (folder / "metadata.jsonl").is_file():
+        return False
+    try:
+        return json.loads(info.read_text(encoding="utf-8")) == asdict(settings)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def draw_prior(settings: PriorSettings, captions: list[str], out: Path, progress: bool = True) -> Path:
+    """Sample ``captions`` with the base model (image ``i`` from seed ``IMAGE_SEED_BASE + 10,000 ·
+    seed + i``) and write them as the image folder ``out`` (atomically, with ``prior_info.json``)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data.folder import new_image_folder
+    from .loading import load_pipeline
+
+    pipe = load_pipeline(settings.base_model)
+    pipe.set_progress_bar_config(disable=True)
+    with new_image_folder(out) as writer:
+        for start in tqdm(range(0, len(captions), BATCH), desc="prior images", unit="batch", disable=not progress):
+            batch = captions[start : start + BATCH]
+            seeds = [IMAGE_SEED_BASE + 10_000 * settings.seed + start + i for i in range(len(batch))]
+            images = pipe(
+                batch,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
+                generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
+                output_type="np",
+            ).images  # (B, H, W, 3) in [0, 1]
+            for image, caption in zip(images, batch, strict=True):
+                writer.add((np.asarray(image) * 255).round().astype(np.uint8), caption)
+        (writer.folder / INFO_NAME).write_text(json.dumps(asdict(settings), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def prior_folder(
+    run: Path, settings: PriorSettings, vocabulary: set[str], replace: bool, progress: bool = True
+) -> Path | None:
+    """``RUN/prior`` holding the prior images of ``settings``: reused when it already does, drawn
+    otherwise (an old one with other settings is replaced only when ``replace``). None, with nothing
+    drawn, when the base model does not speak the scenes grammar."""
+    from .files import ExistsError
+
+    folder = run / PRIOR_DIR
+    if reusable(folder, settings):
+        return folder
+    captions = prior_captions(settings.count, settings.seed, vocabulary)
+    if captions is None:
+        return None
+    if folder.exists():
+        if not replace:
+            raise ExistsError(
+                f"{folder} holds prior images drawn otherwise than now ({settings}); pass --overwrite to redraw "
+                "them, or the flags of the run that drew them"
+            )
+        shutil.rmtree(folder)
+    return draw_prior(settings, captions, folder, progress)

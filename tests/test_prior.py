@@ -1,0 +1,85 @@
+"""Prior preservation: the base model's own captions and images, drawn once, reused, never clobbered."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from crossattn.cli import main
+from crossattn.files import ExistsError
+from crossattn.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
+from crossattn.vocabulary import grammar_words, words_of, write_vocabulary
+
+from .test_finetune import ring_folder
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture
+def grammar_model(tiny_model_dir, tmp_path):
+    """The tiny pipeline with a vocabulary of the scenes grammar (circle, square, triangle)."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    write_vocabulary(base, grammar_words())
+    return base
+
+
+def test_prior_captions_are_seeded_grammar_captions_in_the_base_words():
+    vocabulary = grammar_words()
+    captions = prior_captions(60, seed=0, vocabulary=vocabulary)
+    assert captions == prior_captions(60, seed=0, vocabulary=vocabulary)
+    assert captions != prior_captions(60, seed=1, vocabulary=vocabulary)
+    assert all(set(words_of(c)) <= vocabulary for c in captions)
+    assert any(" of " in c for c in captions) and any(" at the " in c for c in captions)  # kinds mixed
+    assert {w for c in captions for w in words_of(c)} >= {"circle", "square", "triangle"}
+    with_ring = prior_captions(200, seed=0, vocabulary=grammar_words(("circle", "ring")))
+    assert {w for c in with_ring for w in words_of(c)} >= {"ring"} and "square" not in " ".join(with_ring)
+
+
+def test_no_prior_captions_for_a_model_of_other_words():
+    assert prior_captions(5, seed=0, vocabulary={"a", "photo", "of", "cat"}) is None
+    assert prior_captions(5, seed=0, vocabulary=grammar_words() - {"above"}) is None
+
+
+def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_path, monkeypatch):
+    import crossattn.prior as prior
+
+    run, vocabulary = tmp_path / "run", grammar_words()
+    settings = PriorSettings(count=3, base_model=str(grammar_model), steps=2)
+    folder = prior_folder(run, settings, vocabulary, replace=False, progress=False)
+    lines = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert [line["text"] for line in lines] == prior_captions(3, 0, vocabulary)
+    assert all((folder / line["file_name"]).is_file() for line in lines)
+    assert json.loads((folder / INFO_NAME).read_text())["count"] == 3
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drew again")
+
+    monkeypatch.setattr(prior, "draw_prior", no_drawing)
+    assert prior_folder(run, settings, vocabulary, replace=False, progress=False) == folder  # reused
+    other = PriorSettings(count=2, base_model=str(grammar_model), steps=2)
+    with pytest.raises(ExistsError, match="--overwrite"):
+        prior_folder(run, other, vocabulary, replace=False, progress=False)
+    assert len((folder / "metadata.jsonl").read_text().splitlines()) == 3  # the old images are intact
+    monkeypatch.undo()
+    prior_folder(run, other, vocabulary, replace=True, progress=False)
+    assert len((folder / "metadata.jsonl").read_text().splitlines()) == 2
+
+
+def test_finetune_draws_prior_images_and_trains_on_them(grammar_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["finetune", str(ring_folder(tmp_path / "rings")), "--model", str(grammar_model), "--out", str(out)]
+    argv += ["--steps", "2", "--batch-size", "2", "--lora", "2", "--no-samples", "--no-progress"]
+    assert main([*argv, "--prior", "201"]) == 2
+    assert "--prior must be 0–200" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--prior", "3"]) == 0
+    assert len((out / "prior" / "metadata.jsonl").read_text().splitlines()) == 3
+    assert json.loads((out / "final" / "lora_info.json").read_text())["prior_images"] == 3
+    assert main([*argv, "--prior", "2"]) == 2  # a run is there: nothing redrawn without --overwrite
+    assert len((out / "prior" / "metadata.jsonl").read_text().splitlines()) == 3
+    plain = tmp_path / "plain"
+    assert main([*argv[:-10], "--out", str(plain), *argv[-8:], "--prior", "0"]) == 0
+    assert not (plain / "prior").exists()
+    assert json.loads((plain / "final" / "lora_info.json").read_text())["prior_images"] == 0
