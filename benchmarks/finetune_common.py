@@ -18,8 +18,9 @@ import numpy as np
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: int) -> None:
-    """Flags both examples take (base model, fine-tuning length, sampling settings)."""
+def add_common_arguments(parser: argparse.ArgumentParser, steps: int | None, batch_size: int | None) -> None:
+    """Flags both examples take (base model, fine-tuning length, sampling settings). A training flag left
+    at None is not passed: ``crossattn finetune``'s own default applies."""
     parser.add_argument("--model", metavar="PATH", help="base pipeline folder (default: the shipped model)")
     parser.add_argument("--out", metavar="DIR", required=True, help="work folder: data/, run/ (must not hold a run)")
     parser.add_argument(
@@ -30,10 +31,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, batch_size
     parser.add_argument("--full", action="store_true", help="fine-tune all weights instead of a LoRA adapter")
     parser.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="(default: %(default)s)")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: finetune's)")
+    parser.add_argument(
+        "--prior-images", type=int, help="finetune --prior: images the base model draws (default: finetune's)"
+    )
     parser.add_argument("--lr", type=float, help="learning rate (default: finetune's)")
     parser.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
-    parser.add_argument("--lora-convs", action="store_true", help="LoRA on the resnet convolutions too (LoCon)")
+    parser.add_argument(
+        "--lora-convs",
+        action=argparse.BooleanOptionalAction,
+        help="LoRA on the resnet convolutions too (LoCon) or not (default: finetune's)",
+    )
     parser.add_argument("--embedding-lr", type=float, help="token-embedding LR (with --full --train-text-encoder)")
     parser.add_argument("--no-samples", action="store_true", help="finetune without its before/after grids")
     parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
@@ -53,6 +61,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         "no_samples",
         "train_text_encoder",
         "lora_convs",
+        "prior_images",
     )
     return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
@@ -62,13 +71,15 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     path, as a user's install would be); returns ``OUT/final`` (adapter or pipeline folder) and the
     seconds it took."""
     command = [sys.executable, "-m", "crossattn", "finetune", str(data), "--out", str(run)]
-    command += ["--full"] if args.full else ["--lora", str(args.rank)]
-    command += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    command += ["--full"] if args.full else (["--lora", str(args.rank)] if args.rank else [])
+    command += ["--steps", str(args.steps)] if args.steps else []
+    command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    command += ["--prior", str(args.prior_images)] if args.prior_images is not None else []
     command += ["--model", args.model] if args.model else []
     command += ["--lr", str(args.lr)] if args.lr else []
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--train-text-encoder"] if args.train_text_encoder else []
-    command += ["--lora-convs"] if args.lora_convs else []
+    command += [] if args.lora_convs is None else ["--lora-convs" if args.lora_convs else "--no-lora-convs"]
     command += ["--embedding-lr", str(args.embedding_lr)] if args.embedding_lr else []
     command += ["--no-samples"] if args.no_samples else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
