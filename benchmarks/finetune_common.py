@@ -62,6 +62,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         "train_text_encoder",
         "lora_convs",
         "prior_images",
+        "seed",
     )
     return {k: getattr(args, k) for k in keys} | {"scored": args.lora}
 
@@ -75,6 +76,7 @@ def run_finetune(data: Path, run: Path, args: argparse.Namespace) -> tuple[Path,
     command += ["--steps", str(args.steps)] if args.steps else []
     command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     command += ["--prior", str(args.prior_images)] if args.prior_images is not None else []
+    command += ["--seed", str(args.seed)] if args.seed is not None else []
     command += ["--model", args.model] if args.model else []
     command += ["--lr", str(args.lr)] if args.lr else []
     command += ["--threads", str(args.threads)] if args.threads else []

@@ -26,7 +26,7 @@ PRIOR_DIR = "prior"
 INFO_NAME = "prior_info.json"
 MAX_PRIOR = 200  # diffusers' DreamBooth scripts default to 100 class images; our images are 32×32
 PRIOR_STREAM = 0x9810  # the captions' random stream: no training or evaluation code uses it
-IMAGE_SEED_BASE = 3_000_000  # far from the evaluation's (1,000,000) and the examples' (2,000,000) seeds
+IMAGE_SEED_BASE = 3_000_000  # far from the evaluation's seeds (1,000,000 + i); the examples sample other prompts
 BATCH = 16
 
 
