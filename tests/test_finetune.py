@@ -258,6 +258,7 @@ def test_lora_and_full_defaults_differ_and_flags_override_them():
     parse = build_parser().parse_args
     lora = parse(["finetune", "data"])
     config = training_config(lora, None, ())
+    assert lora.lora_conv_rank == 16
     assert (lora.lora, lora.lora_convs, config.steps, config.batch_size, config.learning_rate) == (
         16,
         True,

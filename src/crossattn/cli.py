@@ -121,6 +121,13 @@ def add_finetune(sub) -> None:
         help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon): a new shape is drawn by them (default: on)",
     )
     p.add_argument(
+        "--lora-conv-rank",
+        type=positive_int,
+        default=16,
+        metavar="RANK",
+        help="rank of the convolutions' adapters, apart from --lora's (LyCORIS' conv_dim; default: %(default)s)",
+    )
+    p.add_argument(
         "--prior",
         type=int,
         metavar="N",

@@ -25,22 +25,35 @@ TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def lora_config(rank: int, targets: tuple[str, ...], alpha: float | None = None):
-    """A peft ``LoraConfig`` (alpha defaults to the rank: scale 1, as in diffusers' scripts)."""
+def lora_config(rank: int, targets: tuple[str, ...], alpha: float | None = None, ranks: dict | None = None):
+    """A peft ``LoraConfig`` (alpha defaults to the rank: scale 1, as in diffusers' scripts). ``ranks``:
+    other ranks for some targets (peft's ``rank_pattern``), each with alpha = its rank."""
     from peft import LoraConfig
 
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
-    return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
+    for r in (rank, *(ranks or {}).values()):
+        if r < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {r}")
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha or rank,
+        init_lora_weights="gaussian",
+        target_modules=list(targets),
+        rank_pattern=dict(ranks or {}),
+        alpha_pattern={name: alpha or r for name, r in (ranks or {}).items()},
+    )
 
 
-def add_lora(pipe, rank: int, text_encoder: bool = False, alpha: float | None = None, convs: bool = False) -> None:
+def add_lora(
+    pipe, rank: int, text_encoder: bool = False, alpha: float | None = None, convs: bool = False, conv_rank: int = 0
+) -> None:
     """Freeze the pipeline's models and add trainable LoRA adapters (U-Net; text encoder if asked).
     ``convs`` also adapts the U-Net's 3×3 resnet convolutions (LoCon): a new *shape* is drawn by the
-    convolutions more than by the attention projections."""
+    convolutions more than by the attention projections; ``conv_rank`` (0: ``rank``) is their rank, as
+    LyCORIS' ``conv_dim`` is kept apart from the linear layers' rank."""
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
-    pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS + (UNET_CONV_TARGETS if convs else ()), alpha))
+    conv_ranks = {t: conv_rank for t in UNET_CONV_TARGETS} if convs and conv_rank else None
+    pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS + (UNET_CONV_TARGETS if convs else ()), alpha, conv_ranks))
     if text_encoder:
         add_text_encoder_adapter(pipe.text_encoder, lora_config(rank, TEXT_TARGETS, alpha))
 

@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     prior = prior_data(args, model, data, out, model_config.resolution)
     lora = None if args.full else args.lora
     info = {"base_model": model, "rank": lora, "text_encoder": args.train_text_encoder, "data": str(args.data)}
-    info["convs"] = args.lora_convs
+    convs = {"convs": args.lora_convs, "conv_rank": args.lora_conv_rank}
+    info["convs"] = args.lora_conv_rank if args.lora_convs else 0  # their rank; 0: none
     info["new_word_tokens"] = list(token_ids)
     info["prior_images"] = len(prior) if prior is not None else 0
     result = train(
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        customize=(lambda pipe: add_lora(pipe, lora, args.train_text_encoder, convs=args.lora_convs)) if lora else None,
+        customize=(lambda pipe: add_lora(pipe, lora, args.train_text_encoder, **convs)) if lora else None,
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
     )
     if result.final is not None:
