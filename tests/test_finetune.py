@@ -38,12 +38,15 @@ def test_rank_r_adds_r_times_in_plus_out_per_projection(rank):
 
 @pytest.mark.parametrize("convs", [False, True], ids=["attention", "attention+convs"])
 def test_lora_save_load_gives_identical_samples(tiny_model_dir, tmp_path, convs):
-    """Through diffusers' ``load_lora_weights``, also with the resnets' conv adapters (LoCon)."""
+    """Through diffusers' ``load_lora_weights``, also with the resnets' conv adapters (LoCon) at their own rank."""
     pipe = load_pipeline(tiny_model_dir)
     pipe.set_progress_bar_config(disable=True)
     base = pipe("a red ring", generator=generator(), num_inference_steps=3, output_type="pt").images
-    add_lora(pipe, 4, text_encoder=True, convs=convs)
-    assert any("conv1.lora_A" in n for n, _ in pipe.unet.named_parameters()) == convs
+    add_lora(pipe, 4, text_encoder=True, convs=convs, conv_rank=3)
+    ranks = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]: p.shape[0] for n, p in pipe.unet.named_parameters() if "lora_A" in n
+    }
+    assert ranks == ({"to_q": 4, "to_k": 4, "to_v": 4, "0": 4} | ({"conv1": 3, "conv2": 3} if convs else {}))
     with torch.no_grad():  # B starts at zero; give the adapter something to do
         for model in (pipe.unet, pipe.text_encoder):
             for name, p in model.named_parameters():
