@@ -274,3 +274,20 @@ def test_lora_and_full_defaults_differ_and_flags_override_them():
     own = parse(["finetune", "data", "--no-lora-convs", "--steps", "7", "--batch-size", "3", "--lr", "2e-3"])
     config = training_config(own, None, ())
     assert (own.lora_convs, config.steps, config.batch_size, config.learning_rate) == (False, 7, 3, 2e-3)
+
+
+def test_loading_a_unet_only_adapter_says_nothing_about_the_text_encoder(tiny_model_dir, tmp_path, capfd):
+    """diffusers warns "No LoRA keys associated to CLIPTextModel" for an adapter without text-encoder
+    keys; ours have none by default, so load_lora drops that one message and restores the logger."""
+    import logging
+
+    pipe = load_pipeline(tiny_model_dir)
+    add_lora(pipe, 2)
+    save_lora(pipe, tmp_path / "lora")
+    capfd.readouterr()
+    load_lora(load_pipeline(tiny_model_dir), tmp_path / "lora")
+    assert "No LoRA keys" not in capfd.readouterr().err
+    from crossattn.lora import _NoTextEncoderKeys
+
+    filters = logging.getLogger("diffusers.loaders.lora_base").filters
+    assert not any(isinstance(f, _NoTextEncoderKeys) for f in filters)

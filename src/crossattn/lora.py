@@ -16,6 +16,9 @@ are saved as ``learned_embeds.safetensors`` next to the adapter and :func:`load_
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
@@ -103,9 +106,33 @@ def load_lora(pipe, folder: str | Path) -> None:
     path = Path(folder)
     if not (path / WEIGHT_NAME).is_file():
         raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {path}")
-    pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
+    with without_text_encoder_notice(path / WEIGHT_NAME):
+        pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
     if (path / TOKENS_NAME).is_file():
         load_token_rows(pipe, path / TOKENS_NAME)
+
+
+class _NoTextEncoderKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No LoRA keys associated to")
+
+
+@contextmanager
+def without_text_encoder_notice(weights: Path) -> Iterator[None]:
+    """Drop diffusers' warning "No LoRA keys associated to CLIPTextModel found ..." while loading an
+    adapter that has no text-encoder keys by design (U-Net only, the default); any other message, and
+    that one for an adapter that does have such keys, still shows."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        has_text_encoder = any(k.startswith("text_encoder.") for k in f.keys())  # noqa: SIM118 (a handle, not a dict)
+    logger, quiet = logging.getLogger("diffusers.loaders.lora_base"), _NoTextEncoderKeys()
+    if not has_text_encoder:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def new_word_tokens(tokenizer, words) -> list[int]:
