@@ -32,6 +32,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int | None, bat
     parser.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="(default: %(default)s)")
     parser.add_argument("--rank", type=int, help="LoRA rank (default: finetune's)")
+    parser.add_argument("--seed", type=int, help="finetune --seed: training seed (default: finetune's)")
     parser.add_argument(
         "--prior-images", type=int, help="finetune --prior: images the base model draws (default: finetune's)"
     )
