@@ -59,6 +59,8 @@ def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_
 
     monkeypatch.setattr(prior, "draw_prior", no_drawing)
     assert prior_folder(run, settings, vocabulary, replace=False, progress=False) == folder  # reused
+    with pytest.raises(AssertionError, match="drew again"):  # --overwrite starts over: drawn afresh
+        prior_folder(run, settings, vocabulary, replace=True, progress=False)
     other = PriorSettings(count=2, base_model=str(grammar_model), steps=2)
     with pytest.raises(ExistsError, match="--overwrite"):
         prior_folder(run, other, vocabulary, replace=False, progress=False)

@@ -102,13 +102,14 @@ def draw_prior(settings: PriorSettings, captions: list[str], out: Path, progress
 def prior_folder(
     run: Path, settings: PriorSettings, vocabulary: set[str], replace: bool, progress: bool = True
 ) -> Path | None:
-    """``RUN/prior`` holding the prior images of ``settings``: reused when it already does, drawn
-    otherwise (an old one with other settings is replaced only when ``replace``). None, with nothing
-    drawn, when the base model does not speak the scenes grammar."""
+    """``RUN/prior`` holding the prior images of ``settings``: reused when it already does (a resumed
+    run), drawn otherwise; an old folder is replaced only when ``replace`` (``--overwrite``: start
+    over, so always drawn afresh, even from a base model changed in place). None, with nothing drawn,
+    when the base model does not speak the scenes grammar."""
     from .files import ExistsError
 
     folder = run / PRIOR_DIR
-    if reusable(folder, settings):
+    if not replace and reusable(folder, settings):
         return folder
     captions = prior_captions(settings.count, settings.seed, vocabulary)
     if captions is None:
@@ -119,5 +120,15 @@ def prior_folder(
                 f"{folder} holds prior images drawn otherwise than now ({settings}); pass --overwrite to redraw "
                 "them, or the flags of the run that drew them"
             )
-        shutil.rmtree(folder)
+        old = folder.with_name(PRIOR_DIR + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)  # put back if drawing fails: the old images are lost only once new ones exist
+        try:
+            draw_prior(settings, captions, folder, progress)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            old.rename(folder)
+            raise
+        shutil.rmtree(old)
+        return folder
     return draw_prior(settings, captions, folder, progress)
