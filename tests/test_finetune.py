@@ -291,3 +291,19 @@ def test_loading_a_unet_only_adapter_says_nothing_about_the_text_encoder(tiny_mo
 
     filters = logging.getLogger("diffusers.loaders.lora_base").filters
     assert not any(isinstance(f, _NoTextEncoderKeys) for f in filters)
+
+
+def test_two_finetunes_with_one_seed_give_one_adapter(tiny_model_dir, tmp_path):
+    """The adapters' random init is drawn from --seed (peft draws it from the global RNG), so a run
+    repeats bit for bit; before, two identical runs differed by 0.4 in lora_A."""
+    from safetensors.torch import load_file
+
+    data = ring_folder(tmp_path / "rings")
+    weights = []
+    for name in ("a", "b"):
+        argv = ["finetune", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / name), "--steps", "2"]
+        assert main([*argv, "--lora", "2", "--batch-size", "2", "--no-samples", "--no-progress"]) == 0
+        weights.append(load_file(tmp_path / name / "final" / "pytorch_lora_weights.safetensors"))
+        torch.rand(5)  # the global RNG moves on between runs, as it would in a notebook
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

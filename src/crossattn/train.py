@@ -159,7 +159,9 @@ class Trainer(TrainerOutputs):
         unet, text_encoder = pipe.unet.train(), pipe.text_encoder
         text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
         if self.customize is not None:
-            self.customize(pipe)
+            with torch.random.fork_rng():  # adapters draw their init from the global RNG: seed it, then restore
+                torch.manual_seed(cfg.seed)
+                self.customize(pipe)
         if cfg.trainable_token_ids:
             train_token_rows(text_encoder, cfg.trainable_token_ids)
         self.unet, self.text_encoder = unet, text_encoder.to(acc.device)
