@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from crossattn.cli import main
+from crossattn.data.folder import FolderWriter
 from crossattn.files import ExistsError
 from crossattn.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
 from crossattn.vocabulary import grammar_words, words_of, write_vocabulary
@@ -65,6 +66,15 @@ def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_
     with pytest.raises(ExistsError, match="--overwrite"):
         prior_folder(run, other, vocabulary, replace=False, progress=False)
     assert len((folder / "metadata.jsonl").read_text().splitlines()) == 3  # the old images are intact
+    monkeypatch.undo()
+
+    def broken_add(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(FolderWriter, "add", broken_add)  # a redraw that fails half-way
+    with pytest.raises(RuntimeError, match="disk full"):
+        prior_folder(run, other, vocabulary, replace=True, progress=False)
+    assert len((folder / "metadata.jsonl").read_text().splitlines()) == 3  # the old images are back
     monkeypatch.undo()
     prior_folder(run, other, vocabulary, replace=True, progress=False)
     assert len((folder / "metadata.jsonl").read_text().splitlines()) == 2

@@ -16,7 +16,6 @@ on the very same ones.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,9 +70,12 @@ def reusable(folder: Path, settings: PriorSettings) -> bool:
         return False
 
 
-def draw_prior(settings: PriorSettings, captions: list[str], out: Path, progress: bool = True) -> Path:
+def draw_prior(
+    settings: PriorSettings, captions: list[str], out: Path, progress: bool = True, replace: bool = False
+) -> Path:
     """Sample ``captions`` with the base model (image ``i`` from seed ``IMAGE_SEED_BASE + 10,000 ·
-    seed + i``) and write them as the image folder ``out`` (atomically, with ``prior_info.json``)."""
+    seed + i``) and write them as the image folder ``out`` (atomically, with ``prior_info.json``; an
+    old ``out`` is swapped out only when ``replace`` and the drawing succeeded)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -82,7 +84,7 @@ def draw_prior(settings: PriorSettings, captions: list[str], out: Path, progress
 
     pipe = load_pipeline(settings.base_model)
     pipe.set_progress_bar_config(disable=True)
-    with new_image_folder(out) as writer:
+    with new_image_folder(out, replace=replace) as writer:
         for start in tqdm(range(0, len(captions), BATCH), desc="prior images", unit="batch", disable=not progress):
             batch = captions[start : start + BATCH]
             seeds = [IMAGE_SEED_BASE + 10_000 * settings.seed + start + i for i in range(len(batch))]
@@ -114,21 +116,9 @@ def prior_folder(
     captions = prior_captions(settings.count, settings.seed, vocabulary)
     if captions is None:
         return None
-    if folder.exists():
-        if not replace:
-            raise ExistsError(
-                f"{folder} holds prior images drawn otherwise than now ({settings}); pass --overwrite to redraw "
-                "them, or the flags of the run that drew them"
-            )
-        old = folder.with_name(PRIOR_DIR + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)  # put back if drawing fails: the old images are lost only once new ones exist
-        try:
-            draw_prior(settings, captions, folder, progress)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            old.rename(folder)
-            raise
-        shutil.rmtree(old)
-        return folder
-    return draw_prior(settings, captions, folder, progress)
+    if folder.exists() and not replace:
+        raise ExistsError(
+            f"{folder} holds prior images drawn otherwise than now ({settings}); pass --overwrite to redraw "
+            "them, or the flags of the run that drew them"
+        )
+    return draw_prior(settings, captions, folder, progress, replace=replace)  # the old folder stays if it fails

@@ -74,14 +74,15 @@ class FolderWriter:
 
 
 @contextmanager
-def new_image_folder(out_dir: str | Path) -> Iterator[FolderWriter]:
-    """Write an image folder atomically: a non-empty ``out_dir`` is refused, images are added
-    through the yielded writer (other files may go in ``writer.folder``), ``metadata.jsonl`` is
-    written last, and the folder appears only when the whole block succeeded."""
+def new_image_folder(out_dir: str | Path, replace: bool = False) -> Iterator[FolderWriter]:
+    """Write an image folder atomically: a non-empty ``out_dir`` is refused (unless ``replace``: then
+    it is swapped for the new one, and kept if the block fails), images are added through the yielded
+    writer (other files may go in ``writer.folder``), ``metadata.jsonl`` is written last, and the
+    folder appears only when the whole block succeeded."""
     from ..files import ExistsError, atomic_dir
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    if not replace and out.exists() and any(out.iterdir()):
         raise ExistsError(f"will not overwrite the files in {out}; choose an empty or new folder")
     with atomic_dir(out) as tmp:
         writer = FolderWriter(tmp)
