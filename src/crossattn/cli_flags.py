@@ -96,6 +96,7 @@ def add_training_flags(p) -> None:
     from .config import TrainingConfig
 
     d = TrainingConfig()
+    add_recipe_flag(p, clip=False)
     p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
     p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
     p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
@@ -128,6 +129,7 @@ def add_clip_training_flags(p) -> None:
     from .config import CLIP_TRAINING_DEFAULTS, TrainingConfig
 
     d = TrainingConfig(**CLIP_TRAINING_DEFAULTS)
+    add_recipe_flag(p, clip=True)
     p.add_argument(
         "--init-from", metavar="PATH", help="continue from a CLIP folder (e.g. src/crossattn/pretrained/clip)"
     )
@@ -137,6 +139,15 @@ def add_clip_training_flags(p) -> None:
     add_data_flags(p, d, named=False)
     add_optimizer_flags(p, d)
     add_schedule_flags(p, d)
+
+
+def add_recipe_flag(p, clip: bool) -> None:
+    """``--recipe NAME``: a named model + training preset (:mod:`crossattn.recipes`) in place of the defaults."""
+    from .recipes import CLIP_RECIPES, UNET_RECIPES
+
+    recipes = CLIP_RECIPES if clip else UNET_RECIPES
+    listed = "; ".join(f"{r.name}: {r.summary}" for r in recipes.values())
+    p.add_argument("--recipe", metavar="NAME", help=f"start from a named recipe, flags given still win ({listed})")
 
 
 def add_data_flags(p, d, named: bool = True) -> None:

@@ -186,6 +186,10 @@ class TrainingConfig(JsonConfig):
     scene_mix: tuple[float, ...] | None = None
     save_fp16: bool = False
     time_limit: float = 0.0  # minutes; 0 = none. Past it the run checkpoints, writes final and stops
+    # minutes of the training clock (kept across --resume) at which the EMA weights are written to
+    # RUN/snapshots/minute-MMM; the time spent writing them is off the clock
+    snapshot_minutes: tuple[float, ...] = ()
+    recipe: str | None = None  # the named recipe (crossattn.recipes) the run started from, if any
 
     def __post_init__(self) -> None:
         self.validate()
@@ -200,6 +204,8 @@ class TrainingConfig(JsonConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.time_limit < 0:
             raise ValueError(f"time_limit must be >= 0 minutes (0 = no limit), got {self.time_limit}")
+        if any(m <= 0 for m in self.snapshot_minutes) or list(self.snapshot_minutes) != sorted(self.snapshot_minutes):
+            raise ValueError(f"snapshot_minutes must be increasing minutes > 0, got {self.snapshot_minutes}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.caption_dropout < 1:

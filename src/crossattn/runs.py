@@ -6,6 +6,7 @@ RUN/log.jsonl                    one JSON line per logged step: loss, lr, sample
 RUN/checkpoints/step-000250/     accelerate ``save_state`` (models, optimizer, EMA, LR, data position)
 RUN/samples/step-000250.png      sample grid (EMA weights) + .json with prompts and seeds
 RUN/final/                       the trained pipeline folder (``crossattn generate --model RUN/final``)
+RUN/snapshots/minute-010/        the EMA weights at that minute of training (``snapshot_minutes``), as final
 ```
 
 Checkpoints are written to a hidden temp folder and renamed into place, so a crash mid-write leaves
@@ -50,9 +51,26 @@ class RunDir:
     def final(self) -> Path:
         return self.root / "final"
 
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    def snapshot(self, minute: float) -> Path:
+        """Where the EMA weights at ``minute`` of the training clock go (``minute-010``, ``minute-007.5``)."""
+        label = f"{minute:05.1f}" if minute % 1 else f"{int(minute):03d}"
+        return self.snapshots / f"minute-{label}"
+
     def artefacts(self) -> list[Path]:
         """What a run writes; any of them existing means the folder holds a run."""
-        return [self.config, self.log, self.checkpoints, self.samples, self.final, self.root / "tensorboard"]
+        return [
+            self.config,
+            self.log,
+            self.checkpoints,
+            self.samples,
+            self.final,
+            self.snapshots,
+            self.root / "tensorboard",
+        ]
 
     def holds_run(self) -> bool:
         return any(p.exists() for p in self.artefacts())

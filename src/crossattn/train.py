@@ -54,16 +54,19 @@ __all__ = ["train", "Trainer", "TrainState", "TrainResult", "write_sample_grid"]
 
 @dataclass
 class TrainState:
-    """The loop's position: optimizer steps done and micro-batches this process consumed."""
+    """The loop's position: optimizer steps done, micro-batches this process consumed, and seconds on
+    the training clock (every session of the run; snapshot writing excluded)."""
 
     step: int = 0
     batches: int = 0
+    seconds: float = 0.0
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "batches": self.batches}
+    def state_dict(self) -> dict[str, float]:
+        return {"step": self.step, "batches": self.batches, "seconds": self.seconds}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, float]) -> None:
         self.step, self.batches = int(state["step"]), int(state["batches"])
+        self.seconds = float(state.get("seconds", 0.0))  # checkpoints before the clock was kept: 0
 
 
 @dataclass
@@ -280,6 +283,7 @@ class Trainer(TrainerOutputs):
             window.append(loss)
             now = time.perf_counter()
             rate = cfg.batch_size * cfg.grad_accum * acc.num_processes / max(now - tick, 1e-9)
+            self.state.seconds += now - tick
             tick = now
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
@@ -289,6 +293,8 @@ class Trainer(TrainerOutputs):
                 on_step_end(self.state)
             if out_of_time:
                 break
+            spent = self.write_due_snapshots()  # off the clock: the deadline moves on by what it took
+            deadline, tick = deadline + spent, tick + spent
         bar.close()
         return TrainResult(self.save_final(), self.state.step, losses)
 
@@ -319,9 +325,7 @@ class Trainer(TrainerOutputs):
         """Whether the time limit is reached on any process (so all processes stop at the same step)."""
         if deadline == math.inf:
             return False
-        acc = self.accelerator
-        late = torch.tensor(float(time.perf_counter() >= deadline), device=acc.device)
-        return bool(acc.reduce(late, reduction="sum").item() > 0)
+        return self.agreed(time.perf_counter() >= deadline)
 
     def after_step(self, window: list[float], rate: float, last: bool) -> None:
         """Log, sample and checkpoint on their schedules, and always at the ``last`` step of this session."""

@@ -109,6 +109,33 @@ class TrainerOutputs:
         self.accelerator.load_state(str(folder))
         load_state(folder, self.state, self.lr_scheduler, self.ema, self.accelerator.device)
 
+    def write_due_snapshots(self) -> float:
+        """Write ``RUN/snapshots/minute-MMM`` (the EMA weights, as ``final``) for every mark of
+        ``snapshot_minutes`` the training clock has passed and no snapshot exists for; returns the
+        seconds this took (the loop keeps them off the clock)."""
+        import time
+
+        cfg, acc, run = self.config, self.accelerator, self.run_dir
+        tick = time.perf_counter()
+        due = [m for m in cfg.snapshot_minutes if self.state.seconds >= m * 60]
+        due = [m for m in due if not run.snapshot(m).exists()]
+        if not self.agreed(bool(due)):
+            return 0.0
+        if acc.is_main_process:
+            for minute in due:
+                with self.ema_weights(), atomic_dir(run.snapshot(minute)) as tmp:
+                    self.write_final(tmp)
+                run.append_log({"step": self.state.step, "snapshot": minute, "seconds": self.state.seconds})
+        acc.wait_for_everyone()
+        return time.perf_counter() - tick
+
+    def agreed(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (so all processes take the same branch)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return flag
+        return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
+
     def save_final(self) -> Path | None:
         """``RUN/final`` from the EMA weights, written atomically on the main process."""
         acc = self.accelerator

@@ -64,8 +64,13 @@ def saved_configs(out: Path, model_cls=ModelConfig) -> tuple:
 
 
 def fresh_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig]:
+    """Defaults or the JSON files given, then the ``--recipe``'s values over them."""
     model = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
     training = TrainingConfig.load(args.config) if args.config else TrainingConfig()
+    if getattr(args, "recipe", None):
+        from ..recipes import get_recipe
+
+        model, training = get_recipe(args.recipe).apply(model, training)
     init_from = args.init_from or training.init_from
     if init_from:
         from ..loading import check_model_folder

@@ -24,6 +24,10 @@ def build_configs(args: argparse.Namespace):
         clip, training = saved_configs(Path(args.out), ClipConfig)
     else:
         clip, training = ClipConfig(), TrainingConfig(**CLIP_TRAINING_DEFAULTS)
+        if args.recipe:
+            from ..recipes import get_recipe
+
+            clip, training = get_recipe(args.recipe, clip=True).apply(clip, training)
     return apply_flags(args, clip, training, CLIP_FLAGS)
 
 

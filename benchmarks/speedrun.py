@@ -1,0 +1,152 @@
+"""Speedrun: time to quality of ``crossattn train --recipe speedrun`` on this machine.
+
+1. Trains with the recipe (its wall-clock budget, 60 minutes; data generation and everything else
+   on the clock) in a subprocess, with the threads given (default: 2, all cores here).
+2. Off the clock, evaluates the EMA snapshots the run wrote at minutes 10, 20, 30, 45 and 60
+   (``RUN/snapshots/minute-MMM``) with ``crossattn eval --n N``, relation guidance on (the default) and
+   off (the model alone).
+3. Writes ``RUN/speedrun.md`` (the time-to-quality table, bars marked) and ``RUN/speedrun.png``
+   (every category against minutes).
+
+    python benchmarks/speedrun.py --out runs/speed --seed 0
+    python benchmarks/speedrun.py --out runs/speed --eval-only --n 100     # re-evaluate a run
+    python benchmarks/speedrun.py --out runs/speed2 -- --lr 2e-3           # flags after -- go to train
+
+Bars (issue 26): one object colour / shape / position >= 0.95, two objects both right >= 0.90,
+relation >= 0.95 with guidance (>= 0.80 without: the stretch), grounding IoU >= 0.75.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from crossattn.runs import RunDir
+
+#: (column, report path, bar): what the table and the plot show per snapshot.
+COLUMNS = (
+    ("colour", ("on", "accuracy", "one.colour"), 0.95),
+    ("shape", ("on", "accuracy", "one.shape"), 0.95),
+    ("position", ("on", "accuracy", "one.position"), 0.95),
+    ("both right", ("on", "accuracy", "two.both"), 0.90),
+    ("relation (guided)", ("on", "accuracy", "two.relation"), 0.95),
+    ("relation (alone)", ("off", "accuracy", "two.relation"), 0.80),
+    ("IoU colour", ("on", "grounding", "colour"), 0.75),
+    ("IoU shape", ("on", "grounding", "shape"), 0.75),
+)
+
+
+def crossattn(*args: str) -> list[str]:
+    return [sys.executable, "-m", "crossattn", *args]
+
+
+def train(out: Path, seed: int, threads: int, extra: list[str]) -> float:
+    """The recipe's run in a subprocess; returns its wall seconds (start-up included)."""
+    cmd = crossattn("train", "--recipe", "speedrun", "--out", str(out), "--seed", str(seed))
+    cmd += ["--data-seed", str(seed), "--threads", str(threads), "--no-progress", *extra]
+    print(" ".join(cmd), flush=True)
+    tick = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - tick
+
+
+def evaluate(snapshot: Path, n: int, threads: int, guided: bool) -> dict:
+    """``crossattn eval`` of one snapshot (reused when its report exists for the same ``n``)."""
+    out = snapshot / f"eval-{'on' if guided else 'off'}-n{n}"
+    report = out / "report.json"
+    if not report.is_file():
+        cmd = crossattn("eval", "--model", str(snapshot), "--n", str(n), "--out", str(out), "--threads", str(threads))
+        if not guided:
+            cmd += ["--relation-guidance", "0"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(report.read_text())
+
+
+def value(reports: dict, path: tuple[str, str, str]) -> float | None:
+    guided, table, key = path
+    row = (reports[guided].get(table) or {}).get(key)
+    if row is None:
+        return None
+    return row.get("accuracy", row.get("mean_iou"))
+
+
+def snapshot_rows(run: Path, n: int, threads: int) -> list[dict]:
+    """One row per snapshot: its minute, step, and every column's value."""
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    steps = {r["snapshot"]: r["step"] for r in log if "snapshot" in r}
+    rows = []
+    for minute, step in sorted(steps.items()):
+        folder = RunDir(run).snapshot(minute)
+        reports = {"on": evaluate(folder, n, threads, True), "off": evaluate(folder, n, threads, False)}
+        row = {"minute": minute, "step": step, **{name: value(reports, path) for name, path, _ in COLUMNS}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def table(rows: list[dict], header: str) -> str:
+    """Markdown: minutes down, categories across; a value at or over its bar in bold."""
+    names = [name for name, _, _ in COLUMNS]
+    lines = [header, "", "| minute | step | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    lines.append("| bar | | " + " | ".join(f"{bar:.2f}" for _, _, bar in COLUMNS) + " |")
+    for row in rows:
+        cells = []
+        for name, _, bar in COLUMNS:
+            v = row[name]
+            cells.append("–" if v is None else (f"**{v:.3f}**" if v >= bar else f"{v:.3f}"))
+        lines.append(f"| {row['minute']:g} | {row['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Every category against minutes; the bars as dotted lines in the same colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    minutes = [r["minute"] for r in rows]
+    for i, (name, _, bar) in enumerate(COLUMNS):
+        colour = f"C{i}"
+        ax.plot(
+            minutes, [r[name] if r[name] is not None else float("nan") for r in rows], "o-", color=colour, label=name
+        )
+        ax.axhline(bar, color=colour, linestyle=":", linewidth=0.8)
+    ax.set(xlabel="training minutes (2-core CPU)", ylabel="accuracy / IoU", ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/speed"), help="run folder (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="init, noise and data seed of the run")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training and eval")
+    parser.add_argument("--n", type=int, default=300, help="eval prompts per snapshot (default: %(default)s)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the snapshots of an existing run")
+    parser.add_argument("train_flags", nargs="*", help="after --: flags passed to crossattn train")
+    args = parser.parse_args()
+    wall = None
+    if not args.eval_only:
+        wall = train(args.out, args.seed, args.threads, args.train_flags)
+    rows = snapshot_rows(args.out, args.n, args.threads)
+    config = json.loads((args.out / "config.json").read_text())
+    launch = config["launch"]
+    header = (
+        f"Speedrun `{args.out}` ({time.strftime('%Y-%m-%d')}): seed {config['training']['seed']}, "
+        f"{launch['threads']} threads, eval --n {args.n}" + (f", training wall {wall / 60:.1f} min" if wall else "")
+    )
+    (args.out / "speedrun.md").write_text(table(rows, header), encoding="utf-8")
+    plot(rows, args.out / "speedrun.png", f"speedrun, seed {config['training']['seed']}")
+    print(table(rows, header))
+
+
+if __name__ == "__main__":
+    main()

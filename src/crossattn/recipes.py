@@ -1,0 +1,96 @@
+"""Named training recipes: a model shape and training settings that go together.
+
+``crossattn train --recipe speedrun`` (and ``train-clip --recipe speedrun``) starts from a recipe
+instead of the defaults; flags given on the command line still win. The run's ``config.json``
+records the recipe's name and every value it set, so a run folder says how it was made.
+
+The speedrun (issue 26) trains a U-Net from random weights, reading the shipped mini-CLIP's text
+tower frozen (as Stable Diffusion reads CLIP), to the evaluation bars within an hour of a 2-core
+CPU. What each value is for, and what was measured, is in ``docs/benchmarks.md`` (speedrun).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Minutes of the training clock at which the speedrun writes its EMA weights as a pipeline folder
+#: (``RUN/snapshots/minute-010``), evaluated afterwards off the clock (``benchmarks/speedrun.py``).
+SPEEDRUN_MINUTES = (10.0, 20.0, 30.0, 45.0, 60.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``model`` sets fields of the model config (``ModelConfig`` / ``ClipConfig``), ``training`` of
+    ``TrainingConfig``; ``text_encoder`` names a shipped CLIP folder to read (relative to the package)."""
+
+    name: str
+    summary: str
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, model_config, training_config):
+        """``(model, training)`` with this recipe's values put in; the training config records the name."""
+        model = dataclasses.replace(model_config, **self.model)
+        training = dataclasses.replace(training_config, **self.training, recipe=self.name)
+        return model, training
+
+
+def shipped_clip_folder() -> str:
+    """The mini-CLIP folder shipped with the package (its text tower is what the speedrun reads)."""
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "pretrained" / "clip")
+
+
+UNET_RECIPES: dict[str, Recipe] = {
+    "speedrun": Recipe(
+        name="speedrun",
+        summary="a U-Net from random weights on the frozen mini-CLIP, to the eval bars in an hour of 2 CPU cores",
+        model=dict(block_out_channels=(32, 64, 64)),
+        training=dict(
+            steps=1_000_000,  # the clock ends the run, not the step count
+            time_limit=60.0,
+            batch_size=32,
+            learning_rate=1e-3,
+            lr_schedule="constant_with_warmup",
+            warmup_steps=100,
+            ema_decay=0.998,
+            grounding_weight=0.05,
+            timestep_bias=0.5,
+            scene_mix=(0.1, 0.3, 0.5, 0.1),
+            text_encoder_from=shipped_clip_folder(),
+            train_text_encoder=False,
+            sample_every=0,  # sample grids cost clock time; the snapshots are evaluated off the clock
+            checkpoint_every=500,
+            snapshot_minutes=SPEEDRUN_MINUTES,
+        ),
+    ),
+}
+
+CLIP_RECIPES: dict[str, Recipe] = {
+    "speedrun": Recipe(
+        name="speedrun",
+        summary="the mini-CLIP to its probe bars within 20 minutes of 2 CPU cores",
+        training=dict(
+            steps=1_000_000,
+            time_limit=20.0,
+            learning_rate=1e-3,
+            warmup_steps=50,
+            lr_schedule="constant_with_warmup",
+            sample_every=0,
+            checkpoint_every=250,
+            snapshot_minutes=(5.0, 10.0, 15.0, 20.0),
+        ),
+    ),
+}
+
+
+def get_recipe(name: str, clip: bool = False) -> Recipe:
+    """The named recipe of ``train`` (``clip=False``) or ``train-clip``; an unknown name is a ``ValueError``."""
+    recipes = CLIP_RECIPES if clip else UNET_RECIPES
+    if name not in recipes:
+        command = "train-clip" if clip else "train"
+        raise ValueError(f"--recipe {name!r}: {command} knows {', '.join(sorted(recipes))}")
+    return recipes[name]
