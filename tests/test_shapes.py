@@ -190,3 +190,18 @@ def test_render_speed_is_far_above_training_needs():
     for _ in range(200):
         make_scene(rng)
     assert 200 / (time.perf_counter() - start) > 200  # training consumes ~20 samples/s
+
+
+def test_position_masks_put_the_object_under_its_position_words():
+    plain = ShapesDataset(8, with_masks=True, kind="one_position")
+    placed = ShapesDataset(8, with_masks=True, kind="one_position", position_masks=True)
+    for i in range(8):
+        a, b, scene = plain[i]["word_masks"], placed[i]["word_masks"], placed.scene(i)
+        n = len(scene.position.split())  # "top left": 2 words, "center": 1
+        assert torch.equal(a[:-n], b[:-n]) and not a[-n:].any()
+        assert all(np.array_equal(b[k].numpy().astype(bool), scene.objects[0].mask) for k in range(-n, 0))
+    two = ShapesDataset(4, with_masks=True, kind="two_relation", position_masks=True)
+    assert all(
+        torch.equal(two[i]["word_masks"], ShapesDataset(4, with_masks=True, kind="two_relation")[i]["word_masks"])
+        for i in range(4)
+    )

@@ -224,6 +224,12 @@ def add_diffusion_flags(p, d) -> None:
         f"(default: {d.grounding_weight})",
     )
     p.add_argument(
+        "--ground-positions",
+        action="store_const",
+        const=True,
+        help="the grounding loss also on position words ('top left' attends to its object's pixels)",
+    )
+    p.add_argument(
         "--timestep-bias",
         metavar="F",
         type=float,

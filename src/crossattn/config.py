@@ -151,6 +151,7 @@ class TrainingConfig(JsonConfig):
     caption_dropout: float = 0.1
     snr_gamma: float | None = None  # min-SNR weighting (Hang et al., 2023); None disables it
     grounding_weight: float = 0.0  # TokenCompose token + pixel loss on object words' attention; 0 = off
+    ground_positions: bool = False  # the grounding loss also on position words ("top left": the object's mask)
     timestep_bias: float = 0.0  # density of training timesteps ∝ t^bias: 0 uniform, > 0 favours high noise
     # Peak LR of the text encoder's token embeddings when they train (None: learning_rate). Words the
     # model never saw keep small random rows that its first layer drowns (states < 2 % apart), so

@@ -115,6 +115,7 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
                 seed=training.data_seed,
                 with_masks=training.grounding_weight > 0,
                 kind_mix=training.scene_mix,
+                position_masks=training.ground_positions,
             )
 
         return scenes

@@ -308,7 +308,9 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 class ShapesDataset(Dataset):
     """``length`` seeded scenes: item ``i`` is ``{"pixel_values": (3, H, W) float in [-1, 1], "text"}``,
-    plus ``"word_masks"`` ``(words, H, W)`` uint8 with ``with_masks`` (for the grounding loss)."""
+    plus ``"word_masks"`` ``(words, H, W)`` uint8 with ``with_masks`` (for the grounding loss): the
+    colour and shape words' objects, and with ``position_masks`` also the position words' (the
+    place a one-object caption names is where its object is: attention supervision of *where*)."""
 
     def __init__(
         self,
@@ -320,12 +322,13 @@ class ShapesDataset(Dataset):
         shapes: tuple[str, ...] = SHAPES,
         with_masks: bool = False,
         kind_mix: tuple[float, ...] | None = None,
+        position_masks: bool = False,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
         self.length, self.resolution, self.seed, self.noise = length, resolution, seed, noise
         self.kind, self.shapes, self.with_masks = kind, check_shapes(shapes), with_masks
-        self.kind_mix = kind_mix
+        self.kind_mix, self.position_masks = kind_mix, position_masks
 
     def __len__(self) -> int:
         return self.length
@@ -346,6 +349,8 @@ class ShapesDataset(Dataset):
             words = np.zeros((len(scene.caption.split()), *scene.image.shape[:2]), np.uint8)
             for i, mask in scene.word_masks.items():
                 words[i] = mask
+            if self.position_masks and scene.position is not None:  # "... at the top left": the object's place
+                words[-len(scene.position.split()) :] = scene.objects[0].mask
             item["word_masks"] = torch.from_numpy(words)
         return item
 
