@@ -66,3 +66,15 @@ def test_generate_outputs_are_world_readable(tiny_model_dir, tmp_path):
         assert main([*argv, "--quiet"]) == 0
     assert mode(out) == 0o755
     assert sorted(mode(p) for p in out.iterdir()) == [0o644, 0o644]
+
+
+def test_folder_hash_leaves_out_the_model_card_only(tmp_path):
+    from crossattn.files import folder_hash
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text("{}")
+    before = folder_hash(tmp_path)
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# card")
+    assert folder_hash(tmp_path) == before
+    (tmp_path / "unet" / "README.md").write_text("not the card")  # only the top-level card is left out
+    assert folder_hash(tmp_path) != before

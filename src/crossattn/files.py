@@ -113,11 +113,19 @@ def slugify(text: str, max_len: int = 60) -> str:
     return slug[:max_len].rstrip("-") or "unconditional"
 
 
+#: files a model folder may hold that say nothing of what it computes (the model card): not hashed
+UNHASHED = ("README.md",)
+
+
 def folder_hash(folder: str | Path, length: int = 16) -> str:
-    """SHA-256 over every file's relative path and bytes, in sorted order (content hash of a model)."""
+    """SHA-256 over every file's relative path and bytes, in sorted order (content hash of a model).
+
+    A top-level ``README.md`` (the Hugging Face model card) is left out, so editing the card does not
+    change the hash that every sidecar and report records."""
     root = Path(folder)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = [p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in UNHASHED]
+    for file in sorted(files):
         digest.update(file.relative_to(root).as_posix().encode())
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
