@@ -2,7 +2,7 @@
 
 64 prompts of the evaluation set (one-object, positions, relations and "and", so relation guidance
 runs on the relation prompts as it does by default), the shipped model (32×32), 20 steps, guidance 4.
-Both ways go through the command's own ``sample`` (one generator per image, seed + index) and run
+Both ways go through the library's own ``crossattn.sampling.sample`` (one generator per image, seed + index) and run
 in the same process, one after the other, after a warm-up; the ratio of their images/s is printed,
 with how far the two sets of images are apart. Target (issue 18): batched ≥ 2× one call per prompt.
 
@@ -18,28 +18,12 @@ import warnings
 import numpy as np
 import torch
 
-from crossattn.commands.generate import DEFAULT_BATCH_SIZE, plan_jobs, sample
-from crossattn.config import SamplingConfig
 from crossattn.evaluation.run import eval_prompts
 from crossattn.loading import load_pipeline
+from crossattn.sampling import DEFAULT_BATCH_SIZE, SamplingRequest, plan, sample
 
 
-def sampling_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The ``generate`` arguments ``plan_jobs`` and ``sample`` read, at their CLI defaults."""
-    return argparse.Namespace(
-        out="unused",
-        seed=0,
-        num_images=1,
-        upscale=None,
-        negative=None,
-        steps=args.steps,
-        guidance=4.0,
-        relation_guidance=SamplingConfig.relation_guidance,
-        maps=False,
-    )
-
-
-def timed(pipe, jobs, cli: argparse.Namespace, batch_size: int) -> tuple[float, list[np.ndarray]]:
+def timed(pipe, jobs, cli: SamplingRequest, batch_size: int) -> tuple[float, list[np.ndarray]]:
     """Seconds to sample every job, ``batch_size`` at a time, and the images."""
     images = []
     start = time.perf_counter()
@@ -60,8 +44,8 @@ def main() -> None:
         warnings.simplefilter("ignore")
         pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    cli = sampling_args(args)
-    jobs = plan_jobs(cli, [p.caption for p in eval_prompts(args.prompts)])
+    cli = SamplingRequest([p.caption for p in eval_prompts(args.prompts)], steps=args.steps, out="unused")
+    jobs = plan(cli)
     timed(pipe, jobs[:2], cli, 2)  # warm-up
     single_s, single = timed(pipe, jobs, cli, 1)
     batched_s, batched = timed(pipe, jobs, cli, args.batch_size)

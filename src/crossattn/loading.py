@@ -85,13 +85,23 @@ def load_pipeline(
     folder (``crossattn finetune`` output, diffusers layout) loaded on top. ``path`` and ``lora`` may
     also be run folders (their ``final/`` is loaded). Loading draws no progress bars.
     """
+    placeholder = path is None and not has_default_model()
+    folder = None if placeholder else check_model_folder(path if path is not None else PRETRAINED_DIR)
+    return load_resolved(folder, scheduler, device, check_lora_folder(lora) if lora is not None else None)
+
+
+def load_resolved(
+    folder: Path | None, scheduler: str | None = None, device: str | None = None, lora: Path | None = None
+):
+    """:func:`load_pipeline` for folders already resolved (:class:`crossattn.sampling.ModelRef`):
+    ``folder`` a pipeline folder (None: the untrained placeholder), ``lora`` a LoRA folder; neither is
+    looked up again."""
     import torch
 
-    if path is None and not has_default_model():
-        warnings.warn("no trained default model is shipped yet; using an untrained placeholder", stacklevel=2)
+    if folder is None:
+        warnings.warn("no trained default model is shipped yet; using an untrained placeholder", stacklevel=3)
         pipe = placeholder_pipeline()
     else:
-        folder = check_model_folder(path if path is not None else PRETRAINED_DIR)
         with quiet_loading():
             # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
@@ -100,7 +110,7 @@ def load_pipeline(
         from .lora import load_lora
 
         with quiet_loading():
-            load_lora(pipe, check_lora_folder(lora))
+            load_lora(pipe, lora)
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     if device is not None:
@@ -137,19 +147,3 @@ def placeholder_pipeline(config: ModelConfig | None = None, seed: int = 0):
     pipe.unet.eval()
     pipe.text_encoder.eval()
     return pipe
-
-
-def model_identity(path: str | Path | None, lora: str | Path | None = None) -> dict:
-    """``{"path", "hash"}`` for a sidecar: the folder's content hash, or the placeholder's name;
-    with a LoRA, also ``"lora": {"path", "hash"}``."""
-    from .files import folder_hash
-
-    if path is None and not has_default_model():
-        identity: dict = {"path": PLACEHOLDER, "hash": PLACEHOLDER}
-    else:
-        folder = check_model_folder(path) if path is not None else PRETRAINED_DIR
-        identity = {"path": str(folder), "hash": folder_hash(folder)}
-    if lora is not None:
-        folder = check_lora_folder(lora)
-        identity["lora"] = {"path": str(folder), "hash": folder_hash(folder)}
-    return identity

@@ -14,6 +14,8 @@ import argparse
 import math
 from pathlib import Path
 
+from ..sampling import SamplingRequest
+
 VIEWS = ("source", "plain", "edited")
 
 
@@ -32,11 +34,11 @@ def parse_reweight(items: list[str] | None) -> dict[str, float]:
     return weights
 
 
-def plan(args: argparse.Namespace) -> dict[str, Path]:
+def plan(request: SamplingRequest) -> dict[str, Path]:
     """Every output path, by role: ``source``, ``plain``, ``edited``, ``compare``, ``sidecar``."""
     from ..files import slugify
 
-    stem = Path(args.out) / f"{slugify(args.to)}-{args.seed}"
+    stem = request.out / f"{slugify(request.prompts[1])}-{request.seed}"
     paths = {view: stem.with_name(f"{stem.name}.{view}.png") for view in (*VIEWS, "compare")}
     paths["sidecar"] = stem.with_suffix(".json")
     return paths
@@ -45,8 +47,8 @@ def plan(args: argparse.Namespace) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from ..editing import EditSettings
     from ..files import refuse_overwrite
-    from ..loading import check_model_folder
-    from .shared import check_scheduler, check_unet, load_for_command
+    from ..sampling import check_unet, load
+    from .shared import model_from_args, request_from_args, set_threads
 
     settings = EditSettings(
         args.cross_steps,
@@ -55,35 +57,36 @@ def run(args: argparse.Namespace) -> int:
         blend=not args.no_blend,
         shared_steps=args.shared_steps,
     )  # checks the values before anything loads
-    check_scheduler(args.scheduler)
-    if args.model is not None:
-        check_model_folder(args.model)
-    paths = plan(args)
-    refuse_overwrite(list(paths.values()), args.overwrite)
-    pipe = load_for_command(args, [args.source, args.to])
+    request = request_from_args(args, [args.source, args.to])
+    model = model_from_args(args)
+    paths = plan(request)
+    refuse_overwrite(list(paths.values()), request.overwrite)
+    set_threads(args.threads)
+    pipe = load(request, model, quiet=args.quiet)
     check_unet(pipe)
-    result, maps = sample(pipe, args, settings)
-    for path in write_outputs(pipe, args, paths, result, maps):
+    result, maps = sample(pipe, request, settings)
+    for path in write_outputs(pipe, request, model, paths, result, maps):
         print(path, flush=True)
     return 0
 
 
-def sample(pipe, args: argparse.Namespace, settings):
+def sample(pipe, request: SamplingRequest, settings):
     """The edit inside a cross-attention trace: (result, maps of the rows source, edited, plain)."""
     import torch
 
     from ..attention.trace import trace
     from ..editing import edit
 
+    source, target = request.prompts
     with trace(pipe) as tracer:
         result = edit(
             pipe,
-            args.source,
-            args.to,
-            generator=torch.Generator(device="cpu").manual_seed(args.seed),
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            negative_prompt=args.negative,
+            source,
+            target,
+            generator=torch.Generator(device="cpu").manual_seed(request.seed),
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            negative_prompt=request.negative_prompt,
             **{k: v for k, v in vars(settings).items()},
         )
     return result, tracer.maps()
@@ -123,20 +126,19 @@ def compare_figure(result, maps, pairs: list[tuple[str | None, str]]):
     return fig
 
 
-def write_outputs(pipe, args, paths: dict[str, Path], result, maps) -> list[Path]:
+def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path], result, maps) -> list[Path]:
     """The three PNGs, the comparison figure and the sidecar, each written atomically."""
     from .. import viz
     from ..files import atomic_write, atomic_write_json
-    from ..loading import model_identity
-    from .shared import ImageJob, scheduler_name, sidecar
+    from ..sampling import ImageJob, scheduler_name, sidecar
 
     written = []
     for view in VIEWS:
         image = getattr(result, view)
         written.append(atomic_write(paths[view], lambda tmp, image=image: image.save(tmp, format="PNG")))
     written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
-    job = ImageJob(args.to, 0, args.seed, paths["edited"], paths["sidecar"], None)
-    meta = sidecar(job, args, scheduler_name(pipe), model_identity(args.model, args.lora), result.edited.size)
+    job = ImageJob(request.prompts[1], 0, request.seed, paths["edited"], paths["sidecar"], None)
+    meta = sidecar(job, request, scheduler_name(pipe), model.identity(), result.edited.size)
     meta.update(
         source_prompt=result.source_prompt,
         target_prompt=result.target_prompt,

@@ -10,12 +10,12 @@ Byte-for-byte the same files as the CLI: the request records cross-attention per
 per-step, per-head cross-attention through an :class:`AttentionStore` without that detail. The store
 does the same float operations in the same order as a plain ``trace(pipe)`` would have, so the
 ``.maps.safetensors`` equals ``generate --maps``'s; the PNG, sidecar and maps are then written by
-the CLI's own functions (``generate.plan_jobs``, ``shared.sidecar``, ``write_image``, ``write_maps``).
+the library's (:mod:`crossattn.sampling`: ``plan``, ``image_sidecar``, ``write_image``, ``write_maps``),
+from the same :class:`~crossattn.sampling.SamplingRequest` the CLI builds.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import math
 import shutil
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SCHEDULER_NAMES, SamplingConfig
+from ..sampling import MapsOptions, ModelRef, SamplingRequest
 
 DEFAULT_SCHEDULER = "default"  # the model folder's own scheduler, as `generate` without --scheduler
 MAX_STEPS = 200
@@ -72,19 +73,19 @@ class Request:
             relation_guidance=_number(self.relation_guidance, "relation guidance", 0.0, 1e6),
         )
 
-    def cli_args(self, out: Path) -> argparse.Namespace:
-        """The ``crossattn generate`` arguments these settings stand for (what its helpers read)."""
-        return argparse.Namespace(
-            prompt=[self.prompt],
-            negative=self.negative_prompt or None,
+    def sampling_request(self, out: Path) -> SamplingRequest:
+        """The request ``crossattn generate --maps`` builds for these settings, writing to ``out``; its maps
+        record self-attention and per-step, per-head detail for the page (the files get the plain ones)."""
+        return SamplingRequest(
+            prompts=(self.prompt,),
+            negative_prompt=self.negative_prompt or None,
             seed=self.seed,
             steps=self.steps,
             guidance=self.guidance,
-            relation_guidance=self.relation_guidance,
             scheduler=None if self.scheduler == DEFAULT_SCHEDULER else self.scheduler,
-            num_images=1,
-            upscale=None,
-            out=str(out),
+            relation_guidance=self.relation_guidance,
+            maps=MapsOptions(kind="both", per_step=True, per_head=True),
+            out=out,
         )
 
 
@@ -149,31 +150,28 @@ def only(maps, kind: str):
 class Explorer:
     """The loaded model and where request files go; :meth:`run` serves one request."""
 
-    def __init__(self, pipe, model: str | None = None, lora: str | None = None, out: str | Path | None = None):
-        from ..loading import model_identity
-        from ..vocabulary import model_vocabulary
-
+    def __init__(self, pipe, model: str | ModelRef | None = None, lora: str | None = None, out=None):
         self.pipe = pipe
-        self.vocabulary = model_vocabulary(model, lora)  # words the model saw in training (None: unknown)
-        self.model, self.lora = model, lora
-        self.identity = model_identity(model, lora)
+        self.model_ref = model if isinstance(model, ModelRef) else ModelRef.resolve(model, lora)
+        self.vocabulary = self.model_ref.vocabulary()  # words the model saw in training (None: unknown)
         self.scheduler = pipe.scheduler  # the folder's own; each request samples with a fresh copy
         self.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="crossattn-serve-"))
         if out is None:
             atexit.register(shutil.rmtree, self.out, True)
 
+    @property
+    def identity(self) -> dict:
+        """The sidecars' ``model`` field."""
+        return self.model_ref.identity()
+
     @classmethod
     def load(cls, model=None, lora=None, device=None, out=None) -> Explorer:
-        from ..commands.shared import check_unet
-        from ..loading import check_lora_folder, check_model_folder, load_pipeline
+        from ..sampling import check_unet
 
-        if model is not None:
-            check_model_folder(model)
-        if lora is not None:
-            check_lora_folder(lora)
-        pipe = load_pipeline(model, device=device, lora=lora)
+        ref = ModelRef.resolve(model, lora)
+        pipe = ref.load(device=device)
         check_unet(pipe)
-        return cls(pipe, model, lora, out)
+        return cls(pipe, ref, out=out)
 
     @property
     def max_length(self) -> int:
@@ -194,39 +192,25 @@ class Explorer:
 
     def run(self, request: Request) -> Result:
         """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``."""
-        import torch
-
-        from ..attention.trace import trace
+        from ..sampling import plan, sample
         from ..vocabulary import warn_unknown_words
 
         request = request.check(self.pipe.tokenizer, self.max_length)
         warn_unknown_words([request.prompt], self.vocabulary)  # as the CLI does; the page shows it
+        job_request = request.sampling_request(self.out / uuid.uuid4().hex)
+        (job,) = plan(job_request)
         pipe = self.request_pipe(request.scheduler)
-        with trace(pipe, kind="both", per_step=True, per_head=True) as tracer:
-            image = pipe(
-                [request.prompt],  # a list, as `generate` passes its batch
-                negative_prompt=request.negative_prompt or None,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                relation_guidance=request.relation_guidance,
-                generator=[torch.Generator(device="cpu").manual_seed(request.seed)],
-            ).images[0]
-        maps = tracer.maps()
+        images, maps = sample(pipe, [job], job_request)
         cross = only(maps, "cross")
-        files = self.write_files(pipe, request, image, maps, cross)
-        return Result(request, image, files, cross, aggregate(maps, "self"), cross.words_for(0))
+        files = self.write_files(pipe, job_request, job, images[0], maps, cross)
+        return Result(request, images[0], files, cross, aggregate(maps, "self"), cross.words_for(0))
 
-    def write_files(self, pipe, request: Request, image, maps, cross) -> list[Path]:
+    def write_files(self, pipe, job_request: SamplingRequest, job, image, maps, cross) -> list[Path]:
         """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view."""
         from ..attention.html import write_html
-        from ..commands.generate import plan_jobs
-        from ..commands.shared import relation_fields, scheduler_name, sidecar, write_image, write_maps
+        from ..sampling import image_sidecar, write_image, write_maps
 
-        folder = self.out / uuid.uuid4().hex
-        args = request.cli_args(folder)
-        (job,) = plan_jobs(args, [request.prompt])
-        meta = sidecar(job, args, scheduler_name(pipe), self.identity, image.size)  # as generate.sample_and_write
-        meta.update(relation_fields(pipe, job.prompt, args.relation_guidance))
+        meta = image_sidecar(pipe, job, job_request, self.model_ref, image.size)  # as generate does
         written = write_image(job, image, meta)
         written += write_maps(aggregate(maps, "cross").subset([0]), image, job.png, meta)
         written.append(write_html(cross, job.png.with_suffix(".maps.html"), image))

@@ -1,0 +1,174 @@
+"""The sampling request: every setting of one sampling job, typed and checked once.
+
+``crossattn generate``, ``maps``, ``edit`` and ``eval``, the web explorer and notebooks all describe
+what to sample with a :class:`SamplingRequest`, so a setting added here (a field, its check in
+:meth:`SamplingRequest.__post_init__`, and where :func:`crossattn.sampling.pipeline_kwargs` or the
+sidecar reads it) reaches every front at once. A command-line flag whose ``dest`` is the field's
+name (or the field's ``metadata["flag"]``) fills it through :meth:`SamplingRequest.from_flags`
+without further code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import SCHEDULER_NAMES, SamplingConfig
+
+#: Images sampled together when ``batch_size`` is None. On CPU throughput grows with the batch up to
+#: about this size at 32×32 (benchmarks/generate_throughput.py); memory stays far below 1 GB.
+DEFAULT_BATCH_SIZE = 16
+KINDS = ("cross", "self", "both")
+
+
+def check_scheduler(name: str | None) -> None:
+    """``name`` is None (the model folder's own scheduler) or one of :data:`SCHEDULER_NAMES`."""
+    if name is not None and name not in SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {name!r}; choices: {', '.join(SCHEDULER_NAMES)}")
+
+
+def whole(value: Any, name: str, low: int, optional: bool = False) -> int | None:
+    """``value`` as an ``int`` >= ``low``; a ``ValueError`` naming it otherwise (None passes when ``optional``)."""
+    if value is None and optional:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or not float(value).is_integer() or value < low:
+        raise ValueError(f"{name} {value!r} is not accepted; give a whole number >= {low}")
+    return int(value)
+
+
+def finite(value: Any, name: str, low: float = -math.inf) -> float:
+    """``value`` as a finite ``float`` >= ``low``; a ``ValueError`` naming it otherwise."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or value < low:
+        accepted = "a finite number" + (f" >= {low:g}" if low > -math.inf else "")
+        raise ValueError(f"{name} {value!r} is not accepted; give {accepted}")
+    return float(value)
+
+
+def _from_flags(cls, flags: Mapping[str, Any], fields: dict[str, Any]):
+    """``cls`` built from the flags named like its fields (or their ``metadata["flag"]``), then ``fields``."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        flag = f.metadata.get("flag", f.name)  # None: no flag fills this field
+        if flag is not None and flag in flags and flags[flag] is not None:
+            values[f.name] = flags[flag]
+    return cls(**{**values, **fields})
+
+
+@dataclass(frozen=True)
+class MapsOptions:
+    """Which attention maps a sampling job records and draws (see :func:`crossattn.trace`).
+
+    ``self_attn_pixel`` also records self-attention; ``html`` records per-head maps for the page's
+    head selector; ``gif`` (one animation per word) needs ``per_step``.
+    """
+
+    layers: tuple[str | int, ...] | None = None  # resolutions or name patterns; None: every layer
+    words: tuple[str, ...] | None = None  # None: every word of the prompt
+    per_step: bool = False
+    gif: bool = False
+    html: bool = False
+    self_attn_pixel: tuple[int, int] | None = None
+    kind: str | None = None  # None: "both" with self_attn_pixel, else "cross"
+    per_head: bool | None = None  # None: as html
+
+    def __post_init__(self) -> None:
+        if self.gif and not self.per_step:
+            raise ValueError("--gif needs --per-step (the animation shows one frame per sampling step)")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"maps kind {self.kind!r} is not accepted; choices: {', '.join(KINDS)}")
+        for name in ("layers", "words"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, tuple(value) if value else None)
+        if self.self_attn_pixel is not None:
+            pixel = tuple(whole(v, "self-attention pixel coordinate", 0) for v in self.self_attn_pixel)
+            if len(pixel) != 2:
+                raise ValueError(f"self_attn_pixel {self.self_attn_pixel!r} is not accepted; give (X, Y)")
+            object.__setattr__(self, "self_attn_pixel", pixel)
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, Any], **fields: Any) -> MapsOptions:
+        """Options from ``vars(args)`` of a command line (flags named like the fields), then ``fields``."""
+        return _from_flags(cls, flags, fields)
+
+    def trace_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`crossattn.trace` these options stand for."""
+        return {
+            "kind": self.kind or ("both" if self.self_attn_pixel else "cross"),
+            "layers": list(self.layers) if self.layers else None,
+            "per_step": self.per_step,
+            "per_head": self.html if self.per_head is None else self.per_head,
+        }
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """What one sampling job makes: prompts, sampler settings, maps and where the files go.
+
+    Constructing it checks every value (a ``ValueError`` names the bad value and what is accepted),
+    so a request that exists is a valid one; it holds no model (see :class:`ModelRef`).
+    """
+
+    prompts: tuple[str, ...] = field(metadata={"flag": None})  # each command reads its own
+    negative_prompt: str | None = field(default=None, metadata={"flag": "negative"})
+    seed: int = SamplingConfig.seed  # image i of a prompt starts from seed + i
+    steps: int = SamplingConfig.steps
+    guidance: float = SamplingConfig.guidance_scale
+    scheduler: str | None = SamplingConfig.scheduler  # None: the model folder's own
+    relation_guidance: float = SamplingConfig.relation_guidance
+    num_images: int = 1  # images per prompt
+    batch_size: int | None = None  # images sampled together; None: DEFAULT_BATCH_SIZE
+    upscale: int | None = None  # also write a K× nearest-neighbour copy
+    maps: MapsOptions | None = field(default=None, metadata={"flag": None})  # None: no attention maps
+    out: Path = Path("outputs")
+    overwrite: bool = False
+    device: str | None = None  # torch device; None: where the pipeline loads (CPU)
+
+    def __post_init__(self) -> None:
+        check_scheduler(self.scheduler)
+        prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise ValueError(f"prompt {bad[0]!r} is not accepted; prompts are strings")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise ValueError(f"negative prompt {self.negative_prompt!r} is not accepted; give a string or None")
+        checked = {
+            "prompts": prompts,
+            "seed": whole(self.seed, "seed", 0),
+            "steps": whole(self.steps, "steps", 1),
+            "guidance": finite(self.guidance, "guidance"),
+            "relation_guidance": finite(self.relation_guidance, "relation guidance", 0.0),
+            "num_images": whole(self.num_images, "num_images", 1),
+            "batch_size": whole(self.batch_size, "batch_size", 1, optional=True),
+            "upscale": whole(self.upscale, "upscale", 1, optional=True),
+            "out": Path(self.out),
+        }
+        if self.maps is not None and not isinstance(self.maps, MapsOptions):
+            raise ValueError(f"maps {self.maps!r} is not accepted; give MapsOptions(...) or None")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, Any], **fields: Any) -> SamplingRequest:
+        """A request from ``vars(args)`` of a command line: each field takes the flag of its name
+        (``negative_prompt`` the ``--negative`` flag), unless given in ``fields``; flags left at None
+        keep the field's default."""
+        return _from_flags(cls, flags, fields)
+
+    def replace(self, **changes: Any) -> SamplingRequest:
+        """A copy with ``changes``, checked again."""
+        return dataclasses.replace(self, **changes)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The settings every pipeline call of this job passes (prompts and generators apart)."""
+        return {
+            "negative_prompt": self.negative_prompt,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "relation_guidance": self.relation_guidance,
+        }

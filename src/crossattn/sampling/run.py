@@ -1,0 +1,112 @@
+"""Running a sampling job: load the pipeline a request asks for, sample its images in batches
+(each with its own generator, so batching never changes an image), and write every file.
+
+    from crossattn.sampling import ModelRef, SamplingRequest, run
+    run(SamplingRequest(["a red circle left of a blue square"], seed=3, out="outputs"), ModelRef.resolve())
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .model_ref import ModelRef
+from .outputs import (
+    ImageJob,
+    plan,
+    planned_files,
+    relation_fields,
+    scheduler_name,
+    sidecar,
+    write_image,
+    write_maps,
+)
+from .request import DEFAULT_BATCH_SIZE, SamplingRequest
+
+
+def check_unet(pipe) -> None:
+    """Maps need a ``UNet2DConditionModel`` denoiser; say so for any other pipeline."""
+    from diffusers import UNet2DConditionModel
+
+    unet = getattr(pipe, "unet", None)
+    if not isinstance(unet, UNet2DConditionModel):
+        found = type(unet).__name__ if unet is not None else "no unet"
+        raise ValueError(f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser")
+
+
+def load(request: SamplingRequest, model: ModelRef, quiet: bool = False):
+    """The pipeline ``request`` samples with: ``model`` with the request's scheduler, on its device,
+    without loading bars (and without the sampling bar when ``quiet``). Warns, naming them, about
+    prompt words the model never saw in training; with maps asked for, checks the denoiser is a UNet."""
+    from ..vocabulary import warn_unknown_words
+
+    warn_unknown_words(request.prompts, model.vocabulary())
+    pipe = model.load(request.scheduler, request.device)
+    if quiet:
+        pipe.set_progress_bar_config(disable=True)
+    if request.maps is not None:
+        check_unet(pipe)
+    return pipe
+
+
+def sample(pipe, jobs: list[ImageJob], request: SamplingRequest):
+    """The images of ``jobs`` (any prompts) in one batch; each image has its own generator seeded
+    ``job.seed``, so an image is the one it would be alone or with other prompts.
+
+    With ``request.maps`` the batch is sampled inside a trace; returns (images, maps or None).
+    """
+    import torch
+
+    from ..attention.trace import trace
+
+    generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
+    traced = trace(pipe, **request.maps.trace_kwargs()) if request.maps is not None else contextlib.nullcontext()
+    with traced as tracer:
+        images = pipe([j.prompt for j in jobs], generator=generators, **request.pipeline_kwargs()).images
+    return images, tracer.maps() if tracer is not None else None
+
+
+def image_sidecar(pipe, job: ImageJob, request: SamplingRequest, model: ModelRef, size) -> dict[str, Any]:
+    """The sidecar of one image: :func:`sidecar` plus what relation guidance did with its prompt."""
+    meta = sidecar(job, request, scheduler_name(pipe), model.identity(), size)
+    meta.update(relation_fields(pipe, job.prompt, request.relation_guidance))
+    return meta
+
+
+def sample_and_write(pipe, jobs: list[ImageJob], request: SamplingRequest, model: ModelRef) -> list[Path]:
+    """Sample one batch of images and write each with its sidecar (and maps); returns the paths written."""
+    images, maps = sample(pipe, jobs, request)
+    written = []
+    for i, (job, image) in enumerate(zip(jobs, images, strict=True)):
+        meta = image_sidecar(pipe, job, request, model, image.size)
+        written += write_image(job, image, meta)
+        if maps is not None:
+            written += write_maps(maps.subset([i]), image, job.png, meta)
+    return written
+
+
+def run(
+    request: SamplingRequest,
+    model: ModelRef | None = None,
+    quiet: bool = False,
+    on_written: Callable[[Path], Any] | None = None,
+) -> list[Path]:
+    """Plan every file (refusing to overwrite unless ``request.overwrite``, before anything loads),
+    load ``model`` (default: the shipped model), sample ``request.batch_size`` images at a time and
+    write them; ``on_written`` hears of each file as it is written. Returns every path written."""
+    from ..files import refuse_overwrite
+
+    model = model if model is not None else ModelRef.resolve()
+    jobs = plan(request)
+    refuse_overwrite(planned_files(request, jobs), request.overwrite)
+    pipe = load(request, model, quiet)
+    size = request.batch_size or DEFAULT_BATCH_SIZE
+    written = []
+    for start in range(0, len(jobs), size):
+        for path in sample_and_write(pipe, jobs[start : start + size], request, model):
+            written.append(path)
+            if on_written is not None:
+                on_written(path)
+    return written
