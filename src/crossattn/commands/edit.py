@@ -84,7 +84,7 @@ def sample(pipe, args: argparse.Namespace, settings):
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
             negative_prompt=args.negative,
-            **{k: v for k, v in vars(settings).items()},
+            settings=settings,
         )
     return result, tracer.maps()
 
