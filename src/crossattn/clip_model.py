@@ -114,7 +114,7 @@ def save_clip_folder(model, tokenizer, folder: str | Path, cfg: ClipConfig | Non
     """Write ``model`` + ``tokenizer`` + the image processor as one transformers folder (safetensors)."""
     from transformers import CLIPProcessor
 
-    from .train_outputs import copy_bpe_files
+    from .tokenizer import copy_bpe_files
 
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)

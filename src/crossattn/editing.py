@@ -23,10 +23,12 @@ package attribute ``crossattn.edit`` that module, hiding the function.)
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported when an edit runs, so the CLI's parser can read the defaults below
+from .attention.edit_settings import EditSettings  # torch-free: the CLI's parser reads its defaults
+
+if TYPE_CHECKING:  # torch is imported when an edit runs, so the CLI's parser can import this module cheaply
     import torch
 
 #: Pipeline arguments ``edit`` sets itself.
@@ -40,28 +42,6 @@ OWN_ARGUMENTS = (
     "callback_on_step_end",
     "callback_on_step_end_tensor_inputs",
 )
-
-
-@dataclass
-class EditSettings:
-    """How the target is controlled (see :class:`crossattn.attention.control.Controller`)."""
-
-    cross_steps: float = 0.8
-    self_steps: float = 0.2
-    reweight: dict[str, float] = field(default_factory=dict)
-    halves: str = "both"
-    blend: bool = True
-    shared_steps: float = 0.3
-
-    def __post_init__(self):
-        from .attention.control import HALVES, check_fraction
-
-        self.cross_steps = check_fraction("cross_steps", self.cross_steps)
-        self.self_steps = check_fraction("self_steps", self.self_steps)
-        self.shared_steps = check_fraction("shared_steps", self.shared_steps)
-        if self.halves not in HALVES:
-            raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
-        self.reweight = dict(self.reweight or {})
 
 
 @dataclass
@@ -124,48 +104,34 @@ def edit(
     pipe,
     source: str,
     target: str,
+    settings: EditSettings | None = None,
     *,
     generator: torch.Generator | None = None,
-    cross_steps: float = EditSettings.cross_steps,  # the defaults live in EditSettings (the CLI reads them too)
-    self_steps: float = EditSettings.self_steps,
-    reweight: dict[str, float] | None = None,
-    halves: str = EditSettings.halves,
-    blend: bool = EditSettings.blend,
-    shared_steps: float = EditSettings.shared_steps,
     plain: bool = True,
-    **pipe_kwargs,
+    **kwargs,
 ) -> EditResult:
     """Sample ``source`` and ``target`` from one noise; the target with and without attention control.
 
     ``pipe``: any diffusers text-to-image pipeline whose ``unet`` is a ``UNet2DConditionModel``.
+    ``settings``: an :class:`EditSettings`, or its fields as keywords (``cross_steps=0.5, blend=False``;
+    the rest keep its defaults): ``cross_steps`` / ``self_steps``, fractions in [0, 1] of the first
+    sampling steps in which the target takes the source's cross- / self-attention maps; ``reweight``,
+    ``{word: factor}`` on the target's attention to its word; ``blend``, P2P's local blending
+    (:mod:`crossattn.attention.blend`): outside where the changed words attend in the source, the
+    target's latents are the source's after every step; ``shared_steps``, the first fraction of the steps
+    in which the target follows the source's latents. Blending and shared steps are on by default because
+    the default model's layout does not follow its attention maps alone (README, "Attention control").
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
-    ``cross_steps`` / ``self_steps``: fractions in [0, 1] of the first sampling steps in which the target
-    takes the source's cross- / self-attention maps. ``reweight``: ``{word: factor}`` on the target's
-    attention to its word. ``blend``: P2P's local blending (:mod:`crossattn.attention.blend`): outside
-    where the changed words attend in the source, the target's latents are the source's after every
-    step; ``shared_steps``: for this first fraction of the steps the target follows the source's
-    latents. Both are on by default because the default model's layout does not follow its attention
-    maps alone (README, "Attention control").
-    ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two
-    rows instead of three, so cheaper). ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
-    ``guidance_scale``, ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
+    ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
+    cheaper). The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
+    ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
-    from .attention.control import control
+    from .attention.control import Controller
 
-    settings = EditSettings(cross_steps, self_steps, reweight or {}, halves, blend, shared_steps)
-    kwargs = pipe_arguments(pipe, pipe_kwargs)
-    controller = control(
-        pipe,
-        source,
-        target,
-        cross_steps=settings.cross_steps,
-        self_steps=settings.self_steps,
-        reweight=settings.reweight,
-        extra_rows=int(plain),  # the plain target, left alone
-        halves=settings.halves,
-        blend=settings.blend,
-        shared_steps=settings.shared_steps,
-    )
+    knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
+    settings = EditSettings.resolve(settings, knobs)
+    kwargs = pipe_arguments(pipe, kwargs)
+    controller = Controller(pipe, source, target, settings, extra_rows=int(plain))  # extra row: the plain target
     prompts = [source, target] + [target] * plain
     generators = row_generators(generator, len(prompts))
     with controller:

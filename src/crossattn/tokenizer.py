@@ -135,3 +135,19 @@ class WordSpans:
             spans.append((start, stop))
             start = stop
         return spans
+
+
+def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
+    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
+
+    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
+    tokenizer came from (the starting pipeline's, else the one shipped with the package).
+    """
+    import shutil
+
+    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
+    if not source.is_dir():
+        source = default_tokenizer_dir()
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).is_file() and not (tokenizer_dir / name).exists():
+            shutil.copy2(source / name, tokenizer_dir / name)

@@ -16,6 +16,7 @@ import torch
 from .checkpoint_state import load_state, save_state
 from .config import TrainingConfig
 from .files import atomic_dir, atomic_write, atomic_write_json
+from .tokenizer import copy_bpe_files
 
 SAMPLE_SEEDS = (0, 1, 2, 3)
 SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
@@ -174,24 +175,6 @@ def image_grid(images: list, rows: int, cols: int, scale: int = 1):
         tile = image.resize((w * scale, h * scale), Image.NEAREST)
         grid.paste(tile, ((i % cols) * w * scale, (i // cols) * h * scale))
     return grid
-
-
-def copy_bpe_files(init_from: str | None, tokenizer_dir: Path) -> None:
-    """Put ``vocab.json`` + ``merges.txt`` beside the saved tokenizer, as in a Stable Diffusion folder.
-
-    transformers 5 saves only ``tokenizer.json``; the BPE files are copied from the folder the
-    tokenizer came from (the starting pipeline's, else the one shipped with the package).
-    """
-    import shutil
-
-    from .tokenizer import default_tokenizer_dir
-
-    source = Path(init_from) / "tokenizer" if init_from else default_tokenizer_dir()
-    if not source.is_dir():
-        source = default_tokenizer_dir()
-    for name in ("vocab.json", "merges.txt"):
-        if (source / name).is_file() and not (tokenizer_dir / name).exists():
-            shutil.copy2(source / name, tokenizer_dir / name)
 
 
 def write_sample_grid(pipe, config: TrainingConfig, path: Path) -> None:

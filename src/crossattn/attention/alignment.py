@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .maps import merge_words
+from .words import merge_words
 
 
 @dataclass

@@ -41,11 +41,14 @@ sampling, whose length is ``len(pipe.scheduler.timesteps)`` (or ``num_steps`` fo
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 
 import torch
 
 from .alignment import TokenMap, align_tokens, word_weights
 from .blend import LocalBlend
+from .edit_settings import EditSettings
+from .install import HookError, ProcessorHook, installed, unet_of
 from .layers import LayerInfo, attention_layers
 from .processor import (
     CaptureProcessor,
@@ -55,20 +58,14 @@ from .processor import (
     supported_reference,
 )
 from .shared_rows import fill_output, shared_layout, take_rows
-from .trace import _unet_of
 
-HALVES = ("both", "cond")
+#: ``control()`` on its own is P2P as published: no local blending, no shared steps (``edit()`` adds
+#: both, with :class:`EditSettings`' own defaults, measured on the default model)
+CONTROL_DEFAULTS = {"blend": False, "shared_steps": 0.0}
 
 
-class ControlError(RuntimeError):
+class ControlError(HookError):
     """A control was used in a way that would corrupt another control or the model."""
-
-
-def check_fraction(name: str, value) -> float:
-    """A fraction of the sampling steps: a number in [0, 1], else a ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"{name} is {value!r}; accepted: a fraction of the sampling steps from 0 to 1")
-    return float(value)
 
 
 class ControlProcessor:
@@ -116,68 +113,60 @@ def text_length(pipe, tokenizer) -> int:
 
 def is_controlled(unet) -> bool:
     """True when ``unet`` has a control processor or a controller's step hook installed."""
-    hooks = unet._forward_pre_hooks.values()
-    return any(isinstance(p, ControlProcessor) for p in unet.attn_processors.values()) or any(
-        isinstance(getattr(h, "__self__", None), Controller) for h in hooks
-    )
+    return installed(unet, Controller)
 
 
-class Controller:
+class Controller(ProcessorHook):
     """Prompt-to-prompt control of one batch ``[source, *targets, *extra rows]``; use as a context manager.
 
     ``pipe``: a diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net, then
-    with ``tokenizer`` and ``num_steps``). ``target``: one prompt or a list. ``cross_steps`` /
-    ``self_steps``: the fraction of the first sampling steps whose cross- / self-attention maps the
-    targets take from the source. ``reweight``: ``{word: factor}`` on the targets' attention to a word
-    of theirs. ``extra_rows``: rows after the targets that are left alone. ``halves``: ``"both"`` or
-    ``"cond"`` (see the module docstring). ``self_max_positions``: self-attention is controlled on layers
-    with at most this many query positions (P2P: 16×16). ``blend`` / ``shared_steps``: see the module
-    docstring; both act through :meth:`step_callback`, which the pipeline must be given. Bad input is a ``ValueError`` at construction.
+    with ``tokenizer`` and ``num_steps``). ``target``: one prompt or a list. ``settings``: an
+    :class:`EditSettings` (cross / self steps, reweighting, halves, blending, shared steps), or its fields
+    as keywords over :data:`CONTROL_DEFAULTS` (``cross_steps=0.8, self_steps=0.2`` and no blending, no
+    shared steps). ``extra_rows``: rows after the targets that are left alone. ``self_max_positions``:
+    self-attention is controlled on layers with at most this many query positions (P2P: 16×16). Blending
+    and shared steps act through :meth:`step_callback`, which the pipeline must be given. Bad input is a
+    ``ValueError`` at construction.
     """
+
+    processor_type = ControlProcessor
+    error = ControlError
+    noun = "attention control"
 
     def __init__(
         self,
         pipe,
         source: str,
         target: str | list[str],
+        settings: EditSettings | None = None,
         *,
-        cross_steps: float = 0.8,
-        self_steps: float = 0.2,
-        reweight: dict[str, float] | None = None,
         extra_rows: int = 0,
-        halves: str = "both",
         self_max_positions: int = 16 * 16,
-        blend: bool = False,
-        shared_steps: float = 0.0,
         tokenizer=None,
         num_steps: int | None = None,
+        **knobs,
     ):
-        self.pipe, self.unet = pipe, _unet_of(pipe)
+        self.pipe, self.unet = pipe, unet_of(pipe)
+        super().__init__(self.unet)
+        self.settings = settings = EditSettings.resolve(settings, knobs, CONTROL_DEFAULTS)
         targets = [target] if isinstance(target, str) else list(target)
         if not isinstance(source, str) or not targets or not all(isinstance(t, str) for t in targets):
             raise ValueError(f"source and target must be prompts (strings), got {source!r} and {target!r}")
-        if halves not in HALVES:
-            raise ValueError(f"halves {halves!r}; accepted: {', '.join(HALVES)}")
         if not isinstance(extra_rows, int) or extra_rows < 0:
             raise ValueError(f"extra_rows must be a whole number >= 0, got {extra_rows!r}")
-        self.cross_steps = check_fraction("cross_steps", cross_steps)
-        self.self_steps = check_fraction("self_steps", self_steps)
-        self.shared_steps = check_fraction("shared_steps", shared_steps)
         tokenizer = tokenizer if tokenizer is not None else getattr(pipe, "tokenizer", None)
         if tokenizer is None:
             raise ValueError("the control needs the prompts' tokens: pass tokenizer= with a bare U-Net")
         self.length = text_length(pipe, tokenizer)
         self.token_maps = [align_tokens(tokenizer, source, t, self.length) for t in targets]
-        self.weights = [word_weights(tokenizer, t, self.length, reweight) for t in targets]
+        self.weights = [word_weights(tokenizer, t, self.length, settings.reweight) for t in targets]
         self.reweights = any(w is not None for w in self.weights)  # some target word is reweighted
         self.images = 1 + len(targets) + extra_rows
-        self.halves, self.num_steps = halves, num_steps
-        self.local_blend = self._local_blend() if blend else None
+        self.num_steps = num_steps
+        self.local_blend = self._local_blend() if settings.blend else None
         self.layers = self._choose_layers(self_max_positions)
         self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop = 0, None, 0, 0, 0
         self._last_t: float | None = None
-        self._saved: dict | None = None
-        self._hooks: list = []
         self._traced = False  # a tracer's capture is installed: shared steps compute every row
         self._index: torch.Tensor | None = None  # during a shared step: the row each output row takes
         self._dropped = False  # during a shared step: the targets' rows are not in the U-Net batch
@@ -191,57 +180,38 @@ class Controller:
 
     def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
         """Cross layers when maps are injected, words reweighted or blended; small self layers when self maps are."""
-        cross = self.cross_steps > 0 or self.reweights or self.local_blend is not None
+        cross = self.settings.cross_steps > 0 or self.reweights or self.local_blend is not None
         return [
             layer
             for layer in attention_layers(self.unet)
             if (layer.kind == "cross" and cross)
-            or (layer.kind == "self" and self.self_steps > 0 and layer.resolution**2 <= self_max_positions)
+            or (layer.kind == "self" and self.settings.self_steps > 0 and layer.resolution**2 <= self_max_positions)
         ]
 
     # ------------------------------------------------------------------ install / restore
 
-    def __enter__(self) -> Controller:
-        if self._saved is not None or is_controlled(self.unet):
-            raise ControlError("this pipeline is already under attention control; exit the other control first")
-        saved = dict(self.unet.attn_processors)
-        processors = dict(saved)
+    def prepare(self, current: dict) -> dict:
+        """A :class:`ControlProcessor` for every chosen layer, wrapping the reference processor or capture there."""
+        processors = {}
         for layer in self.layers:
-            current = saved[layer.key]
-            if isinstance(current, CaptureProcessor) or supported_reference(current) is not None:
-                processors[layer.key] = ControlProcessor(layer, self, current)  # a capture: record the edit
-            else:
+            inner = current[layer.key]
+            if not isinstance(inner, CaptureProcessor) and supported_reference(inner) is None:
                 raise ValueError(
-                    f"layer {layer.name} uses {type(current).__name__}; the control stands in for AttnProcessor, "
+                    f"layer {layer.name} uses {type(inner).__name__}; the control stands in for AttnProcessor, "
                     "AttnProcessor2_0 or a tracer's capture only (call unet.set_default_attn_processor() first)"
                 )
-        self._saved, self._last_t = saved, None
-        self._traced = any(isinstance(p, CaptureProcessor) for p in saved.values())
-        try:
-            self.unet.set_attn_processor(processors)
-            self._hooks = [
-                self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True),
-                self.unet.register_forward_hook(self._fill_shared, with_kwargs=True),
-            ]
-        except BaseException:
-            self._restore()
-            raise
-        return self
+            processors[layer.key] = ControlProcessor(layer, self, inner)  # a capture: record the edit
+        self._last_t = None
+        self._traced = any(isinstance(p, CaptureProcessor) for p in current.values())
+        return processors
 
-    def __exit__(self, *exc) -> None:
-        self._restore()
+    def add_hooks(self, undo: ExitStack) -> None:
+        """The step counter before each U-Net call and the shared rows' fill after it."""
+        undo.callback(self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True).remove)
+        undo.callback(self.unet.register_forward_hook(self._fill_shared, with_kwargs=True).remove)
 
-    def _restore(self) -> None:
-        """Put back exactly the processor objects that were there and remove the step hooks."""
-        try:
-            if self._saved is not None:
-                self.unet.set_attn_processor(dict(self._saved))  # the dict is consumed: pass a copy
-        finally:
-            for hook in self._hooks:
-                hook.remove()
-            self._saved, self._hooks, self._index, self._dropped = None, [], None, False
-            if any(isinstance(p, ControlProcessor) for p in self.unet.attn_processors.values()):
-                raise ControlError("a control processor survived the restore")
+    def reset(self) -> None:
+        self._index, self._dropped = None, False
 
     # ------------------------------------------------------------------ steps
 
@@ -287,16 +257,16 @@ class Controller:
             raise ValueError("cannot tell the number of sampling steps of a bare U-Net; pass num_steps=")
         self.step, self.steps = 0, steps
         # P2P: the first int(fraction × steps) steps are controlled (1e-9: 0.29 × 100 is 28.999…)
-        self.cross_stop = math.floor(self.cross_steps * steps + 1e-9)
-        self.self_stop = math.floor(self.self_steps * steps + 1e-9)
-        self.shared_stop = math.floor(self.shared_steps * steps + 1e-9)
+        self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
+        self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
+        self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
         if self.local_blend is not None:
             self.local_blend.reset(max(layer.resolution for layer in self.layers if layer.kind == "cross"))
 
     @property
     def needs_step_callback(self) -> bool:
         """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
-        return self.shared_steps > 0 or self.local_blend is not None
+        return self.settings.shared_steps > 0 or self.local_blend is not None
 
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
         """A diffusers ``callback_on_step_end`` on the latents (``tensors["latents"]``, rows = images): during
@@ -358,7 +328,7 @@ class Controller:
             return probs  # nothing to edit (no target rows, or only the blend read the maps)
         out = rows.clone()  # edited out of place: autograd-safe, the source rows stay as computed
         for first, half in groups:
-            inject = self.step < stop and (half == "cond" or self.halves == "both")
+            inject = self.step < stop and (half == "cond" or self.settings.halves == "both")
             for j, (token_map, weights) in enumerate(zip(self.token_maps, self.weights, strict=True)):
                 row = first + 1 + j
                 if inject:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..viz import _short  # the layer labels of the CLI's grid
-from .maps import merge_words
+from .words import merge_words
 
 
 def _quantise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,30 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from .layers import matches
+from .words import merge_words
 
-SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
-WORD_END = "</w>"
 METADATA_KEY = "crossattn"
-
-
-def merge_words(tokens: list[str]) -> list[tuple[str, list[int]]]:
-    """Merge CLIP BPE tokens into words: a word ends at a token ending in ``</w>``.
-
-    ``['<|startoftext|>', 'a</w>', 'cir', 'cle</w>', '<|endoftext|>']`` → ``[('a', [1]), ('circle', [2, 3])]``.
-    Start/end tokens are not words.
-    """
-    words, pieces, indices = [], [], []
-    for i, token in enumerate(tokens):
-        if token in SPECIAL_TOKENS:
-            continue
-        pieces.append(token.removesuffix(WORD_END))
-        indices.append(i)
-        if token.endswith(WORD_END):
-            words.append(("".join(pieces), indices))
-            pieces, indices = [], []
-    if pieces:  # a prompt cut off mid-word
-        words.append(("".join(pieces), indices))
-    return words
 
 
 class AttentionMaps:

@@ -5,45 +5,37 @@
     maps = tracer.maps()
     maps.word_map("circle")  # (H, W)
 
-All state lives on the :class:`Tracer`. On entry it installs a :class:`CaptureProcessor` on the
-chosen layers through ``unet.set_attn_processor`` (every other layer keeps its processor
-object), adds a forward pre-hook on the U-Net (to see the latent size) and, for a pipeline,
-records the arguments of each ``pipe(...)`` call (prompt, negative prompt, images per prompt)
-by giving the pipeline object a one-method subclass for the duration. On exit — also after an
-exception — it puts back the very same processor objects, removes the hook and restores the
-class. Tracing a pipeline that is already traced raises.
+All state lives on the :class:`Tracer`, a :class:`~crossattn.attention.install.ProcessorHook`. On
+entry it installs a :class:`CaptureProcessor` on the chosen layers through ``unet.set_attn_processor``
+(every other layer keeps its processor object), adds a forward pre-hook on the U-Net (to see the
+latent size) and, for a pipeline, records the arguments of each ``pipe(...)`` call (prompt, negative
+prompt, images per prompt) by giving the pipeline object a one-method subclass for the duration. On
+exit — also after an exception — it puts back the very same processor objects, removes the hook and
+restores the class. Tracing a pipeline that is already traced raises.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from contextlib import ExitStack
 
+from .install import HookError, ProcessorHook, installed, unet_of
 from .layers import LayerInfo, attention_layers, select_layers
 from .processor import CaptureProcessor, supported_reference
 from .store import AttentionStore
 
 
-class TraceError(RuntimeError):
+class TraceError(HookError):
     """A trace was used in a way that would corrupt another trace or the model."""
 
 
-def _unet_of(target):
-    unet = getattr(target, "unet", target)
-    if not hasattr(unet, "set_attn_processor") or not hasattr(unet, "attn_processors"):
-        raise ValueError(
-            f"cannot trace {type(target).__name__}: expected a diffusers pipeline with a UNet2DConditionModel "
-            "`unet`, or the UNet itself"
-        )
-    return unet
-
-
 def is_traced(unet) -> bool:
-    """True when any attention processor of ``unet`` is a capture processor."""
-    return any(isinstance(p, CaptureProcessor) for p in unet.attn_processors.values())
+    """True when a tracer is on ``unet`` (its capture processors or its hook)."""
+    return installed(unet, Tracer)
 
 
-class Tracer:
+class Tracer(ProcessorHook):
     """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
 
     ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net
@@ -57,6 +49,10 @@ class Tracer:
     Each ``pipe(...)`` call starts a new record; :meth:`maps` returns the last one.
     """
 
+    processor_type = CaptureProcessor
+    error = TraceError
+    noun = "tracer"
+
     def __init__(
         self,
         pipe,
@@ -69,7 +65,8 @@ class Tracer:
         tokenizer=None,
     ):
         self.pipe = pipe
-        self.unet = _unet_of(pipe)
+        self.unet = unet_of(pipe)
+        super().__init__(self.unet)
         self.kind = kind
         self.layers: list[LayerInfo] = select_layers(attention_layers(self.unet), kind, layers)
         self.store = AttentionStore(guidance_half, per_step=per_step, per_head=per_head)
@@ -78,58 +75,34 @@ class Tracer:
         self.prompts: list[str | None] | None = None  # one per image, from the last pipeline call
         self.negative_prompts: list[str] | None = None
         self.latent_size: tuple[int, int] | None = None
-        self._saved: dict | None = None  # the processors in place before tracing
-        self._hook = None
-        self._pipe_class = None
 
     # ------------------------------------------------------------------ install / restore
 
-    def __enter__(self) -> Tracer:
-        if self._saved is not None:
-            raise TraceError("this tracer is already active; a tracer can be entered once at a time")
-        if is_traced(self.unet) or getattr(type(self.pipe), "_crossattn_traced", False):
+    def check_free(self) -> None:
+        if installed(self.unet, Tracer) or getattr(type(self.pipe), "_crossattn_traced", False):
             raise TraceError("this pipeline is already being traced; exit the other trace first")
-        saved = dict(self.unet.attn_processors)
-        processors = dict(saved)
+
+    def prepare(self, current: dict) -> dict:
+        """A :class:`CaptureProcessor` for every chosen layer, standing in for its reference processor."""
+        processors = {}
         for layer in self.layers:
-            mode = supported_reference(saved[layer.key])
+            mode = supported_reference(current[layer.key])
             if mode is None:
                 raise ValueError(
-                    f"layer {layer.name} uses {type(saved[layer.key]).__name__}; tracing stands in for "
+                    f"layer {layer.name} uses {type(current[layer.key]).__name__}; tracing stands in for "
                     "AttnProcessor or AttnProcessor2_0 only (call unet.set_default_attn_processor() first)"
                 )
             processors[layer.key] = CaptureProcessor(layer.name, self.store, mode, self.cache_kv)
         self.store.reset(None)
-        self._saved = saved
-        try:
-            self.unet.set_attn_processor(processors)
-            self._hook = self.unet.register_forward_pre_hook(self._see_latents, with_kwargs=True)
-            if self.pipe is not self.unet:
-                self._intercept_calls()
-        except BaseException:
-            self._restore()
-            raise
-        return self
+        return processors
 
-    def __exit__(self, *exc) -> None:
-        self._restore()
+    def add_hooks(self, undo: ExitStack) -> None:
+        """A pre-hook that sees the latent size; for a pipeline, the calls' arguments (:meth:`_intercept_calls`)."""
+        undo.callback(self.unet.register_forward_pre_hook(self._see_latents, with_kwargs=True).remove)
+        if self.pipe is not self.unet:
+            self._intercept_calls(undo)
 
-    def _restore(self) -> None:
-        """Put back exactly what was there: processor objects, no hook, the pipeline's class."""
-        try:
-            if self._saved is not None:
-                self.unet.set_attn_processor(dict(self._saved))  # the dict is consumed: pass a copy
-        finally:
-            if self._hook is not None:
-                self._hook.remove()
-            if self._pipe_class is not None:
-                self.pipe.__class__ = self._pipe_class
-            self._saved, self._hook, self._pipe_class = None, None, None
-            for processor in self.unet.attn_processors.values():
-                if isinstance(processor, CaptureProcessor):  # cannot happen; never leave one behind
-                    raise TraceError("a capture processor survived the restore")
-
-    def _intercept_calls(self) -> None:
+    def _intercept_calls(self, undo: ExitStack) -> None:
         """Give the pipeline object a subclass whose ``__call__`` first tells the tracer its arguments."""
         original = type(self.pipe)
         tracer = self
@@ -141,7 +114,7 @@ class Tracer:
         namespace = {"__call__": __call__, "__module__": original.__module__, "_crossattn_traced": True}
         traced = type(original.__name__, (original,), namespace)
         traced.__qualname__ = original.__qualname__
-        self._pipe_class = original
+        undo.callback(setattr, self.pipe, "__class__", original)
         self.pipe.__class__ = traced
 
     # ------------------------------------------------------------------ what the pipeline does

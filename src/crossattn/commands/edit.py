@@ -87,7 +87,7 @@ def sample(pipe, request: SamplingRequest, settings):
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             negative_prompt=request.negative_prompt,
-            **{k: v for k, v in vars(settings).items()},
+            settings=settings,
         )
     return result, tracer.maps()
 

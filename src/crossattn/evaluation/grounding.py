@@ -10,11 +10,11 @@ mask's area fraction.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import numpy as np
 
+from ..attention.words import merge_words
 from .checks import CaptionCheck
 
 TAU = 0.4
@@ -97,24 +97,14 @@ def attention_word_map(maps, caption: str, image: int) -> Callable[[int], object
 
 def token_spans(maps, image: int) -> list[tuple[str, list[int]]] | None:
     """``(word, token indices)`` of the recorded prompt, or None if the maps cannot say."""
-    try:
-        from ..attention.maps import merge_words
-    except ImportError:
-        return None
     if not hasattr(maps, "tokens_for"):
         return None
     return merge_words(maps.tokens_for(image))
 
 
-def load_trace() -> tuple[Callable | None, str | None]:
-    """The capture issue's ``trace`` context manager, or None and the reason it is unavailable."""
-    try:
-        module = importlib.import_module("crossattn.attention")
-    except ImportError as err:
-        return None, f"attention capture (crossattn.attention) is not available: {err}"
-    trace = getattr(module, "trace", None)
-    if not callable(trace):
-        trace = getattr(importlib.import_module("crossattn"), "trace", None)
-    if not callable(trace):
-        return None, "crossattn.attention has no trace() context manager"
+def load_trace() -> tuple[Callable, None]:
+    """The tracer for grounding, as ``(trace, reason unavailable)``: the reason is None, capture is part of
+    the package (the pair's shape is the eval command's, whose reason is set when grounding is switched off)."""
+    from ..attention.trace import trace  # torch: imported when an evaluation runs, not with this module
+
     return trace, None

@@ -1,0 +1,70 @@
+"""``EditSettings``: how prompt-to-prompt control edits the target, in one checked object.
+
+The CLI (``crossattn edit``), :func:`crossattn.edit` and :class:`~crossattn.attention.control.Controller`
+all take it, so a knob is a field here and nowhere else: its default, its check, the keyword
+``edit()`` and ``control()`` accept for it, and its entry in the edit's sidecar. It is checked once,
+when built, and frozen, so what passed the check is what runs. Free of torch, so the CLI's parser
+reads the defaults without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+HALVES = ("both", "cond")
+
+
+def check_fraction(name: str, value) -> float:
+    """A fraction of the sampling steps: a number in [0, 1], else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} is {value!r}; accepted: a fraction of the sampling steps from 0 to 1")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """How the target is controlled (see :mod:`crossattn.attention.control`): ``cross_steps`` /
+    ``self_steps``, the fractions of the first steps whose cross- / self-attention maps the target takes
+    from the source; ``reweight``, ``{word: factor}`` on the target's attention to its word; ``halves``,
+    ``"both"`` or ``"cond"`` (the guidance halves controlled); ``blend``, P2P's local blending;
+    ``shared_steps``, the fraction of the first steps in which the target follows the source's latents.
+    The defaults are the edit's, measured on the default model (README, "Attention control")."""
+
+    cross_steps: float = 0.8
+    self_steps: float = 0.2
+    reweight: dict[str, float] = field(default_factory=dict)
+    halves: str = "both"
+    blend: bool = True
+    shared_steps: float = 0.3
+
+    def __post_init__(self):
+        checked = {
+            "cross_steps": check_fraction("cross_steps", self.cross_steps),
+            "self_steps": check_fraction("self_steps", self.self_steps),
+            "shared_steps": check_fraction("shared_steps", self.shared_steps),
+            "reweight": dict(self.reweight or {}),
+        }
+        if self.halves not in HALVES:
+            raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
+    @classmethod
+    def knobs(cls) -> tuple[str, ...]:
+        """The field names: the keyword arguments ``edit()`` and ``control()`` accept for them."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def resolve(cls, settings: EditSettings | None, knobs: dict, defaults: dict | None = None) -> EditSettings:
+        """``settings`` as given, or built from keyword ``knobs`` over ``defaults`` (each a field name).
+        Both at once is a ``ValueError``; an unknown keyword a ``TypeError`` naming the accepted ones."""
+        unknown = sorted(set(knobs) - set(cls.knobs()))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(cls.knobs())}")
+        if settings is None:
+            return cls(**{**(defaults or {}), **knobs})
+        if not isinstance(settings, cls):
+            raise ValueError(f"settings must be an EditSettings, got {type(settings).__name__}")
+        if knobs:
+            raise ValueError(f"pass settings= or its fields ({', '.join(sorted(knobs))}), not both")
+        return settings

@@ -1,0 +1,126 @@
+"""The whole package's import graph has no cycle, counting imports inside functions (a lazy import
+that closes a circle still couples the two modules both ways). The graph is built from the source
+with ``ast`` (:func:`tests.test_imports.import_graph`: every module under src/crossattn, relative
+imports resolved), so the check needs nothing imported and fails with the circle it found.
+
+Also: the package finds its own modules by ``import`` statements (no ``importlib`` look-ups, no
+``except ImportError`` around them), except the two lazy entry points, and a model module does not
+import training-output code."""
+
+from __future__ import annotations
+
+import ast
+
+from .test_imports import PACKAGE, import_graph, module_name
+
+#: lazy public API / lazy sub-commands: ``importlib`` there keeps ``import crossattn`` and ``crossattn --help`` cheap
+LAZY_ENTRY_POINTS = {"crossattn", "crossattn.cli"}
+#: the model part: what loads and runs a model, which training code builds on and not the reverse
+MODEL_MODULES = ["crossattn.model", "crossattn.clip_model", "crossattn.pipeline", "crossattn.tokenizer"]
+TRAINING_OUTPUTS = {"crossattn.train_outputs", "crossattn.train", "crossattn.runs"}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle ``[a, b, ..., a]`` of ``graph``, or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return path[path.index(dep) :] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"a"}}) == ["a", "a"]
+
+
+def test_the_graph_covers_every_module_and_resolves_relative_imports():
+    graph = import_graph()
+    assert len(graph) == len(list(PACKAGE.rglob("*.py")))
+    assert "crossattn.attention.layers" in graph["crossattn.attention.trace"]  # from .layers import ...
+    assert "crossattn.files" in graph["crossattn.attention.maps"]  # from ..files import ..., inside a method
+
+
+def test_the_package_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def is_own(module: str | None, level: int = 0) -> bool:
+    """Whether an import names a module of this package (relative, or ``crossattn...``)."""
+    return level > 0 or (module or "").split(".")[0] == "crossattn"
+
+
+def falls_back_on_import_error(handler: ast.ExceptHandler) -> bool:
+    """A handler that catches ImportError and carries on (one that raises, e.g. a ``ValueError`` naming the
+    extra to install, as ``crossattn serve`` does for Gradio, hides nothing)."""
+    caught = ast.unparse(handler.type) if handler.type is not None else ""
+    raises = any(isinstance(n, ast.Raise) for stmt in handler.body for n in ast.walk(stmt))
+    return ("ImportError" in caught or "ModuleNotFoundError" in caught) and not raises
+
+
+def own_module_lookups(tree: ast.AST) -> list[str]:
+    """``importlib`` look-ups of the package's modules and ``except ImportError`` fallbacks around imports of them,
+    as ``line: what`` (third-party extras may be probed: a missing one is the user's to install)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("import_module", "find_spec"):
+            first = node.args[0] if node.args else None
+            if not isinstance(first, ast.Constant) or is_own(str(first.value).lstrip("."), str(first.value)[:1] == "."):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Try) and any(falls_back_on_import_error(h) for h in node.handlers):
+            guarded = [n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Import | ast.ImportFrom)]
+            own = [
+                n
+                for n in guarded
+                if (isinstance(n, ast.ImportFrom) and is_own(n.module, n.level))
+                or (isinstance(n, ast.Import) and any(is_own(a.name) for a in n.names))
+            ]
+            found += [f"{n.lineno}: except ImportError around {ast.unparse(n)}" for n in own]
+    return sorted(found, key=lambda line: int(line.split(":")[0]))
+
+
+def test_the_lookup_check_tells_own_modules_from_extras():
+    own = own_module_lookups(
+        ast.parse(
+            "import importlib\nimportlib.import_module('crossattn.attention')\n"
+            "try:\n    from .maps import x\nexcept ImportError:\n    pass\n"
+        )
+    )
+    assert [line.split(":")[0] for line in own] == ["2", "4"]
+    extra = "import importlib.util\nimportlib.util.find_spec('tensorboard')\ntry:\n    import gradio\nexcept ImportError:\n    pass\n"
+    assert own_module_lookups(ast.parse(extra)) == []
+
+
+def test_no_importlib_or_import_error_fallbacks_for_own_modules():
+    """The package's own modules are always there: importing them by name is plain ``import``."""
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        if name in LAZY_ENTRY_POINTS:
+            continue
+        lookups = own_module_lookups(ast.parse(path.read_text(encoding="utf-8")))
+        if lookups:
+            offenders[name] = lookups
+    assert not offenders, offenders
+
+
+def test_model_modules_do_not_import_training_outputs():
+    graph = import_graph()
+    bad = {m: sorted(graph[m] & TRAINING_OUTPUTS) for m in MODEL_MODULES if graph[m] & TRAINING_OUTPUTS}
+    assert not bad, bad
