@@ -91,7 +91,7 @@ def tracer_memory(pipe, steps: int, per_step: bool = False) -> int:
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
-    from crossattn.loading import load_pipeline
+    from crossattn.models.loading import load_pipeline
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

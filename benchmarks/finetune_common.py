@@ -106,8 +106,8 @@ def child_cpu_seconds() -> float:
 def load_models(model: str | None, tuned_dir: Path | None):
     """The base pipeline and, with ``tuned_dir``, the tuned one: that folder itself when it is a
     pipeline (``--full``), else a second copy of the base with the adapter loaded."""
-    from crossattn.loading import load_pipeline
-    from crossattn.lora import load_lora
+    from crossattn.models.loading import load_pipeline
+    from crossattn.training.lora import load_lora
 
     full = tuned_dir is not None and (tuned_dir / "model_index.json").is_file()
     with warnings.catch_warnings():

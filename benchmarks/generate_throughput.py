@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from crossattn.evaluation.run import eval_prompts
-from crossattn.loading import load_pipeline
+from crossattn.models.loading import load_pipeline
 from crossattn.sampling import DEFAULT_BATCH_SIZE, SamplingRequest, plan, sample
 
 

@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from crossattn.config import SamplingConfig
-from crossattn.loading import load_pipeline
+from crossattn.models.loading import load_pipeline
 
 PROMPT = "a red circle left of a blue square"
 

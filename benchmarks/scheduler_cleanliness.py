@@ -20,7 +20,7 @@ import torch
 from crossattn.config import SCHEDULER_NAMES, SamplingConfig
 from crossattn.evaluation import analyze, eval_prompts
 from crossattn.evaluation.analyzer import dilate, distance_from_white
-from crossattn.loading import load_pipeline, set_scheduler
+from crossattn.models.loading import load_pipeline, set_scheduler
 
 
 def background_distance(image: np.ndarray) -> float:

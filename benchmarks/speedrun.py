@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossattn.runs import RunDir
+from crossattn.training.runs import RunDir
 
 #: (column, report path, bar): what the table and the plot show per snapshot.
 COLUMNS = (

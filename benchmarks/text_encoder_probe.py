@@ -57,7 +57,7 @@ def flip_pairs(n: int = PAIRS, seed: int = 0) -> list[tuple[str, str, str]]:
 @torch.no_grad()
 def state_difference(text_encoder, tokenizer, pairs) -> dict[str, float]:
     """Mean ‖a − b‖ / ‖a‖ at the relation word's first token and at the last word's last token."""
-    from crossattn.tokenizer import WordSpans
+    from crossattn.models.tokenizer import WordSpans
 
     length = text_encoder.config.max_position_embeddings
     spans = WordSpans(tokenizer, length)
@@ -91,7 +91,7 @@ def load_encoders(pipeline: Path, clip: Path, judge) -> dict:
     """Name → (text encoder, tokenizer): the pipeline's and the CLIP folder's text tower."""
     from transformers import CLIPTextModel
 
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.tokenizer import load_tokenizer
 
     return {
         f"pipeline text_encoder ({pipeline})": (
@@ -114,10 +114,10 @@ def main() -> int:
     parser.add_argument("--out", help="also write the numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from crossattn.clip_model import default_clip_dir
     from crossattn.evaluation.clip_judge import ClipJudge
-    from crossattn.loading import default_model_dir
-    from crossattn.model import transformers_errors_only
+    from crossattn.models.clip_model import default_clip_dir
+    from crossattn.models.loading import default_model_dir
+    from crossattn.models.model import transformers_errors_only
 
     pipeline = Path(args.pipeline) if args.pipeline else default_model_dir()
     clip = Path(args.clip) if args.clip else default_clip_dir()

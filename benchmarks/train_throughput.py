@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from crossattn.batching import CaptionCollate
 from crossattn.config import ModelConfig, TrainingConfig
 from crossattn.data.shapes import ShapesDataset
-from crossattn.loading import placeholder_pipeline
-from crossattn.model import make_scheduler
-from crossattn.train import train
+from crossattn.models.loading import placeholder_pipeline
+from crossattn.models.model import make_scheduler
+from crossattn.training.batching import CaptionCollate
+from crossattn.training.train import train
 
 
 def bare_loop_step_times(cfg: ModelConfig, batch_size: int, steps: int) -> list[float]:
@@ -72,7 +72,7 @@ def loop_step_times(cfg: ModelConfig, batch_size: int, steps: int) -> list[float
 
 def data_samples_per_s(cfg: ModelConfig, batch_size: int, batches: int) -> float:
     """Scenes → collated batches through a ``DataLoader``, the loop's own data path."""
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.tokenizer import load_tokenizer
 
     data = ShapesDataset(batch_size * batches, resolution=cfg.resolution, seed=1)
     collate = CaptionCollate(load_tokenizer(max_length=cfg.text_max_length), cfg.text_max_length)

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from crossattn.tokenizer import default_tokenizer_dir, load_tokenizer, write_tokenizer_files
+from crossattn.models.tokenizer import default_tokenizer_dir, load_tokenizer, write_tokenizer_files
 
 
 def fetch_bpe(work: Path) -> Path:

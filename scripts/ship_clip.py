@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from crossattn.clip_model import ClipConfig, default_clip_dir, load_clip, save_clip_folder
 from crossattn.files import atomic_dir, folder_hash
+from crossattn.models.clip_model import ClipConfig, default_clip_dir, load_clip, save_clip_folder
 
 BUDGET_BYTES = 45 * 1024 * 1024  # the whole src/crossattn/pretrained (issue 14)
 

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from crossattn.files import atomic_dir, folder_hash
-from crossattn.loading import check_model_folder, default_model_dir
+from crossattn.models.loading import check_model_folder, default_model_dir
 
 BUDGET_BYTES = 45 * 1024 * 1024  # the whole shipped folder, mini-CLIP (clip/) included
 
@@ -41,7 +41,7 @@ def check_fp16(folder: Path) -> None:
 def slim_tokenizer(folder: Path) -> None:
     """Keep ``vocab.json`` + ``merges.txt`` (1.5 MB; taken from the package's tokenizer when the run
     saved only ``tokenizer.json``, as transformers 5 does) and drop the 3.6 MB ``tokenizer.json``."""
-    from crossattn.tokenizer import default_tokenizer_dir
+    from crossattn.models.tokenizer import default_tokenizer_dir
 
     for name in ("vocab.json", "merges.txt"):
         if not (folder / name).is_file():
@@ -52,7 +52,7 @@ def slim_tokenizer(folder: Path) -> None:
 def ensure_vocabulary(folder: Path) -> None:
     """Keep the run's ``vocabulary.json``; a run without one trained on the scenes grammar (the
     default model's data), so write the grammar's words."""
-    from crossattn.vocabulary import FILE_NAME, grammar_words, write_vocabulary
+    from crossattn.models.vocabulary import FILE_NAME, grammar_words, write_vocabulary
 
     if not (folder / FILE_NAME).is_file():
         write_vocabulary(folder, grammar_words(), source="the scenes grammar (crossattn.data.captions)")
@@ -82,7 +82,7 @@ def main() -> None:
         size = folder_size(tmp)
         if size > BUDGET_BYTES:
             raise ValueError(f"{source} is {size / 2**20:.1f} MB; the default model must stay under 45 MB")
-    from crossattn.loading import load_pipeline
+    from crossattn.models.loading import load_pipeline
 
     pipe = load_pipeline()
     print(f"shipped {source} -> {target}: {size / 2**20:.1f} MB, hash {folder_hash(target)}, {type(pipe).__name__}")

@@ -59,8 +59,8 @@ def tiny_sd_pipeline():
     """diffusers' own ``StableDiffusionPipeline`` from tiny random parts and the shipped tokenizer."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 
-    from crossattn.model import build_text_encoder
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.model import build_text_encoder
+    from crossattn.models.tokenizer import load_tokenizer
 
     torch.manual_seed(0)
     vae = AutoencoderKL(

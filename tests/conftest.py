@@ -33,7 +33,7 @@ def _deterministic_threads():
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    from crossattn.loading import placeholder_pipeline
+    from crossattn.models.loading import placeholder_pipeline
 
     pipe = placeholder_pipeline(tiny_config())
     pipe.set_progress_bar_config(disable=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import crossattn
-from crossattn.tokenizer import load_tokenizer
+from crossattn.models.tokenizer import load_tokenizer
 
 from .attention_helpers import PROMPT, generator, sd15_unet, sdxl_unet, tiny_sd_pipeline
 

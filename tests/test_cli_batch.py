@@ -83,8 +83,8 @@ def test_prompts_with_the_same_slug_get_distinct_names(tiny_model_dir, tmp_path)
 def test_run_folders_work_as_model_and_lora(tiny_model_dir, tmp_path):
     """``--model RUN`` loads ``RUN/final``; ``--lora RUN`` loads ``RUN/final``'s adapter."""
     pytest.importorskip("peft")
-    from crossattn.loading import load_pipeline
-    from crossattn.lora import add_lora, save_lora
+    from crossattn.models.loading import load_pipeline
+    from crossattn.training.lora import add_lora, save_lora
 
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run / "final")

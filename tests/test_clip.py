@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from crossattn.clip_model import ClipConfig, build_clip_model, default_clip_dir, save_clip_folder
 from crossattn.data.captions import parse_caption
 from crossattn.data.negatives import (
     NEGATIVE_KINDS,
@@ -18,6 +17,7 @@ from crossattn.data.negatives import (
 )
 from crossattn.data.shapes import make_scene, scene_rng
 from crossattn.evaluation.checks import check_caption
+from crossattn.models.clip_model import ClipConfig, build_clip_model, default_clip_dir, save_clip_folder
 
 TINY = ClipConfig(
     image_size=16, patch_size=4, vision_hidden_size=32, vision_layers=1, vision_heads=2, projection_dim=32
@@ -96,9 +96,9 @@ def test_clip_scenes_items_are_seeded_and_relation_heavy():
 
 
 def test_tiny_clip_overfits_one_batch():
-    from crossattn.clip_training import ClipCollate, contrastive_loss
     from crossattn.evaluation.clip_judge import ClipJudge
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.tokenizer import load_tokenizer
+    from crossattn.training.clip_training import ClipCollate, contrastive_loss
 
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -127,7 +127,7 @@ def test_saved_folder_loads_with_stock_classes_and_preprocesses_like_training(tm
     from transformers import CLIPModel, CLIPProcessor, CLIPTextModel
 
     from crossattn.data.shapes import ShapesDataset
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.tokenizer import load_tokenizer
 
     cfg = tiny_config(image_size=32)
     model = build_clip_model(cfg).eval()
@@ -153,7 +153,7 @@ def test_saved_folder_loads_with_stock_classes_and_preprocesses_like_training(tm
 
 
 def test_clip_training_loop_checkpoints_without_pickle_and_resumes(tmp_path):
-    from crossattn.clip_training import clip_training_defaults, train_clip
+    from crossattn.training.clip_training import clip_training_defaults, train_clip
 
     cfg = tiny_config()
     settings = dict(
@@ -198,8 +198,8 @@ def test_training_reads_a_clip_folders_text_tower_frozen(tmp_path):
 
     from crossattn.config import TrainingConfig
     from crossattn.data.shapes import ShapesDataset
-    from crossattn.tokenizer import load_tokenizer
-    from crossattn.train import train
+    from crossattn.models.tokenizer import load_tokenizer
+    from crossattn.training.train import train
 
     from .conftest import tiny_config as tiny_pipeline_config
 

@@ -12,7 +12,7 @@ import crossattn
 from crossattn.attention.alignment import align_tokens
 from crossattn.attention.control import ControlError, ControlProcessor
 from crossattn.attention.processor import CaptureProcessor
-from crossattn.editing import edit
+from crossattn.steering.editing import edit
 
 from .attention_helpers import generator, tiny_sd_pipeline
 

@@ -31,7 +31,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from crossattn.config import ModelConfig
-    from crossattn.loading import placeholder_pipeline
+    from crossattn.models.loading import placeholder_pipeline
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("model") / "tiny"
@@ -161,7 +161,7 @@ def fake_trace(pipe):
 
 def test_run_evaluation_with_a_tracer_reports_grounding(tiny_model):
     from crossattn.evaluation.report import build_report
-    from crossattn.loading import load_pipeline
+    from crossattn.models.loading import load_pipeline
 
     pipe = load_pipeline(tiny_model)
     pipe.set_progress_bar_config(disable=True)

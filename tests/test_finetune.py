@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from crossattn.cli import main
-from crossattn.loading import load_pipeline, placeholder_pipeline
-from crossattn.lora import TEXT_TARGETS, UNET_TARGETS, add_lora, load_lora, lora_parameter_count, save_lora
+from crossattn.models.loading import load_pipeline, placeholder_pipeline
+from crossattn.training.lora import TEXT_TARGETS, UNET_TARGETS, add_lora, load_lora, lora_parameter_count, save_lora
 
 from .conftest import generator, tiny_config
 
@@ -114,7 +114,7 @@ def test_training_moves_the_adapter_and_not_the_frozen_base(tiny_model_dir, tmp_
     from crossattn.commands.train import model_config_from_folder
     from crossattn.config import TrainingConfig
     from crossattn.data.folder import ImageFolderDataset
-    from crossattn.train import train
+    from crossattn.training.train import train
 
     data = ImageFolderDataset(ring_folder(tmp_path / "rings"), resolution=16)
     base = {k: v.clone() for k, v in load_pipeline(tiny_model_dir).unet.state_dict().items()}
@@ -157,7 +157,7 @@ def moved_embedding_rows(tiny_model_dir, tmp_path, embedding_lr):
     from crossattn.commands.train import model_config_from_folder
     from crossattn.config import TrainingConfig
     from crossattn.data.folder import ImageFolderDataset
-    from crossattn.train import train
+    from crossattn.training.train import train
 
     pipe = load_pipeline(tiny_model_dir)
     ids = pipe.tokenizer(["ring", "zebra"], add_special_tokens=False).input_ids
@@ -212,8 +212,8 @@ def test_lora_trains_the_new_words_rows_and_they_load_back(tiny_model_dir, tmp_p
 
     from safetensors.torch import load_file
 
-    from crossattn.lora import TOKENS_NAME
-    from crossattn.vocabulary import grammar_words, write_vocabulary
+    from crossattn.models.vocabulary import grammar_words, write_vocabulary
+    from crossattn.training.lora import TOKENS_NAME
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
@@ -287,7 +287,7 @@ def test_loading_a_unet_only_adapter_says_nothing_about_the_text_encoder(tiny_mo
     capfd.readouterr()
     load_lora(load_pipeline(tiny_model_dir), tmp_path / "lora")
     assert "No LoRA keys" not in capfd.readouterr().err
-    from crossattn.lora import _NoTextEncoderKeys
+    from crossattn.training.lora import _NoTextEncoderKeys
 
     filters = logging.getLogger("diffusers.loaders.lora_base").filters
     assert not any(isinstance(f, _NoTextEncoderKeys) for f in filters)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from crossattn.attention.record import record_cross_attention
-from crossattn.batching import CaptionCollate
 from crossattn.data.shapes import ShapesDataset
-from crossattn.grounding_loss import TokenMasks, grounding_loss
+from crossattn.training.batching import CaptionCollate
+from crossattn.training.grounding_loss import TokenMasks, grounding_loss
 
 from .conftest import generator
 

@@ -16,8 +16,13 @@ from .test_imports import PACKAGE, import_graph, module_name
 #: lazy public API / lazy sub-commands: ``importlib`` there keeps ``import crossattn`` and ``crossattn --help`` cheap
 LAZY_ENTRY_POINTS = {"crossattn", "crossattn.cli"}
 #: the model part: what loads and runs a model, which training code builds on and not the reverse
-MODEL_MODULES = ["crossattn.model", "crossattn.clip_model", "crossattn.pipeline", "crossattn.tokenizer"]
-TRAINING_OUTPUTS = {"crossattn.train_outputs", "crossattn.train", "crossattn.runs"}
+MODEL_MODULES = [
+    "crossattn.models.model",
+    "crossattn.models.clip_model",
+    "crossattn.models.pipeline",
+    "crossattn.models.tokenizer",
+]
+TRAINING_OUTPUTS = {"crossattn.training.train_outputs", "crossattn.training.train", "crossattn.training.runs"}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -124,3 +129,44 @@ def test_model_modules_do_not_import_training_outputs():
     graph = import_graph()
     bad = {m: sorted(graph[m] & TRAINING_OUTPUTS) for m in MODEL_MODULES if graph[m] & TRAINING_OUTPUTS}
     assert not bad, bad
+
+
+#: part → parts (sub-packages or top-level modules) it must never import: the layers of the package
+#: as each sub-package's ``__init__`` docstring states them
+FORBIDDEN = {
+    "attention": {"models", "training", "steering", "sampling", "evaluation", "commands", "web", "data"},
+    "data": {"models", "training", "steering", "sampling", "evaluation", "commands", "web", "attention"},
+    "models": {"sampling", "evaluation", "commands", "web"},
+    "steering": {"training", "sampling", "evaluation", "commands", "web"},
+    "training": {"steering", "sampling", "commands", "web"},
+    "sampling": {"training", "commands", "web"},
+    "evaluation": {"training", "sampling", "commands", "web"},
+    "web": {"commands", "training"},
+}
+#: nothing in the package but the command line imports the commands
+FORBIDDEN |= {p: FORBIDDEN.get(p, set()) | {"commands"} for p in ("config", "files", "viz", "cli_flags")}
+
+
+def part_of(module: str) -> str:
+    """``crossattn.models.loading`` → ``models``; a top-level module is its own part (``config``)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_each_part_keeps_to_its_layer():
+    graph = import_graph()
+    crossings = sorted(
+        f"{a} -> {b}" for a, deps in graph.items() for b in deps if part_of(b) in FORBIDDEN.get(part_of(a), set())
+    )
+    assert not crossings, crossings
+    # the two allowed crossings the model part's docstring names, and nothing else of training
+    training = {b for a, deps in graph.items() if part_of(a) == "models" for b in deps if part_of(b) == "training"}
+    assert training == {"crossattn.training.lora"}
+
+
+def test_the_top_level_shows_the_parts():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, top
+    for package in ("models", "training", "steering", "sampling", "attention", "data", "evaluation", "commands", "web"):
+        init = PACKAGE / package / "__init__.py"
+        assert init.is_file() and len(ast.get_docstring(ast.parse(init.read_text())) or "") > 80, package

@@ -23,10 +23,10 @@ CHECKED = [
     "crossattn.sampling.outputs",
     "crossattn.sampling.run",
     "crossattn.web.session",
-    "crossattn.loading",
-    "crossattn.pipeline",
-    "crossattn.relation_guidance",
-    "crossattn.vocabulary",
+    "crossattn.models.loading",
+    "crossattn.models.pipeline",
+    "crossattn.steering.relation_guidance",
+    "crossattn.models.vocabulary",
     "crossattn.files",
     "crossattn.attention.record",
 ]
@@ -67,7 +67,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_the_graph_sees_lazy_imports():
     graph = import_graph()
     assert "crossattn.commands.shared" in graph["crossattn.commands.generate"]  # inside run()
-    assert "crossattn.pipeline" in graph["crossattn.loading"]  # inside pipeline_class()
+    assert "crossattn.models.pipeline" in graph["crossattn.models.loading"]  # inside pipeline_class()
 
 
 @pytest.mark.parametrize("module", CHECKED)
@@ -81,7 +81,7 @@ def test_the_old_pairs_point_one_way():
     graph = import_graph()
     assert "crossattn.commands.generate" not in graph["crossattn.commands.maps"]
     assert "crossattn.commands.maps" not in graph["crossattn.commands.generate"]
-    assert "crossattn.loading" not in graph["crossattn.pipeline"]
+    assert "crossattn.models.loading" not in graph["crossattn.models.pipeline"]
 
 
 def test_each_module_imports_fresh():

@@ -29,7 +29,9 @@ def load_runner():
 
 def missing_finetune_apis() -> list[str]:
     """What the fine-tuning notebook needs and this tree lacks (empty when all is there)."""
-    missing = [m for m in ("crossattn.commands.finetune", "crossattn.lora") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("crossattn.commands.finetune", "crossattn.training.lora") if importlib.util.find_spec(m) is None
+    ]
     from crossattn.data import shapes
 
     if "ring" not in getattr(shapes, "SHAPE_DRAWERS", {}):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from crossattn.config import SCHEDULER_NAMES
-from crossattn.loading import load_pipeline
-from crossattn.model import make_scheduler
+from crossattn.models.loading import load_pipeline
+from crossattn.models.model import make_scheduler
 
 from .conftest import generator
 
@@ -91,7 +91,7 @@ def test_every_scheduler_runs(tiny_pipe, name):
 
 def load_pipeline_copy(pipe, scheduler: str):
     """A shallow copy with its own scheduler, so the session fixture keeps its sampler."""
-    from crossattn.pipeline import CrossAttnPipeline
+    from crossattn.models.pipeline import CrossAttnPipeline
 
     copy = CrossAttnPipeline(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
     copy.set_progress_bar_config(disable=True)

@@ -10,8 +10,8 @@ import pytest
 from crossattn.cli import main
 from crossattn.data.folder import FolderWriter
 from crossattn.files import ExistsError
-from crossattn.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
-from crossattn.vocabulary import grammar_words, words_of, write_vocabulary
+from crossattn.models.vocabulary import grammar_words, words_of, write_vocabulary
+from crossattn.training.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
 
 from .test_finetune import ring_folder
 
@@ -45,7 +45,7 @@ def test_no_prior_captions_for_a_model_of_other_words():
 
 
 def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_path, monkeypatch):
-    import crossattn.prior as prior
+    import crossattn.training.prior as prior
 
     run, vocabulary = tmp_path / "run", grammar_words()
     settings = PriorSettings(count=3, base_model=str(grammar_model), steps=2)

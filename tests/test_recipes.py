@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from crossattn.config import ModelConfig, TrainingConfig
 from crossattn.data.shapes import ShapesDataset
-from crossattn.recipes import CLIP_RECIPES, UNET_RECIPES, get_recipe, shipped_clip_folder
-from crossattn.runs import RunDir
-from crossattn.train import train
+from crossattn.training.recipes import CLIP_RECIPES, UNET_RECIPES, get_recipe, shipped_clip_folder
+from crossattn.training.runs import RunDir
+from crossattn.training.train import train
 
 from .test_train import StopAt, fresh_accelerate_state, stop_at  # noqa: F401  (fixture)
 

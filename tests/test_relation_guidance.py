@@ -10,7 +10,8 @@ import torch
 
 import crossattn
 from crossattn.attention.record import record_cross_attention
-from crossattn.relation_guidance import (
+from crossattn.models.tokenizer import WordSpans
+from crossattn.steering.relation_guidance import (
     RelationGuidance,
     RelationParse,
     RelationTarget,
@@ -21,7 +22,6 @@ from crossattn.relation_guidance import (
     relation_note,
     relation_target,
 )
-from crossattn.tokenizer import WordSpans
 
 from .conftest import generator
 

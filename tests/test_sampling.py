@@ -104,8 +104,8 @@ def test_the_web_session_and_the_cli_build_the_same_job(tiny_pipe, tmp_path):
 
 @pytest.fixture
 def lora_dir(tiny_model_dir, tmp_path):
-    from crossattn.loading import load_pipeline
-    from crossattn.lora import add_lora, save_lora
+    from crossattn.models.loading import load_pipeline
+    from crossattn.training.lora import add_lora, save_lora
 
     pipe = load_pipeline(tiny_model_dir)
     add_lora(pipe, rank=2)
@@ -117,7 +117,7 @@ def lora_dir(tiny_model_dir, tmp_path):
 def lookups(monkeypatch):
     """Counts of model-folder checks, LoRA-folder checks and content hashes made from now on."""
     import crossattn.files
-    import crossattn.loading
+    import crossattn.models.loading
 
     counts = {"model": 0, "lora": 0, "hash": 0}
 
@@ -130,8 +130,8 @@ def lookups(monkeypatch):
 
         monkeypatch.setattr(module, name, wrapper)
 
-    counted(crossattn.loading, "check_model_folder", "model")
-    counted(crossattn.loading, "check_lora_folder", "lora")
+    counted(crossattn.models.loading, "check_model_folder", "model")
+    counted(crossattn.models.loading, "check_lora_folder", "lora")
     counted(crossattn.files, "folder_hash", "hash")
     return counts
 

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from crossattn.tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, load_tokenizer, read_merges
+from crossattn.models.tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, load_tokenizer, read_merges
 
 SD_IDS = {
     "a photograph of an astronaut riding a horse": [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407],

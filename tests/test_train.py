@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from crossattn.batching import ShardedBatchSampler
 from crossattn.config import ModelConfig, TrainingConfig
 from crossattn.data.shapes import ShapesDataset
-from crossattn.runs import RunDir
-from crossattn.train import train
+from crossattn.training.batching import ShardedBatchSampler
+from crossattn.training.runs import RunDir
+from crossattn.training.train import train
 
 from .conftest import tiny_config
 
@@ -284,7 +284,7 @@ def test_final_tokenizer_keeps_the_bpe_files(tmp_path):
     """``RUN/final/tokenizer`` holds vocab.json + merges.txt and loads from them alone."""
     from transformers import CLIPTokenizer
 
-    from crossattn.tokenizer import load_tokenizer
+    from crossattn.models.tokenizer import load_tokenizer
 
     train(TINY, quick(steps=1), scenes(), tmp_path / "run", progress=False)
     folder = tmp_path / "run/final/tokenizer"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from crossattn.config import TrainingConfig
-from crossattn.losses import min_snr_weights
-from crossattn.model import make_scheduler
-from crossattn.probes import ink_centre, predicted_clean
-from crossattn.runs import RunDir
+from crossattn.models.model import make_scheduler
+from crossattn.training.losses import min_snr_weights
+from crossattn.training.probes import ink_centre, predicted_clean
+from crossattn.training.runs import RunDir
 
 
 @pytest.mark.parametrize("kind", ["v_prediction", "epsilon", "sample"])
@@ -76,7 +76,7 @@ def test_checkpoint_listing_ignores_temp_and_stray_folders(tmp_path):
 
 
 def test_timestep_bias_tilts_towards_high_noise():
-    from crossattn.losses import sample_timesteps
+    from crossattn.training.losses import sample_timesteps
 
     uniform = sample_timesteps(20000, 1000, 0.0, torch.Generator().manual_seed(0)).float()
     tilted = sample_timesteps(20000, 1000, 1.0, torch.Generator().manual_seed(0)).float()

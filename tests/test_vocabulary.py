@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from crossattn.cli import main
-from crossattn.loading import default_model_dir, has_default_model
-from crossattn.vocabulary import (
+from crossattn.models.loading import default_model_dir, has_default_model
+from crossattn.models.vocabulary import (
     dataset_words,
     grammar_words,
     load_vocabulary,

@@ -15,15 +15,15 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ModelConfig": "config",
     "SamplingConfig": "config",
-    "CrossAttnPipeline": "pipeline",
-    "load_pipeline": "loading",
-    "build_components": "model",
-    "make_scheduler": "model",
-    "load_tokenizer": "tokenizer",
+    "CrossAttnPipeline": "models.pipeline",
+    "load_pipeline": "models.loading",
+    "build_components": "models.model",
+    "make_scheduler": "models.model",
+    "load_tokenizer": "models.tokenizer",
     "trace": "attention.trace",
     "AttentionMaps": "attention.maps",
     "control": "attention.control",
-    "edit": "editing",
+    "edit": "steering.editing",
 }
 
 __all__ = ["__version__", *_EXPORTS]

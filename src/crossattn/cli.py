@@ -283,7 +283,7 @@ def add_serve(sub) -> None:
 
 
 def add_edit(sub) -> None:
-    from .editing import EditSettings
+    from .steering.editing import EditSettings
 
     p = sub.add_parser(
         "edit",

@@ -142,8 +142,8 @@ def add_clip_training_flags(p) -> None:
 
 
 def add_recipe_flag(p, clip: bool) -> None:
-    """``--recipe NAME``: a named model + training preset (:mod:`crossattn.recipes`) in place of the defaults."""
-    from .recipes import CLIP_RECIPES, UNET_RECIPES
+    """``--recipe NAME``: a named model + training preset (:mod:`crossattn.training.recipes`) in place of the defaults."""
+    from .training.recipes import CLIP_RECIPES, UNET_RECIPES
 
     recipes = CLIP_RECIPES if clip else UNET_RECIPES
     listed = "; ".join(f"{r.name}: {r.summary}" for r in recipes.values())

@@ -104,7 +104,7 @@ class SamplingConfig(JsonConfig):
     guidance_scale: float = 4.0
     scheduler: str | None = None  # None: the model folder's own scheduler
     seed: int = 0
-    relation_guidance: float = 50.0  # crossattn.relation_guidance step size; 0 = the model alone
+    relation_guidance: float = 50.0  # crossattn.steering.relation_guidance step size; 0 = the model alone
 
 
 #: ``crossattn train-clip``'s TrainingConfig (``shared/TRIALS.md`` run B): AdamW 5e-4, weight decay 0.1,
@@ -190,7 +190,7 @@ class TrainingConfig(JsonConfig):
     # minutes of the training clock (kept across --resume) at which the EMA weights are written to
     # RUN/snapshots/minute-MMM; the time spent writing them is off the clock
     snapshot_minutes: tuple[float, ...] = ()
-    recipe: str | None = None  # the named recipe (crossattn.recipes) the run started from, if any
+    recipe: str | None = None  # the named recipe (crossattn.training.recipes) the run started from, if any
 
     def __post_init__(self) -> None:
         self.validate()

@@ -5,7 +5,7 @@ target from the same noise, no control), ``.edited.png`` (the target with the so
 ``.compare.png`` (the three, and under each its cross-attention map for the changed word: the source
 word under the source, the target word under the others) and ``.json`` (both prompts, every
 setting, the model hash). Every path is checked before sampling, so a refusal to overwrite loses no work.
-Relation guidance is off for edits (see :mod:`crossattn.editing`).
+Relation guidance is off for edits (see :mod:`crossattn.steering.editing`).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..editing import EditSettings
     from ..files import refuse_overwrite
     from ..sampling import check_unet, load
+    from ..steering.editing import EditSettings
     from .shared import model_from_args, request_from_args, set_threads
 
     settings = EditSettings(
@@ -75,7 +75,7 @@ def sample(pipe, request: SamplingRequest, settings):
     import torch
 
     from ..attention.trace import trace
-    from ..editing import edit
+    from ..steering.editing import edit
 
     source, target = request.prompts
     with trace(pipe) as tracer:

@@ -1,12 +1,12 @@
 """``crossattn finetune DATA``: the training loop started from a pipeline folder, on an image folder.
 
-Not a second loop: :func:`crossattn.train.train` with ``init_from`` set, the user's image folder as
+Not a second loop: :func:`crossattn.training.train.train` with ``init_from`` set, the user's image folder as
 data, fine-tuning defaults (fewer steps, smaller learning rate) and, unless ``--full``, LoRA
 adapters (peft) added before the optimizer is built, so only they train. The result in
 ``OUT/final`` is the adapter (``pytorch_lora_weights.safetensors``, diffusers' LoRA layout) or, with
 ``--full``, a whole pipeline folder. ``OUT/samples/before.png`` and the last step's grid show the
 sample prompts before and after. In LoRA mode the base model first draws prior images of what it
-already knows (``OUT/prior``, :mod:`crossattn.prior`), trained on beside the user's images.
+already knows (``OUT/prior``, :mod:`crossattn.training.prior`), trained on beside the user's images.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SAMPLE_PROMPTS = 4
 
 def base_model(args: argparse.Namespace) -> str | None:
     """The folder fine-tuning starts from: ``--model``, else the shipped default model."""
-    from ..loading import check_model_folder, default_model_dir, has_default_model
+    from ..models.loading import check_model_folder, default_model_dir, has_default_model
 
     if args.model:
         return str(check_model_folder(args.model))
@@ -55,8 +55,8 @@ def new_words(args: argparse.Namespace, model: str | None, dataset) -> tuple[int
     rows train beside the adapter (none with ``--full``, where ``--train-text-encoder`` trains them)."""
     from transformers import CLIPTokenizer
 
-    from ..lora import new_word_tokens
-    from ..vocabulary import load_vocabulary, unknown_words
+    from ..models.vocabulary import load_vocabulary, unknown_words
+    from ..training.lora import new_word_tokens
 
     vocabulary = None if args.full or args.no_new_words or model is None else load_vocabulary(model)
     if not vocabulary:
@@ -92,7 +92,7 @@ def training_config(
 
 def prior_count(args: argparse.Namespace, images: int) -> int:
     """``--prior``, else as many as the user's images (at most ``MAX_PRIOR``) in LoRA mode, 0 with ``--full``."""
-    from ..prior import MAX_PRIOR
+    from ..training.prior import MAX_PRIOR
 
     if args.prior is not None:
         if not 0 <= args.prior <= MAX_PRIOR:
@@ -105,9 +105,9 @@ def prior_data(args: argparse.Namespace, model: str | None, data, out: Path, res
     """The prior images (``OUT/prior``, drawn now or reused) as a dataset, or None: ``--prior 0``, no
     base model, or a base model that was not trained on the scenes grammar (with a warning)."""
     from ..data.folder import ImageFolderDataset
-    from ..prior import PriorSettings, prior_folder
-    from ..runs import RunDir
-    from ..vocabulary import load_vocabulary
+    from ..models.vocabulary import load_vocabulary
+    from ..training.prior import PriorSettings, prior_folder
+    from ..training.runs import RunDir
 
     count = prior_count(args, len(data))
     vocabulary = load_vocabulary(model)
@@ -129,8 +129,8 @@ def prior_data(args: argparse.Namespace, model: str | None, data, out: Path, res
 
 def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> None:
     """The sample prompts drawn by the base model, as ``OUT/samples/before.png``."""
-    from ..loading import load_pipeline
-    from ..train import write_sample_grid
+    from ..models.loading import load_pipeline
+    from ..training.train import write_sample_grid
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -141,7 +141,7 @@ def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> N
 
 def export_lora(pipe, folder: Path, info: dict) -> None:
     """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows, what they were trained on."""
-    from ..lora import save_lora, save_token_rows
+    from ..training.lora import save_lora, save_token_rows
 
     save_lora(pipe, folder)
     save_token_rows(pipe, folder, info["new_word_tokens"])
@@ -152,11 +152,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import ConcatDataset
 
-    from ..commands.train import model_config_from_folder
     from ..config import ModelConfig
     from ..data.folder import ImageFolderDataset
-    from ..lora import add_lora
-    from ..train import train
+    from ..training.lora import add_lora
+    from ..training.train import train
+    from .train import model_config_from_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""``crossattn train``: configs from defaults / JSON files / flags, the dataset, then :func:`crossattn.train.train`.
+"""``crossattn train``: configs from defaults / JSON files / flags, the dataset, then :func:`crossattn.training.train.train`.
 
 On ``--resume`` the run's own ``config.json`` is the base, so a resumed run continues with the
 settings it started with; flags given on the command line still win (e.g. ``--steps`` to extend a
@@ -68,12 +68,12 @@ def fresh_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig
     model = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
     training = TrainingConfig.load(args.config) if args.config else TrainingConfig()
     if getattr(args, "recipe", None):
-        from ..recipes import get_recipe
+        from ..training.recipes import get_recipe
 
         model, training = get_recipe(args.recipe).apply(model, training)
     init_from = args.init_from or training.init_from
     if init_from:
-        from ..loading import check_model_folder
+        from ..models.loading import check_model_folder
 
         model = model_config_from_folder(check_model_folder(init_from))
     return model, training
@@ -133,7 +133,7 @@ def start(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training.train import train
 
     start(args)
     model, training = build_configs(args)

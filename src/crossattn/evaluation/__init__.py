@@ -1,7 +1,10 @@
 """Evaluation: does the model draw what the caption says, and does each word's attention land on
 its object? (Issue 6.) ``analyze`` finds objects, ``check_caption`` judges a caption, ``map_iou``
 measures grounding, ``run_evaluation`` does a whole seeded run, ``ClipJudge`` scores images against
-captions with the mini-CLIP (CLIP score, hard-negative preference) where the analyzer cannot."""
+captions with the mini-CLIP (CLIP score, hard-negative preference) where the analyzer cannot.
+
+May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.data``, ``crossattn.attention`` and
+``crossattn.models``; never training, sampling, commands or web (``tests/test_import_graph.py``)."""
 
 from .analyzer import DetectedObject, analyze
 from .checks import CaptionCheck, check_caption, score_single_object

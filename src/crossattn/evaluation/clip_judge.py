@@ -26,7 +26,7 @@ class ClipJudge:
     """Scores images (PIL, uint8 arrays or ``(B, 3, H, W)`` tensors in [-1, 1]) against captions."""
 
     def __init__(self, model, tokenizer, processor=None):
-        from ..clip_model import image_processor
+        from ..models.clip_model import image_processor
 
         self.model, self.tokenizer = model.eval(), tokenizer
         self.processor = processor or image_processor()
@@ -35,7 +35,7 @@ class ClipJudge:
 
     @classmethod
     def load(cls, folder=None) -> ClipJudge:
-        from ..clip_model import load_clip
+        from ..models.clip_model import load_clip
 
         return cls(*load_clip(folder))
 
@@ -129,7 +129,7 @@ def clip_table(judge: ClipJudge, results, seed: int = 0) -> dict[str, dict]:
 def judge_results(results, clip: str | None = None, seed: int = 0) -> tuple[dict | None, str | None]:
     """``(clip_table, None)`` with the mini-CLIP at ``clip`` (default: the shipped one), or
     ``(None, reason)`` when there is none to judge with."""
-    from ..clip_model import default_clip_dir
+    from ..models.clip_model import default_clip_dir
 
     folder = clip if clip is not None else default_clip_dir()
     try:

@@ -7,6 +7,10 @@ beside every image. ``crossattn generate``, ``maps``, ``edit`` and ``eval``, the
 notebooks all build a request, so they agree on names, checks and files.
 
 Importing this package imports neither torch nor diffusers; running a job does.
+
+May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.viz``, ``crossattn.models``,
+``crossattn.attention``, ``crossattn.steering``; never training, commands or web
+(``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations

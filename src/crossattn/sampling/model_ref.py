@@ -27,7 +27,13 @@ class ModelRef:
         """Check ``model`` (default: the shipped model) and ``lora`` and hash their contents; a missing
         or wrong folder is a ``FileNotFoundError`` / ``ValueError`` naming it."""
         from ..files import folder_hash
-        from ..loading import PLACEHOLDER, PRETRAINED_DIR, check_lora_folder, check_model_folder, has_default_model
+        from ..models.loading import (
+            PLACEHOLDER,
+            PRETRAINED_DIR,
+            check_lora_folder,
+            check_model_folder,
+            has_default_model,
+        )
 
         if model is None and not has_default_model():
             folder, digest = None, PLACEHOLDER
@@ -41,7 +47,7 @@ class ModelRef:
 
     def identity(self) -> dict[str, Any]:
         """``{"path", "hash"}`` (+ ``"lora": {"path", "hash"}``): the sidecar's ``model`` field."""
-        from ..loading import PLACEHOLDER
+        from ..models.loading import PLACEHOLDER
 
         identity: dict[str, Any] = {"path": str(self.folder) if self.folder is not None else PLACEHOLDER}
         identity["hash"] = self.hash
@@ -51,7 +57,7 @@ class ModelRef:
 
     def vocabulary(self) -> set[str] | None:
         """The words the model (and its LoRA) saw in training; None when the folder lists none."""
-        from ..vocabulary import load_vocabulary
+        from ..models.vocabulary import load_vocabulary
 
         words = load_vocabulary(self.folder)
         if words is not None and self.lora is not None:
@@ -60,6 +66,6 @@ class ModelRef:
 
     def load(self, scheduler: str | None = None, device: str | None = None):
         """The pipeline, loaded from the resolved folders (see :func:`crossattn.load_pipeline`)."""
-        from ..loading import load_resolved
+        from ..models.loading import load_resolved
 
         return load_resolved(self.folder, scheduler=scheduler, device=device, lora=self.lora)

@@ -70,7 +70,7 @@ def planned_files(request: SamplingRequest, jobs: list[ImageJob]) -> list[Path]:
 
 def scheduler_name(pipe) -> str:
     """Our short name for the pipeline's scheduler class, or the class name."""
-    from ..model import scheduler_class
+    from ..models.model import scheduler_class
 
     cls = type(pipe.scheduler)
     return next((n for n in SCHEDULER_NAMES if scheduler_class(n) is cls), cls.__name__)
@@ -103,8 +103,8 @@ def sidecar(
 def relation_fields(pipe, prompt: str, scale: float) -> dict[str, Any]:
     """Sidecar fields saying whether relation guidance steered ``prompt`` and, when the prompt names
     a relation the guidance could not read, why (the pipeline also warns); none for other pipelines."""
-    from ..pipeline import CrossAttnPipeline
-    from ..relation_guidance import relation_note
+    from ..models.pipeline import CrossAttnPipeline
+    from ..steering.relation_guidance import relation_note
 
     if not isinstance(pipe, CrossAttnPipeline):
         return {}

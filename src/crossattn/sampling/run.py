@@ -40,7 +40,7 @@ def load(request: SamplingRequest, model: ModelRef, quiet: bool = False):
     """The pipeline ``request`` samples with: ``model`` with the request's scheduler, on its device,
     without loading bars (and without the sampling bar when ``quiet``). Warns, naming them, about
     prompt words the model never saw in training; with maps asked for, checks the denoiser is a UNet."""
-    from ..vocabulary import warn_unknown_words
+    from ..models.vocabulary import warn_unknown_words
 
     warn_unknown_words(request.prompts, model.vocabulary())
     pipe = model.load(request.scheduler, request.device)

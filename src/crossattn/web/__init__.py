@@ -4,4 +4,7 @@
 ``render`` turns maps into pictures; ``handlers`` are the Gradio request functions (``/generate``
 is also an API endpoint); ``app`` lays the page out and launches it. Gradio is imported only
 here, so ``crossattn --help`` and the library never load it.
+
+May import: the library (``crossattn.sampling``, ``models``, ``attention``, ``config``, ``viz``); never
+``crossattn.commands`` nor argparse, nor training (``tests/test_import_graph.py``).
 """

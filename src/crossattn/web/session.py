@@ -180,7 +180,7 @@ class Explorer:
 
     def request_pipe(self, scheduler: str):
         """A pipeline object for one request: the loaded components, a new scheduler in its initial state."""
-        from ..model import make_scheduler
+        from ..models.model import make_scheduler
 
         if scheduler == DEFAULT_SCHEDULER:
             fresh = type(self.scheduler).from_config(self.scheduler.config)
@@ -192,8 +192,8 @@ class Explorer:
 
     def run(self, request: Request) -> Result:
         """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``."""
+        from ..models.vocabulary import warn_unknown_words
         from ..sampling import plan, sample
-        from ..vocabulary import warn_unknown_words
 
         request = request.check(self.pipe.tokenizer, self.max_length)
         warn_unknown_words([request.prompt], self.vocabulary)  # as the CLI does; the page shows it

@@ -23,7 +23,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
+from ..steering.relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -160,7 +160,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         (default ``["latents"]``); returned tensors replace them, as in diffusers.
         ``relation_guidance`` steers ``PHRASE RELATION PHRASE`` prompts ("a red circle left of a blue
         square") in the first steps so the relation holds; 0 = unsteered. Other prompts are untouched;
-        one naming a relation it cannot read gets a warning (:mod:`crossattn.relation_guidance`).
+        one naming a relation it cannot read gets a warning (:mod:`crossattn.steering.relation_guidance`).
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)

@@ -30,7 +30,7 @@ def words_of(text: str) -> list[str]:
 def grammar_words(shapes: Iterable[str] | None = None) -> set[str]:
     """Every word the procedural scenes grammar (:mod:`crossattn.data.captions`) can write, with
     ``shapes`` (default: the default model's three) as its shape words."""
-    from .data.captions import COLOURS, POSITIONS, RELATIONS, SHAPES, check_shapes, format_caption
+    from ..data.captions import COLOURS, POSITIONS, RELATIONS, SHAPES, check_shapes, format_caption
 
     shapes = check_shapes(tuple(shapes)) if shapes is not None else SHAPES
     colour = next(iter(COLOURS))
@@ -67,7 +67,7 @@ def write_vocabulary(
     """Write ``folder/vocabulary.json``: the words of ``captions_or_words`` (captions are split into
     words), plus those of ``inherit_from``'s vocabulary when given (fine-tuning keeps the words the
     starting model knew). Written atomically."""
-    from .files import atomic_write_json
+    from ..files import atomic_write_json
 
     words = {w for text in captions_or_words for w in words_of(text)}
     if inherit_from is not None:

@@ -11,7 +11,7 @@ the target left alone (``.plain``: what the target gives without control). The t
 same noise through three generators in the same state (the one given, and two copies of it).
 The defaults are the ones measured by ``benchmarks/edit_consistency.py`` (README, "Attention control").
 
-Relation guidance (:mod:`crossattn.relation_guidance`) is off for edits: it moves each row's latents
+Relation guidance (:mod:`crossattn.steering.relation_guidance`) is off for edits: it moves each row's latents
 with extra gradient passes through the U-Net, which would give the target a layout of its own,
 defeating the edit, and which the control cannot count as sampling steps. ``relation_guidance`` is
 passed as 0 to pipelines that take it; any other value is a ``ValueError``.
@@ -26,7 +26,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .attention.edit_settings import EditSettings  # torch-free: the CLI's parser reads its defaults
+from ..attention.edit_settings import EditSettings  # torch-free: the CLI's parser reads its defaults
 
 if TYPE_CHECKING:  # torch is imported when an edit runs, so the CLI's parser can import this module cheaply
     import torch
@@ -126,7 +126,7 @@ def edit(
     cheaper). The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
-    from .attention.control import Controller
+    from ..attention.control import Controller
 
     knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
     settings = EditSettings.resolve(settings, knobs)

@@ -25,7 +25,7 @@ ordinary denoising passes (the guidance passes run on their own processors, see
 Which prompts: any ``PHRASE RELATION PHRASE`` (:func:`parse_relation`): one relation phrase
 (``left of``, ``to the right of``, ``above``, ``on top of``, ``under``, ... see
 :data:`RELATION_PHRASES`) with an object phrase on each side; each object's tokens are those of its
-phrase's words without articles, found with :class:`~crossattn.tokenizer.WordSpans`. A prompt that
+phrase's words without articles, found with :class:`~crossattn.models.tokenizer.WordSpans`. A prompt that
 names a relation the guidance cannot read (two relations, ``and`` in a phrase, a phrase missing,
 the prompt cut off) is sampled unsteered with a warning saying why; prompts naming none are sampled
 exactly as without guidance.
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention.record import mean_over_heads, record_cross_attention
-from .config import SamplingConfig
-from .tokenizer import WordSpans
+from ..attention.record import mean_over_heads, record_cross_attention
+from ..config import SamplingConfig
+from ..models.tokenizer import WordSpans
 
 #: (x, y) unit direction of the first object as seen from the second; image y points down.
 DIRECTIONS = {"left of": (-1.0, 0.0), "right of": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0)}

@@ -38,7 +38,7 @@ def ink_centre(images: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def position_probe(pipe, noise_scheduler, timestep: int = 900, seeds: int = 4, subject: str = "a red circle") -> dict:
     """``{"timestep", "centres": {position: [x, y]}, "hits": k}`` averaged over ``seeds`` noises."""
-    from .data.captions import POSITIONS, satisfies_position
+    from ..data.captions import POSITIONS, satisfies_position
 
     unet = pipe.unet
     res, channels = unet.config.sample_size, unet.config.in_channels

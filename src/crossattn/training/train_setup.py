@@ -1,6 +1,6 @@
 """What training starts from: the starting pipeline (a fresh init, a pipeline folder, another text
 encoder put in), which embedding rows train, and the ``Accelerator`` (CPU processes over gloo, GPUs
-over NCCL). Used by :class:`crossattn.train.Trainer`."""
+over NCCL). Used by :class:`crossattn.training.train.Trainer`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, TrainingConfig
+from ..config import ModelConfig, TrainingConfig
 from .runs import RunDir
 
 
@@ -25,8 +25,8 @@ def resolve_mixed_precision(name: str) -> str:
 
 def initial_pipeline(model_config: ModelConfig, config: TrainingConfig):
     """The pipeline training starts from: a pretrained folder (fine-tuning) or a fresh init."""
-    from .loading import check_model_folder, placeholder_pipeline, quiet_loading
-    from .pipeline import CrossAttnPipeline
+    from ..models.loading import check_model_folder, placeholder_pipeline, quiet_loading
+    from ..models.pipeline import CrossAttnPipeline
 
     if config.init_from:
         folder = check_model_folder(config.init_from)
@@ -57,8 +57,8 @@ def swap_text_encoder(pipe, folder: str | Path) -> None:
     in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
     from transformers import CLIPTextModel
 
-    from .loading import quiet_loading
-    from .model import check_compatible, transformers_errors_only
+    from ..models.loading import quiet_loading
+    from ..models.model import check_compatible, transformers_errors_only
 
     path = Path(folder)
     if not (path / "config.json").is_file():

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import JsonConfig, ModelConfig
+from ..config import JsonConfig, ModelConfig
+from . import PRETRAINED_DIR
 
 PREPROCESS = {
     "do_resize": False,
@@ -129,7 +130,7 @@ def save_clip_folder(model, tokenizer, folder: str | Path, cfg: ClipConfig | Non
 
 def default_clip_dir() -> Path:
     """The shipped mini-CLIP: ``crossattn/pretrained/clip``."""
-    return Path(__file__).parent / "pretrained" / "clip"
+    return PRETRAINED_DIR / "clip"
 
 
 def load_clip(folder: str | Path | None = None):

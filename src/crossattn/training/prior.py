@@ -47,9 +47,9 @@ class PriorSettings:
 def prior_captions(count: int, seed: int, vocabulary: set[str]) -> list[str] | None:
     """``count`` seeded captions of the scenes grammar with the shapes ``vocabulary`` knows, or None
     when the base model was not trained on that grammar (a grammar word outside its vocabulary)."""
-    from .data.captions import ALL_SHAPES, format_caption
-    from .data.shapes import random_spec
-    from .vocabulary import grammar_words
+    from ..data.captions import ALL_SHAPES, format_caption
+    from ..data.shapes import random_spec
+    from ..models.vocabulary import grammar_words
 
     shapes = tuple(s for s in ALL_SHAPES if s in vocabulary)
     if not shapes or not grammar_words(shapes) <= vocabulary:
@@ -79,8 +79,8 @@ def draw_prior(
     import torch
     from tqdm.auto import tqdm
 
-    from .data.folder import new_image_folder
-    from .loading import load_pipeline
+    from ..data.folder import new_image_folder
+    from ..models.loading import load_pipeline
 
     pipe = load_pipeline(settings.base_model)
     pipe.set_progress_bar_config(disable=True)
@@ -108,7 +108,7 @@ def prior_folder(
     run), drawn otherwise; an old folder is replaced only when ``replace`` (``--overwrite``: start
     over, so always drawn afresh, even from a base model changed in place). None, with nothing drawn,
     when the base model does not speak the scenes grammar."""
-    from .files import ExistsError
+    from ..files import ExistsError
 
     folder = run / PRIOR_DIR
     if not replace and reusable(folder, settings):

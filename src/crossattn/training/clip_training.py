@@ -1,6 +1,6 @@
 """Training the mini-CLIP in the one training loop: the contrastive objective with hard negatives.
 
-:class:`ClipTrainer` is :class:`crossattn.train.Trainer` with another objective; the loop, its
+:class:`ClipTrainer` is :class:`crossattn.training.train.Trainer` with another objective; the loop, its
 checkpoints, ``--resume``, ``--time-limit``, logging and progress bar are the same code. Per step::
 
     images (B, 3, 32, 32) ── vision tower + projection ──▶ u (B, P), normalised
@@ -11,7 +11,7 @@ checkpoints, ``--resume``, ``--time-limit``, logging and progress bar are the sa
 The image→text term scores every image against all captions of the batch *and* all hard negatives
 (NegCLIP, Yuksekgonul et al., ICLR 2023); a caption that occurs twice in a batch is not counted as
 the other image's negative. Sample rounds log held-out hard-negative accuracy per kind instead of
-sample grids; ``RUN/final`` is a transformers CLIP folder (:mod:`crossattn.clip_model`).
+sample grids; ``RUN/final`` is a transformers CLIP folder (:mod:`crossattn.models.clip_model`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from ..config import CLIP_TRAINING_DEFAULTS, TrainingConfig
+from ..models.clip_model import ClipConfig, build_clip_model, save_clip_folder
 from .batching import CaptionCollate
-from .clip_model import ClipConfig, build_clip_model, save_clip_folder
-from .config import CLIP_TRAINING_DEFAULTS, TrainingConfig
 from .train import Trainer, TrainResult, train
 
 PROBE_SCENES = 300  # held-out scenes per sample round (seed PROBE_SEED: never a training scene)
@@ -63,7 +63,7 @@ class ClipTrainer(Trainer):
     def build_models(self) -> None:
         from transformers import CLIPModel
 
-        from .tokenizer import load_tokenizer
+        from ..models.tokenizer import load_tokenizer
 
         cfg = self.config
         if cfg.init_from:
@@ -100,8 +100,8 @@ class ClipTrainer(Trainer):
         """Log held-out hard-negative accuracy per kind (the EMA weights, when kept)."""
         acc = self.accelerator
         if acc.is_main_process:
-            from .data.negatives import ClipScenes
-            from .evaluation.clip_judge import ClipJudge, hard_negative_accuracy
+            from ..data.negatives import ClipScenes
+            from ..evaluation.clip_judge import ClipJudge, hard_negative_accuracy
 
             scenes = ClipScenes(PROBE_SCENES, self.model_config.image_size, seed=PROBE_SEED)
             with self.evaluating():
@@ -130,7 +130,7 @@ def train_clip(
     progress: bool = True,
 ) -> TrainResult:
     """Train the mini-CLIP on procedural scenes with hard negatives; ``RUN/final`` is a CLIP folder."""
-    from .data.negatives import ClipScenes
+    from ..data.negatives import ClipScenes
 
     def scenes(needed: int) -> ClipScenes:
         return ClipScenes(

@@ -39,9 +39,9 @@ class Recipe:
 
 def shipped_clip_folder() -> str:
     """The mini-CLIP folder shipped with the package (its text tower is what the speedrun reads)."""
-    from pathlib import Path
+    from ..models import PRETRAINED_DIR
 
-    return str(Path(__file__).parent / "pretrained" / "clip")
+    return str(PRETRAINED_DIR / "clip")
 
 
 UNET_RECIPES: dict[str, Recipe] = {

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import ModelConfig
+from ..config import ModelConfig
+from . import PRETRAINED_DIR
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PLACEHOLDER = "untrained-placeholder"
 
 
@@ -40,7 +40,7 @@ def check_model_folder(path: str | Path) -> Path:
 
 def check_lora_folder(path: str | Path) -> Path:
     """The LoRA folder ``path`` names: ``path`` itself, or ``path/final`` for a ``crossattn finetune`` run."""
-    from .lora import WEIGHT_NAME
+    from ..training.lora import WEIGHT_NAME
 
     folder = Path(path)
     if not folder.exists():
@@ -107,7 +107,7 @@ def load_resolved(
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
             pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
     if lora is not None:
-        from .lora import load_lora
+        from ..training.lora import load_lora
 
         with quiet_loading():
             load_lora(pipe, lora)

@@ -12,9 +12,9 @@ loss = mean‖UNet(x_t, t, text) − v‖² (optionally min-SNR weighted)  → A
 
 The EMA weights are what samples and the final pipeline folder use. Checkpoints hold models and
 optimizer (accelerate's ``save_state``) and the LR schedule, EMA and data position
-(:mod:`crossattn.checkpoint_state`, no pickle); the output side lives in
-:mod:`crossattn.train_outputs`. Every random draw of a step is a
-function of (seed, rank, position) (see :mod:`crossattn.batching`), so a resumed run continues
+(:mod:`crossattn.training.checkpoint_state`, no pickle); the output side lives in
+:mod:`crossattn.training.train_outputs`. Every random draw of a step is a
+function of (seed, rank, position) (see :mod:`crossattn.training.batching`), so a resumed run continues
 exactly as an uninterrupted one. Launch with ``torchrun --nproc_per_node N -m crossattn train`` for
 several CPU processes (gloo), or ``accelerate launch`` on GPUs.
 """
@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from ..config import ModelConfig, TrainingConfig
+from ..files import atomic_write_json
 from .batching import CaptionCollate, ShardedBatchSampler, step_generator
-from .config import ModelConfig, TrainingConfig
-from .files import atomic_write_json
 from .losses import diffusion_loss
 from .runs import RunDir
 from .train_outputs import TrainerOutputs, write_sample_grid
@@ -90,14 +90,14 @@ def train(
     export: Export | None = None,
     trainer_cls: type[Trainer] | None = None,
 ) -> TrainResult:
-    """Train and write the run folder (see :mod:`crossattn.runs`); returns where ``final`` went.
+    """Train and write the run folder (see :mod:`crossattn.training.runs`); returns where ``final`` went.
 
     ``dataset`` is a ``Dataset`` of ``{"pixel_values": (3, H, W) in [-1, 1], "text": str}`` items, or
     a function ``n -> Dataset`` given the number of items the whole run consumes (procedural data).
     ``on_step_end(state)`` is called after every optimizer step (progress probes, tests).
     With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
     recorded; ``customize`` (see :data:`Customize`) adapts them before training. ``trainer_cls``
-    swaps the objective (:class:`crossattn.clip_training.ClipTrainer` trains the mini-CLIP).
+    swaps the objective (:class:`crossattn.training.clip_training.ClipTrainer` trains the mini-CLIP).
     """
     cls = trainer_cls or Trainer
     trainer = cls(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
@@ -155,7 +155,7 @@ class Trainer(TrainerOutputs):
         pipe = initial_pipeline(self.model_config, cfg)
         self.tokenizer, self.sample_scheduler = pipe.tokenizer, pipe.scheduler
         self.max_length = min(self.tokenizer.model_max_length, pipe.text_encoder.config.max_position_embeddings)
-        from .model import make_scheduler
+        from ..models.model import make_scheduler
 
         # Training noise: DDPM forward process on the model's own schedule (v-target from it too).
         self.noise_scheduler = make_scheduler("ddpm", dict(pipe.scheduler.config))
@@ -249,7 +249,7 @@ class Trainer(TrainerOutputs):
         return CaptionCollate(self.tokenizer, self.max_length)
 
     def compute_loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        """The diffusion objective (:func:`crossattn.losses.diffusion_loss`) for one micro-batch."""
+        """The diffusion objective (:func:`crossattn.training.losses.diffusion_loss`) for one micro-batch."""
         return diffusion_loss(
             self.unet_prepared, self.text_prepared, self.noise_scheduler, batch, generator, self.config, self.empty_ids
         )

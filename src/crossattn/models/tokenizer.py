@@ -16,6 +16,8 @@ import gzip
 import json
 from pathlib import Path
 
+from . import PRETRAINED_DIR
+
 #: How many merges CLIP uses: 49152 - 256 - 2 lines after the header line.
 NUM_MERGES = 49152 - 256 - 2
 BOS_TOKEN = "<|startoftext|>"
@@ -95,7 +97,7 @@ def write_tokenizer_files(bpe_gz: str | Path, out_dir: str | Path) -> Path:
 
 def default_tokenizer_dir() -> Path:
     """The tokenizer folder shipped inside the package (beside the default model)."""
-    return Path(__file__).parent / "pretrained" / "tokenizer"
+    return PRETRAINED_DIR / "tokenizer"
 
 
 def load_tokenizer(path: str | Path | None = None, max_length: int | None = None, fast: bool = False):

@@ -1,6 +1,6 @@
 """The diffusion training objective (Ho et al., 2020), with the v-target of Salimans & Ho (2022),
 optional min-SNR-γ weighting (Hang et al., 2023) and the optional token grounding loss of
-:mod:`crossattn.grounding_loss` (TokenCompose) for batches that carry word masks.
+:mod:`crossattn.training.grounding_loss` (TokenCompose) for batches that carry word masks.
 
 The forward process and the target come from the training noise scheduler (DDPM on the model's
 own schedule), so the loss and every sampler agree on what ``t`` means.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .attention.record import record_cross_attention
-from .config import TrainingConfig
+from ..attention.record import record_cross_attention
+from ..config import TrainingConfig
 from .grounding_loss import grounding_loss, signal_weights
 
 

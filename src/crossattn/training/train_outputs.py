@@ -1,8 +1,8 @@
 """The training loop's output side: checkpoints, sample grids and the final folder.
 
-Kept apart from the step (:mod:`crossattn.train`) so the loop reads as a loop. :class:`TrainerOutputs`
+Kept apart from the step (:mod:`crossattn.training.train`) so the loop reads as a loop. :class:`TrainerOutputs`
 is mixed into the trainer and reads its ``accelerator``, ``run_dir``, ``config``, ``state``, ``ema``
-and ``params``; a trainer for another objective (the mini-CLIP, :mod:`crossattn.clip_training`)
+and ``params``; a trainer for another objective (the mini-CLIP, :mod:`crossattn.training.clip_training`)
 overrides :meth:`TrainerOutputs.sample` and :meth:`TrainerOutputs.write_final` only.
 """
 
@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
+from ..config import TrainingConfig
+from ..files import atomic_dir, atomic_write, atomic_write_json
+from ..models.tokenizer import copy_bpe_files
 from .checkpoint_state import load_state, save_state
-from .config import TrainingConfig
-from .files import atomic_dir, atomic_write, atomic_write_json
-from .tokenizer import copy_bpe_files
 
 SAMPLE_SEEDS = (0, 1, 2, 3)
 SAMPLE_SCALE = 4  # nearest-neighbour upscale of 32×32 samples so a grid is readable
 
 
 class TrainerOutputs:
-    """Checkpoints (accelerate models/optimizer + :mod:`crossattn.checkpoint_state`), samples, ``final/``."""
+    """Checkpoints (accelerate models/optimizer + :mod:`crossattn.training.checkpoint_state`), samples, ``final/``."""
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -40,7 +40,7 @@ class TrainerOutputs:
 
     def pipeline(self):
         """A ``CrossAttnPipeline`` around the (unwrapped) models being trained."""
-        from .pipeline import CrossAttnPipeline
+        from ..models.pipeline import CrossAttnPipeline
 
         pipe = CrossAttnPipeline(
             unet=self.accelerator.unwrap_model(self.unet_prepared),
@@ -150,7 +150,7 @@ class TrainerOutputs:
     def write_final(self, folder: Path) -> None:
         """The pipeline folder (safetensors, fp16 when asked), or what ``export`` writes (a LoRA adapter);
         either way with the training vocabulary (``vocabulary.json``) so unknown prompt words get a warning."""
-        from .vocabulary import write_training_vocabulary
+        from ..models.vocabulary import write_training_vocabulary
 
         pipe = self.pipeline()
         write_training_vocabulary(folder, self.dataset, self.config.init_from)

@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from .config import SCHEDULER_NAMES, ModelConfig
+from ..config import SCHEDULER_NAMES, ModelConfig
 from .tokenizer import VOCAB_SIZE
 
 #: The noise schedule all samplers share: v-prediction on a cosine schedule rescaled to zero

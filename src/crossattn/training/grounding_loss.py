@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention.record import Record, mean_over_heads
-from .tokenizer import WordSpans
+from ..attention.record import Record, mean_over_heads
+from ..models.tokenizer import WordSpans
 
 
 def grounding_loss(records: list[Record], token_masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,19 @@
+"""The model part: the denoiser and its text encoder, the pipeline around them, and how folders load.
+
+- :mod:`.model` builds the pixel-space ``UNet2DConditionModel`` + ``CLIPTextModel`` from a
+  ``ModelConfig`` and names the schedulers; :mod:`.clip_model` is the mini-CLIP (both towers).
+- :mod:`.pipeline` is ``CrossAttnPipeline`` (classifier-free guidance, relation guidance hook-in).
+- :mod:`.loading` loads any diffusers folder (the shipped default model in ``pretrained/``, a run's
+  ``final/``, a LoRA on top); :mod:`.tokenizer` and :mod:`.vocabulary` handle the CLIP BPE and the
+  words a model was trained on.
+
+May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.data`` (the caption grammar, for
+the vocabulary), ``crossattn.steering.relation_guidance`` (the pipeline steers relations while it
+samples) and ``crossattn.training.lora`` (a LoRA adapter loads with its model); never the rest of
+training, nor sampling, evaluation, commands or web (``tests/test_import_graph.py`` checks it).
+"""
+
+from pathlib import Path
+
+#: The shipped default model: a diffusers pipeline folder, its tokenizer and the mini-CLIP (``clip/``).
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
