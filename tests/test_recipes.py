@@ -83,3 +83,16 @@ def test_resumed_speedrun_equals_uninterrupted(tmp_path):
     a = load_file(tmp_path / "whole/final/unet/diffusion_pytorch_model.safetensors")  # EMA weights
     b = load_file(tmp_path / "cut/final/unet/diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_config_file_wins_over_the_recipe(tmp_path):
+    from crossattn.cli import build_parser
+    from crossattn.commands.train import build_configs
+
+    shape = ModelConfig(block_out_channels=(32, 64, 64, 64), cross_attention_levels=(False, True, True, True))
+    shape.save(tmp_path / "model.json")
+    args = build_parser().parse_args(
+        ["train", "--recipe", "speedrun", "--model-config", str(tmp_path / "model.json"), "--out", str(tmp_path / "r")]
+    )
+    model, training = build_configs(args)
+    assert model == shape and training.recipe == "speedrun" and training.learning_rate == 1e-3

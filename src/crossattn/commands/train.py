@@ -64,13 +64,15 @@ def saved_configs(out: Path, model_cls=ModelConfig) -> tuple:
 
 
 def fresh_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig]:
-    """Defaults or the JSON files given, then the ``--recipe``'s values over them."""
-    model = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
-    training = TrainingConfig.load(args.config) if args.config else TrainingConfig()
+    """The defaults, or the ``--recipe``'s values over them; a JSON file given (``--model-config``,
+    ``--config``) replaces its whole config, recipe included, as any flag given wins over the recipe."""
+    model, training = ModelConfig(), TrainingConfig()
     if getattr(args, "recipe", None):
         from ..training.recipes import get_recipe
 
         model, training = get_recipe(args.recipe).apply(model, training)
+    model = ModelConfig.load(args.model_config) if args.model_config else model
+    training = TrainingConfig.load(args.config) if args.config else training
     init_from = args.init_from or training.init_from
     if init_from:
         from ..models.loading import check_model_folder
