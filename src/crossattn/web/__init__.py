@@ -6,5 +6,5 @@ is also an API endpoint); ``app`` lays the page out and launches it. Gradio is i
 here, so ``crossattn --help`` and the library never load it.
 
 May import: the library (``crossattn.sampling``, ``models``, ``attention``, ``config``, ``viz``); never
-``crossattn.commands`` nor argparse, nor training (``tests/test_import_graph.py``).
+the command line's sub-command modules, argparse, or training (``tests/test_import_graph.py``).
 """
