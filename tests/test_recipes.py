@@ -44,7 +44,8 @@ def test_speedrun_flag_sets_the_recipe_and_flags_win(tmp_path):
     saved = json.loads((run / "config.json").read_text())
     model, training = saved["model"], saved["training"]
     assert training["recipe"] == "speedrun"
-    assert model["block_out_channels"] == list(SPEEDRUN.model["block_out_channels"])
+    for key, value in SPEEDRUN.model.items():
+        assert model[key] == list(value), key
     for key, value in SPEEDRUN.training.items():
         if key not in ("steps", "batch_size", "learning_rate"):
             assert training[key] == (list(value) if isinstance(value, tuple) else value), key
