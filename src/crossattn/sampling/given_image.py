@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: How far a given image is noised when no strength is named: half the schedule keeps its layout
-#: while the model still has work to do (see README, "Maps of a given image").
-DEFAULT_STRENGTH = 0.5
+from .request import DEFAULT_STRENGTH
 
 
 @dataclass
@@ -212,3 +210,36 @@ def maps_of_image(
             denoised = to_picture(pipe, draws(pipe, tracer, latents, prompt, t, samples, generator))
     mode = "denoise" if samples is None else "draws"
     return ImageMaps(tracer.maps(), given, denoised, int(round(float(t))), mode, notes)
+
+
+def sample_given(pipe, prompt: str, seed: int, request) -> ImageMaps:
+    """:func:`maps_of_image` of ``request.image`` with the request's settings (a ``SamplingRequest``)."""
+    import torch
+
+    return maps_of_image(
+        pipe,
+        request.image,
+        prompt,
+        strength=request.strength,
+        samples=request.samples,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        negative_prompt=request.negative_prompt,
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+        **request.maps.trace_kwargs(),
+    )
+
+
+def given_fields(request, result: ImageMaps, denoised: Path) -> dict[str, Any]:
+    """Sidecar fields saying which image was read, how, and where the denoised output went."""
+    return {
+        "given_image": {
+            "file": str(request.image),
+            "strength": request.strength,
+            "samples": request.samples,
+            "mode": result.mode,
+            "timestep": result.timestep,
+            "notes": list(result.notes),
+            "denoised": denoised.name,
+        }
+    }
