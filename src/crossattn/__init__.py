@@ -22,6 +22,7 @@ _EXPORTS = {
     "load_tokenizer": "models.tokenizer",
     "trace": "attention.trace",
     "AttentionMaps": "attention.maps",
+    "maps_of_image": "sampling.given_image",
     "control": "attention.control",
     "edit": "steering.editing",
 }

@@ -12,6 +12,7 @@ import warnings
 from .cli_flags import (  # noqa: F401 (positive_int & co. are also used by the sub-command modules' tests)
     add_clip_training_flags,
     add_device_flags,
+    add_given_image_flags,
     add_lora_flag,
     add_relation_guidance_flag,
     add_run_folder_flags,
@@ -156,9 +157,9 @@ def add_finetune(sub) -> None:
 def add_maps(sub) -> None:
     p = sub.add_parser(
         "maps",
-        help="generate one image and draw its attention maps",
-        description="Generate one image and write its cross-attention maps: per-word overlays, a layer x word "
-        "grid, optionally a per-step GIF and a self-attention map.",
+        help="generate one image (or read one: --image) and draw its attention maps",
+        description="Generate one image, or read a given one (--image), and write its cross-attention maps: "
+        "per-word overlays, a layer x word grid, optionally a per-step GIF and a self-attention map.",
     )
     p.add_argument("prompt", help="the prompt (quote it)")
     p.add_argument("--words", nargs="+", metavar="W", help="words to draw (default: every word of the prompt)")
@@ -189,6 +190,7 @@ def add_maps(sub) -> None:
         help="any local diffusers text-to-image folder with a UNet2DConditionModel (or a run folder: its final/)",
     )
     add_lora_flag(p)
+    add_given_image_flags(p)
     add_relation_guidance_flag(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     add_sampler_flags(p)

@@ -52,6 +52,30 @@ def add_lora_flag(p) -> None:
     )
 
 
+def add_given_image_flags(p) -> None:
+    """``maps --image FILE [--strength S] [--samples N]``: the maps of an image the model did not draw."""
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="draw the maps of this image instead of a generated one: it is converted to RGB, resized to the "
+        "model's size, noised (--strength) and denoised under the tracer; overlays are drawn on it and the "
+        "denoised output is written as <name>.denoised.png (relation guidance is off)",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        metavar="S",
+        help="with --image: how far it is noised, in (0, 1]; the last S share of the steps run (default: 0.5)",
+    )
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        metavar="N",
+        help="with --image: instead of denoising, average the maps of N noise draws at the one timestep "
+        "--strength names (one U-Net pass each)",
+    )
+
+
 def add_relation_guidance_flag(p) -> None:
     from .config import SamplingConfig
 

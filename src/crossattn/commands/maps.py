@@ -5,6 +5,10 @@ Writes, for ``DIR/<slug>-<seed>``: ``.png`` + ``.json`` (the image and its sidec
 (layer × word), with ``--per-step --gif`` one ``.<word>.gif`` per word, and with
 ``--self-attn-pixel X Y`` ``.self-X-Y.png``, with ``--html`` the ``.maps.html`` page. Every path
 is checked before sampling, so a refusal to overwrite loses no work.
+
+With ``--image FILE`` (:func:`crossattn.maps_of_image`) the stem is ``DIR/<slug>-<image name>-<seed>``:
+``.png`` is the given image as the model read it (RGB, the model's size), which every view is drawn on,
+and ``.denoised.png`` what the model made of it; the sidecar's ``given_image`` says how it was read.
 """
 
 from __future__ import annotations
@@ -52,8 +56,11 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
     from ..files import slugify
 
     (prompt,) = request.prompts
-    stem = request.out / f"{slugify(prompt)}-{request.seed}"
+    name = slugify(prompt) + (f"-{slugify(request.image.stem)}" if request.image is not None else "")
+    stem = request.out / f"{name}-{request.seed}"
     paths = {"png": stem.with_suffix(".png"), "sidecar": stem.with_suffix(".json")}
+    if request.image is not None:
+        paths["denoised"] = stem.with_suffix(".denoised.png")
     paths.update(zip(("maps", "maps_json", "row"), maps_paths(paths["png"]), strict=True))
     paths["grid"] = stem.with_suffix(".grid.png")
     if request.maps.self_attn_pixel:
@@ -67,12 +74,15 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwrite, slugify
     from ..sampling import ImageJob, MapsOptions, load, sample
+    from ..sampling.given_image import read_image
     from .shared import model_from_args, request_from_args, set_threads
 
     options = MapsOptions.from_flags(vars(args), layers=parse_layers(args.layers))
     request = request_from_args(args, [args.prompt], maps=options)
     model = model_from_args(args)
     paths = plan(request)
+    if request.image is not None:
+        read_image(request.image)  # an unreadable file fails before the model loads
     set_threads(args.threads)
     pipe = load(request, model, quiet=args.quiet)
     words = check_words(pipe, args.prompt, args.words)
@@ -82,18 +92,37 @@ def run(args: argparse.Namespace) -> int:
             paths[f"gif:{word}"] = paths["png"].with_suffix(f".{slugify(word)}.gif")
     refuse_overwrite(list(paths.values()), request.overwrite)
     job = ImageJob(args.prompt, 0, request.seed, paths["png"], paths["sidecar"], None)
-    images, maps = sample(pipe, [job], request)
-    for path in write_views(pipe, job, request, model, paths, images[0], maps, words):
+    if request.image is None:
+        images, maps = sample(pipe, [job], request)
+        written = write_views(pipe, job, request, model, paths, images[0], maps, words)
+    else:
+        written = write_given(pipe, job, request, model, paths, words)
+    for path in written:
         print(path, flush=True)
     return 0
 
 
-def write_views(pipe, job, request: SamplingRequest, model, paths: dict[str, Path], image, maps, words) -> list[Path]:
-    """Write the image + sidecar, the maps, the overlay row, the grid, the GIFs and the self-attention map."""
+def write_given(pipe, job, request: SamplingRequest, model, paths: dict[str, Path], words) -> list[Path]:
+    """The maps of ``request.image``: every view drawn on it, plus the denoised output."""
+    from ..files import atomic_write
+    from ..sampling.given_image import given_fields, sample_given
+
+    result = sample_given(pipe, job.prompt, job.seed, request)
+    extra = given_fields(request, result, paths["denoised"])
+    written = write_views(pipe, job, request, model, paths, result.image, result.maps, words, extra)
+    written.append(atomic_write(paths["denoised"], lambda tmp: result.denoised.save(tmp, format="PNG")))
+    return written
+
+
+def write_views(
+    pipe, job, request: SamplingRequest, model, paths: dict[str, Path], image, maps, words, extra=None
+) -> list[Path]:
+    """Write the image + sidecar (with ``extra`` fields), the maps, the overlay row, the grid, the GIFs
+    and the self-attention map."""
     from .. import viz
     from ..sampling import image_sidecar, write_image, write_maps
 
-    meta = image_sidecar(pipe, job, request, model, image.size)
+    meta = {**image_sidecar(pipe, job, request, model, image.size), **(extra or {})}
     written = write_image(job, image, meta)
     written += write_maps(maps, image, paths["png"], meta, words)
     written.append(viz.save_figure(viz.layer_word_grid(maps, words, image), paths["grid"]))

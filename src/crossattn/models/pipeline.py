@@ -29,6 +29,19 @@ from .tokenizer import WordSpans
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
+def image_timesteps(scheduler, num_steps: int, strength: float) -> torch.Tensor:
+    """The last ``strength`` share of ``scheduler``'s timesteps (at least one), as diffusers' img2img
+    pipelines take them (``get_timesteps``); sets the begin index so multistep solvers start there.
+    Call after ``scheduler.set_timesteps(num_steps)``; a strength outside (0, 1] is a ``ValueError``."""
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
+        raise ValueError(f"strength {strength!r} is not accepted; give a number in (0, 1]")
+    kept = max(1, min(int(num_steps * strength), num_steps))
+    start = (num_steps - kept) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
 class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """Text-to-image sampling with a pixel-space ``UNet2DConditionModel`` and a ``CLIPTextModel``.
 
@@ -118,6 +131,26 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         noise = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
         return noise * self.scheduler.init_noise_sigma
 
+    def start(self, batch, height, width, num_steps, generator, dtype, image=None, strength=1.0):
+        """Set the schedule; return the first latents and the timesteps to run: pure noise and every
+        step, or ``image`` noised to the last ``strength`` share of the steps and those steps."""
+        self.scheduler.set_timesteps(num_steps, device=self._execution_device)
+        if image is None:
+            return self.prepare_latents(batch, height, width, generator, dtype), self.scheduler.timesteps
+        timesteps = self.image_timesteps(num_steps, strength)
+        return self.noised_image(image, batch, timesteps[:1], generator, dtype), timesteps
+
+    def image_timesteps(self, num_steps: int, strength: float) -> torch.Tensor:
+        """:func:`image_timesteps` of this pipeline's scheduler."""
+        return image_timesteps(self.scheduler, num_steps, strength)
+
+    def noised_image(self, image: torch.Tensor, batch: int, timestep, generator, dtype) -> torch.Tensor:
+        """``image`` ``(1 or B, C, H, W)`` in [-1, 1], noised to ``timestep`` by the scheduler's ``add_noise``."""
+        image = image.to(self._execution_device, dtype)
+        image = image.expand(batch, -1, -1, -1) if image.shape[0] == 1 else image  # (B, C, H, W)
+        noise = randn_tensor(image.shape, generator=generator, device=self._execution_device, dtype=image.dtype)
+        return self.scheduler.add_noise(image, noise, timestep.repeat(batch))
+
     def step_kwargs(self, generator) -> dict[str, Any]:
         """Pass the generator to schedulers whose ``step`` draws noise (DDPM, ancestral)."""
         accepted = inspect.signature(self.scheduler.step).parameters
@@ -152,6 +185,8 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         relation_guidance: float = RelationGuidance.scale,
+        image: torch.Tensor | None = None,
+        strength: float = 1.0,
     ):
         """Sample images for ``prompt``.
 
@@ -161,10 +196,15 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``relation_guidance`` steers ``PHRASE RELATION PHRASE`` prompts ("a red circle left of a blue
         square") in the first steps so the relation holds; 0 = unsteered. Other prompts are untouched;
         one naming a relation it cannot read gets a warning (:mod:`crossattn.steering.relation_guidance`).
+        ``image``: start from this image, ``(1 or B, C, H, W)`` in [-1, 1], instead of pure noise: it is
+        noised to the timestep ``strength`` names and only the last ``strength`` share of the steps run
+        (SDEdit, Meng et al., 2022; as diffusers' img2img pipelines do); its size sets the output's.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+        if image is not None:
+            height, width = image.shape[-2:]
         height = height or self.unet.config.sample_size
         width = width or self.unet.config.sample_size
         self.check_inputs(
@@ -183,9 +223,11 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         guided = guidance_scale > 1
         # One text-encoder pass for both halves: [negative (B), prompt (B)] → (2B, T, D) when guided.
         text_states = self.encode_prompt(negative + prompts if guided else prompts)
-        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
-        latents = self.prepare_latents(len(prompts), height, width, generator, text_states.dtype)
-        steer = self.relation_steering(prompts, text_states[-len(prompts) :], relation, num_inference_steps)
+        latents, timesteps = self.start(
+            len(prompts), height, width, num_inference_steps, generator, text_states.dtype, image, strength
+        )
+        steps_run = num_inference_steps if image is None else len(timesteps)
+        steer = self.relation_steering(prompts, text_states[-len(prompts) :], relation, steps_run)
         latents = self.denoise(
             latents,
             text_states,
@@ -194,6 +236,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             callback_on_step_end,
             callback_on_step_end_tensor_inputs or ["latents"],
             steer,
+            timesteps,
         )
 
         image = self.image_processor.postprocess(latents.float(), output_type=output_type)
@@ -217,10 +260,14 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         return steer
 
-    def denoise(self, latents, text_states, guidance_scale, generator, callback, callback_inputs, steer=None):
-        """The sampling loop: (steer,) predict, guide, step; call back after every step."""
+    def denoise(
+        self, latents, text_states, guidance_scale, generator, callback, callback_inputs, steer=None, timesteps=None
+    ):
+        """The sampling loop over ``timesteps`` (default: the scheduler's all): (steer,) predict, guide, step;
+        call back after every step."""
         extra = self.step_kwargs(generator)
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        timesteps = self.scheduler.timesteps if timesteps is None else timesteps
+        for i, t in enumerate(self.progress_bar(timesteps)):
             if steer is not None:
                 latents = steer(i, t, latents)
             pred = self.predict_noise(latents, t, text_states, guidance_scale)

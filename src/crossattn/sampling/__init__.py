@@ -8,8 +8,11 @@ notebooks all build a request, so they agree on names, checks and files.
 
 Importing this package imports neither torch nor diffusers; running a job does.
 
+:mod:`.given_image` is ``crossattn.maps_of_image``: the word maps of an image the model did not draw.
+
 May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.viz``, ``crossattn.models``,
-``crossattn.attention``, ``crossattn.steering``; never training, commands or web
+``crossattn.attention``, ``crossattn.steering``, ``crossattn.data`` (a given image's RGB conversion
+and crop, shared with image folders); never training, commands or web
 (``tests/test_import_graph.py``).
 """
 

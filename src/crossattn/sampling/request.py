@@ -22,6 +22,9 @@ from ..config import SCHEDULER_NAMES, SamplingConfig
 #: Images sampled together when ``batch_size`` is None. On CPU throughput grows with the batch up to
 #: about this size at 32×32 (benchmarks/generate_throughput.py); memory stays far below 1 GB.
 DEFAULT_BATCH_SIZE = 16
+#: How far a given image is noised when no strength is named (crossattn.maps_of_image): half the
+#: schedule keeps the image's layout while the model still has work to do.
+DEFAULT_STRENGTH = 0.5
 KINDS = ("cross", "self", "both")
 
 
@@ -128,9 +131,13 @@ class SamplingRequest:
     out: Path = Path("outputs")
     overwrite: bool = False
     device: str | None = None  # torch device; None: where the pipeline loads (CPU)
+    image: Path | None = None  # maps of this image instead of a generated one (crossattn.maps_of_image)
+    strength: float | None = None  # with image: how far it is noised, in (0, 1]; None: DEFAULT_STRENGTH
+    samples: int | None = None  # with image: N noise draws at one timestep instead of denoising
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler)
+        self._check_image()
         prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
         bad = [p for p in prompts if not isinstance(p, str)]
         if bad:
@@ -152,6 +159,25 @@ class SamplingRequest:
             raise ValueError(f"maps {self.maps!r} is not accepted; give MapsOptions(...) or None")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+    def _check_image(self) -> None:
+        """``image`` exists; ``strength`` in (0, 1] and ``samples`` >= 1 come with it. With an image,
+        relation guidance is off: it would move the objects away from where the image has them."""
+        if self.image is None:
+            given = [f"{n} {getattr(self, n)!r}" for n in ("strength", "samples") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{given[0]} needs an image to read (--image FILE)")
+            return
+        path = Path(self.image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist; give an image file (PNG, JPEG, ...)")
+        strength = DEFAULT_STRENGTH if self.strength is None else finite(self.strength, "strength")
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength {self.strength!r} is not accepted; give a number in (0, 1]")
+        object.__setattr__(self, "image", path)
+        object.__setattr__(self, "strength", strength)
+        object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True))
+        object.__setattr__(self, "relation_guidance", 0.0)
 
     @classmethod
     def from_flags(cls, flags: Mapping[str, Any], **fields: Any) -> SamplingRequest:

@@ -1,0 +1,245 @@
+"""Word maps of an image the model did not draw (issue 25): ``crossattn.maps_of_image``.
+
+    result = crossattn.maps_of_image(pipe, "photo.png", "a red circle left of a blue square", strength=0.5)
+    result.maps.word_map("circle")  # (H, W), H x W the model's image size
+    result.image, result.denoised   # the given image at the model's size; what the model made of it
+
+The image is brought to the model's input (converted to RGB, resized to the size the model draws,
+encoded by the VAE for latent pipelines: ``latent_dist.mean`` × ``scaling_factor``), noised to the
+timestep ``strength`` names and read under :func:`crossattn.trace` in one of two modes:
+
+- ``samples=None``, *denoise*: the last ``strength`` share of the sampling steps run from the noised
+  image (SDEdit, Meng et al., 2022), as diffusers' img2img pipelines do; the maps are summed over
+  those steps, as for a generated image.
+- ``samples=N``, *draws*: N noise draws at that one timestep, one U-Net pass each (no sampling),
+  maps averaged over the draws (as DAAM-style analyses of real images do); ``denoised`` is the mean
+  of the N one-step predictions of the clean image. Unguided: the maps are of the prompt's half anyway.
+
+Relation guidance is off (it would move the objects away from where the image has them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .request import DEFAULT_STRENGTH
+
+
+@dataclass
+class ImageMaps:
+    """The maps of a given image and what the model made of it."""
+
+    maps: Any  # AttentionMaps
+    image: Any  # PIL.Image: the given image as the model read it (RGB, the model's size)
+    denoised: Any  # PIL.Image: the denoised output (denoise mode) or mean one-step prediction (draws mode)
+    timestep: int  # the timestep the image was noised to
+    mode: str  # "denoise" or "draws"
+    notes: tuple[str, ...]  # what was done to the image to fit the model (mode converted, resized)
+
+
+def model_image_size(pipe) -> tuple[int, int]:
+    """(height, width) of the images ``pipe`` draws by default: the U-Net's sample size × the VAE factor."""
+    size = pipe.unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    scale = getattr(pipe, "vae_scale_factor", 1)
+    return h * scale, w * scale
+
+
+def read_image(path: str | Path):
+    """The image in ``path`` (fully decoded); a ``FileNotFoundError`` / ``ValueError`` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist (give a PNG, JPEG or other file Pillow reads)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: not an image Pillow can decode ({type(err).__name__})") from err
+
+
+def fit_image(image, size: tuple[int, int], name: str = "the image"):
+    """``image`` as the model reads it: RGB (transparency on white) at ``size`` (shorter side scaled,
+    centre cropped). Returns ``(image, notes)``; each note says what changed and is also warned."""
+    from ..data.folder import resize_center_crop, to_rgb
+
+    notes = []
+    if image.mode != "RGB":
+        notes.append(
+            f"{name} is {image.mode}; converted to RGB" + (" (transparency on white)" if "A" in image.mode else "")
+        )
+        image = to_rgb(image)
+    h, w = size
+    if image.size != (w, h):
+        # square models (all shipped ones): shorter side scaled, centre cropped; a non-square U-Net: plain resize
+        fitted = image.resize((w, h)) if h != w else resize_center_crop(image, h)
+        notes.append(f"{name} is {image.width}x{image.height}; resized to the model's {w}x{h}")
+        image = fitted
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return image, tuple(notes)
+
+
+def image_latents(pipe, image):
+    """The model's input for ``image`` (PIL at the model's size): ``(1, C, h, w)``, the pixels in
+    [-1, 1], or for a pipeline with a VAE their latents (``latent_dist.mean × scaling_factor``)."""
+    import torch
+
+    pixels = pipe.image_processor.preprocess(image)  # (1, 3, H, W) in [-1, 1]
+    vae = getattr(pipe, "vae", None)
+    if vae is None:
+        return pixels.to(pipe.device, pipe.unet.dtype)
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(pipe.device, vae.dtype)).latent_dist.mean  # (1, C, H/f, W/f)
+    return latents * vae.config.scaling_factor
+
+
+def to_picture(pipe, latents):
+    """``(1, C, h, w)`` model-space ``latents`` → PIL (decoded by the VAE where there is one)."""
+    import torch
+
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        with torch.no_grad():
+            latents = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample  # (1, 3, H, W)
+    return pipe.image_processor.postprocess(latents.float(), output_type="pil")[0]
+
+
+def text_states(pipe, prompt: str):
+    """The prompt's text states ``(1, T, D)`` for a U-Net pass without guidance."""
+    from ..models.pipeline import CrossAttnPipeline
+
+    if isinstance(pipe, CrossAttnPipeline):
+        return pipe.encode_prompt([prompt])
+    if pipe.unet.config.addition_embed_type is not None or not hasattr(pipe, "encode_prompt"):
+        raise ValueError(
+            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); the draws mode (samples=N) reads "
+            "CrossAttnPipeline and SD-1.5-shaped pipelines; use samples=None (denoise mode)"
+        )
+    return pipe.encode_prompt(prompt, pipe.device, 1, False)[0]  # (cond, uncond) → cond (1, T, D)
+
+
+def predicted_clean(pred, noisy, alpha_bar, prediction_type: str):
+    """x̂₀ from the U-Net's output at ᾱ (Ho et al., 2020, eq. 15; v: Salimans & Ho, 2022)."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * pred
+    if prediction_type == "sample":
+        return pred
+    return (noisy - (1 - alpha_bar).sqrt() * pred) / alpha_bar.clamp(min=1e-8).sqrt()
+
+
+def draws(pipe, tracer, latents, prompt: str, t, samples: int, generator):
+    """``samples`` U-Net passes on ``latents`` noised to ``t`` (q(x_t | x_0), fresh noise each); the tracer
+    averages their maps. Returns the mean predicted clean image (model space, ``(1, C, h, w)``)."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    states = text_states(pipe, prompt)  # (1, T, D)
+    alpha_bar = pipe.scheduler.alphas_cumprod[int(round(float(t)))].to(latents.device, latents.dtype)
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    tracer.start_call([prompt])
+    clean = torch.zeros_like(latents)
+    with torch.no_grad():
+        for _ in range(samples):
+            noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise  # (1, C, h, w)
+            pred = pipe.unet(noisy, t, encoder_hidden_states=states).sample
+            clean += predicted_clean(pred, noisy, alpha_bar, prediction_type) / samples
+    return clean
+
+
+def denoise(pipe, tracer, latents, prompt: str, strength: float, generator, settings: dict[str, Any]):
+    """The img2img run under the tracer: our pipeline's ``image=`` / ``strength=``, diffusers'
+    ``AutoPipelineForImage2Image`` (same components) for any other; returns the PIL output."""
+    from ..models.pipeline import CrossAttnPipeline
+
+    common = dict(image=latents, strength=strength, generator=generator, output_type="pil", **settings)
+    if isinstance(pipe, CrossAttnPipeline):
+        return pipe(prompt, relation_guidance=0, **common).images[0]
+    from diffusers import AutoPipelineForImage2Image
+
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)  # the same modules: the tracer's processors stay
+    img2img.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    tracer.start_call([prompt], settings.get("negative_prompt"))
+    return img2img(prompt, **common).images[0]
+
+
+def maps_of_image(
+    pipe,
+    image,
+    prompt: str,
+    *,
+    strength: float = DEFAULT_STRENGTH,
+    samples: int | None = None,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.0,
+    negative_prompt: str | None = None,
+    generator=None,
+    **trace_kwargs,
+) -> ImageMaps:
+    """The word maps of ``image`` (a path or a PIL image) read with ``prompt`` (see the module's text).
+
+    ``strength`` in (0, 1]: how far the image is noised (the timestep: the first of the last
+    ``strength`` share of ``num_inference_steps`` steps). ``samples``: None denoises from there
+    (``guidance_scale``, ``negative_prompt`` apply); N ≥ 1 averages N noise draws at that timestep.
+    ``trace_kwargs`` go to :func:`crossattn.trace` (``kind``, ``layers``, ``per_step``, ``per_head``).
+    A prompt that does not describe the image still runs: its maps show where the words land anyway.
+    """
+    from ..attention.trace import trace
+    from ..models.pipeline import image_timesteps
+
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise ValueError(f"samples {samples!r} is not accepted; give a whole number >= 1, or None to denoise")
+    name = f"image {image}" if isinstance(image, str | Path) else "the image"
+    picture = read_image(image) if isinstance(image, str | Path) else image
+    given, notes = fit_image(picture, model_image_size(pipe), name)
+    latents = image_latents(pipe, given)
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
+    settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    settings["negative_prompt"] = negative_prompt
+    with trace(pipe, **trace_kwargs) as tracer:
+        if samples is None:
+            denoised = denoise(pipe, tracer, latents, prompt, strength, generator, settings)
+        else:
+            denoised = to_picture(pipe, draws(pipe, tracer, latents, prompt, t, samples, generator))
+    mode = "denoise" if samples is None else "draws"
+    return ImageMaps(tracer.maps(), given, denoised, int(round(float(t))), mode, notes)
+
+
+def sample_given(pipe, prompt: str, seed: int, request) -> ImageMaps:
+    """:func:`maps_of_image` of ``request.image`` with the request's settings (a ``SamplingRequest``)."""
+    import torch
+
+    return maps_of_image(
+        pipe,
+        request.image,
+        prompt,
+        strength=request.strength,
+        samples=request.samples,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        negative_prompt=request.negative_prompt,
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+        **request.maps.trace_kwargs(),
+    )
+
+
+def given_fields(request, result: ImageMaps, denoised: Path) -> dict[str, Any]:
+    """Sidecar fields saying which image was read, how, and where the denoised output went."""
+    return {
+        "given_image": {
+            "file": str(request.image),
+            "strength": request.strength,
+            "samples": request.samples,
+            "mode": result.mode,
+            "timestep": result.timestep,
+            "notes": list(result.notes),
+            "denoised": denoised.name,
+        }
+    }
