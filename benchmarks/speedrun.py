@@ -77,11 +77,10 @@ def value(reports: dict, path: tuple[str, str, str]) -> float | None:
 def snapshot_rows(run: Path, n: int, threads: int, unguided: str = "all") -> list[dict]:
     """One row per snapshot: its minute, step, and every column's value (relation guidance off only
     at the last snapshot with ``unguided="last"``: an evaluation costs minutes on this CPU)."""
-    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-    steps = {r["snapshot"]: r["step"] for r in log if "snapshot" in r}
+    folders = snapshot_folders(run)
+    steps = {minute: step for minute, (step, _) in folders.items()}
     rows = []
-    for minute, step in sorted(steps.items()):
-        folder = RunDir(run).snapshot(minute)
+    for minute, (step, folder) in sorted(folders.items()):
         last = minute == max(steps)
         reports = {"on": evaluate(folder, n, threads, True)}
         reports["off"] = evaluate(folder, n, threads, False) if unguided == "all" or last else {}
@@ -89,6 +88,24 @@ def snapshot_rows(run: Path, n: int, threads: int, unguided: str = "all") -> lis
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def snapshot_folders(run: Path) -> dict[float, tuple[int, Path]]:
+    """minute → (step, pipeline folder) of every snapshot; a run that stopped at its time limit
+    without a snapshot there (runs made before the trainer wrote one) counts ``final/`` (the EMA
+    weights at its last step) as the snapshot at the limit."""
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    folders = {r["snapshot"]: (r["step"], RunDir(run).snapshot(r["snapshot"])) for r in log if "snapshot" in r}
+    limit = json.loads((run / "config.json").read_text())["training"]["time_limit"]
+    last_step = max(r["step"] for r in log)
+    if (
+        limit
+        and limit not in folders
+        and (run / "final").is_dir()
+        and (not folders or last_step > max(s for s, _ in folders.values()))
+    ):
+        folders[float(limit)] = (last_step, run / "final")
+    return folders
 
 
 def table(rows: list[dict], header: str) -> str:

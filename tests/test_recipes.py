@@ -97,3 +97,13 @@ def test_a_model_config_file_wins_over_the_recipe(tmp_path):
     )
     model, training = build_configs(args)
     assert model == shape and training.recipe == "speedrun" and training.learning_rate == 1e-3
+
+
+def test_the_snapshot_at_the_time_limit_is_written_before_the_run_stops(tmp_path):
+    model, cfg = speedrun_configs(steps=5, time_limit=1e-9, snapshot_minutes=(1e-9,))  # both due after step 1
+    train(model, cfg, ShapesDataset(64, resolution=16, seed=0, with_masks=True), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    assert (run.snapshot(1e-9) / "unet/diffusion_pytorch_model.safetensors").is_file()
+    a = load_file(run.snapshot(1e-9) / "unet/diffusion_pytorch_model.safetensors")
+    b = load_file(run.final / "unet/diffusion_pytorch_model.safetensors")  # the same EMA weights, the same step
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -276,7 +276,7 @@ class Trainer(TrainerOutputs):
         losses: list[float] = []
         window: list[float] = []
         tick = time.perf_counter()
-        deadline = tick + cfg.time_limit * 60 if cfg.time_limit else math.inf
+        session_start = self.state.seconds  # --time-limit counts this session's share of the clock
         while self.state.step < cfg.steps:
             loss = self.optimizer_step()
             losses.append(loss)
@@ -287,14 +287,13 @@ class Trainer(TrainerOutputs):
             tick = now
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
-            out_of_time = self.past(deadline)
+            out_of_time = self.past(session_start)
             self.after_step(window, rate, last=out_of_time or self.state.step == cfg.steps)
             if on_step_end is not None:
                 on_step_end(self.state)
+            tick += self.write_due_snapshots()  # off the clock: the seconds it took are not counted
             if out_of_time:
                 break
-            spent = self.write_due_snapshots()  # off the clock: the deadline moves on by what it took
-            deadline, tick = deadline + spent, tick + spent
         bar.close()
         return TrainResult(self.save_final(), self.state.step, losses)
 
@@ -321,11 +320,11 @@ class Trainer(TrainerOutputs):
         self.state.step += 1
         return total / cfg.grad_accum
 
-    def past(self, deadline: float) -> bool:
-        """Whether the time limit is reached on any process (so all processes stop at the same step)."""
-        if deadline == math.inf:
-            return False
-        return self.agreed(time.perf_counter() >= deadline)
+    def past(self, session_start: float) -> bool:
+        """Whether this session's training clock reached ``time_limit`` on any process (so all processes
+        stop at the same step); snapshot writing is off the clock."""
+        limit = self.config.time_limit * 60
+        return bool(limit) and self.agreed(self.state.seconds - session_start >= limit)
 
     def after_step(self, window: list[float], rate: float, last: bool) -> None:
         """Log, sample and checkpoint on their schedules, and always at the ``last`` step of this session."""
