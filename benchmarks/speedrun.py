@@ -122,7 +122,7 @@ def table(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
+def plot(rows: list[dict], path: Path, title: str, threads: int) -> None:
     """Every category against minutes; the bars as dotted lines in the same colour."""
     import matplotlib
 
@@ -137,7 +137,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             minutes, [r[name] if r[name] is not None else float("nan") for r in rows], "o-", color=colour, label=name
         )
         ax.axhline(bar, color=colour, linestyle=":", linewidth=0.8)
-    ax.set(xlabel="training minutes (2-core CPU)", ylabel="accuracy / IoU", ylim=(0, 1.02), title=title)
+    xlabel = f"minutes of training clock (torch threads: {threads})"
+    ax.set(xlabel=xlabel, ylabel="accuracy / IoU", ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -164,10 +165,11 @@ def main() -> None:
     launch = config["launch"]
     header = (
         f"Speedrun `{args.out}` ({time.strftime('%Y-%m-%d')}): seed {config['training']['seed']}, "
-        f"{launch['threads']} threads, eval --n {args.n}" + (f", training wall {wall / 60:.1f} min" if wall else "")
+        f"torch threads {launch['threads']}, eval --n {args.n}"
+        + (f", training wall {wall / 60:.1f} min" if wall else "")
     )
     (args.out / "speedrun.md").write_text(table(rows, header), encoding="utf-8")
-    plot(rows, args.out / "speedrun.png", f"speedrun, seed {config['training']['seed']}")
+    plot(rows, args.out / "speedrun.png", f"speedrun, seed {config['training']['seed']}", launch["threads"])
     print(table(rows, header))
 
 
