@@ -147,3 +147,12 @@ def test_maps_command_with_image_on_a_stable_diffusion_folder(tmp_path, picture,
     assert json.loads((out / "a-red-circle-scene-0.json").read_text())["given_image"]["mode"] == (
         "draws" if samples else "denoise"
     )
+
+
+def test_sampling_from_noise_refuses_a_request_with_an_image(picture, tiny_model_dir, tmp_path):
+    from crossattn.sampling import ModelRef, run
+
+    request = SamplingRequest(("a red circle",), image=str(picture), out=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="samples from noise.*maps_of_image"):
+        run(request, ModelRef.resolve(tiny_model_dir), quiet=True)
+    assert not (tmp_path / "out").exists()  # refused before anything was written

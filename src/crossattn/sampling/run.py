@@ -98,6 +98,11 @@ def run(
     write them; ``on_written`` hears of each file as it is written. Returns every path written."""
     from ..files import refuse_overwrite
 
+    if request.image is not None:  # a silent fallback to noise would give maps of another picture
+        raise ValueError(
+            f"image {request.image}: run() samples from noise; the maps of a given image come from "
+            "crossattn.maps_of_image (crossattn maps --image)"
+        )
     model = model if model is not None else ModelRef.resolve()
     jobs = plan(request)
     refuse_overwrite(planned_files(request, jobs), request.overwrite)
