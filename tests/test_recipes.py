@@ -45,7 +45,9 @@ def test_speedrun_flag_sets_the_recipe_and_flags_win(tmp_path):
     model, training = saved["model"], saved["training"]
     assert training["recipe"] == "speedrun"
     for key, value in SPEEDRUN.model.items():
-        assert model[key] == list(value), key
+        assert model[key] == (list(value) if isinstance(value, tuple) else value), key
+    unet = json.loads((run / "final/unet/config.json").read_text())
+    assert unet["mid_block_type"] == "UNetMidBlock2D" and unet["down_block_types"][-1] == "DownBlock2D"
     for key, value in SPEEDRUN.training.items():
         if key not in ("steps", "batch_size", "learning_rate"):
             assert training[key] == (list(value) if isinstance(value, tuple) else value), key

@@ -55,6 +55,9 @@ class ModelConfig(JsonConfig):
     in_channels: int = 3
     block_out_channels: tuple[int, ...] = (64, 128, 128)
     cross_attention_levels: tuple[bool, ...] = (False, True, True)
+    # the mid block's cross-attention (at the lowest resolution); off = a plain resnet mid block, so no
+    # coarse word map is averaged into the maps (the speedrun's 4×4 level keeps its maps out)
+    mid_block_cross_attention: bool = True
     layers_per_block: int = 1
     attention_head_dim: int = 32  # channels per head (diffusers' own argument counts heads)
     norm_num_groups: int = 32

@@ -76,7 +76,7 @@ def build_unet(cfg: ModelConfig):
         out_channels=cfg.in_channels,
         down_block_types=down,
         up_block_types=up,
-        mid_block_type="UNetMidBlock2DCrossAttn",
+        mid_block_type="UNetMidBlock2DCrossAttn" if cfg.mid_block_cross_attention else "UNetMidBlock2D",
         block_out_channels=cfg.block_out_channels,
         layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups,
