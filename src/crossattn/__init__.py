@@ -23,6 +23,8 @@ _EXPORTS = {
     "trace": "attention.trace",
     "AttentionMaps": "attention.maps",
     "maps_of_image": "sampling.given_image",
+    "edit_image": "sampling.given_edit",
+    "invert_image": "sampling.given_edit",
     "control": "attention.control",
     "edit": "steering.editing",
 }

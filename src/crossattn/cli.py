@@ -12,6 +12,7 @@ import warnings
 from .cli_flags import (  # noqa: F401 (positive_int & co. are also used by the sub-command modules' tests)
     add_clip_training_flags,
     add_device_flags,
+    add_edit_image_flags,
     add_given_image_flags,
     add_lora_flag,
     add_relation_guidance_flag,
@@ -331,6 +332,7 @@ def add_edit(sub) -> None:
     )
     p.add_argument("--model", metavar="PATH", help="a diffusers pipeline folder (default: the shipped model)")
     add_lora_flag(p)
+    add_edit_image_flags(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default: %(default)s)")

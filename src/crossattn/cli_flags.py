@@ -76,6 +76,26 @@ def add_given_image_flags(p) -> None:
     )
 
 
+def add_edit_image_flags(p) -> None:
+    """``edit --image FILE [--null-text [N]]``: edit an image the model did not draw."""
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="edit this image (SOURCE describes it): it is converted to RGB, resized to the model's size and "
+        "inverted to the noise that draws it again (DDIM); writes <name>.reconstruction.png and its PSNR",
+    )
+    p.add_argument(
+        "--null-text",
+        dest="null_text_steps",
+        type=positive_int,
+        nargs="?",
+        const=10,
+        metavar="N",
+        help="with --image: null-text inversion (Mokady et al., 2023), at most N optimiser steps per sampling "
+        "step (default N: 10): the reconstruction is exact at any guidance",
+    )
+
+
 def add_relation_guidance_flag(p) -> None:
     from .config import SamplingConfig
 

@@ -6,6 +6,11 @@ target from the same noise, no control), ``.edited.png`` (the target with the so
 word under the source, the target word under the others) and ``.json`` (both prompts, every
 setting, the model hash). Every path is checked before sampling, so a refusal to overwrite loses no work.
 Relation guidance is off for edits (see :mod:`crossattn.steering.editing`).
+
+With ``--image FILE`` (SOURCE describes it) the rows start from the image inverted to noise
+(:func:`crossattn.edit_image`): ``.source.png`` is the given image at the model's size,
+``.reconstruction.png`` what the source prompt draws again from the inverted noise, and the sidecar
+says how (``given_image``: DDIM or null-text, the reconstruction's PSNR against the image).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
     from ..files import slugify
 
     stem = request.out / f"{slugify(request.prompts[1])}-{request.seed}"
-    paths = {view: stem.with_name(f"{stem.name}.{view}.png") for view in (*VIEWS, "compare")}
+    views = (*VIEWS, "compare") + (("reconstruction",) if request.image is not None else ())
+    paths = {view: stem.with_name(f"{stem.name}.{view}.png") for view in views}
     paths["sidecar"] = stem.with_suffix(".json")
     return paths
 
@@ -65,30 +71,44 @@ def run(args: argparse.Namespace) -> int:
     pipe = load(request, model, quiet=args.quiet)
     check_unet(pipe)
     result, maps = sample(pipe, request, settings)
+    if request.image is not None:
+        for note in result.given.notes:
+            print(f"note: {note}", flush=True)
+        print(f"reconstruction PSNR {result.psnr:.2f} dB", flush=True)
     for path in write_outputs(pipe, request, model, paths, result, maps):
         print(path, flush=True)
     return 0
 
 
 def sample(pipe, request: SamplingRequest, settings):
-    """The edit inside a cross-attention trace: (result, maps of the rows source, edited, plain)."""
+    """The edit inside a cross-attention trace: (result, maps of the rows source, edited, plain); with a
+    given image, the result is an ``ImageEdit`` (the inversion runs first, outside the trace)."""
     import torch
 
     from ..attention.trace import trace
+    from ..sampling.given_edit import edit_image, invert_image
     from ..steering.editing import edit
 
     source, target = request.prompts
-    with trace(pipe) as tracer:
-        result = edit(
+    common = dict(negative_prompt=request.negative_prompt, settings=settings)
+    given = None
+    if request.image is not None:
+        given = invert_image(
             pipe,
+            request.image,
             source,
-            target,
-            generator=torch.Generator(device="cpu").manual_seed(request.seed),
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
+            null_text_steps=request.null_text_steps or 0,
             negative_prompt=request.negative_prompt,
-            settings=settings,
         )
+    with trace(pipe) as tracer:
+        if given is not None:
+            result = edit_image(pipe, given, source, target, **common)
+        else:
+            generator = torch.Generator(device="cpu").manual_seed(request.seed)
+            steps = dict(num_inference_steps=request.steps, guidance_scale=request.guidance)
+            result = edit(pipe, source, target, generator=generator, **steps, **common)
     return result, tracer.maps()
 
 
@@ -132,9 +152,14 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
     from ..files import atomic_write, atomic_write_json
     from ..sampling import ImageJob, scheduler_name, sidecar
 
+    given = None
+    if request.image is not None:  # an ImageEdit: its source row is the reconstruction
+        given, result = result, result.result
+    pictures = {view: getattr(result, view) for view in VIEWS}
+    if given is not None:
+        pictures.update(source=given.given.image, reconstruction=given.reconstruction)
     written = []
-    for view in VIEWS:
-        image = getattr(result, view)
+    for view, image in pictures.items():
         written.append(atomic_write(paths[view], lambda tmp, image=image: image.save(tmp, format="PNG")))
     written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
     job = ImageJob(request.prompts[1], 0, request.seed, paths["edited"], paths["sidecar"], None)
@@ -143,7 +168,25 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
         source_prompt=result.source_prompt,
         target_prompt=result.target_prompt,
         edit={**vars(result.settings), "changed_words": [list(pair) for pair in result.changed]},
-        files={view: paths[view].name for view in (*VIEWS, "compare")},
+        files={view: path.name for view, path in paths.items() if view != "sidecar"},
     )
+    if given is not None:
+        meta.update(given_image=given_image_fields(request, given))
     written.append(atomic_write_json(paths["sidecar"], meta))
     return written
+
+
+def given_image_fields(request: SamplingRequest, edited) -> dict:
+    """Sidecar fields of an edit of a given image: which image, how it was inverted, how well it came back."""
+    from ..sampling.inversion import FIXED_POINT_STEPS
+
+    inversion = edited.given.inversion
+    return {
+        "file": str(request.image),
+        "notes": list(edited.given.notes),
+        "inversion": "null-text" if request.null_text_steps else "ddim",
+        "fixed_point_steps": FIXED_POINT_STEPS,
+        "null_text_steps": request.null_text_steps,
+        "null_text_losses": [round(x, 8) for x in inversion.null_text_losses],
+        "reconstruction_psnr": round(edited.psnr, 3),
+    }

@@ -131,10 +131,16 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         noise = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
         return noise * self.scheduler.init_noise_sigma
 
-    def start(self, batch, height, width, num_steps, generator, dtype, image=None, strength=1.0):
-        """Set the schedule; return the first latents and the timesteps to run: pure noise and every
-        step, or ``image`` noised to the last ``strength`` share of the steps and those steps."""
+    def start(self, batch, height, width, num_steps, generator, dtype, image=None, strength=1.0, latents=None):
+        """Set the schedule; return the first latents and the timesteps to run: pure noise (or the
+        ``latents`` given) and every step, or ``image`` noised to the last ``strength`` share of the steps."""
         self.scheduler.set_timesteps(num_steps, device=self._execution_device)
+        if latents is not None:
+            if latents.shape != (batch, self.unet.config.in_channels, height, width):
+                raise ValueError(
+                    f"latents of shape {tuple(latents.shape)}; expected {(batch, self.unet.config.in_channels, height, width)}"
+                )
+            return latents.to(self._execution_device, dtype) * self.scheduler.init_noise_sigma, self.scheduler.timesteps
         if image is None:
             return self.prepare_latents(batch, height, width, generator, dtype), self.scheduler.timesteps
         timesteps = self.image_timesteps(num_steps, strength)
@@ -187,6 +193,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         relation_guidance: float = RelationGuidance.scale,
         image: torch.Tensor | None = None,
         strength: float = 1.0,
+        latents: torch.Tensor | None = None,
     ):
         """Sample images for ``prompt``.
 
@@ -199,12 +206,16 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``image``: start from this image, ``(1 or B, C, H, W)`` in [-1, 1], instead of pure noise: it is
         noised to the timestep ``strength`` names and only the last ``strength`` share of the steps run
         (SDEdit, Meng et al., 2022; as diffusers' img2img pipelines do); its size sets the output's.
+        ``latents``: the starting noise ``(B, C, H, W)`` instead of drawn noise (e.g. an inverted image), as
+        in diffusers; scaled by the scheduler's ``init_noise_sigma``.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
-        if image is not None:
-            height, width = image.shape[-2:]
+        if image is not None and latents is not None:
+            raise ValueError("give image= (noised to strength) or latents= (the starting noise), not both")
+        if image is not None or latents is not None:
+            height, width = (image if latents is None else latents).shape[-2:]
         height = height or self.unet.config.sample_size
         width = width or self.unet.config.sample_size
         self.check_inputs(
@@ -224,7 +235,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # One text-encoder pass for both halves: [negative (B), prompt (B)] → (2B, T, D) when guided.
         text_states = self.encode_prompt(negative + prompts if guided else prompts)
         latents, timesteps = self.start(
-            len(prompts), height, width, num_inference_steps, generator, text_states.dtype, image, strength
+            len(prompts), height, width, num_inference_steps, generator, text_states.dtype, image, strength, latents
         )
         steps_run = num_inference_steps if image is None else len(timesteps)
         steer = self.relation_steering(prompts, text_states[-len(prompts) :], relation, steps_run)

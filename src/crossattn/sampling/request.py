@@ -134,6 +134,7 @@ class SamplingRequest:
     image: Path | None = None  # maps of this image instead of a generated one (crossattn.maps_of_image)
     strength: float | None = None  # with image: how far it is noised, in (0, 1]; None: DEFAULT_STRENGTH
     samples: int | None = None  # with image: N noise draws at one timestep instead of denoising
+    null_text_steps: int | None = None  # edit with image: null-text inversion, at most N Adam steps a step
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler)
@@ -164,7 +165,8 @@ class SamplingRequest:
         """``image`` exists; ``strength`` in (0, 1] and ``samples`` >= 1 come with it. With an image,
         relation guidance is off: it would move the objects away from where the image has them."""
         if self.image is None:
-            given = [f"{n} {getattr(self, n)!r}" for n in ("strength", "samples") if getattr(self, n) is not None]
+            named = ("strength", "samples", "null_text_steps")
+            given = [f"{n} {getattr(self, n)!r}" for n in named if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"{given[0]} needs an image to read (--image FILE)")
             return
@@ -177,6 +179,7 @@ class SamplingRequest:
         object.__setattr__(self, "image", path)
         object.__setattr__(self, "strength", strength)
         object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True))
+        object.__setattr__(self, "null_text_steps", whole(self.null_text_steps, "null_text_steps", 1, optional=True))
         object.__setattr__(self, "relation_guidance", 0.0)
 
     @classmethod

@@ -108,6 +108,7 @@ def edit(
     *,
     generator: torch.Generator | None = None,
     plain: bool = True,
+    latents: torch.Tensor | None = None,
     **kwargs,
 ) -> EditResult:
     """Sample ``source`` and ``target`` from one noise; the target with and without attention control.
@@ -123,7 +124,8 @@ def edit(
     the default model's layout does not follow its attention maps alone (README, "Attention control").
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
-    cheaper). The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
+    cheaper). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
+    (an inverted image: :func:`crossattn.edit_image`). The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
     from ..attention.control import Controller
@@ -137,6 +139,8 @@ def edit(
     with controller:
         if controller.needs_step_callback:
             kwargs.update(callback_on_step_end=controller.step_callback, callback_on_step_end_tensor_inputs=["latents"])
+        if latents is not None:
+            kwargs["latents"] = latents.expand(len(prompts), *latents.shape[1:])  # (rows, C, h, w)
         images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images
     plain_image = images[2] if plain else None
     changed = controller.token_maps[0].changed

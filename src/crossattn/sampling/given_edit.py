@@ -1,0 +1,122 @@
+"""Prompt-to-prompt edits of an image the model did not draw (issue 25): ``crossattn.edit_image``.
+
+    edited = crossattn.edit_image(pipe, "drawing.png", "a red circle", "a blue circle", null_text_steps=10)
+    edited.result.edited, edited.reconstruction, edited.psnr
+
+The first prompt describes the given image. The image is brought to the model's input as for its maps
+(:mod:`crossattn.sampling.given_image`), inverted to the noise that draws it again
+(:mod:`crossattn.sampling.inversion`: DDIM, or null-text with ``null_text_steps`` > 0), and
+:func:`crossattn.edit` samples every row from that noise with the DDIM scheduler (deterministic, so the
+source row is the reconstruction) and, after null-text inversion, the optimised null text states.
+A source prompt that does not describe the image still runs; the reconstruction's PSNR says how well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .given_image import fit_image, image_latents, model_image_size, read_image
+from .inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
+
+
+@dataclass
+class GivenInversion:
+    """A given image at the model's size, its inversion, and what was done to it to fit the model."""
+
+    image: Any  # PIL.Image, RGB at the model's size
+    inversion: Inversion
+    notes: tuple[str, ...]
+    prompt: str
+    num_inference_steps: int
+    guidance_scale: float
+    null_text_steps: int
+
+
+@dataclass
+class ImageEdit:
+    """An edit of a given image: ``result`` as :func:`crossattn.edit` returns it, whose ``source`` is the
+    reconstruction of the given image; ``psnr`` compares the two (dB)."""
+
+    result: Any  # EditResult
+    given: GivenInversion
+    psnr: float
+
+    @property
+    def reconstruction(self):
+        return self.result.source
+
+
+def invert_image(
+    pipe,
+    image,
+    prompt: str,
+    *,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.0,
+    null_text_steps: int = 0,
+    negative_prompt: str | None = None,
+) -> GivenInversion:
+    """Read ``image`` (a path or a PIL image), fit it to the model and invert it with ``prompt``.
+
+    Run it outside a :func:`crossattn.trace`, whose maps should hold the edit's steps only."""
+    if isinstance(null_text_steps, bool) or not isinstance(null_text_steps, int) or null_text_steps < 0:
+        raise ValueError(f"null_text_steps {null_text_steps!r}; give a whole number >= 0 (0 = DDIM inversion alone)")
+    name = f"image {image}" if isinstance(image, str | Path) else "the image"
+    picture = read_image(image) if isinstance(image, str | Path) else image
+    given, notes = fit_image(picture, model_image_size(pipe), name)
+    inversion = invert(
+        pipe,
+        image_latents(pipe, given),
+        prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        null_text_steps=null_text_steps,
+        negative_prompt=negative_prompt,
+    )
+    return GivenInversion(given, inversion, notes, prompt, num_inference_steps, guidance_scale, null_text_steps)
+
+
+def edit_image(
+    pipe, image, source: str, target: str, settings=None, *, null_text_steps: int = 0, **kwargs
+) -> ImageEdit:
+    """Edit a given image from ``source`` (its description) to ``target``, keeping the rest.
+
+    ``image``: a path, a PIL image, or a :class:`GivenInversion` from :func:`invert_image` (then its
+    prompt, steps and guidance are used). ``settings`` and the other ``kwargs`` are
+    :func:`crossattn.edit`'s (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``plain``,
+    the edit knobs); no ``generator``: every row starts from the inverted noise and DDIM draws none."""
+    from ..steering.editing import edit
+
+    if "generator" in kwargs:
+        raise ValueError("edit_image samples from the inverted image, not from a generator's noise; drop generator")
+    steps = kwargs.pop("num_inference_steps", 20)
+    guidance = kwargs.pop("guidance_scale", 4.0)
+    negative = kwargs.pop("negative_prompt", None)
+    given = image
+    if not isinstance(image, GivenInversion):
+        given = invert_image(
+            pipe,
+            image,
+            source,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            null_text_steps=null_text_steps,
+            negative_prompt=negative,
+        )
+    elif given.prompt != source:
+        raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
+    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe.unet, given.inversion.null_embeddings):
+        result = edit(
+            pipe,
+            source,
+            target,
+            settings,
+            latents=given.inversion.latents,
+            num_inference_steps=given.num_inference_steps,
+            guidance_scale=given.guidance_scale,
+            negative_prompt=negative,
+            **kwargs,
+        )
+    return ImageEdit(result, given, psnr(result.source, given.image))

@@ -1,0 +1,232 @@
+"""Inverting a given image into the noise that draws it again: DDIM inversion and null-text inversion.
+
+    inversion = invert(pipe, image_latents, "a red circle", num_inference_steps=20, null_text_steps=10)
+    inversion.latents          # x_T, (1, C, h, w): sampled with DDIM from here the image comes back
+    inversion.null_embeddings  # {timestep: (1, T, D)} the optimised unconditional text states
+
+*DDIM inversion* (Song et al., ICLR 2021; Dhariwal & Nichol, 2021) runs the deterministic DDIM update
+backwards, from the clean image to noise, with the prompt's conditional prediction
+(diffusers' ``DDIMInverseScheduler``). Sampled forward with classifier-free guidance the trajectory
+drifts, the more so the larger the guidance. *Null-text inversion* (Mokady et al., "Null-text Inversion
+for Editing Real Images using Guided Diffusion Models", CVPR 2023) keeps that trajectory as the target
+and, step by step, optimises the unconditional ("null") text states so that the guided DDIM step from
+where the reconstruction is lands on it; the edit then samples with those null states
+(:class:`NullText`, a U-Net pre-hook that puts them in the unconditional half of every batch).
+
+The model space is the pipeline's: pixels in [-1, 1] for ours, VAE latents for latent pipelines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+#: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
+#: stop when the step's loss is below 1e-5 + i·2e-5, i the step index)
+NULL_TEXT_LR = 1e-2
+NULL_TEXT_TOLERANCE = (1e-5, 2e-5)
+#: re-solves of each DDIM inversion step at the level it reaches (0: plain DDIM inversion)
+FIXED_POINT_STEPS = 3
+
+
+@dataclass
+class Inversion:
+    """The inverted noise of a given image and what it takes to draw the image again from it."""
+
+    latents: torch.Tensor  # x_T, (1, C, h, w)
+    trajectory: list[torch.Tensor]  # x_0 (the image) … x_T, the DDIM inversion's path
+    timesteps: list[int]  # the sampling timesteps, high to low
+    null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)  # timestep → (1, T, D); empty: DDIM only
+    null_text_losses: list[float] = field(default_factory=list)  # each step's last loss (null-text only)
+
+
+def prompt_states(pipe, prompt: str, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cond, uncond)`` text states ``(1, T, D)`` of ``prompt`` and the negative prompt (default "")."""
+    from ..models.pipeline import CrossAttnPipeline
+
+    if isinstance(pipe, CrossAttnPipeline):
+        states = pipe.encode_prompt([negative_prompt or "", prompt])  # (2, T, D)
+        return states[1:], states[:1]
+    if pipe.unet.config.addition_embed_type is not None or not hasattr(pipe, "encode_prompt"):
+        raise ValueError(
+            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); inverting an image reads "
+            "CrossAttnPipeline and SD-1.5-shaped pipelines"
+        )
+    cond, uncond = pipe.encode_prompt(prompt, pipe.device, 1, True, negative_prompt)
+    return cond, uncond
+
+
+def ddim_scheduler(pipe):
+    """A ``DDIMScheduler`` with ``pipe``'s schedule (betas, prediction type, spacing): deterministic (η = 0)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+
+
+@contextlib.contextmanager
+def scheduler_swapped(pipe, scheduler):
+    """``pipe.scheduler`` is ``scheduler`` inside the block, its own again after (also after an exception)."""
+    own = pipe.scheduler
+    pipe.scheduler = scheduler
+    try:
+        yield scheduler
+    finally:
+        pipe.scheduler = own
+
+
+def level_alphas(scheduler, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(√ᾱ, √(1 − ᾱ))`` at timestep ``t`` of the DDIM ``scheduler``; below 0, its final ᾱ (the clean end)."""
+    alpha_bar = scheduler.alphas_cumprod[t] if t >= 0 else scheduler.final_alpha_cumprod
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+
+
+def inverse_step(x, pred, here, there, prediction_type: str) -> torch.Tensor:
+    """The ``x_there`` from which a DDIM step with the model output ``pred`` lands on ``x`` (at ``here``).
+
+    The DDIM step is affine in its start given the output (Song et al., 2021, eq. 12, η = 0), so this
+    solves it: with ε-prediction ``x_there = (α_t x − (α_t σ_h − α_h σ_t) ε) / α_h``; with v-prediction
+    (Salimans & Ho, 2022) ``x_there = (x − (σ_h α_t − α_h σ_t) v) / (α_h α_t + σ_h σ_t)``."""
+    (a_h, s_h), (a_t, s_t) = here, there
+    if prediction_type == "v_prediction":
+        return (x - (s_h * a_t - a_h * s_t) * pred) / (a_h * a_t + s_h * s_t)
+    if prediction_type == "epsilon":
+        return (a_t * x - (a_t * s_h - a_h * s_t) * pred) / a_h
+    raise ValueError(f"cannot invert a model that predicts {prediction_type!r}; it must predict epsilon or v")
+
+
+@torch.no_grad()
+def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps: int = FIXED_POINT_STEPS):
+    """The DDIM inversion path ``[x_0 = latents, …, x_T]`` under the prompt's conditional prediction.
+
+    Each step first takes the output at the lower level (the usual approximation, as diffusers'
+    ``DDIMInverseScheduler``), then ``fixed_point_steps`` times re-solves the step with the output at the
+    level it reaches (fixed-point inversion: Pan et al., "Effective Real Image Editing with Accelerated
+    Iterative Diffusion Inversion", ICCV 2023), so that sampling back retraces the path."""
+    scheduler = ddim_scheduler(pipe)
+    scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    ratio = scheduler.config.num_train_timesteps // num_inference_steps
+    up = [int(t) for t in reversed(scheduler.timesteps)]  # low to high
+    kind = scheduler.config.prediction_type
+    path = [latents]
+    for here, there in zip([up[0] - ratio, *up[:-1]], up, strict=True):
+        a_here, a_there = level_alphas(scheduler, here), level_alphas(scheduler, there)
+        x = path[-1]
+        pred = pipe.unet(x, max(here, 0), encoder_hidden_states=cond).sample
+        x_there = inverse_step(x, pred, a_here, a_there, kind)
+        for _ in range(fixed_point_steps):
+            pred = pipe.unet(x_there, there, encoder_hidden_states=cond).sample
+            x_there = inverse_step(x, pred, a_here, a_there, kind)
+        path.append(x_there)
+    return path
+
+
+def guided(pipe, x, t, cond, uncond, guidance_scale: float) -> torch.Tensor:
+    """The classifier-free-guided prediction at ``x`` ``(1, C, h, w)``."""
+    pred = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    pred_uncond, pred_cond = pred.chunk(2)  # each (1, C, h, w)
+    return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+
+
+def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int):
+    """Mokady et al.'s loop: for each step, fit the null states so that the guided DDIM step from the
+    reconstruction lands on the inversion path (from the prompt's own states). Returns ``({timestep: (1, T, D)}, [last loss per step])``."""
+    scheduler = ddim_scheduler(pipe)
+    scheduler.set_timesteps(len(path) - 1, device=path[0].device)
+    null, x = cond.detach().clone(), path[-1]  # Miyake et al.'s start: see the module's text
+    nulls, losses = {}, []
+    for i, t in enumerate(scheduler.timesteps):  # high to low
+        target = path[-2 - i]
+        with torch.no_grad():
+            pred_cond = pipe.unet(x, t, encoder_hidden_states=cond).sample
+        null = null.detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([null], lr=NULL_TEXT_LR * (1.0 - i / 100.0))
+        loss = torch.zeros(())
+        for _ in range(inner_steps):
+            pred_uncond = pipe.unet(x, t, encoder_hidden_states=null).sample
+            pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            loss = torch.nn.functional.mse_loss(scheduler.step(pred, t, x).prev_sample, target)
+            if loss.item() < NULL_TEXT_TOLERANCE[0] + i * NULL_TEXT_TOLERANCE[1]:
+                break  # close enough already: a step of Adam would only move away
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        nulls[int(t)] = null.detach()
+        losses.append(float(loss.item()))
+        with torch.no_grad():
+            x = scheduler.step(guided(pipe, x, t, cond, nulls[int(t)], guidance_scale), t, x).prev_sample
+    return nulls, losses
+
+
+def invert(
+    pipe,
+    latents: torch.Tensor,
+    prompt: str,
+    *,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.0,
+    null_text_steps: int = 0,
+    negative_prompt: str | None = None,
+) -> Inversion:
+    """Invert ``latents`` (the image in model space, ``(1, C, h, w)``) described by ``prompt``.
+
+    ``null_text_steps`` > 0: null-text inversion with at most that many Adam steps per sampling step
+    (needs ``guidance_scale`` > 1: without guidance DDIM inversion alone draws the image again)."""
+    if null_text_steps and guidance_scale <= 1:
+        raise ValueError(
+            f"null-text inversion needs guidance_scale > 1 (got {guidance_scale}); without it use DDIM alone"
+        )
+    cond, _ = prompt_states(pipe, prompt, negative_prompt)
+    path = ddim_invert(pipe, latents, cond, num_inference_steps)
+    scheduler = ddim_scheduler(pipe)
+    scheduler.set_timesteps(num_inference_steps)
+    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps])
+    if null_text_steps:
+        inversion.null_embeddings, inversion.null_text_losses = optimise_null_text(
+            pipe, path, cond, guidance_scale, null_text_steps
+        )
+    return inversion
+
+
+class NullText:
+    """Context manager: every guided U-Net call at a timestep of ``null_embeddings`` gets those states in
+    its unconditional half (the first half of the batch, as diffusers' pipelines and ours order it).
+
+    A forward pre-hook on the U-Net, removed on exit (also after an exception)."""
+
+    def __init__(self, unet, null_embeddings: dict[int, torch.Tensor]):
+        self.unet, self.null_embeddings, self._handle = unet, null_embeddings, None
+
+    def __enter__(self):
+        if self.null_embeddings:
+            self._handle = self.unet.register_forward_pre_hook(self._put, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _put(self, module, args, kwargs):
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        null = self.null_embeddings.get(int(round(float(t.flatten()[0] if torch.is_tensor(t) else t))))
+        states = args[2] if len(args) > 2 else kwargs.get("encoder_hidden_states")
+        if null is None or states is None or states.shape[0] % 2:
+            return None
+        half = states.shape[0] // 2
+        states = torch.cat([null.to(states).expand(half, -1, -1), states[half:]])  # (2B, T, D)
+        if len(args) > 2:
+            return (*args[:2], states, *args[3:]), kwargs
+        return args, {**kwargs, "encoder_hidden_states": states}
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio in dB of two same-size 8-bit RGB images (PIL or arrays)."""
+    import numpy as np
+
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"images of shapes {x.shape} and {y.shape}; PSNR compares images of one size")
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))

@@ -1,0 +1,117 @@
+"""Edits of an image the model did not draw: inversion, ``crossattn.edit_image`` and ``crossattn edit --image``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossattn.cli import main
+from crossattn.sampling import SamplingRequest
+from crossattn.sampling.given_edit import edit_image, invert_image
+from crossattn.sampling.inversion import NullText, ddim_scheduler, inverse_step, level_alphas, psnr
+
+from .attention_helpers import tiny_sd_pipeline
+
+
+@pytest.fixture
+def picture(tmp_path):
+    """A 16x16 RGB image with a red square on white, saved as PNG."""
+    image = Image.new("RGB", (16, 16), "white")
+    image.paste((220, 30, 30), (4, 4, 11, 11))
+    path = tmp_path / "scene.png"
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inverse_step_undoes_a_ddim_step(tiny_pipe, prediction_type):
+    from diffusers import DDIMScheduler
+
+    # an ε-predicting model cannot use a zero-terminal-SNR schedule (its last step divides by √ᾱ = 0)
+    zero_snr = prediction_type == "v_prediction"
+    config = ddim_scheduler(tiny_pipe).config
+    scheduler = DDIMScheduler.from_config(config, prediction_type=prediction_type, rescale_betas_zero_snr=zero_snr)
+    scheduler.set_timesteps(10)
+    torch.manual_seed(0)
+    x, pred = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for t in scheduler.timesteps[[0, 5, -1]]:
+        here = int(t) - scheduler.config.num_train_timesteps // 10
+        start = inverse_step(x, pred, level_alphas(scheduler, here), level_alphas(scheduler, int(t)), prediction_type)
+        assert torch.allclose(scheduler.step(pred, t, start).prev_sample, x, atol=1e-3)  # √ᾱ ≈ 0.01 at t = 999
+
+
+def test_null_text_reconstructs_the_image_at_any_guidance(tiny_pipe, picture):
+    plain = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=6, guidance_scale=5.0)
+    null = invert_image(
+        tiny_pipe, picture, "a red square", num_inference_steps=6, guidance_scale=5.0, null_text_steps=3
+    )
+    assert plain.inversion.latents.shape == (1, 3, 16, 16) and len(plain.inversion.trajectory) == 7
+    assert not plain.inversion.null_embeddings and sorted(null.inversion.null_embeddings) == sorted(
+        null.inversion.timesteps
+    )
+    scores = {}
+    for name, given in (("ddim", plain), ("null", null)):
+        edited = edit_image(tiny_pipe, given, "a red square", "a blue square")
+        assert edited.result.edited.size == (16, 16) and edited.result.plain is not None
+        assert edited.psnr == psnr(edited.reconstruction, given.image)
+        scores[name] = edited.psnr
+    assert scores["null"] > 35 and scores["null"] >= scores["ddim"]
+    assert not tiny_pipe.unet._forward_pre_hooks  # the null-text hook is gone
+    assert type(tiny_pipe.scheduler).__name__ != "DDIMScheduler"  # the pipeline's own sampler is back
+
+
+def test_null_text_hook_goes_away_after_an_exception(tiny_pipe):
+    states = {999: torch.zeros(1, 16, 32)}
+    with pytest.raises(RuntimeError, match="boom"), NullText(tiny_pipe.unet, states):
+        assert len(tiny_pipe.unet._forward_pre_hooks) == 1
+        raise RuntimeError("boom")
+    assert not tiny_pipe.unet._forward_pre_hooks
+
+
+def test_bad_input_is_named(tiny_pipe, picture):
+    with pytest.raises(ValueError, match="null-text inversion needs guidance_scale > 1"):
+        invert_image(tiny_pipe, picture, "a red square", guidance_scale=1.0, null_text_steps=2)
+    with pytest.raises(ValueError, match="null_text_steps -1"):
+        invert_image(tiny_pipe, picture, "a red square", null_text_steps=-1)
+    given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=2)
+    with pytest.raises(ValueError, match="made with 'a red square'"):
+        edit_image(tiny_pipe, given, "a red circle", "a blue circle")
+    with pytest.raises(ValueError, match="drop generator"):
+        edit_image(tiny_pipe, given, "a red square", "a blue square", generator=torch.Generator())
+    with pytest.raises(ValueError, match="null_text_steps 3 needs an image"):
+        SamplingRequest(("a", "b"), null_text_steps=3)
+
+
+def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
+    out = tmp_path / "o"
+    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "4"]
+    assert main([*args, "--image", str(picture), "--null-text", "2", "--out", str(out), "--quiet"]) == 0
+    assert "reconstruction PSNR" in capsys.readouterr().out
+    stem = out / "a-blue-square-0"
+    for view in ("source", "plain", "edited", "reconstruction", "compare"):
+        assert (out / f"{stem.name}.{view}.png").is_file(), view
+    assert np.array_equal(np.asarray(Image.open(out / f"{stem.name}.source.png")), np.asarray(Image.open(picture)))
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    given = meta["given_image"]
+    assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
+    reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
+    assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
+    assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"
+
+
+def test_edit_command_null_text_needs_an_image(tiny_model_dir, tmp_path, capsys):
+    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--null-text"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "null_text_steps 10 needs an image to read (--image FILE)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_edit_image_on_a_stable_diffusion_pipeline(picture):
+    pipe = tiny_sd_pipeline()
+    edited = edit_image(pipe, picture, "a red square", "a blue square", null_text_steps=2, num_inference_steps=4)
+    assert edited.result.edited.size == (16, 16) and np.isfinite(edited.psnr)
+    assert edited.given.inversion.latents.shape == (1, 4, 8, 8)  # the VAE's latents
