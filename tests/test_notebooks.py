@@ -46,6 +46,7 @@ def test_notebooks_are_found():
         "02_self_vs_cross_attention.ipynb",
         "03_finetune_small_dataset.ipynb",
         "04_attention_control.ipynb",
+        "05_your_own_image.ipynb",
     ]
 
 
