@@ -33,42 +33,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edit_consistency import attribute_right, centroids, edit_pairs, layout_shift  # noqa: E402
+from pillow_scenes import pillow_scene  # noqa: E402
 
 from crossattn.attention.trace import trace  # noqa: E402
-from crossattn.data.captions import COLOURS  # noqa: E402
 from crossattn.data.shapes import scene_from_caption  # noqa: E402
 from crossattn.evaluation import check_caption  # noqa: E402
 from crossattn.models.loading import load_pipeline  # noqa: E402
 from crossattn.sampling.given_edit import edit_image  # noqa: E402
 from crossattn.sampling.given_image import maps_of_image  # noqa: E402
 from crossattn.steering.editing import edit  # noqa: E402
-
-
-def pillow_scene(scene, rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """The export scene's objects redrawn with Pillow at ``size`` px, with a darker outline."""
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    k = size / scene.image.shape[0]
-    for obj in scene.objects:
-        x, y = obj.centroid[0] * k, obj.centroid[1] * k
-        r = max(obj.size, 3.0) * k
-        fill = COLOURS[obj.colour]
-        outline = tuple(int(c * 0.6) for c in fill)
-        width = int(rng.integers(1, 4))
-        if obj.shape == "circle":
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=width)
-        elif obj.shape == "square":
-            s = r * 0.85
-            draw.rectangle((x - s, y - s, x + s, y + s), fill=fill, outline=outline, width=width)
-        else:  # triangle, point up
-            draw.polygon(
-                [(x, y - r), (x + r, y + r * 0.8), (x - r, y + r * 0.8)], fill=fill, outline=outline, width=width
-            )
-    return image
 
 
 def judge(pair: dict, given: Image.Image, edited) -> dict:
@@ -150,7 +127,7 @@ def main() -> None:
     rows = {f"{draw}/{mode}": [] for draw in ("export", "pillow") for mode in ("ddim", "null-text")}
     for i, pair in enumerate(edit_pairs(args.n, args.seed)):
         scene = scene_from_caption(pair["source"], np.random.default_rng([args.seed, i]))
-        images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)}
+        images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}
         for draw, image in images.items():
             for mode, steps in (("ddim", 0), ("null-text", args.null_text_steps)):
                 edited = edit_image(pipe, image, pair["source"], pair["target"], null_text_steps=steps)
