@@ -115,3 +115,8 @@ def test_edit_image_on_a_stable_diffusion_pipeline(picture):
     edited = edit_image(pipe, picture, "a red square", "a blue square", null_text_steps=2, num_inference_steps=4)
     assert edited.result.edited.size == (16, 16) and np.isfinite(edited.psnr)
     assert edited.given.inversion.latents.shape == (1, 4, 8, 8)  # the VAE's latents
+
+
+def test_a_source_prompt_that_does_not_describe_the_image_still_runs(tiny_pipe, picture):
+    edited = edit_image(tiny_pipe, picture, "a green star", "a blue star", num_inference_steps=2, plain=False)
+    assert edited.result.plain is None and np.isfinite(edited.psnr) and edited.reconstruction.size == (16, 16)
