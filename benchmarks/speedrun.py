@@ -10,6 +10,7 @@
 
     python benchmarks/speedrun.py --out runs/speed --seed 0
     python benchmarks/speedrun.py --out runs/speed --eval-only --n 100     # re-evaluate a run
+    python benchmarks/speedrun.py --out runs/speed --eval-only --also runs/speed-s1  # two seeds, one plot
     python benchmarks/speedrun.py --out runs/speed2 -- --lr 2e-3           # flags after -- go to train
 
 Bars (issue 26): one object colour / shape / position >= 0.95, two objects both right >= 0.90,
@@ -122,24 +123,24 @@ def table(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path, title: str, threads: int) -> None:
-    """Every category against minutes; the bars as dotted lines in the same colour."""
+def plot(runs: dict[str, list[dict]], path: Path, title: str, threads: int) -> None:
+    """Every category against minutes, one line style per run (``{label: rows}``); the bars dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
-    minutes = [r["minute"] for r in rows]
-    for i, (name, _, bar) in enumerate(COLUMNS):
-        colour = f"C{i}"
-        ax.plot(
-            minutes, [r[name] if r[name] is not None else float("nan") for r in rows], "o-", color=colour, label=name
-        )
-        ax.axhline(bar, color=colour, linestyle=":", linewidth=0.8)
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
+    for style, (label, rows) in zip(("o-", "s--", "^-.", ":"), runs.items(), strict=False):
+        minutes = [r["minute"] for r in rows]
+        for i, (name, _, _) in enumerate(COLUMNS):
+            values = [r[name] if r[name] is not None else float("nan") for r in rows]
+            ax.plot(minutes, values, style, color=f"C{i}", label=f"{name}" + (f" ({label})" if len(runs) > 1 else ""))
+    for i, (_, _, bar) in enumerate(COLUMNS):
+        ax.axhline(bar, color=f"C{i}", linestyle=":", linewidth=0.8)
     xlabel = f"minutes of training clock (torch threads: {threads})"
     ax.set(xlabel=xlabel, ylabel="accuracy / IoU", ylim=(0, 1.02), title=title)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no point hidden
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument(
         "--unguided", choices=("all", "last"), default="all", help="snapshots evaluated with relation guidance off"
     )
+    parser.add_argument(
+        "--also", type=Path, nargs="+", default=[], help="other runs (e.g. another seed) evaluated and drawn beside"
+    )
     parser.add_argument("train_flags", nargs="*", help="after --: flags passed to crossattn train")
     args = parser.parse_args()
     wall = None
@@ -168,9 +172,15 @@ def main() -> None:
         f"torch threads {launch['threads']}, eval --n {args.n}"
         + (f", training wall {wall / 60:.1f} min" if wall else "")
     )
-    (args.out / "speedrun.md").write_text(table(rows, header), encoding="utf-8")
-    plot(rows, args.out / "speedrun.png", f"speedrun, seed {config['training']['seed']}", launch["threads"])
-    print(table(rows, header))
+    runs = {f"seed {config['training']['seed']}": rows}
+    tables = [table(rows, header)]
+    for other in args.also:
+        seed = json.loads((other / "config.json").read_text())["training"]["seed"]
+        runs[f"seed {seed}"] = snapshot_rows(other, args.n, args.threads, args.unguided)
+        tables.append(table(runs[f"seed {seed}"], f"Speedrun `{other}`: seed {seed}, eval --n {args.n}"))
+    (args.out / "speedrun.md").write_text("\n".join(tables), encoding="utf-8")
+    plot(runs, args.out / "speedrun.png", "speedrun: " + ", ".join(runs), launch["threads"])
+    print("\n".join(tables))
 
 
 if __name__ == "__main__":
