@@ -50,3 +50,15 @@ def tiny_model_dir(tiny_pipe, tmp_path_factory):
 
 def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def picture(tmp_path):
+    """A 16x16 RGB image with a red square on white, saved as PNG (a given image for the tiny models)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 16), "white")
+    image.paste((220, 30, 30), (4, 4, 11, 11))
+    path = tmp_path / "scene.png"
+    image.save(path)
+    return path

@@ -17,16 +17,6 @@ from crossattn.sampling.inversion import NullText, ddim_scheduler, inverse_step,
 from .attention_helpers import tiny_sd_pipeline
 
 
-@pytest.fixture
-def picture(tmp_path):
-    """A 16x16 RGB image with a red square on white, saved as PNG."""
-    image = Image.new("RGB", (16, 16), "white")
-    image.paste((220, 30, 30), (4, 4, 11, 11))
-    path = tmp_path / "scene.png"
-    image.save(path)
-    return path
-
-
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_inverse_step_undoes_a_ddim_step(tiny_pipe, prediction_type):
     from diffusers import DDIMScheduler

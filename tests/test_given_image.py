@@ -18,16 +18,6 @@ from .attention_helpers import tiny_sd_pipeline
 from .conftest import generator
 
 
-@pytest.fixture
-def picture(tmp_path):
-    """A 16x16 RGB image with a red disc, saved as PNG."""
-    image = Image.new("RGB", (16, 16), "white")
-    image.paste((220, 30, 30), (3, 3, 9, 9))
-    path = tmp_path / "scene.png"
-    image.save(path)
-    return path
-
-
 @pytest.mark.parametrize("samples", [None, 3])
 def test_maps_of_image_are_the_image_size_in_both_modes(tiny_pipe, picture, samples):
     result = maps_of_image(
