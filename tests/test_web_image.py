@@ -97,6 +97,16 @@ def test_every_view_of_an_uploaded_image(explorer, handlers):
     assert render.pixel_panel(result.self_mean, result.image, 3, 4).size == (128, 128)
 
 
+def test_an_upload_png_cannot_hold_is_saved_as_the_rgb_the_model_reads(explorer):
+    from crossattn.web.session import Request
+
+    with pytest.warns(UserWarning, match="the image is CMYK; converted to RGB"):
+        result = explorer.run(Request("a red circle", steps=2, image=upload("RGB", (16, 16)).convert("CMYK")))
+    saved = Image.open(result.files[-1])
+    assert result.files[-1].name == "upload.png" and saved.mode == "RGB"
+    assert np.array_equal(np.array(saved), np.array(result.image))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -131,6 +131,19 @@ def _picture(image):
     return image
 
 
+def save_upload(image, path: Path) -> Path:
+    """Write an upload as PNG, as it came; a mode PNG cannot hold (CMYK, YCbCr, PA, ...) is written as the
+    RGB the model reads (``to_rgb``, what :func:`~crossattn.maps_of_image` converts it to), so that
+    ``crossattn maps --image`` on the file reads the same picture."""
+    from ..data.folder import to_rgb
+    from ..files import atomic_write
+
+    try:
+        return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    except OSError:  # "cannot write mode CMYK as PNG"
+        return atomic_write(path, lambda tmp: to_rgb(image).save(tmp, format="PNG"))
+
+
 @dataclass
 class Result:
     """One request's image, the files written for it, and the maps the page draws. With an uploaded
@@ -244,7 +257,7 @@ class Explorer:
         """The maps of a checked request's uploaded image, as ``crossattn maps PROMPT --image upload.png``
         reads it (:func:`~crossattn.maps_of_image`, the same settings; relation guidance off).
 
-        Writes, in a new request folder: ``upload.png`` (the image as uploaded) and, for the stem
+        Writes, in a new request folder: ``upload.png`` (the image as uploaded; see :func:`save_upload`) and, for the stem
         ``<slug>-upload-<seed>`` the CLI gives that file, ``.png`` (the image as the model read it: RGB, the
         model's size), ``.json`` (its ``given_image`` names ``upload.png``), ``.maps.safetensors``,
         ``.maps.json``, ``.maps.png``, ``.denoised.png`` (what the model made of it) and the ``.maps.html``
@@ -252,12 +265,12 @@ class Explorer:
         """
         import torch
 
-        from ..files import atomic_write, slugify
+        from ..files import slugify
         from ..sampling import ImageJob
         from ..sampling.given_image import maps_of_image
 
         folder = self.out / uuid.uuid4().hex
-        upload = atomic_write(folder / UPLOAD, lambda tmp: request.image.save(tmp, format="PNG"))
+        upload = save_upload(request.image, folder / UPLOAD)
         job_request = request.sampling_request(folder, image=upload)
         stem = folder / f"{slugify(request.prompt)}-{slugify(upload.stem)}-{request.seed}"  # as `maps --image`
         job = ImageJob(request.prompt, 0, request.seed, stem.with_suffix(".png"), stem.with_suffix(".json"), None)
