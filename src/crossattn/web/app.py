@@ -49,7 +49,7 @@ def _inputs(explorer: Explorer) -> list:
     )
     with gr.Row():
         upload = gr.Image(
-            label="image to read (optional): its maps instead of a sampled image's",
+            label="image to read (optional)",  # the intro says what it does; a long label covers the buttons
             type="pil",
             image_mode=None,  # as uploaded: the library converts (transparency on white) and says so
             sources=["upload"],

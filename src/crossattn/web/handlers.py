@@ -88,7 +88,7 @@ class Handlers:
             info = f"source, edited and plain from one noise (seed {int(seed)})"
         else:
             how = "null-text" if null_text else "DDIM"
-            info = f"reconstruction PSNR **{edited.psnr:.2f} dB** ({how} inversion; against the image as the model read it)"
+            info = f"reconstruction PSNR {edited.psnr:.2f} dB ({how} inversion; against the image as the model read it)"
         return [(render.upscaled(picture), caption) for picture, caption in edited.gallery()], info
 
     def views(self, result: Result) -> tuple:
