@@ -3,7 +3,9 @@
 machine refused and recorded: both pages must work offline.
 
 Served page: type a prompt, press Generate, wait for the image and the word overlays, click a pixel,
-see the self-attention panel and the words that pixel reads. ``.maps.html``: switch word and step,
+see the self-attention panel and the words that pixel reads. Upload an image through the file input:
+its maps appear with the conversion notes as warnings, the downloads are ``maps --image``'s, and the
+edit box shows reconstruction, edited and plain with the PSNR. ``.maps.html``: switch word and step,
 and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file's uint8 storage).
 """
 
@@ -115,6 +117,37 @@ def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path)
     page.click("#generate")
     page.wait_for_selector("text=the prompt is empty", timeout=30_000)
     page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+    assert page.external == []
+
+
+def test_served_page_upload_an_image_and_edit_it(server, page, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "photo.png"  # RGBA and not the model's size: two notes
+    picture = Image.new("RGBA", (48, 40), (230, 40, 40, 255))
+    picture.paste(Image.new("RGBA", (20, 16), (40, 40, 230, 160)), (24, 20))
+    picture.save(path)
+    page.goto(server)
+    page.fill("#prompt textarea", PROMPT)
+    page.fill("#steps input", "4")
+    page.set_input_files("#upload input[type=file]", str(path))
+    page.wait_for_selector("#upload img", timeout=30_000)
+    page.click("#generate")
+    page.wait_for_selector("text=converted to RGB (transparency on white)", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=60_000)
+    files = page.locator("#files").inner_text().replace("\n", "")  # names and extensions are drawn apart
+    assert "upload.png" in files and "a-red-circle-left-of-a-blue-square-upload-0.denoised.png" in files
+    page.wait_for_function("document.querySelector('#image img').complete")
+    box = page.locator("#image img").bounding_box()
+    page.locator("#image img").click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.75})
+    page.wait_for_function("document.querySelector('#reads').innerText.includes('square')", timeout=30_000)
+
+    page.fill("#target textarea", "a red circle left of a red square")
+    page.click("#edit")
+    page.wait_for_function("document.querySelectorAll('#edits img').length === 3", timeout=60_000)
+    page.wait_for_function("document.querySelector('#edit-info').innerText.includes('dB')", timeout=30_000)
+    assert "reconstruction" in page.locator("#edits").inner_text()
+    page.screenshot(path=str(tmp_path / "serve-upload.png"), full_page=True)
     assert page.external == []
 
 

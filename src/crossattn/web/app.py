@@ -13,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from ..config import SCHEDULER_NAMES, SamplingConfig  # noqa: E402
+from ..sampling.request import DEFAULT_STRENGTH  # noqa: E402
 from .handlers import Handlers  # noqa: E402
 from .session import DEFAULT_SCHEDULER, MAX_STEPS, Explorer  # noqa: E402
 
@@ -22,12 +23,15 @@ MAX_SESSIONS = 64  # tabs whose maps are kept in memory (least recently used dro
 INTRO = (
     "Type a prompt and press **Generate**: one traced sampling gives the image and, for every word, where "
     "the image attends to it (cross-attention). **Click a pixel** of the image to see where that pixel looks "
-    "in the image (self-attention) beside the words it reads (its cross-attention row)."
+    "in the image (self-attention) beside the words it reads (its cross-attention row). **Upload an image** "
+    "to see its word maps instead (the prompt describes it), and **edit** an image through its words."
 )
+MODEL = "model"  # the concurrency group of every event that runs the model: one at a time (shared U-Net)
 
 
 def _inputs(explorer: Explorer) -> list:
-    """The seven ``/generate`` inputs, in the API's parameter order, with the CLI's defaults."""
+    """The nine ``/generate`` inputs, in the API's parameter order, with the CLI's defaults; the optional
+    upload and its strength come last, so API calls written for the first seven still work."""
     own = type(explorer.scheduler).__name__
     d = SamplingConfig()
     prompt = gr.Textbox(label="prompt", value="", placeholder="a red circle left of a blue square", elem_id="prompt")
@@ -43,11 +47,76 @@ def _inputs(explorer: Explorer) -> list:
         value=DEFAULT_SCHEDULER,
         label="scheduler",
     )
-    return [prompt, negative, seed, steps, guidance, scheduler, relation]
+    with gr.Row():
+        upload = gr.Image(
+            label="image to read (optional)",  # the intro says what it does; a long label covers the buttons
+            type="pil",
+            image_mode=None,  # as uploaded: the library converts (transparency on white) and says so
+            sources=["upload"],
+            format="png",
+            height=160,
+            elem_id="upload",
+        )
+        strength = gr.Number(
+            label="strength",
+            value=DEFAULT_STRENGTH,
+            minimum=0,
+            maximum=1,
+            info="with an image: how far it is noised, (0, 1]",
+            elem_id="strength",
+        )
+    return [prompt, negative, seed, steps, guidance, scheduler, relation, upload, strength]
+
+
+def _edit_box() -> tuple[list, object, list]:
+    """The edit box: (its own inputs: target, null-text; its button; its outputs: gallery, PSNR line)."""
+    gr.Markdown("**Edit** the image through its words: the prompt above is the source (it describes the upload)")
+    target = gr.Textbox(label="edit to", placeholder="a red square left of a blue square", elem_id="target")
+    null_text = gr.Checkbox(
+        label="null-text inversion (with an image: a closer reconstruction, slower)", value=False, elem_id="null-text"
+    )
+    button = gr.Button("Edit", elem_id="edit")
+    gallery = gr.Gallery(
+        label="source (or reconstruction), edited, plain target", columns=3, height=180, format="png", elem_id="edits"
+    )
+    info = gr.Markdown(elem_id="edit-info")
+    return [target, null_text], button, [gallery, info]
+
+
+def _views() -> tuple:
+    """The right column: the image, the clicked pixel's panels, word overlays and the step, head and
+    layer × word tabs; returns them in ``/generate``'s output order (less files and state)."""
+    with gr.Column(scale=2):
+        with gr.Row():
+            image = gr.Image(
+                label="image (click a pixel)", format="png", type="pil", interactive=False, elem_id="image"
+            )
+            pixel = gr.Image(label="self-attention of the clicked pixel", format="png", elem_id="pixel")
+            reads = gr.Label(label="words the clicked pixel reads", elem_id="reads")
+        overlays = gr.Gallery(
+            label="word overlays (each scaled to its own max)",
+            columns=7,
+            height=150,
+            format="png",
+            elem_id="overlays",
+        )
+        with gr.Tab("steps"):
+            step = gr.Slider(0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step")
+            steps_gallery = gr.Gallery(
+                label="every word at this step", columns=7, height=150, format="png", elem_id="step-maps"
+            )
+        with gr.Tab("heads"):
+            layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
+            heads_gallery = gr.Gallery(
+                label="heads x words of this layer", columns=7, height=450, format="png", elem_id="head-maps"
+            )
+        with gr.Tab("layers x words"):
+            grid = gr.Image(label="layer x word grid", format="png", interactive=False)
+    return image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
-    """The Blocks app for one loaded model; ``/generate`` is its API endpoint."""
+    """The Blocks app for one loaded model; ``/generate`` and ``/edit`` are its API endpoints."""
     handlers = Handlers(explorer)
     with gr.Blocks(title="crossattn", analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n{INTRO}")
@@ -56,47 +125,19 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 inputs = _inputs(explorer)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
-                files = gr.Files(label="downloads (the files `crossattn generate --maps` writes)", elem_id="files")
-            with gr.Column(scale=2):
-                with gr.Row():
-                    image = gr.Image(
-                        label="image (click a pixel)", format="png", type="pil", interactive=False, elem_id="image"
-                    )
-                    pixel = gr.Image(label="self-attention of the clicked pixel", format="png", elem_id="pixel")
-                    reads = gr.Label(label="words the clicked pixel reads", elem_id="reads")
-                overlays = gr.Gallery(
-                    label="word overlays (each scaled to its own max)",
-                    columns=7,
-                    height=150,
-                    format="png",
-                    elem_id="overlays",
+                files = gr.Files(
+                    label="downloads (the files `crossattn generate --maps`, or `maps --image`, writes)",
+                    elem_id="files",
                 )
-                with gr.Tab("steps"):
-                    step = gr.Slider(
-                        0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step"
-                    )
-                    steps_gallery = gr.Gallery(
-                        label="every word at this step", columns=7, height=150, format="png", elem_id="step-maps"
-                    )
-                with gr.Tab("heads"):
-                    layer = gr.Dropdown(choices=[], label="layer", allow_custom_value=True)
-                    heads_gallery = gr.Gallery(
-                        label="heads x words of this layer", columns=7, height=450, format="png", elem_id="head-maps"
-                    )
-                with gr.Tab("layers x words"):
-                    grid = gr.Image(label="layer x word grid", format="png", interactive=False)
+                edit_inputs, edit_button, edit_outputs = _edit_box()
+            image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads = _views()
         outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
-        button.click(
-            handlers.generate, inputs, outputs, api_name="generate", concurrency_limit=1, show_progress_on=image
-        )
+        once = dict(concurrency_limit=1, concurrency_id=MODEL)  # generate and edit share the model: one at a time
+        button.click(handlers.generate, inputs, outputs, api_name="generate", show_progress_on=image, **once)
         inputs[0].submit(
-            handlers.generate,
-            inputs,
-            outputs,
-            api_visibility="undocumented",
-            concurrency_limit=1,
-            show_progress_on=image,
+            handlers.generate, inputs, outputs, api_visibility="undocumented", show_progress_on=image, **once
         )
+        edit_button.click(handlers.edit, [*inputs[:6], inputs[7], *edit_inputs], edit_outputs, api_name="edit", **once)
         step.change(
             handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented", trigger_mode="always_last"
         )

@@ -1,6 +1,7 @@
 """The Gradio request functions. :meth:`Handlers.generate` is the ``/generate`` API endpoint: its
 parameter names are the API's (``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
-``scheduler``, ``relation_guidance``) and its first output is the image.
+``scheduler``, ``relation_guidance``, then ``image`` and ``strength``, both optional) and its first
+output is the image. :meth:`Handlers.edit` is ``/edit``: the edit box.
 
 A user mistake (empty or too long prompt, steps 0, an unknown scheduler, ...) is a ``ValueError`` in
 the library; here it becomes ``gr.Error``, which Gradio shows as a message in the page (and returns
@@ -15,11 +16,27 @@ import warnings
 import gradio as gr
 
 from . import render
+from .edits import run_edit
 from .session import DEFAULT_SCHEDULER, Explorer, Request, Result
 
 
 def _user_error(err: Exception) -> gr.Error:
     return gr.Error(str(err), title="Cannot do that")
+
+
+def _shown(job, *args):
+    """``job(*args)`` with its ``ValueError`` as ``gr.Error`` and its ``UserWarning``s (words the model
+    never saw, an uploaded image converted or resized) as ``gr.Warning``s in the page."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = job(*args)
+    except ValueError as err:
+        raise _user_error(err) from None
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            gr.Warning(str(warning.message))
+    return result
 
 
 class Handlers:
@@ -37,22 +54,42 @@ class Handlers:
         guidance: float = 4.0,
         scheduler: str = DEFAULT_SCHEDULER,
         relation_guidance: float = 50.0,
+        image=None,
+        strength: float = 0.5,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's way to ask for a progress bar)
     ):
-        """Sample one traced image; returns the image, word overlays, grid, step and head views, files, state."""
-        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance)
-        progress(0, desc="sampling")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = self.explorer.run(request)
-        except ValueError as err:
-            raise _user_error(err) from None
-        for warning in caught:  # e.g. words the model never saw in training
-            if issubclass(warning.category, UserWarning):
-                gr.Warning(str(warning.message))
+        """Sample one traced image (or read the uploaded ``image``: its maps, noised by ``strength``);
+        returns the image, word overlays, grid, step and head views, files, state."""
+        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance, image, strength)
+        progress(0, desc="sampling" if image is None else "reading the image")
+        result = _shown(self.explorer.run, request)
         progress(1.0, desc="drawing")
         return self.views(result)
+
+    def edit(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        seed: float = 0,
+        steps: float = 20,
+        guidance: float = 4.0,
+        scheduler: str = DEFAULT_SCHEDULER,
+        image=None,
+        target: str = "",
+        null_text: bool = False,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008
+    ):
+        """The edit box: ``prompt`` (describing ``image`` when one is uploaded) edited to ``target``;
+        returns the gallery (source or reconstruction, edited, plain) and a line with the PSNR."""
+        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, 0.0, image)
+        progress(0, desc="editing" if image is None else "inverting the image")
+        edited = _shown(run_edit, self.explorer, request, target, bool(null_text))
+        if edited.psnr is None:
+            info = f"source, edited and plain from one noise (seed {int(seed)})"
+        else:
+            how = "null-text" if null_text else "DDIM"
+            info = f"reconstruction PSNR {edited.psnr:.2f} dB ({how} inversion; against the image as the model read it)"
+        return [(render.upscaled(picture), caption) for picture, caption in edited.gallery()], info
 
     def views(self, result: Result) -> tuple:
         """Every output of ``/generate`` for one result (the order of ``app.GENERATE_OUTPUTS``)."""

@@ -26,11 +26,30 @@ from pathlib import Path
 
 from ..config import SCHEDULER_NAMES, SamplingConfig
 from ..sampling import MapsOptions, ModelRef, SamplingRequest
+from ..sampling.request import DEFAULT_STRENGTH
 
 DEFAULT_SCHEDULER = "default"  # the model folder's own scheduler, as `generate` without --scheduler
 MAX_STEPS = 200
 MAX_PROMPT_CHARS = 1000
 KEEP_REQUESTS = 32  # request folders kept on disk (older ones are removed)
+UPLOAD = "upload.png"  # an uploaded image, as received, in its request folder (the CLI's --image FILE)
+
+
+def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
+    """``text`` stripped; a ``ValueError`` naming ``name`` when it is empty or longer than the encoder reads."""
+    prompt = (text or "").strip()
+    if not prompt:
+        raise ValueError(f"the {name} is empty; describe the image, e.g. 'a red circle left of a blue square'")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the {name} is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} are accepted")
+    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    if len(ids) > max_length - 2:
+        dropped = tokenizer.decode(ids[max_length - 2 :]).strip()
+        raise ValueError(
+            f"the {name} is too long: {len(ids)} tokens, the text encoder reads {max_length - 2}; "
+            f"shorten it (these words would be dropped: {dropped!r})"
+        )
+    return prompt
 
 
 @dataclass
@@ -44,21 +63,12 @@ class Request:
     guidance: float = SamplingConfig.guidance_scale
     scheduler: str = DEFAULT_SCHEDULER
     relation_guidance: float = SamplingConfig.relation_guidance
+    image: object = None  # an uploaded PIL image: its maps instead of a sampled image's
+    strength: float = DEFAULT_STRENGTH  # with image: how far it is noised, in (0, 1] (maps --image --strength)
 
     def check(self, tokenizer, max_length: int) -> Request:
         """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted."""
-        prompt = (self.prompt or "").strip()
-        if not prompt:
-            raise ValueError("the prompt is empty; describe the image, e.g. 'a red circle left of a blue square'")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} are accepted")
-        ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        if len(ids) > max_length - 2:
-            dropped = tokenizer.decode(ids[max_length - 2 :]).strip()
-            raise ValueError(
-                f"the prompt is too long: {len(ids)} tokens, the text encoder reads {max_length - 2}; "
-                f"shorten it (these words would be dropped: {dropped!r})"
-            )
+        check_prompt(self.prompt, "prompt", tokenizer, max_length)
         if self.scheduler not in (DEFAULT_SCHEDULER, *SCHEDULER_NAMES):
             raise ValueError(
                 f"unknown scheduler {self.scheduler!r}; choices: {DEFAULT_SCHEDULER}, {', '.join(SCHEDULER_NAMES)}"
@@ -71,11 +81,15 @@ class Request:
             guidance=_number(self.guidance, "guidance", 0.0, 100.0),
             scheduler=self.scheduler,
             relation_guidance=_number(self.relation_guidance, "relation guidance", 0.0, 1e6),
+            image=_picture(self.image),
+            strength=DEFAULT_STRENGTH if self.image is None else _strength(self.strength),
         )
 
-    def sampling_request(self, out: Path) -> SamplingRequest:
-        """The request ``crossattn generate --maps`` builds for these settings, writing to ``out``; its maps
+    def sampling_request(self, out: Path, image: Path | None = None) -> SamplingRequest:
+        """The request ``crossattn generate --maps`` builds for these settings, writing to ``out`` (with
+        ``image``, the uploaded image's file: ``crossattn maps --image``'s, relation guidance off); its maps
         record self-attention and per-step, per-head detail for the page (the files get the plain ones)."""
+        given = {"image": image, "strength": self.strength} if image is not None else {}
         return SamplingRequest(
             prompts=(self.prompt,),
             negative_prompt=self.negative_prompt or None,
@@ -86,6 +100,7 @@ class Request:
             relation_guidance=self.relation_guidance,
             maps=MapsOptions(kind="both", per_step=True, per_head=True),
             out=out,
+            **given,
         )
 
 
@@ -101,16 +116,46 @@ def _number(value, name: str, low: float, high: float) -> float:
     return float(value)
 
 
+def _strength(value) -> float:
+    if value is None or not math.isfinite(float(value)) or not 0 < float(value) <= 1:
+        raise ValueError(f"strength {value!r} is not accepted; give a number in (0, 1] (how far the image is noised)")
+    return float(value)
+
+
+def _picture(image):
+    """None or a PIL image (Gradio hands an upload over as one); anything else is a ``ValueError``."""
+    from PIL import Image
+
+    if image is not None and not isinstance(image, Image.Image):
+        raise ValueError(f"the image is a {type(image).__name__}; give an image file (PNG, JPEG, ...)")
+    return image
+
+
+def save_upload(image, path: Path) -> Path:
+    """Write an upload as PNG, as it came; a mode PNG cannot hold (CMYK, YCbCr, PA, ...) is written as the
+    RGB the model reads (``to_rgb``, what :func:`~crossattn.maps_of_image` converts it to), so that
+    ``crossattn maps --image`` on the file reads the same picture."""
+    from ..data.folder import to_rgb
+    from ..files import atomic_write
+
+    try:
+        return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    except OSError:  # "cannot write mode CMYK as PNG"
+        return atomic_write(path, lambda tmp: to_rgb(image).save(tmp, format="PNG"))
+
+
 @dataclass
 class Result:
-    """One request's image, the files written for it, and the maps the page draws."""
+    """One request's image, the files written for it, and the maps the page draws. With an uploaded
+    image, ``image`` is that image as the model read it (RGB, the model's size): every view is drawn on it."""
 
     request: Request
     image: object  # PIL image, the model's size
-    files: list[Path]  # .png, .json, .maps.safetensors, .maps.json, .maps.png, .maps.html
+    files: list[Path]  # .png, .json, .maps.safetensors, .maps.json, .maps.png, .maps.html (and see run_image)
     cross: object  # AttentionMaps: cross-attention, per step and per head
     self_mean: object  # AttentionMaps: self-attention, mean over steps and heads
     words: list[str] = field(default_factory=list)
+    denoised: object = None  # with an uploaded image: what the model made of it (PIL)
 
 
 def aggregate(maps, kind: str):
@@ -191,12 +236,15 @@ class Explorer:
         return pipe
 
     def run(self, request: Request) -> Result:
-        """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``."""
+        """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``.
+        With ``request.image``: that image's maps instead (:meth:`run_image`)."""
         from ..models.vocabulary import warn_unknown_words
         from ..sampling import plan, sample
 
         request = request.check(self.pipe.tokenizer, self.max_length)
         warn_unknown_words([request.prompt], self.vocabulary)  # as the CLI does; the page shows it
+        if request.image is not None:
+            return self.run_image(request)
         job_request = request.sampling_request(self.out / uuid.uuid4().hex)
         (job,) = plan(job_request)
         pipe = self.request_pipe(request.scheduler)
@@ -204,6 +252,45 @@ class Explorer:
         cross = only(maps, "cross")
         files = self.write_files(pipe, job_request, job, images[0], maps, cross)
         return Result(request, images[0], files, cross, aggregate(maps, "self"), cross.words_for(0))
+
+    def run_image(self, request: Request) -> Result:
+        """The maps of a checked request's uploaded image, as ``crossattn maps PROMPT --image upload.png``
+        reads it (:func:`~crossattn.maps_of_image`, the same settings; relation guidance off).
+
+        Writes, in a new request folder: ``upload.png`` (the image as uploaded; see :func:`save_upload`) and, for the stem
+        ``<slug>-upload-<seed>`` the CLI gives that file, ``.png`` (the image as the model read it: RGB, the
+        model's size), ``.json`` (its ``given_image`` names ``upload.png``), ``.maps.safetensors``,
+        ``.maps.json``, ``.maps.png``, ``.denoised.png`` (what the model made of it) and the ``.maps.html``
+        view; not the CLI's ``.grid.png`` (the page draws the grid). Conversion notes are ``UserWarning``s.
+        """
+        import torch
+
+        from ..files import slugify
+        from ..sampling import ImageJob
+        from ..sampling.given_image import maps_of_image
+
+        folder = self.out / uuid.uuid4().hex
+        upload = save_upload(request.image, folder / UPLOAD)
+        job_request = request.sampling_request(folder, image=upload)
+        stem = folder / f"{slugify(request.prompt)}-{slugify(upload.stem)}-{request.seed}"  # as `maps --image`
+        job = ImageJob(request.prompt, 0, request.seed, stem.with_suffix(".png"), stem.with_suffix(".json"), None)
+        pipe = self.request_pipe(request.scheduler)
+        given = maps_of_image(  # sample_given's call, with the upload itself (its notes name no server path)
+            pipe,
+            request.image,
+            request.prompt,
+            strength=job_request.strength,
+            num_inference_steps=job_request.steps,
+            guidance_scale=job_request.guidance,
+            negative_prompt=job_request.negative_prompt,
+            generator=torch.Generator(device="cpu").manual_seed(job_request.seed),
+            **job_request.maps.trace_kwargs(),
+        )
+        cross = only(given.maps, "cross")
+        files = self.write_given_files(pipe, job_request, job, given, cross) + [upload]
+        return Result(
+            request, given.image, files, cross, aggregate(given.maps, "self"), cross.words_for(0), given.denoised
+        )
 
     def write_files(self, pipe, job_request: SamplingRequest, job, image, maps, cross) -> list[Path]:
         """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view."""
@@ -214,6 +301,25 @@ class Explorer:
         written = write_image(job, image, meta)
         written += write_maps(aggregate(maps, "cross").subset([0]), image, job.png, meta)
         written.append(write_html(cross, job.png.with_suffix(".maps.html"), image))
+        self.prune()
+        return written
+
+    def write_given_files(self, pipe, job_request: SamplingRequest, job, given, cross) -> list[Path]:
+        """``crossattn maps --image``'s files for an upload (see :meth:`run_image`), plus ``.maps.html``."""
+        from ..attention.html import write_html
+        from ..files import atomic_write
+        from ..sampling import image_sidecar, write_image, write_maps
+        from ..sampling.given_image import given_fields
+
+        denoised = job.png.with_suffix(".denoised.png")
+        meta = image_sidecar(pipe, job, job_request, self.model_ref, given.image.size)
+        meta.update(given_fields(job_request, given, denoised))
+        meta["given_image"]["file"] = UPLOAD  # the file beside it, not the server's temporary path
+        written = write_image(job, given.image, meta)
+        words = list(dict.fromkeys(cross.words_for(0)))  # each word once, as `maps` draws its row
+        written += write_maps(aggregate(given.maps, "cross"), given.image, job.png, meta, words)
+        written.append(atomic_write(denoised, lambda tmp: given.denoised.save(tmp, format="PNG")))
+        written.append(write_html(cross, job.png.with_suffix(".maps.html"), given.image))
         self.prune()
         return written
 
