@@ -173,6 +173,30 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         uncond, cond = pred.chunk(2)  # each (B, C, H, W)
         return uncond + guidance_scale * (cond - uncond)
 
+    def call_inputs(self, prompt, negative_prompt, steps, guidance_scale, per_prompt, generator, size, output_type,
+                    callback_inputs):  # fmt: skip
+        """``__call__``'s inputs checked and expanded: ``(prompts, negatives, height, width)``, one prompt
+        and one negative per image; ``size`` is ``(height, width, image, latents)`` as given."""
+        height, width, image, latents = size
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+        if image is not None and latents is not None:
+            raise ValueError("give image= (noised to strength) or latents= (the starting noise), not both")
+        if image is not None or latents is not None:
+            height, width = (image if latents is None else latents).shape[-2:]
+        height = height or self.unet.config.sample_size
+        width = width or self.unet.config.sample_size
+        self.check_inputs(prompts, negative, steps, height, width, output_type, generator, per_prompt)
+        bad = set(callback_inputs or []) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback tensor inputs {sorted(bad)}; accepted: {self._callback_tensor_inputs}")
+        if negative is not None and guidance_scale <= 1:
+            warnings.warn("negative_prompt has no effect with guidance_scale <= 1", stacklevel=3)
+        negative = negative or [""] * len(prompts)
+        prompts = [p for p in prompts for _ in range(per_prompt)]
+        negative = [n for n in negative for _ in range(per_prompt)]
+        return prompts, negative, height, width
+
     # ------------------------------------------------------------------ main entry
 
     @torch.no_grad()
@@ -210,26 +234,11 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         in diffusers; scaled by the scheduler's ``init_noise_sigma``.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
-        if image is not None and latents is not None:
-            raise ValueError("give image= (noised to strength) or latents= (the starting noise), not both")
-        if image is not None or latents is not None:
-            height, width = (image if latents is None else latents).shape[-2:]
-        height = height or self.unet.config.sample_size
-        width = width or self.unet.config.sample_size
-        self.check_inputs(
-            prompts, negative, num_inference_steps, height, width, output_type, generator, num_images_per_prompt
-        )
-        bad = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
-        if bad:
-            raise ValueError(f"callback tensor inputs {sorted(bad)}; accepted: {self._callback_tensor_inputs}")
+        prompts, negative, height, width = self.call_inputs(
+            prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt, generator,
+            (height, width, image, latents), output_type, callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
         relation = RelationGuidance(scale=relation_guidance)  # checks the value
-        if negative is not None and guidance_scale <= 1:
-            warnings.warn("negative_prompt has no effect with guidance_scale <= 1", stacklevel=2)
-        negative = negative or [""] * len(prompts)
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negative = [n for n in negative for _ in range(num_images_per_prompt)]
 
         guided = guidance_scale > 1
         # One text-encoder pass for both halves: [negative (B), prompt (B)] → (2B, T, D) when guided.
