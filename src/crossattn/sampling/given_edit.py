@@ -14,10 +14,9 @@ A source prompt that does not describe the image still runs; the reconstruction'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .given_image import fit_image, image_latents, model_image_size, read_image
+from .given_image import given_picture, image_latents
 from .inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
 
 
@@ -63,9 +62,7 @@ def invert_image(
     Run it outside a :func:`crossattn.trace`, whose maps should hold the edit's steps only."""
     if isinstance(null_text_steps, bool) or not isinstance(null_text_steps, int) or null_text_steps < 0:
         raise ValueError(f"null_text_steps {null_text_steps!r}; give a whole number >= 0 (0 = DDIM inversion alone)")
-    name = f"image {image}" if isinstance(image, str | Path) else "the image"
-    picture = read_image(image) if isinstance(image, str | Path) else image
-    given, notes = fit_image(picture, model_image_size(pipe), name)
+    given, notes = given_picture(pipe, image)
     inversion = invert(
         pipe,
         image_latents(pipe, given),

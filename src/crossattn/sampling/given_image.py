@@ -85,6 +85,13 @@ def fit_image(image, size: tuple[int, int], name: str = "the image"):
     return image, tuple(notes)
 
 
+def given_picture(pipe, image):
+    """``image`` (a path or a PIL image) read and fitted to ``pipe``'s size: ``(PIL image, notes)``."""
+    name = f"image {image}" if isinstance(image, str | Path) else "the image"
+    picture = read_image(image) if isinstance(image, str | Path) else image
+    return fit_image(picture, model_image_size(pipe), name)
+
+
 def image_latents(pipe, image):
     """The model's input for ``image`` (PIL at the model's size): ``(1, C, h, w)``, the pixels in
     [-1, 1], or for a pipeline with a VAE their latents (``latent_dist.mean × scaling_factor``)."""
@@ -195,9 +202,7 @@ def maps_of_image(
 
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise ValueError(f"samples {samples!r} is not accepted; give a whole number >= 1, or None to denoise")
-    name = f"image {image}" if isinstance(image, str | Path) else "the image"
-    picture = read_image(image) if isinstance(image, str | Path) else image
-    given, notes = fit_image(picture, model_image_size(pipe), name)
+    given, notes = given_picture(pipe, image)
     latents = image_latents(pipe, given)
     pipe.scheduler.set_timesteps(num_inference_steps)
     t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
@@ -212,13 +217,14 @@ def maps_of_image(
     return ImageMaps(tracer.maps(), given, denoised, int(round(float(t))), mode, notes)
 
 
-def sample_given(pipe, prompt: str, seed: int, request) -> ImageMaps:
-    """:func:`maps_of_image` of ``request.image`` with the request's settings (a ``SamplingRequest``)."""
+def sample_given(pipe, prompt: str, seed: int, request, image=None) -> ImageMaps:
+    """:func:`maps_of_image` of ``request.image`` with the request's settings (a ``SamplingRequest``);
+    ``image``: that picture already in hand (a PIL image), read instead of the file."""
     import torch
 
     return maps_of_image(
         pipe,
-        request.image,
+        request.image if image is None else image,
         prompt,
         strength=request.strength,
         samples=request.samples,

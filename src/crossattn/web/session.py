@@ -263,11 +263,9 @@ class Explorer:
         ``.maps.json``, ``.maps.png``, ``.denoised.png`` (what the model made of it) and the ``.maps.html``
         view; not the CLI's ``.grid.png`` (the page draws the grid). Conversion notes are ``UserWarning``s.
         """
-        import torch
-
         from ..files import slugify
         from ..sampling import ImageJob
-        from ..sampling.given_image import maps_of_image
+        from ..sampling.given_image import sample_given
 
         folder = self.out / uuid.uuid4().hex
         upload = save_upload(request.image, folder / UPLOAD)
@@ -275,17 +273,8 @@ class Explorer:
         stem = folder / f"{slugify(request.prompt)}-{slugify(upload.stem)}-{request.seed}"  # as `maps --image`
         job = ImageJob(request.prompt, 0, request.seed, stem.with_suffix(".png"), stem.with_suffix(".json"), None)
         pipe = self.request_pipe(request.scheduler)
-        given = maps_of_image(  # sample_given's call, with the upload itself (its notes name no server path)
-            pipe,
-            request.image,
-            request.prompt,
-            strength=job_request.strength,
-            num_inference_steps=job_request.steps,
-            guidance_scale=job_request.guidance,
-            negative_prompt=job_request.negative_prompt,
-            generator=torch.Generator(device="cpu").manual_seed(job_request.seed),
-            **job_request.maps.trace_kwargs(),
-        )
+        # `maps --image`'s call, with the upload itself (its notes name no server path)
+        given = sample_given(pipe, request.prompt, request.seed, job_request, image=request.image)
         cross = only(given.maps, "cross")
         files = self.write_given_files(pipe, job_request, job, given, cross) + [upload]
         return Result(
