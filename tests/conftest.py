@@ -62,3 +62,33 @@ def picture(tmp_path):
     path = tmp_path / "scene.png"
     image.save(path)
     return path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_model_dir, tmp_path_factory):
+    """The web explorer on the tiny model, one per test module (its request files in a temporary folder)."""
+    from crossattn.web.session import Explorer
+
+    ex = Explorer.load(str(tiny_model_dir), out=tmp_path_factory.mktemp("serve"))
+    ex.pipe.set_progress_bar_config(disable=True)
+    return ex
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    """The page for :func:`explorer` served on a free local port; its URL."""
+    from crossattn.web.app import build_app, launch
+
+    app = build_app(explorer)
+    _, url, _ = launch(app, port=free_port(), block=False)
+    yield url
+    app.close()

@@ -12,7 +12,6 @@ and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file
 from __future__ import annotations
 
 import shutil
-import socket
 
 import pytest
 import torch
@@ -66,21 +65,6 @@ def page(browser):
     page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
     yield page
     page.close()
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    from crossattn.web.app import build_app, launch
-    from crossattn.web.session import Explorer
-
-    explorer = Explorer.load(str(tiny_model_dir), out=tmp_path_factory.mktemp("serve"))
-    app = build_app(explorer)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = launch(app, port=port, block=False)
-    yield url
-    app.close()
 
 
 def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path):

@@ -4,7 +4,6 @@ endpoint through ``gradio_client`` (bad input is an error message, the server ke
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -17,21 +16,6 @@ pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 PROMPT = "a red circle left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def explorer(tiny_model_dir, tmp_path_factory):
-    from crossattn.web.session import Explorer
-
-    ex = Explorer.load(str(tiny_model_dir), out=tmp_path_factory.mktemp("serve"))
-    ex.pipe.set_progress_bar_config(disable=True)
-    return ex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -133,16 +117,6 @@ def test_pictures_and_pixel_rows(explorer):
     assert sum(row.values()) == pytest.approx(1.0, abs=1e-4) and "circle" in row
     assert render.pixel_panel(result.self_mean, result.image, 2, 1).size == (side * render.SCALE,) * 2
     assert render.layer_grid(result.cross, result.image).width > 0
-
-
-@pytest.fixture(scope="module")
-def server(explorer):
-    from crossattn.web.app import build_app, launch
-
-    app = build_app(explorer)
-    _, url, _ = launch(app, port=free_port(), block=False)
-    yield url
-    app.close()
 
 
 def test_generate_endpoint_through_gradio_client(server, explorer):

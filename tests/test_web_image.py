@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -20,15 +19,6 @@ gr = pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 PROMPT = "a red circle left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def explorer(tiny_model_dir, tmp_path_factory):
-    from crossattn.web.session import Explorer
-
-    ex = Explorer.load(str(tiny_model_dir), out=tmp_path_factory.mktemp("serve"))
-    ex.pipe.set_progress_bar_config(disable=True)
-    return ex
 
 
 @pytest.fixture(scope="module")
@@ -171,19 +161,6 @@ def test_bad_edits_are_messages(handlers, prompt, target, message):
 def test_bad_upload_strength_is_a_message(handlers):
     with pytest.raises(gr.Error, match="strength 0 is not accepted"):
         handlers.generate("a red circle", "", 0, 2, 4.0, "default", 50.0, upload("RGB"), 0)
-
-
-@pytest.fixture(scope="module")
-def server(explorer):
-    from crossattn.web.app import build_app, launch
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = build_app(explorer)
-    _, url, _ = launch(app, port=port, block=False)
-    yield url
-    app.close()
 
 
 def test_generate_endpoint_old_positional_arguments_and_an_image(server, tmp_path):
