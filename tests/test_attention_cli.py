@@ -78,7 +78,7 @@ def test_maps_command_on_a_stable_diffusion_folder(sd, tmp_path):
         (["--words", "cat"], "word 'cat' is not in the prompt; words are: a, red, circle"),
         (["--layers", "nothing"], "match no cross-attention layer; layers are: down_blocks.1"),
         (["--gif"], "--gif needs --per-step"),
-        (["--self-attn-pixel", "40", "0"], "outside the 16x16 image; X and Y go from 0 to 15"),
+        (["--self-attn-pixel", "40", "0"], "outside the 16x16 image; X goes from 0 to 15, Y from 0 to 15"),
     ],
 )
 def test_maps_command_errors_are_one_line_exit_2(ours, tmp_path, capsys, extra, message):

@@ -18,6 +18,7 @@ from .cli_flags import (  # noqa: F401 (positive_int & co. are also used by the 
     add_relation_guidance_flag,
     add_run_folder_flags,
     add_sampler_flags,
+    add_size_flags,
     add_training_flags,
     add_training_process_flags,
     non_negative_float,
@@ -63,6 +64,7 @@ def add_generate(sub) -> None:
         metavar="N",
         help="images sampled together, across prompts; the same images as one at a time (default: 16)",
     )
+    add_size_flags(p)
     add_device_flags(p)
     p.set_defaults(command_module="generate")
 
@@ -198,6 +200,7 @@ def add_maps(sub) -> None:
     p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_size_flags(p)
     add_device_flags(p)
     p.set_defaults(command_module="maps")
 
@@ -231,7 +234,7 @@ def add_eval(sub) -> None:
     p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
     p.add_argument("--out", metavar="DIR", default="outputs/eval", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.json / failures.png")
-    add_device_flags(p, quiet=False)
+    add_device_flags(p, quiet=False, dtype=False)
     p.set_defaults(command_module="eval")
 
 
@@ -280,8 +283,8 @@ def add_serve(sub) -> None:
     add_lora_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it (default: %(default)s)")
     p.add_argument("--port", type=positive_int, default=7860, help="port (default: %(default)s)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    add_size_flags(p)
+    add_device_flags(p, quiet=False)
     p.set_defaults(command_module="serve")
 
 
@@ -340,9 +343,8 @@ def add_edit(sub) -> None:
     p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
+    add_size_flags(p)
+    add_device_flags(p)
     p.set_defaults(command_module="edit", relation_guidance=0.0)
 
 

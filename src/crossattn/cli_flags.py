@@ -117,9 +117,28 @@ def add_sampler_flags(p, guidance_help: str = "classifier-free guidance scale (d
     p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
 
 
-def add_device_flags(p, quiet: bool = True) -> None:
-    """``--device``, ``--threads`` and (sampling bar) ``--quiet``."""
+def add_size_flags(p) -> None:
+    """``--height`` and ``--width`` of the images made (each a multiple of what the model divides it by)."""
+    for side in ("height", "width"):
+        p.add_argument(
+            f"--{side}",
+            type=positive_int,
+            metavar="PX",
+            help=f"image {side} in pixels, e.g. 96 x 64 non-square (default: the model's own size)",
+        )
+
+
+def add_device_flags(p, quiet: bool = True, dtype: bool = True) -> None:
+    """``--device``, ``--dtype`` (where the command loads the model itself), ``--threads`` and (sampling
+    bar) ``--quiet``."""
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    if dtype:
+        p.add_argument(
+            "--dtype",
+            choices=("float32", "float16", "bfloat16"),
+            help="weights and compute dtype: float32 on CPU (bfloat16 works there too), float16 / bfloat16 on a GPU "
+            "(default: float32)",
+        )
     p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no sampling progress bar")

@@ -34,10 +34,10 @@ def _quantise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, top[..., 0]
 
 
-def _word_tokens(tokens: list[str]) -> dict[str, list[int]]:
-    """Each distinct word → every token index of all its occurrences (what ``word_map`` sums)."""
+def _word_tokens(tokens: list[str], encoders: list[str] | None) -> dict[str, list[int]]:
+    """Each distinct word → every token index of all its occurrences, every encoder's (what ``word_map`` sums)."""
     words: dict[str, list[int]] = {}
-    for word, indices in merge_words(tokens):
+    for word, indices in merge_words(tokens, encoders):
         words.setdefault(word, []).extend(indices)
     return words
 
@@ -58,12 +58,15 @@ def maps_payload(maps, image=None, image_index: int = 0) -> dict:
     """
     names = maps.select(None, "cross")
     tokens = maps.tokens_for(image_index)
+    words = _word_tokens(tokens, maps.encoders_for(image_index))
+    keep = sorted({i for indices in words.values() for i in indices})  # the words' tokens; no start, end, padding
+    position = {token: k for k, token in enumerate(keep)}
     codes, scales, layers = [], [], []
     code_offset = scale_offset = 0
     for name in names:
         info = maps.meta["layers"][name]
-        x = maps.tensors[name][:, maps._image(image_index)].float().numpy()  # (S, heads, N, K)
-        x = np.ascontiguousarray(x.transpose(0, 1, 3, 2))  # (S, heads, K, N): one map per token
+        x = maps.tensors[name][:, maps._image(image_index)][..., keep].float().numpy()  # (S, heads, N, K kept)
+        x = np.ascontiguousarray(x.transpose(0, 1, 3, 2))  # (S, heads, K, N): one map per kept token
         q, top = _quantise(x)
         steps, heads, keys, positions = q.shape
         layers.append(
@@ -86,8 +89,8 @@ def maps_payload(maps, image=None, image_index: int = 0) -> dict:
         scale_offset += top.size
     return {
         "prompt": maps.prompt(image_index),
-        "tokens": tokens,
-        "words": [[word, indices] for word, indices in _word_tokens(tokens).items()],
+        "tokens": [tokens[i] for i in keep],
+        "words": [[word, [position[i] for i in indices]] for word, indices in words.items()],
         "image_size": list(maps.image_size),
         "steps": maps.num_steps,
         "per_step": bool(maps.meta["per_step"]),

@@ -30,12 +30,34 @@ class HookError(RuntimeError):
 def unet_of(target):
     """The U-Net of a diffusers pipeline (or ``target`` itself when it is the U-Net)."""
     unet = getattr(target, "unet", target)
+    if unet is target and getattr(target, "transformer", None) is not None:
+        raise ValueError(
+            f"{type(target).__name__} is not supported here: attention control (edit) needs a U-Net's separate "
+            "cross-attention layers, and SD3 / Flux join text and image in one attention; edit works on SD-1.5, "
+            "SDXL and crossattn models (maps work on every family)"
+        )
     if not hasattr(unet, "set_attn_processor") or not hasattr(unet, "attn_processors"):
         raise ValueError(
             f"cannot trace {type(target).__name__}: expected a diffusers pipeline with a UNet2DConditionModel "
             "`unet`, or the UNet itself"
         )
     return unet
+
+
+def denoiser_of(target):
+    """The denoiser of a diffusers pipeline: its U-Net, or the joint-attention ``transformer`` of an SD3 /
+    Flux pipeline; or ``target`` itself when it is one."""
+    from .layers import is_joint
+
+    model = getattr(target, "unet", None) or getattr(target, "transformer", None) or target
+    has_api = hasattr(model, "attn_processors") and hasattr(model, "set_attn_processor")
+    if has_api and (type(model).__name__ == "UNet2DConditionModel" or is_joint(model) or model is target):
+        return model
+    raise ValueError(
+        f"cannot trace {type(target).__name__}: expected a diffusers pipeline whose denoiser is a "
+        "UNet2DConditionModel (SD-1.5, SDXL, crossattn) or a joint-attention transformer (SD3, Flux), "
+        "or that denoiser itself"
+    )
 
 
 def installed(model, kind: type[ProcessorHook]) -> bool:
@@ -53,8 +75,8 @@ class ProcessorHook:
     A subclass says which processors it installs (:meth:`prepare`), what else it adds
     (:meth:`add_hooks`) and what state one installation leaves to clear (:meth:`reset`)."""
 
-    #: the processor class this hook installs: none may be left on the model after the restore
-    processor_type: ClassVar[type]
+    #: the processor class (or tuple of classes) this hook installs: none may be left on the model after the restore
+    processor_type: ClassVar[type | tuple[type, ...]]
     #: the error raised for misuse (a :class:`HookError`)
     error: ClassVar[type[HookError]] = HookError
     #: what the hook is called in messages
@@ -117,4 +139,4 @@ class ProcessorHook:
             self.reset()
             for processor in self.model.attn_processors.values():
                 if isinstance(processor, self.processor_type):  # cannot happen; never leave one behind
-                    raise self.error(f"a {self.processor_type.__name__} survived the restore")
+                    raise self.error(f"a {type(processor).__name__} survived the restore")

@@ -1,8 +1,13 @@
-"""Which attention layers a U-Net has, what kind each is, at which resolution, and selection by pattern.
+"""Which attention layers a denoiser has, what kind each is, at which resolution, and selection by pattern.
 
-A layer is named by its processor key without the ``.processor`` suffix, e.g.
+In a U-Net a layer is named by its processor key without the ``.processor`` suffix, e.g.
 ``down_blocks.1.attentions.0.transformer_blocks.0.attn2``: ``attn1`` is self-attention
 (Q, K, V from the image), ``attn2`` cross-attention (Q from the image, K, V from the text).
+
+In a joint-attention transformer (SD3, Flux: :mod:`crossattn.attention.joint`) one attention module
+holds both: its image→text block is the layer ``<module>.text`` (kind ``cross``), its image→image
+block ``<module>.image`` (kind ``self``), e.g. ``transformer_blocks.0.attn.text``. SD3.5's extra
+image-only ``attn2`` layers are not listed.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ class LayerInfo:
 
     name: str
     kind: str  # "cross" or "self"
-    resolution: int  # side length of its feature map at the U-Net's default sample size
+    resolution: int  # side length of its feature map at the denoiser's default sample size
+    module: str | None = None  # the attention module, where it is not ``name`` (joint layers)
 
     @property
     def key(self) -> str:
-        """The key ``unet.set_attn_processor`` expects."""
-        return f"{self.name}.processor"
+        """The key ``model.set_attn_processor`` expects."""
+        return f"{self.module or self.name}.processor"
 
 
 def _sample_side(unet) -> int:
@@ -48,8 +54,36 @@ def layer_resolution(unet, name: str) -> int:
     return _sample_side(unet) // 2**level
 
 
+def is_joint(model) -> bool:
+    """Whether ``model`` is a joint-attention transformer (SD3's and Flux's configs name a ``joint_attention_dim``)."""
+    return getattr(getattr(model, "config", None), "joint_attention_dim", None) is not None
+
+
+def joint_side(model) -> int:
+    """Token-grid side of a joint transformer at its pipeline's default size: SD3's ``sample_size`` over
+    its patch size; Flux packs 2×2 latents into a token and its pipeline's default latent side is 128."""
+    config = model.config
+    if "FluxTransformer" in type(model).__name__:
+        return 128 // 2
+    return int(getattr(config, "sample_size", 128)) // int(getattr(config, "patch_size", 1))
+
+
+def joint_layers(model) -> list[LayerInfo]:
+    """The ``.text`` (cross) and ``.image`` (self) layers of every joint attention module, in processor order."""
+    layers, side = [], joint_side(model)
+    for key in model.attn_processors:
+        module = key.removesuffix(".processor")
+        attn = model.get_submodule(module)
+        if getattr(attn, "add_k_proj", None) is not None or module.startswith("single_transformer_blocks."):
+            layers.append(LayerInfo(f"{module}.text", "cross", side, module))
+            layers.append(LayerInfo(f"{module}.image", "self", side, module))
+    return layers
+
+
 def attention_layers(unet) -> list[LayerInfo]:
-    """Every ``attn1`` / ``attn2`` layer of the U-Net, in processor order."""
+    """Every ``attn1`` / ``attn2`` layer of a U-Net (or joint layer of a transformer), in processor order."""
+    if is_joint(unet):
+        return joint_layers(unet)
     layers = []
     for key in unet.attn_processors:
         name = key.removesuffix(".processor")
@@ -75,7 +109,7 @@ def select_layers(layers: list[LayerInfo], kind: str, patterns=None) -> list[Lay
         raise ValueError(f"kind {kind!r}; accepted: {', '.join(KINDS)}")
     pool = [layer for layer in layers if kind == "both" or layer.kind == kind]
     if not pool:
-        raise ValueError(f"this U-Net has no {kind}-attention layers")
+        raise ValueError(f"this model has no {kind}-attention layers")
     if patterns is None:
         return pool
     patterns = [patterns] if isinstance(patterns, str | int) else list(patterns)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .layers import matches
-from .words import merge_words
+from .words import merge_words, primary_words
 
 METADATA_KEY = "crossattn"
 
@@ -89,8 +89,36 @@ class AttentionMaps:
             return [f"<{i}>" for i in range(self._num_keys())]
         return tokens[: self._num_keys()]
 
-    def words_for(self, image: int) -> list[str]:
-        return [word for word, _ in merge_words(self.tokens_for(image))]
+    def encoders_for(self, image: int) -> list[str] | None:
+        """The encoder of each of :meth:`tokens_for`'s tokens (joint models: ``clip``, ``t5``, ``none``); None
+        when one tokenizer made them all (U-Net models)."""
+        encoders = self.meta["images"][self._image(image)].get("encoders")
+        return None if encoders is None else encoders[: self._num_keys()]
+
+    @property
+    def encoders(self) -> list[str]:
+        """The encoders whose tokens image 0's maps hold, in order (``[]`` for one-tokenizer models)."""
+        return list(dict.fromkeys(self.encoders_for(0) or []))
+
+    def words_for(self, image: int, encoder: str | None = None) -> list[str]:
+        """The words of one image's prompt, from ``encoder``'s tokens; by default from the first encoder
+        with words (joint models feed the prompt through several: SD3's CLIP and T5 tokens)."""
+        if encoder is None:
+            return [word for word, _ in primary_words(self.tokens_for(image), self.encoders_for(image))]
+        return [word for word, _ in self._spans(image, encoder)]
+
+    def _spans(self, image: int, encoder: str | None) -> list[tuple[str, list[int]]]:
+        """``(word, token indices)`` of one image (of one encoder's tokens when ``encoder`` is named)."""
+        encoders = self.encoders_for(image)
+        spans = merge_words(self.tokens_for(image), encoders)
+        if encoder is None:
+            return spans
+        known = list(dict.fromkeys(encoders or []))
+        if encoder not in known:
+            raise ValueError(
+                f"encoder {encoder!r} fed no tokens; encoders are: {', '.join(known) or '(one tokenizer)'}"
+            )
+        return [(w, idx) for w, idx in spans if encoders[idx[0]] == encoder]
 
     # ------------------------------------------------------------------ maps
 
@@ -108,9 +136,10 @@ class AttentionMaps:
             raise ValueError(f"token index {index} out of range; the prompt has tokens 0..{self._num_keys() - 1}")
         return self._cross_map([index], image, layers, step, head)
 
-    def word_map(self, word: str, image: int = 0, layers=None, step=None, head=None) -> torch.Tensor:
-        """Cross-attention to ``word`` (all its subword tokens and occurrences, summed), ``(H, W)``."""
-        spans = merge_words(self.tokens_for(image))
+    def word_map(self, word: str, image: int = 0, layers=None, step=None, head=None, encoder=None) -> torch.Tensor:
+        """Cross-attention to ``word`` (all its subword tokens and occurrences, summed), ``(H, W)``; on
+        joint models over every encoder's tokens of it, or ``encoder``'s only (``"clip"``, ``"t5"``)."""
+        spans = self._spans(image, encoder)
         indices = [i for w, idx in spans if w == word.lower().strip() for i in idx]
         if not indices:
             words = ", ".join(w for w, _ in spans) or "(none)"

@@ -7,8 +7,9 @@
 
 All state lives on the :class:`Tracer`, a :class:`~crossattn.attention.install.ProcessorHook`. On
 entry it installs a :class:`CaptureProcessor` on the chosen layers through ``unet.set_attn_processor``
-(every other layer keeps its processor object), adds a forward pre-hook on the U-Net (to see the
-latent size) and, for a pipeline, records the arguments of each ``pipe(...)`` call (prompt, negative
+(every other layer keeps its processor object; on SD3 and Flux a joint capture processor of
+:mod:`crossattn.attention.joint` on each chosen attention module of ``pipe.transformer``), adds a
+forward pre-hook on the denoiser (to see the latent size and, for Flux, the text length) and, for a pipeline, records the arguments of each ``pipe(...)`` call (prompt, negative
 prompt, images per prompt) by giving the pipeline object a one-method subclass for the duration. On
 exit — also after an exception — it puts back the very same processor objects, removes the hook and
 restores the class. Tracing a pipeline that is already traced raises.
@@ -16,14 +17,17 @@ restores the class. Tracing a pipeline that is already traced raises.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from contextlib import ExitStack
 
-from .install import HookError, ProcessorHook, installed, unet_of
-from .layers import LayerInfo, attention_layers, select_layers
+from .install import HookError, ProcessorHook, denoiser_of, installed
+from .joint import JointCapture, JointContext, joint_capture_class
+from .layers import LayerInfo, attention_layers, is_joint, select_layers
 from .processor import CaptureProcessor, supported_reference
 from .store import AttentionStore
+from .text_layout import prompt_tokens
 
 
 class TraceError(HookError):
@@ -38,8 +42,8 @@ def is_traced(unet) -> bool:
 class Tracer(ProcessorHook):
     """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
 
-    ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel`` (or the U-Net
-    itself). ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
+    ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel``, an SD3 or Flux
+    pipeline (its joint-attention ``transformer``), or the denoiser itself. ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
     None (all of that kind), a resolution (int, e.g. 16), a glob or regex on layer names, or a
     list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
     with ``per_step``). ``guidance_half``: which half of a classifier-free-guided batch to record,
@@ -49,7 +53,7 @@ class Tracer(ProcessorHook):
     Each ``pipe(...)`` call starts a new record; :meth:`maps` returns the last one.
     """
 
-    processor_type = CaptureProcessor
+    processor_type = (CaptureProcessor, JointCapture)
     error = TraceError
     noun = "tracer"
 
@@ -65,8 +69,11 @@ class Tracer(ProcessorHook):
         tokenizer=None,
     ):
         self.pipe = pipe
-        self.unet = unet_of(pipe)
+        self.unet = denoiser_of(pipe)  # the denoiser: a U-Net, or an SD3 / Flux transformer
         super().__init__(self.unet)
+        self.joint = is_joint(self.unet)
+        self.context = JointContext()
+        self.max_sequence_length: int | None = None  # the T5 length of the last call (joint models)
         self.kind = kind
         self.layers: list[LayerInfo] = select_layers(attention_layers(self.unet), kind, layers)
         self.store = AttentionStore(guidance_half, per_step=per_step, per_head=per_head)
@@ -83,7 +90,11 @@ class Tracer(ProcessorHook):
             raise TraceError("this pipeline is already being traced; exit the other trace first")
 
     def prepare(self, current: dict) -> dict:
-        """A :class:`CaptureProcessor` for every chosen layer, standing in for its reference processor."""
+        """A :class:`CaptureProcessor` for every chosen layer, standing in for its reference processor
+        (on a joint transformer, one joint capture per attention module: :meth:`_joint_processors`)."""
+        self.store.reset(None)
+        if self.joint:
+            return self._joint_processors(current)
         processors = {}
         for layer in self.layers:
             mode = supported_reference(current[layer.key])
@@ -93,7 +104,22 @@ class Tracer(ProcessorHook):
                     "AttnProcessor or AttnProcessor2_0 only (call unet.set_default_attn_processor() first)"
                 )
             processors[layer.key] = CaptureProcessor(layer.name, self.store, mode, self.cache_kv)
-        self.store.reset(None)
+        return processors
+
+    def _joint_processors(self, current: dict) -> dict:
+        """One joint capture processor per chosen module, recording its chosen kinds (cross, self)."""
+        kinds: dict[str, dict[str, str]] = {}
+        for layer in self.layers:
+            kinds.setdefault(layer.key, {})[layer.kind] = layer.name
+        processors = {}
+        for key, names in kinds.items():
+            capture = joint_capture_class(current[key])
+            if capture is None:
+                raise ValueError(
+                    f"layer {key.removesuffix('.processor')} uses {type(current[key]).__name__}; tracing stands in "
+                    "for JointAttnProcessor2_0 (SD3) or FluxAttnProcessor (Flux) only"
+                )
+            processors[key] = capture(names, self.store, self.context)
         return processors
 
     def add_hooks(self, undo: ExitStack) -> None:
@@ -107,6 +133,7 @@ class Tracer(ProcessorHook):
         original = type(self.pipe)
         tracer = self
 
+        @functools.wraps(original.__call__)  # inspect.signature(pipe.__call__) still shows the pipeline's arguments
         def __call__(pipe, *args, **kwargs):
             tracer._see_call(original.__call__, pipe, args, kwargs)
             return original.__call__(pipe, *args, **kwargs)
@@ -127,6 +154,7 @@ class Tracer(ProcessorHook):
             return  # the pipeline itself will report the bad call
         bound.apply_defaults()
         arguments = bound.arguments
+        self.max_sequence_length = arguments.get("max_sequence_length")
         prompt = arguments.get("prompt")
         per_prompt = arguments.get("num_images_per_prompt") or 1
         if prompt is None:  # called with prompt_embeds: the images are known, their words are not
@@ -153,8 +181,16 @@ class Tracer(ProcessorHook):
         self.store.reset(len(self.prompts))
 
     def _see_latents(self, module, args, kwargs) -> None:
-        sample = args[0] if args else kwargs["sample"]
-        self.latent_size = tuple(sample.shape[-2:])
+        """The latent size ``(h, w)`` from the denoiser's input; Flux's is packed 2×2 into ``(B, h*w/4, C*4)``,
+        its grid read from the image positions ``img_ids`` ``(h/2 * w/2, 3)``, and its text length noted."""
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        if sample.ndim == 3:  # Flux: (B, N, C) tokens of 2×2 latent patches
+            ids = kwargs["img_ids"].reshape(-1, 3)  # (N, 3): (0, row, column)
+            self.latent_size = (2 * (int(ids[:, 1].max()) + 1), 2 * (int(ids[:, 2].max()) + 1))
+        else:
+            self.latent_size = tuple(sample.shape[-2:])
+        states = kwargs.get("encoder_hidden_states")
+        self.context.text_length = 0 if states is None else states.shape[1]
 
     # ------------------------------------------------------------------ results
 
@@ -207,15 +243,12 @@ class Tracer(ProcessorHook):
             if self.prompts is not None:
                 source = self.negative_prompts if half == "uncond" else self.prompts
                 prompt = source[i % len(self.prompts)]
-            images.append({"prompt": prompt, "tokens": self._tokens(prompt), "half": half})
+            pipe = self.pipe if self.pipe is not self.unet else None
+            tokens, encoders = prompt_tokens(pipe, self.tokenizer, prompt, self.joint, self.max_sequence_length)
+            images.append({"prompt": prompt, "tokens": tokens, "half": half})
+            if encoders is not None:  # joint models: which encoder made each token
+                images[-1]["encoders"] = encoders
         return images
-
-    def _tokens(self, prompt: str | None) -> list[str] | None:
-        if prompt is None or self.tokenizer is None:
-            return None
-        tok = self.tokenizer
-        ids = tok(prompt, truncation=True, max_length=tok.model_max_length).input_ids
-        return tok.convert_ids_to_tokens(ids)
 
 
 #: ``crossattn.trace(pipe, kind="cross", layers=None, per_step=False, per_head=False,

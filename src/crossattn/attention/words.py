@@ -1,4 +1,8 @@
-"""Tokens → words: which prompt tokens make up each word (CLIP BPE marks a word's last token with ``</w>``).
+"""Tokens → words: which prompt tokens make up each word, per tokenizer.
+
+CLIP's BPE marks a word's last token with ``</w>``; T5's SentencePiece marks a word's first piece
+with ``▁``. Joint-attention models (SD3) feed both encoders' tokens in one sequence: ``encoders``
+names each token's encoder, and each run of one encoder's tokens is merged by its own rule.
 
 Its own module, free of torch, because the maps, the HTML page, the token alignment of the control
 and the grounding evaluation all read it, and none of them should import another to get it.
@@ -6,25 +10,53 @@ and the grounding evaluation all read it, and none of them should import another
 
 from __future__ import annotations
 
-SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "</s>", "<pad>")
 WORD_END = "</w>"
+WORD_START = "▁"
 
 
-def merge_words(tokens: list[str]) -> list[tuple[str, list[int]]]:
-    """Merge CLIP BPE tokens into words: a word ends at a token ending in ``</w>``.
+def merge_words(tokens: list[str], encoders: list[str] | None = None) -> list[tuple[str, list[int]]]:
+    """Merge tokens into words: ``(word, token indices)`` in order, special and padding tokens left out;
+    words lower-cased, as CLIP's tokenizer does (T5's keeps the case).
 
-    ``['<|startoftext|>', 'a</w>', 'cir', 'cle</w>', '<|endoftext|>']`` → ``[('a', [1]), ('circle', [2, 3])]``.
-    Start/end tokens are not words.
+    ``['<|startoftext|>', 'a</w>', 'cir', 'cle</w>', '<|endoftext|>']`` → ``[('a', [1]), ('circle', [2, 3])]``;
+    ``['▁a', '▁cir', 'cle', '</s>']`` → ``[('a', [0]), ('circle', [1, 2])]``. With ``encoders`` (one
+    name per token) each encoder's run of tokens is merged apart, so no word spans two encoders.
     """
+    encoders = encoders or [""] * len(tokens)
+    words, start = [], 0
+    for end in range(1, len(tokens) + 1):
+        if end == len(tokens) or encoders[end] != encoders[start]:
+            words += _merge_run(tokens, range(start, end))
+            start = end
+    return words
+
+
+def primary_words(tokens: list[str], encoders: list[str] | None = None) -> list[tuple[str, list[int]]]:
+    """:func:`merge_words` of the first encoder that has words (the prompt once, though SD3 reads it twice)."""
+    spans = merge_words(tokens, encoders)
+    if not encoders or not spans:
+        return spans
+    first = encoders[spans[0][1][0]]
+    return [(word, idx) for word, idx in spans if encoders[idx[0]] == first]
+
+
+def _merge_run(tokens: list[str], positions: range) -> list[tuple[str, list[int]]]:
+    """One encoder's tokens merged: SentencePiece (a ``▁`` piece starts a word) or BPE (``</w>`` ends one)."""
+    pieces_style = any(tokens[i].startswith(WORD_START) for i in positions)
     words, pieces, indices = [], [], []
-    for i, token in enumerate(tokens):
+    for i in positions:
+        token = tokens[i]
         if token in SPECIAL_TOKENS:
             continue
-        pieces.append(token.removesuffix(WORD_END))
-        indices.append(i)
-        if token.endswith(WORD_END):
+        if pieces_style and token.startswith(WORD_START) and pieces:
             words.append(("".join(pieces), indices))
             pieces, indices = [], []
-    if pieces:  # a prompt cut off mid-word
+        pieces.append(token.removeprefix(WORD_START).lower() if pieces_style else token.removesuffix(WORD_END))
+        indices.append(i)
+        if not pieces_style and token.endswith(WORD_END):
+            words.append(("".join(pieces), indices))
+            pieces, indices = [], []
+    if pieces:  # SentencePiece's last word, or a prompt cut off mid-word
         words.append(("".join(pieces), indices))
-    return words
+    return [(word, idx) for word, idx in words if word]

@@ -51,6 +51,7 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..attention.install import unet_of
     from ..files import refuse_overwrite
     from ..sampling import check_unet, load
     from ..steering.editing import EditSettings
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(list(paths.values()), request.overwrite)
     set_threads(args.threads)
     pipe = load(request, model, quiet=args.quiet)
+    unet_of(pipe)  # SD3 / Flux: one line saying edit is not supported on them
     check_unet(pipe)
     result, maps = sample(pipe, request, settings)
     if request.image is not None:
@@ -108,6 +110,7 @@ def sample(pipe, request: SamplingRequest, settings):
         else:
             generator = torch.Generator(device="cpu").manual_seed(request.seed)
             steps = dict(num_inference_steps=request.steps, guidance_scale=request.guidance)
+            steps.update({k: v for k, v in (("height", request.height), ("width", request.width)) if v is not None})
             result = edit(pipe, source, target, generator=generator, **steps, **common)
     return result, tracer.maps()
 

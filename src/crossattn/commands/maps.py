@@ -28,10 +28,9 @@ def parse_layers(patterns: list[str] | None) -> list[str | int] | None:
 
 def check_words(pipe, prompt: str, words: list[str] | None) -> list[str]:
     """The words to draw (default: all of the prompt's); unknown words fail before sampling."""
-    from ..attention.maps import merge_words
+    from ..attention.text_layout import prompt_words
 
-    ids = pipe.tokenizer(prompt, truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
-    known = [w for w, _ in merge_words(pipe.tokenizer.convert_ids_to_tokens(ids))]
+    known = prompt_words(pipe, prompt)
     if not words:
         return list(dict.fromkeys(known))
     unknown = [w for w in words if w.lower() not in known]
@@ -40,15 +39,18 @@ def check_words(pipe, prompt: str, words: list[str] | None) -> list[str]:
     return [w.lower() for w in words]
 
 
-def check_pixel(pipe, pixel) -> None:
-    """``--self-attn-pixel X Y`` must lie inside the image the pipeline makes by default."""
+def check_pixel(pipe, pixel, request: SamplingRequest) -> None:
+    """``--self-attn-pixel X Y`` must lie inside the image the request makes (its size, or the model's own)."""
+    from ..sampling.sizes import check_size
+
     if pixel is None:
         return
-    size = pipe.unet.config.sample_size
-    side = (size[0] if isinstance(size, list | tuple) else size) * getattr(pipe, "vae_scale_factor", 1)
+    height, width = check_size(pipe, request.height, request.width)
     x, y = pixel
-    if x >= side or y >= side:
-        raise ValueError(f"pixel ({x}, {y}) is outside the {side}x{side} image; X and Y go from 0 to {side - 1}")
+    if x >= width or y >= height:
+        raise ValueError(
+            f"pixel ({x}, {y}) is outside the {width}x{height} image; X goes from 0 to {width - 1}, Y from 0 to {height - 1}"
+        )
 
 
 def plan(request: SamplingRequest) -> dict[str, Path]:
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     pipe = load(request, model, quiet=args.quiet)
     words = check_words(pipe, args.prompt, args.words)
-    check_pixel(pipe, options.self_attn_pixel)
+    check_pixel(pipe, options.self_attn_pixel, request)
     if options.gif:
         for word in words:
             paths[f"gif:{word}"] = paths["png"].with_suffix(f".{slugify(word)}.gif")

@@ -12,6 +12,14 @@ from ..config import ModelConfig
 from . import PRETRAINED_DIR
 
 PLACEHOLDER = "untrained-placeholder"
+#: The pipeline classes ``--model`` loads: ours, and the four families whose attention crossattn traces.
+SUPPORTED_PIPELINES = (
+    "CrossAttnPipeline",
+    "StableDiffusionPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusion3Pipeline",
+    "FluxPipeline",
+)
 
 
 def default_model_dir() -> Path:
@@ -31,11 +39,42 @@ def check_model_folder(path: str | Path) -> Path:
         raise FileNotFoundError(f"model folder {folder} does not exist")
     for candidate in (folder, folder / "final"):
         if (candidate / "model_index.json").is_file():
+            check_pipeline_class(candidate)
             return candidate
     raise ValueError(
         f"{folder} is not a diffusers pipeline folder (no model_index.json in it or in its final/); "
         "expected a folder written by save_pretrained, e.g. RUN/final, or the run folder RUN"
     )
+
+
+def check_pipeline_class(folder: Path) -> str:
+    """The pipeline class a folder's ``model_index.json`` names, if crossattn loads it; else one clear error."""
+    try:
+        name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{folder / 'model_index.json'} is not a readable model index ({err})") from None
+    if name not in SUPPORTED_PIPELINES:
+        raise ValueError(
+            f"{folder} holds a {name or 'pipeline of no named class'}; crossattn loads {', '.join(SUPPORTED_PIPELINES)} "
+            "folders"
+        )
+    return name
+
+
+def takes_argument(pipe, name: str) -> bool:
+    """Whether the pipeline's own ``__call__`` takes ``name`` (read through a tracer's ``(*args, **kwargs)``
+    subclass, which wraps the class's call)."""
+    import inspect
+
+    calls = [cls.__call__ for cls in type(pipe).__mro__ if "__call__" in vars(cls)]
+    return any(name in inspect.signature(call).parameters for call in calls)
+
+
+def torch_dtype(name: str | None):
+    """The torch dtype ``--dtype`` names (None: float32)."""
+    import torch
+
+    return getattr(torch, name or "float32")
 
 
 def check_lora_folder(path: str | Path) -> Path:
@@ -75,6 +114,7 @@ def load_pipeline(
     scheduler: str | None = None,
     device: str | None = None,
     lora: str | Path | None = None,
+    dtype: str | None = None,
 ):
     """Load a pipeline folder, or the default model when ``path`` is None.
 
@@ -83,29 +123,35 @@ def load_pipeline(
     safetensors only. Until a trained default model ships, ``path=None`` gives an untrained,
     reproducibly initialised placeholder of the default config (with a warning). ``lora``: a LoRA
     folder (``crossattn finetune`` output, diffusers layout) loaded on top. ``path`` and ``lora`` may
-    also be run folders (their ``final/`` is loaded). Loading draws no progress bars.
+    also be run folders (their ``final/`` is loaded). ``dtype``: ``"float32"`` (default), ``"float16"``
+    or ``"bfloat16"``. Loading draws no progress bars.
     """
     placeholder = path is None and not has_default_model()
     folder = None if placeholder else check_model_folder(path if path is not None else PRETRAINED_DIR)
-    return load_resolved(folder, scheduler, device, check_lora_folder(lora) if lora is not None else None)
+    return load_resolved(folder, scheduler, device, check_lora_folder(lora) if lora is not None else None, dtype)
 
 
 def load_resolved(
-    folder: Path | None, scheduler: str | None = None, device: str | None = None, lora: Path | None = None
+    folder: Path | None,
+    scheduler: str | None = None,
+    device: str | None = None,
+    lora: Path | None = None,
+    dtype: str | None = None,
 ):
     """:func:`load_pipeline` for folders already resolved (:class:`crossattn.sampling.ModelRef`):
     ``folder`` a pipeline folder (None: the untrained placeholder), ``lora`` a LoRA folder; neither is
     looked up again."""
-    import torch
 
     if folder is None:
         warnings.warn("no trained default model is shipped yet; using an untrained placeholder", stacklevel=3)
         pipe = placeholder_pipeline()
+        if dtype is not None:
+            pipe.to(dtype=torch_dtype(dtype))
     else:
         with quiet_loading():
             # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
-            pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+            pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True, dtype=torch_dtype(dtype))
     if lora is not None:
         from ..training.lora import load_lora
 

@@ -64,8 +64,8 @@ class ModelRef:
             words |= load_vocabulary(self.lora) or set()
         return words
 
-    def load(self, scheduler: str | None = None, device: str | None = None):
+    def load(self, scheduler: str | None = None, device: str | None = None, dtype: str | None = None):
         """The pipeline, loaded from the resolved folders (see :func:`crossattn.load_pipeline`)."""
         from ..models.loading import load_resolved
 
-        return load_resolved(self.folder, scheduler=scheduler, device=device, lora=self.lora)
+        return load_resolved(self.folder, scheduler=scheduler, device=device, lora=self.lora, dtype=dtype)

@@ -26,12 +26,26 @@ DEFAULT_BATCH_SIZE = 16
 #: schedule keeps the image's layout while the model still has work to do.
 DEFAULT_STRENGTH = 0.5
 KINDS = ("cross", "self", "both")
+#: torch dtypes a pipeline may be loaded in (``--dtype``); float16 needs a GPU.
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def check_scheduler(name: str | None) -> None:
     """``name`` is None (the model folder's own scheduler) or one of :data:`SCHEDULER_NAMES`."""
     if name is not None and name not in SCHEDULER_NAMES:
         raise ValueError(f"unknown scheduler {name!r}; choices: {', '.join(SCHEDULER_NAMES)}")
+
+
+def check_dtype(name: str | None, device: str | None) -> str | None:
+    """``name`` is None (float32) or one of :data:`DTYPES` that ``device`` computes in (float16 needs a GPU)."""
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is not accepted; choices: {', '.join(DTYPES)}")
+    on_cpu = device is None or str(device).startswith("cpu")
+    if name == "float16" and on_cpu:
+        raise ValueError("dtype float16 needs a GPU device (--device cuda or mps); on CPU use float32 or bfloat16")
+    return name
 
 
 def whole(value: Any, name: str, low: int, optional: bool = False) -> int | None:
@@ -131,6 +145,9 @@ class SamplingRequest:
     out: Path = Path("outputs")
     overwrite: bool = False
     device: str | None = None  # torch device; None: where the pipeline loads (CPU)
+    dtype: str | None = None  # one of DTYPES; None: float32
+    height: int | None = None  # image height in pixels; None: the model's own (crossattn.sampling.sizes)
+    width: int | None = None  # image width in pixels; None: the model's own
     image: Path | None = None  # maps of this image instead of a generated one (crossattn.maps_of_image)
     strength: float | None = None  # with image: how far it is noised, in (0, 1]; None: DEFAULT_STRENGTH
     samples: int | None = None  # with image: N noise draws at one timestep instead of denoising
@@ -154,6 +171,9 @@ class SamplingRequest:
             "num_images": whole(self.num_images, "num_images", 1),
             "batch_size": whole(self.batch_size, "batch_size", 1, optional=True),
             "upscale": whole(self.upscale, "upscale", 1, optional=True),
+            "height": whole(self.height, "height", 1, optional=True),
+            "width": whole(self.width, "width", 1, optional=True),
+            "dtype": check_dtype(self.dtype, self.device),
             "out": Path(self.out),
         }
         if self.maps is not None and not isinstance(self.maps, MapsOptions):
@@ -170,6 +190,11 @@ class SamplingRequest:
             if given:
                 raise ValueError(f"{given[0]} needs an image to read (--image FILE)")
             return
+        if self.height is not None or self.width is not None:
+            raise ValueError(
+                f"height {self.height!r} / width {self.width!r} with an image: a given image is read at the "
+                "model's own size; leave --height and --width out"
+            )
         path = Path(self.image)
         if not path.is_file():
             raise FileNotFoundError(f"image {path} does not exist; give an image file (PNG, JPEG, ...)")
@@ -195,9 +220,11 @@ class SamplingRequest:
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The settings every pipeline call of this job passes (prompts and generators apart)."""
-        return {
+        kwargs = {
             "negative_prompt": self.negative_prompt,
             "num_inference_steps": self.steps,
             "guidance_scale": self.guidance,
             "relation_guidance": self.relation_guidance,
         }
+        sizes = {"height": self.height, "width": self.width}
+        return {**kwargs, **{k: v for k, v in sizes.items() if v is not None}}

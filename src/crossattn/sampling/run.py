@@ -27,25 +27,44 @@ from .request import DEFAULT_BATCH_SIZE, SamplingRequest
 
 
 def check_unet(pipe) -> None:
-    """Maps need a ``UNet2DConditionModel`` denoiser; say so for any other pipeline."""
+    """Maps need a ``UNet2DConditionModel`` or a joint-attention transformer (SD3, Flux); say so for any other."""
     from diffusers import UNet2DConditionModel
 
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, UNet2DConditionModel):
-        found = type(unet).__name__ if unet is not None else "no unet"
-        raise ValueError(f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser")
+    from ..attention.layers import is_joint
+
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if not isinstance(denoiser, UNet2DConditionModel) and not is_joint(denoiser):
+        found = type(denoiser).__name__ if denoiser is not None else "no unet"
+        raise ValueError(
+            f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser "
+            "(SD-1.5, SDXL, crossattn) or a joint-attention transformer (SD3, Flux)"
+        )
+
+
+def call_kwargs(pipe, request: SamplingRequest) -> dict[str, Any]:
+    """The request's pipeline arguments the pipeline takes: relation guidance is crossattn's own, so a
+    diffusers pipeline (SD3 and Flux take no ``**kwargs``) is not handed it."""
+    from ..models.loading import takes_argument
+
+    kwargs = request.pipeline_kwargs()
+    if not takes_argument(pipe, "relation_guidance"):
+        kwargs.pop("relation_guidance")
+    return kwargs
 
 
 def load(request: SamplingRequest, model: ModelRef, quiet: bool = False):
     """The pipeline ``request`` samples with: ``model`` with the request's scheduler, on its device,
     without loading bars (and without the sampling bar when ``quiet``). Warns, naming them, about
-    prompt words the model never saw in training; with maps asked for, checks the denoiser is a UNet."""
+    prompt words the model never saw in training; checks the request's size against the model
+    (:func:`crossattn.sampling.sizes.check_size`) and, with maps asked for, that the denoiser can be traced."""
     from ..models.vocabulary import warn_unknown_words
+    from .sizes import check_size
 
     warn_unknown_words(request.prompts, model.vocabulary())
-    pipe = model.load(request.scheduler, request.device)
+    pipe = model.load(request.scheduler, request.device, request.dtype)
     if quiet:
         pipe.set_progress_bar_config(disable=True)
+    check_size(pipe, request.height, request.width)
     if request.maps is not None:
         check_unet(pipe)
     return pipe
@@ -64,13 +83,15 @@ def sample(pipe, jobs: list[ImageJob], request: SamplingRequest):
     generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
     traced = trace(pipe, **request.maps.trace_kwargs()) if request.maps is not None else contextlib.nullcontext()
     with traced as tracer:
-        images = pipe([j.prompt for j in jobs], generator=generators, **request.pipeline_kwargs()).images
+        images = pipe([j.prompt for j in jobs], generator=generators, **call_kwargs(pipe, request)).images
     return images, tracer.maps() if tracer is not None else None
 
 
 def image_sidecar(pipe, job: ImageJob, request: SamplingRequest, model: ModelRef, size) -> dict[str, Any]:
     """The sidecar of one image: :func:`sidecar` plus what relation guidance did with its prompt."""
     meta = sidecar(job, request, scheduler_name(pipe), model.identity(), size)
+    if "relation_guidance" not in call_kwargs(pipe, request):  # the pipeline has none
+        meta["relation_guidance"] = 0.0
     meta.update(relation_fields(pipe, job.prompt, request.relation_guidance))
     return meta
 

@@ -22,7 +22,6 @@ package attribute ``crossattn.edit`` that module, hiding the function.)
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,12 +82,10 @@ def pipe_arguments(pipe, pipe_kwargs: dict) -> dict:
         raise ValueError(f"edit sets {', '.join(own)} itself; pass the other pipeline arguments (steps, guidance, ...)")
     if "prompt_embeds" in pipe_kwargs:
         raise ValueError("edit needs the prompts' words to align their tokens; pass prompts, not prompt_embeds")
+    from ..models.loading import takes_argument
+
     kwargs = dict(pipe_kwargs)
-    takes_relation = any(  # the class's own __call__: a tracer wraps it in a (*args, **kwargs) subclass
-        "relation_guidance" in inspect.signature(cls.__call__).parameters
-        for cls in type(pipe).__mro__
-        if "__call__" in vars(cls)
-    )
+    takes_relation = takes_argument(pipe, "relation_guidance")
     relation = kwargs.get("relation_guidance", 0)
     if relation != 0:
         raise ValueError(
