@@ -92,3 +92,19 @@ def server(explorer):
     _, url, _ = launch(app, port=free_port(), block=False)
     yield url
     app.close()
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """``family_dir(name)``: the tiny pipeline of a model family (``family_pipelines.FAMILIES``) saved as a diffusers
+    folder, once per test session."""
+    from .family_pipelines import save_family
+
+    saved = {}
+
+    def folder(name: str):
+        if name not in saved:
+            saved[name] = save_family(name, tmp_path_factory.mktemp(name))
+        return saved[name]
+
+    return folder

@@ -34,7 +34,8 @@ def draw_overlay(ax, heat, image=None, title: str | None = None, alpha: float = 
         ax.imshow(to_array(image), interpolation="nearest")
     ax.imshow(heat, cmap=CMAP, alpha=alpha if image is not None else 1.0, vmin=0.0, vmax=max(float(heat.max()), 1e-8))
     if title:
-        ax.set_title(f"{title}\nmax {heat.max():.2f}", fontsize=8)
+        top = float(heat.max())  # joint-attention maps share the attention with hundreds of keys: small
+        ax.set_title(f"{title}\nmax {top:.2f}" if top >= 0.01 else f"{title}\nmax {top:.1e}", fontsize=8)
     ax.set_axis_off()
 
 
@@ -94,7 +95,11 @@ def layer_word_grid(maps, words=None, image=None, image_index: int = 0, layers=N
 
 
 def _short(name: str) -> str:
-    """``down_blocks.1.attentions.0.transformer_blocks.0.attn2`` → ``down1.a0.t0``."""
+    """``down_blocks.1.attentions.0.transformer_blocks.0.attn2`` → ``down1.a0.t0``; joint layers:
+    ``transformer_blocks.3.attn.text`` → ``joint3``, ``single_transformer_blocks.3.attn.text`` → ``single3``."""
+    if name.endswith((".attn.text", ".attn.image")):
+        kind, index = name.split(".")[:2]
+        return ("single" if kind.startswith("single") else "joint") + index
     parts = name.replace("_blocks", "").replace("_block", "").split(".")
     keep = [p for p in parts if p not in ("attentions", "transformer", "attn1", "attn2")]
     return ".".join(keep)

@@ -36,7 +36,7 @@ class LocalBlend:
         self.source_tokens, self.target_tokens = source_tokens, target_tokens
         self.threshold, self.start, self.union = threshold, start, union
         self.resolution: int | None = None  # the cross layers whose maps are summed (the highest resolution)
-        self.maps: torch.Tensor | None = None  # (1 + targets, h, w) running sum over layers and steps
+        self.maps: torch.Tensor | None = None  # (1 + targets, h*w) running sum over layers and steps
 
     def reset(self, resolution: int) -> None:
         self.resolution, self.maps = resolution, None
@@ -48,19 +48,23 @@ class LocalBlend:
         if layer_resolution != self.resolution:
             return
         n = rows.shape[2]
-        side = math.isqrt(n)
         words = [self.source_tokens, *self.target_tokens]
         present = words if with_targets else words[:1]
         maps = torch.stack(
             [rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)]
         )  # (R, N)
         maps = torch.cat([maps, maps.new_zeros(len(words) - len(present), n)])  # (R, N): absent targets are 0
-        maps = maps.float().view(len(words), side, n // side)  # (R, h, w)
+        maps = maps.float()  # (R, h*w)
         self.maps = maps if self.maps is None else self.maps + maps
 
     def mask(self, size: tuple[int, int]) -> torch.Tensor:
-        """``(targets, 1, H, W)`` blend masks: source ∪ target region of the changed words."""
-        pooled = F.max_pool2d(self.maps[:, None], kernel_size=3, stride=1, padding=1)  # (R, 1, h, w)
+        """``(targets, 1, H, W)`` blend masks: source ∪ target region of the changed words; the layer's
+        ``h × w`` grid has the latents' aspect (non-square sizes too)."""
+        rows, n = self.maps.shape
+        factor = math.sqrt(size[0] * size[1] / n)  # how many latent pixels a layer position spans, per side
+        h, w = round(size[0] / factor), round(size[1] / factor)
+        maps = self.maps.view(rows, 1, h, w)  # (R, 1, h, w)
+        pooled = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)  # (R, 1, h, w)
         pooled = F.interpolate(pooled, size=size, mode="nearest")  # (R, 1, H, W)
         top = pooled.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         region = pooled / top > self.threshold  # (R, 1, H, W)

@@ -92,21 +92,40 @@ def check_lora_folder(path: str | Path) -> Path:
     )
 
 
+#: transformers' logger of "`CLIPImageProcessor` requires torchvision (not installed); falling back to
+#: `CLIPImageProcessorPil`": SD3's and Flux's pipelines name image processors they load none of.
+IMPORT_NOTICES = "transformers.utils.import_utils"
+
+
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' loading bars off while loading; their previous setting is put back."""
+    """diffusers' and transformers' loading bars off while loading, and transformers' notice that an image
+    processor falls back to its PIL version (:data:`IMPORT_NOTICES`, warnings only); all put back after."""
+    import logging
+
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     was_on = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
     for lib, _ in was_on:
         lib.disable_progress_bar()
+    notices = logging.getLogger(IMPORT_NOTICES)
+    level = notices.level
+    notices.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        notices.setLevel(level)
         for lib, on in was_on:
             if on:
                 lib.enable_progress_bar()
+
+
+def absent_components(folder: Path) -> dict[str, None]:
+    """Components the folder's ``model_index.json`` lists as ``[null, null]`` (an SD3 folder saved without its
+    T5 encoder): ``from_pretrained`` wants each named as None."""
+    index = json.loads((folder / "model_index.json").read_text())
+    return {name: None for name, value in index.items() if value == [None, None]}
 
 
 def load_pipeline(
@@ -151,7 +170,9 @@ def load_resolved(
         with quiet_loading():
             # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
-            pipe = pipeline_class(folder).from_pretrained(folder, use_safetensors=True, dtype=torch_dtype(dtype))
+            pipe = pipeline_class(folder).from_pretrained(
+                folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
+            )
     if lora is not None:
         from ..training.lora import load_lora
 

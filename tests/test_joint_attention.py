@@ -1,0 +1,125 @@
+"""``trace`` on joint-attention transformers (SD3, Flux): what is recorded, that the image is unchanged, the words per
+encoder, flat memory; tiny random pipelines from ``family_pipelines``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossattn.attention import joint
+from crossattn.attention.joint import FluxCaptureProcessor, SD3CaptureProcessor
+from crossattn.attention.trace import trace
+
+from .family_pipelines import PROMPTS, build_family, sample
+
+JOINT = ("sd3", "sd3-no-t5", "flux")
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {name: build_family(name) for name in JOINT}
+
+
+def traced(pipe, **kwargs):
+    """The images and the maps of one traced sampling of :data:`PROMPTS` at 64×96 (batch of 2)."""
+    with trace(pipe, **kwargs) as tracer:
+        images = sample(pipe)
+    return images, tracer.maps()
+
+
+@pytest.mark.parametrize("name", JOINT)
+def test_tracing_leaves_the_images_bit_identical(pipes, name):
+    pipe = pipes[name]
+    before = dict(pipe.transformer.attn_processors)
+    plain = sample(pipe)
+    images, _ = traced(pipe, kind="both")
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, images, strict=True))
+    assert all(pipe.transformer.attn_processors[k] is p for k, p in before.items())  # the very same objects back
+
+
+@pytest.mark.parametrize("name", JOINT)
+def test_word_maps_have_the_image_shape_and_the_prompt_words_per_encoder(pipes, name):
+    _, maps = traced(pipes[name])
+    assert maps.image_size == (64, 96) and maps.num_images == 2 and maps.halves == ["cond", "cond"]
+    expected = {"sd3": ["clip", "t5"], "sd3-no-t5": ["clip", "none"], "flux": ["t5"]}[name]
+    assert maps.encoders == expected
+    for image, prompt in enumerate(PROMPTS):
+        assert maps.words_for(image) == prompt.split()
+        for encoder in (e for e in expected if e != "none"):
+            assert maps.words_for(image, encoder) == prompt.split()  # sub-word pieces merged ("triangle")
+        for word in prompt.split():
+            heat = maps.word_map(word, image)
+            assert heat.shape == (64, 96) and torch.isfinite(heat).all() and (heat >= 0).all()
+
+
+def test_t5_pieces_of_one_word_are_merged(pipes):
+    _, maps = traced(pipes["flux"])
+    tokens = maps.tokens_for(1)
+    assert [t for t in tokens if t.startswith("▁t") or t in ("ri", "ang", "le")][:2] != ["▁triangle"]  # split
+    assert "triangle" in maps.words_for(1, "t5")
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_blocks_are_the_joint_softmax_over_all_keys(pipes, name):
+    """Image→text plus image→image rows sum to 1 (normalised over every key), per head; the kernel's log-sum-exp
+    gives the same probabilities as an explicit one."""
+    _, maps = traced(pipes[name], kind="both", per_head=True)
+    for text in maps.cross_layers:
+        image = text.removesuffix(".text") + ".image"
+        total = maps.tensors[text].sum(-1) + maps.tensors[image].sum(-1)  # (S, R, heads, N)
+        assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+    explicit = pytest.MonkeyPatch()
+    explicit.setattr(
+        joint, "fused_attention", lambda q, k, v: (torch.nn.functional.scaled_dot_product_attention(q, k, v), None)
+    )
+    try:
+        _, again = traced(pipes[name], kind="both", per_head=True)
+    finally:
+        explicit.undo()
+    for layer in maps.layer_names:
+        assert torch.allclose(maps.tensors[layer], again.tensors[layer], atol=1e-6)
+
+
+def test_flux_double_and_single_stream_blocks_are_both_recorded(pipes):
+    _, maps = traced(pipes["flux"], kind="both")
+    assert maps.cross_layers == ["transformer_blocks.0.attn.text", "single_transformer_blocks.0.attn.text"]
+    assert maps.self_layers == ["transformer_blocks.0.attn.image", "single_transformer_blocks.0.attn.image"]
+    text = maps.tensors["single_transformer_blocks.0.attn.text"]  # (1, R, 1, N, T): 16 T5 tokens
+    assert text.shape[-2:] == (16 * 24, 16)  # 32×48 latents packed 2×2 into 16×24 tokens
+
+
+def test_only_the_chosen_modules_get_a_capture_processor(pipes):
+    pipe = pipes["flux"]
+    before = dict(pipe.transformer.attn_processors)
+    with trace(pipe, layers="single*"):
+        during = pipe.transformer.attn_processors
+        assert isinstance(during["single_transformer_blocks.0.attn.processor"], FluxCaptureProcessor)
+        assert during["transformer_blocks.0.attn.processor"] is before["transformer_blocks.0.attn.processor"]
+    sd3 = pipes["sd3"]
+    with trace(sd3, layers=r"blocks\.1\.") as tracer:
+        assert isinstance(sd3.transformer.attn_processors["transformer_blocks.1.attn.processor"], SD3CaptureProcessor)
+        sample(sd3)
+    assert tracer.maps().layer_names == ["transformer_blocks.1.attn.text"]
+
+
+def test_a_processor_it_cannot_stand_in_for_is_refused_before_anything_changes(pipes):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe = build_family("sd3")
+    pipe.transformer.set_attn_processor(AttnProcessor2_0())
+    with pytest.raises(ValueError, match="uses AttnProcessor2_0; tracing stands in for JointAttnProcessor2_0"):
+        trace(pipe).__enter__()
+    assert all(type(p) is AttnProcessor2_0 for p in pipe.transformer.attn_processors.values())
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd3", "flux"])
+def test_capture_memory_does_not_grow_with_the_steps(name):
+    pipe = build_family(name)
+    size = {"height": 16, "width": 16} if name in ("sd15", "sdxl") else {}
+    held = []
+    for steps in (10, 50):
+        with trace(pipe) as tracer:
+            sample(pipe, ["a red circle"], steps=steps, output_type="latent", **size)
+        held.append(tracer.nbytes())
+    assert held[0] == held[1] > 0
