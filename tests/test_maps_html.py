@@ -13,7 +13,6 @@ import torch
 
 from crossattn.attention.html import maps_html, maps_payload
 from crossattn.attention.trace import trace
-from crossattn.attention.words import merge_words
 from crossattn.cli import main
 
 from .conftest import generator
@@ -49,8 +48,7 @@ def test_payload_decodes_to_the_recorded_maps(recorded):
     decoded = decode(payload)
     assert list(decoded) == maps.cross_layers
     for name, values in decoded.items():
-        keep = sorted({i for _, indices in merge_words(maps.tokens) for i in indices})  # the words' tokens
-        truth = maps.tensors[name][:, 0][..., keep].permute(0, 1, 3, 2).numpy()  # (S, heads, K kept, N)
+        truth = maps.tensors[name][:, 0].permute(0, 1, 3, 2).numpy()  # (S, heads, K, N)
         top = truth.max(axis=-1, keepdims=True)
         assert np.all(np.abs(values - truth) <= top / 510 + 1e-7)  # uint8 per map: half a level of its max
 

@@ -35,7 +35,7 @@ def draw_overlay(ax, heat, image=None, title: str | None = None, alpha: float = 
     ax.imshow(heat, cmap=CMAP, alpha=alpha if image is not None else 1.0, vmin=0.0, vmax=max(float(heat.max()), 1e-8))
     if title:
         top = float(heat.max())  # joint-attention maps share the attention with hundreds of keys: small
-        ax.set_title(f"{title}\nmax {top:.2f}" if top >= 0.01 else f"{title}\nmax {top:.1e}", fontsize=8)
+        ax.set_title(f"{title}\nmax {top:.2f}" if top >= 0.005 else f"{title}\nmax {top:.1e}", fontsize=8)
     ax.set_axis_off()
 
 

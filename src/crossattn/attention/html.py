@@ -58,9 +58,13 @@ def maps_payload(maps, image=None, image_index: int = 0) -> dict:
     """
     names = maps.select(None, "cross")
     tokens = maps.tokens_for(image_index)
-    words = _word_tokens(tokens, maps.encoders_for(image_index))
-    keep = sorted({i for indices in words.values() for i in indices})  # the words' tokens; no start, end, padding
-    position = {token: k for k, token in enumerate(keep)}
+    encoders = maps.encoders_for(image_index)
+    words = _word_tokens(tokens, encoders)
+    keep = slice(None)  # every key: a U-Net model's page is as before
+    if encoders is not None:  # joint models: hundreds of keys are padding; keep only the words' tokens
+        keep = sorted({i for indices in words.values() for i in indices})
+        tokens = [tokens[i] for i in keep]
+        words = {word: [keep.index(i) for i in indices] for word, indices in words.items()}
     codes, scales, layers = [], [], []
     code_offset = scale_offset = 0
     for name in names:
@@ -89,8 +93,8 @@ def maps_payload(maps, image=None, image_index: int = 0) -> dict:
         scale_offset += top.size
     return {
         "prompt": maps.prompt(image_index),
-        "tokens": [tokens[i] for i in keep],
-        "words": [[word, [position[i] for i in indices]] for word, indices in words.items()],
+        "tokens": tokens,
+        "words": [[word, indices] for word, indices in words.items()],
         "image_size": list(maps.image_size),
         "steps": maps.num_steps,
         "per_step": bool(maps.meta["per_step"]),
