@@ -123,3 +123,32 @@ def test_capture_memory_does_not_grow_with_the_steps(name):
             sample(pipe, ["a red circle"], steps=steps, output_type="latent", **size)
         held.append(tracer.nbytes())
     assert held[0] == held[1] > 0
+
+
+def test_a_bare_transformer_is_traced_as_a_pipeline_is(pipes):
+    """``trace(pipe.transformer)``: the same maps, tokens unknown (no tokenizer), prompts told by ``start_call``."""
+    pipe = pipes["sd3"]
+    _, whole = traced(pipe)
+    with trace(pipe.transformer) as tracer:
+        tracer.start_call(PROMPTS)
+        sample(pipe)
+    bare = tracer.maps()
+    assert bare.layer_names == whole.layer_names and bare.tokens_for(0)[0] == "<0>"
+    for layer in whole.layer_names:
+        assert torch.equal(bare.tensors[layer], whole.tensors[layer])
+
+
+def test_memory_holds_only_what_is_asked_for(pipes):
+    """One module's layers hold a quarter of the four (Flux: 2 modules × cross/self); per-step detail only when asked."""
+    pipe = pipes["flux"]
+    held = {}
+    for name, kwargs in {"all": {"kind": "both"}, "single": {"kind": "both", "layers": "single*"}}.items():
+        with trace(pipe, **kwargs) as tracer:
+            sample(pipe, ["a red circle"])
+        held[name] = tracer.nbytes()
+    assert held["single"] * 2 == held["all"]
+    with trace(pipe, per_step=True) as tracer:
+        sample(pipe, ["a red circle"], steps=3)
+    with trace(pipe) as plain:
+        sample(pipe, ["a red circle"], steps=3)
+    assert tracer.nbytes() == 3 * plain.nbytes()
