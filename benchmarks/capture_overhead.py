@@ -60,8 +60,22 @@ def run_once(pipe, steps: int, device: str) -> float:
     return time.perf_counter() - start
 
 
+def interleave(conditions: dict, run, steps: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``run(steps)`` inside each condition (name → a context-manager factory), after a 2-step
+    warm-up of each, the conditions interleaved over ``repeats`` so load from other processes hits them alike."""
+    for make in conditions.values():  # warm-up
+        with make():
+            run(2)
+    times = {name: [] for name in conditions}
+    for _ in range(repeats):
+        for name, make in conditions.items():
+            with make():
+                times[name].append(run(steps))
+    return times
+
+
 def time_conditions(pipe, steps: int, repeats: int, device: str) -> dict[str, list[float]]:
-    """Interleave the conditions so that load from other processes hits them alike."""
+    """Untraced, traced and diffusers' explicit processor on the default model, interleaved."""
     import crossattn
 
     conditions = {
@@ -69,15 +83,7 @@ def time_conditions(pipe, steps: int, repeats: int, device: str) -> dict[str, li
         "traced (all cross, aggregated)": lambda: crossattn.trace(pipe),
         "diffusers AttnProcessor (all layers)": lambda: reference_everywhere(pipe),
     }
-    for make in conditions.values():  # warm-up
-        with make():
-            run_once(pipe, 2, device)
-    times = {name: [] for name in conditions}
-    for _ in range(repeats):
-        for name, make in conditions.items():
-            with make():
-                times[name].append(run_once(pipe, steps, device))
-    return times
+    return interleave(conditions, lambda n: run_once(pipe, n, device), steps, repeats)
 
 
 def tracer_memory(pipe, steps: int, per_step: bool = False) -> int:

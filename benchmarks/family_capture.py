@@ -52,18 +52,13 @@ def run_once(pipe, steps: int, size: tuple[int, int], prompts=PROMPTS) -> float:
 
 
 def overhead(pipe, steps: int, repeats: int, size: tuple[int, int]) -> dict[str, float]:
-    """Median seconds untraced and traced (interleaved), and their ratio."""
+    """Median seconds untraced and traced (interleaved: :func:`capture_overhead.interleave`), and their ratio."""
+    from capture_overhead import interleave
+
     import crossattn
 
     conditions = {"untraced": contextlib.nullcontext, "traced": lambda: crossattn.trace(pipe)}
-    for make in conditions.values():  # warm-up
-        with make():
-            run_once(pipe, 2, size)
-    times = {name: [] for name in conditions}
-    for _ in range(repeats):
-        for name, make in conditions.items():
-            with make():
-                times[name].append(run_once(pipe, steps, size))
+    times = interleave(conditions, lambda n: run_once(pipe, n, size), steps, repeats)
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {**medians, "ratio": medians["traced"] / medians["untraced"]}
 

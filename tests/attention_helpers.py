@@ -7,7 +7,7 @@ import torch
 
 from .conftest import generator, tiny_config
 
-__all__ = ["PROMPT", "generator", "sd15_unet", "sdxl_unet", "tiny_sd_pipeline"]
+__all__ = ["PROMPT", "generator", "sd15_unet", "sdxl_unet", "tiny_sd_pipeline", "tiny_vae"]
 
 PROMPT = "a red circle left of a blue square"
 
@@ -55,15 +55,11 @@ def sdxl_unet():
     )
 
 
-def tiny_sd_pipeline():
-    """diffusers' own ``StableDiffusionPipeline`` from tiny random parts and the shipped tokenizer."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+def tiny_vae(**overrides):
+    """A two-level ``AutoencoderKL`` (``vae_scale_factor`` 2), 4 latent channels, channels 8."""
+    from diffusers import AutoencoderKL
 
-    from crossattn.models.model import build_text_encoder
-    from crossattn.models.tokenizer import load_tokenizer
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
+    values = dict(
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 8),
@@ -71,8 +67,21 @@ def tiny_sd_pipeline():
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
         norm_num_groups=4,
-        sample_size=16,
+        sample_size=32,
     )
+    values.update(overrides)
+    return AutoencoderKL(**values)
+
+
+def tiny_sd_pipeline():
+    """diffusers' own ``StableDiffusionPipeline`` from tiny random parts and the shipped tokenizer."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from crossattn.models.model import build_text_encoder
+    from crossattn.models.tokenizer import load_tokenizer
+
+    torch.manual_seed(0)
+    vae = tiny_vae(sample_size=16)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=build_text_encoder(tiny_config()),

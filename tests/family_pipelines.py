@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .attention_helpers import sdxl_unet, tiny_sd_pipeline
+from .attention_helpers import sdxl_unet, tiny_sd_pipeline, tiny_vae
 from .conftest import generator, tiny_config
 
 __all__ = [
@@ -173,24 +173,6 @@ def t5_encoder(d_model: int = 32, vocab_size: int = T5_VOCAB_SIZE):
         decoder_start_token_id=0,
     )
     return T5EncoderModel(config)
-
-
-def tiny_vae(**overrides):
-    """A two-level ``AutoencoderKL`` (``vae_scale_factor`` 2), 4 latent channels, channels 8."""
-    from diffusers import AutoencoderKL
-
-    values = dict(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    values.update(overrides)
-    return AutoencoderKL(**values)
 
 
 #: SD3's and Flux's VAEs: no quant convs, latents shifted and scaled (the values of diffusers' own SD3/Flux tests).
