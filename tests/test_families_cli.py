@@ -111,3 +111,22 @@ def test_bfloat16_on_cpu(family_dir, tmp_path):
     assert main([*args, *SIZE, "--maps", "--out", str(tmp_path), "--quiet"]) == 0
     maps = AttentionMaps.load(tmp_path / "a-red-circle-0-0.maps.safetensors")
     assert maps.word_map("circle").shape == (64, 96) and torch.isfinite(maps.word_map("circle")).all()
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3", "flux"])
+def test_maps_of_a_given_image_on_every_family(family_dir, name, picture, tmp_path):
+    """``maps --image``: diffusers' img2img pipeline of the family (same modules) denoises the image under the trace."""
+    args = ["maps", "a red circle", "--image", str(picture), "--model", str(family_dir(name)), "--steps", "4"]
+    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 0
+    stem = tmp_path / "a-red-circle-scene-0"
+    maps = AttentionMaps.load(stem.with_suffix(".maps.safetensors"))
+    size = Image.open(stem.with_suffix(".png")).size
+    assert maps.image_size == size[::-1] and maps.num_steps == 2 and maps.words == ["a", "red", "circle"]
+    assert json.loads(stem.with_suffix(".json").read_text())["given_image"]["mode"] == "denoise"
+
+
+def test_draws_mode_on_a_joint_model_is_one_line(family_dir, picture, tmp_path, capsys):
+    args = ["maps", "a red circle", "--image", str(picture), "--model", str(family_dir("sd3")), "--samples", "2"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert "the draws mode reads U-Net pipelines" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -31,27 +31,30 @@ def t5_tokens(tokenizer, prompt: str, length: int) -> list[str]:
     return tokenizer.convert_ids_to_tokens(ids)
 
 
-def joint_tokens(pipe, prompt: str, max_sequence_length: int) -> tuple[list[str], list[str]]:
-    """Tokens and their encoders, one per text key of an SD3 or Flux pipeline's joint attention."""
+def joint_tokens(pipe, prompt: str, text_length: int) -> tuple[list[str], list[str]]:
+    """Tokens and their encoders, one per text key of an SD3 or Flux pipeline's joint attention;
+    ``text_length``: how many text keys there are (the T5 part is what the CLIP part leaves)."""
     if hasattr(pipe, "tokenizer_3"):  # SD3: CLIP (padded), then T5 (or zeros)
         clip = clip_tokens(pipe.tokenizer, prompt, pad=True)
+        length = text_length - len(clip)
         if pipe.tokenizer_3 is not None and getattr(pipe, "text_encoder_3", None) is not None:
-            t5, t5_name = t5_tokens(pipe.tokenizer_3, prompt, max_sequence_length), "t5"
+            t5, t5_name = t5_tokens(pipe.tokenizer_3, prompt, length), "t5"
         else:
-            t5, t5_name = ["<pad>"] * max_sequence_length, NO_ENCODER
+            t5, t5_name = ["<pad>"] * length, NO_ENCODER
         return clip + t5, ["clip"] * len(clip) + [t5_name] * len(t5)
-    t5 = t5_tokens(pipe.tokenizer_2, prompt, max_sequence_length)  # Flux
+    t5 = t5_tokens(pipe.tokenizer_2, prompt, text_length)  # Flux
     return t5, ["t5"] * len(t5)
 
 
-def prompt_tokens(pipe, tokenizer, prompt: str | None, joint: bool, max_sequence_length: int | None):
+def prompt_tokens(pipe, tokenizer, prompt: str | None, joint: bool, text_length: int | None):
     """``(tokens, encoders)`` of ``prompt``: the keys' tokens, and for joint models each one's encoder
     (None for U-Net models, whose keys are all the CLIP tokenizer's). ``pipe``: the pipeline (None for
-    a bare denoiser). ``(None, None)`` when the prompt or a tokenizer is unknown."""
+    a bare denoiser); ``text_length``: the joint attention's text keys. ``(None, None)`` when the prompt or
+    a tokenizer is unknown."""
     if prompt is None:
         return None, None
     if joint:  # a bare transformer has no tokenizers
-        return joint_tokens(pipe, prompt, max_sequence_length) if pipe is not None else (None, None)
+        return joint_tokens(pipe, prompt, text_length) if pipe is not None else (None, None)
     if tokenizer is None:
         return None, None
     return clip_tokens(tokenizer, prompt), None
@@ -66,6 +69,8 @@ def prompt_words(pipe, prompt: str) -> list[str]:
     from .words import primary_words
 
     length = inspect.signature(type(pipe).__call__).parameters.get("max_sequence_length")
-    length = None if length is None else length.default
+    length = None if length is None else length.default  # T5's length; SD3's CLIP tokens come first
+    if length is not None and hasattr(pipe, "tokenizer_3"):
+        length += pipe.tokenizer.model_max_length
     tokens, encoders = prompt_tokens(pipe, pipe.tokenizer, prompt, is_joint(denoiser_of(pipe)), length)
     return [word for word, _ in primary_words(tokens or [], encoders)]

@@ -73,7 +73,6 @@ class Tracer(ProcessorHook):
         super().__init__(self.unet)
         self.joint = is_joint(self.unet)
         self.context = JointContext()
-        self.max_sequence_length: int | None = None  # the T5 length of the last call (joint models)
         self.kind = kind
         self.layers: list[LayerInfo] = select_layers(attention_layers(self.unet), kind, layers)
         self.store = AttentionStore(guidance_half, per_step=per_step, per_head=per_head)
@@ -154,7 +153,6 @@ class Tracer(ProcessorHook):
             return  # the pipeline itself will report the bad call
         bound.apply_defaults()
         arguments = bound.arguments
-        self.max_sequence_length = arguments.get("max_sequence_length")
         prompt = arguments.get("prompt")
         per_prompt = arguments.get("num_images_per_prompt") or 1
         if prompt is None:  # called with prompt_embeds: the images are known, their words are not
@@ -244,7 +242,7 @@ class Tracer(ProcessorHook):
                 source = self.negative_prompts if half == "uncond" else self.prompts
                 prompt = source[i % len(self.prompts)]
             pipe = self.pipe if self.pipe is not self.unet else None
-            tokens, encoders = prompt_tokens(pipe, self.tokenizer, prompt, self.joint, self.max_sequence_length)
+            tokens, encoders = prompt_tokens(pipe, self.tokenizer, prompt, self.joint, self.context.text_length)
             images.append({"prompt": prompt, "tokens": tokens, "half": half})
             if encoders is not None:  # joint models: which encoder made each token
                 images[-1]["encoders"] = encoders

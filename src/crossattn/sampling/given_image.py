@@ -41,11 +41,10 @@ class ImageMaps:
 
 
 def model_image_size(pipe) -> tuple[int, int]:
-    """(height, width) of the images ``pipe`` draws by default: the U-Net's sample size × the VAE factor."""
-    size = pipe.unet.config.sample_size
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    scale = getattr(pipe, "vae_scale_factor", 1)
-    return h * scale, w * scale
+    """(height, width) of the images ``pipe`` draws by default (:func:`crossattn.sampling.sizes.default_size`)."""
+    from .sizes import default_size
+
+    return default_size(pipe)
 
 
 def read_image(path: str | Path):
@@ -94,7 +93,8 @@ def given_picture(pipe, image):
 
 def image_latents(pipe, image):
     """The model's input for ``image`` (PIL at the model's size): ``(1, C, h, w)``, the pixels in
-    [-1, 1], or for a pipeline with a VAE their latents (``latent_dist.mean × scaling_factor``)."""
+    [-1, 1], or for a pipeline with a VAE their latents (``(latent_dist.mean − shift_factor) ×
+    scaling_factor``; SD3's and Flux's VAEs shift, SD's do not)."""
     import torch
 
     pixels = pipe.image_processor.preprocess(image)  # (1, 3, H, W) in [-1, 1]
@@ -103,7 +103,7 @@ def image_latents(pipe, image):
         return pixels.to(pipe.device, pipe.unet.dtype)
     with torch.no_grad():
         latents = vae.encode(pixels.to(pipe.device, vae.dtype)).latent_dist.mean  # (1, C, H/f, W/f)
-    return latents * vae.config.scaling_factor
+    return (latents - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
 
 
 def to_picture(pipe, latents):
@@ -162,18 +162,21 @@ def draws(pipe, tracer, latents, prompt: str, t, samples: int, generator):
 
 def denoise(pipe, tracer, latents, prompt: str, strength: float, generator, settings: dict[str, Any]):
     """The img2img run under the tracer: our pipeline's ``image=`` / ``strength=``, diffusers'
-    ``AutoPipelineForImage2Image`` (same components) for any other; returns the PIL output."""
+    ``AutoPipelineForImage2Image`` (same components; SD3's and Flux's too) for any other. Returns the
+    PIL output and the first timestep it denoised from."""
     from ..models.pipeline import CrossAttnPipeline
 
     common = dict(image=latents, strength=strength, generator=generator, output_type="pil", **settings)
     if isinstance(pipe, CrossAttnPipeline):
-        return pipe(prompt, relation_guidance=0, **common).images[0]
+        return pipe(prompt, relation_guidance=0, **common).images[0], None
     from diffusers import AutoPipelineForImage2Image
 
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)  # the same modules: the tracer's processors stay
     img2img.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     tracer.start_call([prompt], settings.get("negative_prompt"))
-    return img2img(prompt, **common).images[0]
+    image = img2img(prompt, **common).images[0]
+    scheduler = img2img.scheduler  # img2img starts at its begin index (the strength's share of the steps)
+    return image, scheduler.timesteps[getattr(scheduler, "begin_index", None) or 0]
 
 
 def maps_of_image(
@@ -202,15 +205,24 @@ def maps_of_image(
 
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise ValueError(f"samples {samples!r} is not accepted; give a whole number >= 1, or None to denoise")
+    joint = getattr(pipe, "unet", None) is None  # SD3, Flux: flow-matching schedulers, no ᾱ for draws
+    if joint and samples is not None:
+        raise ValueError(
+            f"samples={samples}: the draws mode reads U-Net pipelines (noise at one ᾱ); {type(pipe).__name__} "
+            "reads a given image by denoising it (samples=None)"
+        )
     given, notes = given_picture(pipe, image)
     latents = image_latents(pipe, given)
-    pipe.scheduler.set_timesteps(num_inference_steps)
-    t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
+    t = None
+    if not joint:  # Flux's scheduler sets its steps only with the image's size (mu): img2img says where it began
+        pipe.scheduler.set_timesteps(num_inference_steps)
+        t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
     settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
     settings["negative_prompt"] = negative_prompt
     with trace(pipe, **trace_kwargs) as tracer:
         if samples is None:
-            denoised = denoise(pipe, tracer, latents, prompt, strength, generator, settings)
+            denoised, began = denoise(pipe, tracer, latents, prompt, strength, generator, settings)
+            t = t if began is None else began
         else:
             denoised = to_picture(pipe, draws(pipe, tracer, latents, prompt, t, samples, generator))
     mode = "denoise" if samples is None else "draws"
