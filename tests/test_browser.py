@@ -3,7 +3,8 @@
 machine refused and recorded: both pages must work offline.
 
 Served page: type a prompt, press Generate, wait for the image and the word overlays, click a pixel,
-see the self-attention panel and the words that pixel reads. Upload an image through the file input:
+see the self-attention panel and the words that pixel reads; on the tiny crossattn U-Net, and on a
+tiny Flux folder (an MM-DiT: joint attention) served by ``crossattn serve --model`` at a non-square size. Upload an image through the file input:
 its maps appear with the conversion notes as warnings, the downloads are ``maps --image``'s, and the
 edit box shows reconstruction, edited and plain with the PSNR. ``.maps.html``: switch word and step,
 and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file's uint8 storage).
@@ -11,14 +12,18 @@ and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from crossattn.attention.trace import trace
 
-from .conftest import generator
+from .conftest import free_port, generator
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -162,4 +167,64 @@ def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
     drawn = page.evaluate("crossattnMap('circle', 0, -1, -1)")
     truth = maps.word_map("circle", layers=name)
     assert torch.allclose(torch.tensor(drawn).view_as(truth), truth, atol=2e-3 * float(truth.max()) + 1e-6)
+    assert page.external == []
+
+
+@pytest.fixture
+def served_flux(family_dir, tmp_path):
+    """``crossattn serve --model FLUX --height 64 --width 96`` in its own process; its URL."""
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "crossattn.cli", "serve", "--model", str(family_dir("flux"))]
+    command += ["--height", "64", "--width", "96", "--port", str(free_port()), "--threads", "2"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield _served_url(process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _served_url(process, log, timeout_s: float = 120.0) -> str:
+    """The URL of ``serve``'s "crossattn serve: URL (...)" line, once it is printed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"crossattn serve: (http://\S+) \(", log.read_text())
+        if found:
+            return found.group(1)
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.2)
+    raise AssertionError(f"serve did not start in {timeout_s:.0f} s:\n{log.read_text()}")
+
+
+def test_served_flux_folder_non_square_click_near_the_right_edge(served_flux, page, tmp_path):
+    page.goto(served_flux)
+    page.fill("#prompt textarea", PROMPT)
+    page.fill("#steps input", "2")
+    page.click("#generate")
+    page.wait_for_selector("#image img", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=30_000)
+    captions = page.locator("#overlays").inner_text()
+    assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
+    page.wait_for_function("document.querySelector('#image img').complete")
+    shown = page.evaluate(
+        "[document.querySelector('#image img').naturalWidth, document.querySelector('#image img').naturalHeight]"
+    )
+    assert shown[0] * 64 == shown[1] * 96  # the 96x64 image, scaled up as a whole
+
+    box = page.locator("#image img").bounding_box()
+    page.locator("#image img").click(position={"x": box["width"] * 0.98, "y": box["height"] * 0.5})
+    page.wait_for_selector("#pixel img", timeout=30_000)
+    page.wait_for_function("document.querySelector('#reads').innerText.includes('image tokens')", timeout=30_000)
+    x, y = map(
+        int, re.search(r"self-attention of pixel \((\d+), (\d+)\)", page.locator("#pixel").inner_text()).groups()
+    )
+    assert 92 <= x <= 95 and 28 <= y <= 35
+    reads = page.locator("#reads").inner_text()
+    assert "joint attention" in reads and "square" in reads
+    page.screenshot(path=str(tmp_path / "serve-flux.png"), full_page=True)
     assert page.external == []

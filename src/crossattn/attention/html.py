@@ -134,10 +134,10 @@ h1{font-size:18px;margin:0 0 12px}
 .controls{display:flex;gap:16px;flex-wrap:wrap;align-items:center;margin-bottom:12px}
 label{font-size:13px}
 canvas{image-rendering:pixelated;border:1px solid #ccc;background:#000}
-#main{width:320px;height:320px}
+#main{width:320px;height:auto}
 .thumbs{display:flex;gap:8px;flex-wrap:wrap;margin-top:12px}
 .thumb{text-align:center;font-size:12px;cursor:pointer}
-.thumb canvas{width:96px;height:96px}
+.thumb canvas{width:96px;height:auto}
 .thumb.on canvas{outline:3px solid #e66}
 #info{font-size:13px;margin:6px 0}
 </style></head><body>
@@ -228,7 +228,7 @@ function render() {
   const thumbs = $("thumbs"); thumbs.innerHTML = "";
   D.words.forEach((w, i) => { const div = document.createElement("div"), c = document.createElement("canvas");
     div.className = "thumb" + (i === wi ? " on" : ""); div.dataset.word = w[0];
-    const t = draw(c, wordMap(i, li, head, step)); div.append(c, document.createElement("br"), w[0] + " (max " + t.toFixed(2) + ")");
+    const t = draw(c, wordMap(i, li, head, step)); div.append(c, document.createElement("br"), w[0] + " (max " + (t >= 0.005 ? t.toFixed(2) : t.toPrecision(2)) + ")");
     div.onclick = () => { $("word").value = i; render(); }; thumbs.appendChild(div); });
   document.body.dataset.rendered = [wi, li, head, step].join(",");
 }

@@ -1,7 +1,8 @@
 """``crossattn serve``: the web explorer (a Gradio page) on http://127.0.0.1:7860.
 
-The model loads once, before the server starts; the page then answers at once. Gradio is imported
-here only, so no other command pays for it. Prints one line when serving:
+The model loads once, before the server starts (``--dtype`` on ``--device``; images are sampled
+at ``--height`` × ``--width``, checked against the model then); the page then answers at once.
+Gradio is imported here only, so no other command pays for it. Prints one line when serving:
 ``crossattn serve: http://127.0.0.1:7860 (Gradio imported in .. s, model loaded in .. s, ready .. s
 after start, .. s after the model)``.
 """
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
 
     imported = time.perf_counter()
-    explorer = Explorer.load(args.model, args.lora, args.device)
+    explorer = Explorer.load(args.model, args.lora, args.device, dtype=args.dtype, height=args.height, width=args.width)
     loaded = time.perf_counter()
     app = build_app(explorer)
     _, url, _ = launch(app, host=args.host, port=args.port, block=False)

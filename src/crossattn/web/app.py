@@ -29,9 +29,30 @@ INTRO = (
 MODEL = "model"  # the concurrency group of every event that runs the model: one at a time (shared U-Net)
 
 
+def _size_inputs(explorer: Explorer) -> list:
+    """Height and width in pixels; 0: the server's size (``serve --height/--width``, or the model's own).
+    0 rather than empty: Gradio's number box sends 0 when left empty."""
+    from ..sampling.sizes import size_multiple
+
+    multiple = size_multiple(explorer.pipe)
+    with gr.Row():
+        return [
+            gr.Number(
+                label=side,
+                value=0,
+                precision=0,
+                minimum=0,
+                info=f"pixels, a multiple of {multiple}; 0 = the server's {own}",
+                elem_id=side,
+            )
+            for side, own in (("height", explorer.height), ("width", explorer.width))
+        ]
+
+
 def _inputs(explorer: Explorer) -> list:
-    """The nine ``/generate`` inputs, in the API's parameter order, with the CLI's defaults; the optional
-    upload and its strength come last, so API calls written for the first seven still work."""
+    """The eleven ``/generate`` inputs, in the API's parameter order, with the CLI's defaults; the optional
+    upload and its strength, then height and width, come last, so API calls written for the first seven
+    (or nine) still work."""
     own = type(explorer.scheduler).__name__
     d = SamplingConfig()
     prompt = gr.Textbox(label="prompt", value="", placeholder="a red circle left of a blue square", elem_id="prompt")
@@ -47,6 +68,7 @@ def _inputs(explorer: Explorer) -> list:
         value=DEFAULT_SCHEDULER,
         label="scheduler",
     )
+    size = _size_inputs(explorer)
     with gr.Row():
         upload = gr.Image(
             label="image to read (optional)",  # the intro says what it does; a long label covers the buttons
@@ -65,7 +87,7 @@ def _inputs(explorer: Explorer) -> list:
             info="with an image: how far it is noised, (0, 1]",
             elem_id="strength",
         )
-    return [prompt, negative, seed, steps, guidance, scheduler, relation, upload, strength]
+    return [prompt, negative, seed, steps, guidance, scheduler, relation, upload, strength, *size]
 
 
 def _edit_box() -> tuple[list, object, list]:

@@ -53,7 +53,7 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     from ..sampling.given_edit import edit_image
     from ..steering.editing import edit
 
-    request = request.check(explorer.pipe.tokenizer, explorer.max_length)
+    request = explorer.check(request)  # checked, at the server's size unless it names its own
     target = check_prompt(target, "edit-to prompt", explorer.pipe.tokenizer, explorer.max_length)
     warn_unknown_words([request.prompt, target], explorer.vocabulary)
     pipe = explorer.request_pipe(request.scheduler)
@@ -64,7 +64,8 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     )
     if request.image is None:
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        result = edit(pipe, request.prompt, target, generator=generator, **common)
+        size = dict(height=request.height, width=request.width)
+        result = edit(pipe, request.prompt, target, generator=generator, **common, **size)
         return Edited(result.source, result.edited, result.plain, request.prompt, target)
     steps = NULL_TEXT_STEPS if null_text else 0
     done = edit_image(pipe, request.image, request.prompt, target, null_text_steps=steps, **common)

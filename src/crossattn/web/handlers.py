@@ -1,7 +1,8 @@
 """The Gradio request functions. :meth:`Handlers.generate` is the ``/generate`` API endpoint: its
 parameter names are the API's (``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
-``scheduler``, ``relation_guidance``, then ``image`` and ``strength``, both optional) and its first
-output is the image. :meth:`Handlers.edit` is ``/edit``: the edit box.
+``scheduler``, ``relation_guidance``, then ``image`` and ``strength``, and ``height`` and ``width``,
+all optional: a size None or 0 samples at the server's) and its first output is the image.
+:meth:`Handlers.edit` is ``/edit``: the edit box.
 
 A user mistake (empty or too long prompt, steps 0, an unknown scheduler, ...) is a ``ValueError`` in
 the library; here it becomes ``gr.Error``, which Gradio shows as a message in the page (and returns
@@ -56,11 +57,16 @@ class Handlers:
         relation_guidance: float = 50.0,
         image=None,
         strength: float = 0.5,
+        height: float | None = None,
+        width: float | None = None,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's way to ask for a progress bar)
     ):
-        """Sample one traced image (or read the uploaded ``image``: its maps, noised by ``strength``);
-        returns the image, word overlays, grid, step and head views, files, state."""
-        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance, image, strength)
+        """Sample one traced image at ``height`` × ``width`` pixels (None or 0: the server's size), or read the
+        uploaded ``image`` (its maps, noised by ``strength``); returns the image, word overlays, grid, step
+        and head views, files, state."""
+        request = Request(
+            prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance, image, strength, height, width
+        )
         progress(0, desc="sampling" if image is None else "reading the image")
         result = _shown(self.explorer.run, request)
         progress(1.0, desc="drawing")
@@ -139,5 +145,5 @@ class Handlers:
         panel = render.pixel_panel(result.self_mean, result.image, x, y)
         words = render.pixel_words(result.cross, x, y)
         return gr.Image(value=panel, label=f"self-attention of pixel ({x}, {y}): where it looks"), gr.Label(
-            value=words, label=f"cross-attention of pixel ({x}, {y}): what it reads"
+            value=words, label=render.reads_label(result.cross, x, y)
         )

@@ -2,21 +2,39 @@
 layer × word grid, a pixel's self-attention map and the words that pixel reads.
 
 Overlays are ``viz.heat_frame`` (the colour map and blend of the CLI's GIF frames), each scaled to
-its own maximum as everywhere in crossattn; the grid has the panels of the CLI's ``.grid.png``. Self- versus cross-attention: a pixel's self-attention row is a map over the image
-(where it looks, O((HW)²) to compute); its cross-attention row is a distribution over the prompt's
-tokens (what it reads, O(HW·T)).
+its own maximum as everywhere in crossattn, so the small maps of joint-attention models (SD3, Flux:
+the image→text block of one softmax over text and image tokens) show as clearly as a U-Net's; the
+grid has the panels of the CLI's ``.grid.png``. Self- versus cross-attention: a pixel's self-attention
+row is a map over the image (where it looks, O((HW)²) to compute); its cross-attention row is a
+distribution over the prompt's tokens (what it reads, O(HW·T)).
+
+Every picture of one image is drawn at one display scale (:func:`display_scale`): 8× for the small
+images of crossattn's models, less for bigger ones; a click on the image maps back through it.
 """
 
 from __future__ import annotations
 
 SCALE = 8  # 32×32 images are shown 256×256, nearest neighbour
+DISPLAY = 512  # pixels: bigger images are shown at a smaller scale (down to 1×), not 8× their size
+IMAGE_TOKENS = "<image tokens>"  # joint models: the share of a pixel's attention that stays in the image
 
 
-def upscaled(image, scale: int = SCALE):
-    """The image ``scale``× larger, nearest neighbour (pixels stay square)."""
+def display_scale(image) -> int:
+    """How many times larger ``image`` is shown: :data:`SCALE`, less when that would pass :data:`DISPLAY`."""
+    return max(1, min(SCALE, DISPLAY // max(image.width, image.height)))
+
+
+def upscaled(image, scale: int | None = None):
+    """The image ``scale``× (default :func:`display_scale`) larger, nearest neighbour (pixels stay square)."""
     from PIL import Image
 
+    scale = display_scale(image) if scale is None else scale
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def _value(x: float) -> str:
+    """Two decimals, or two significant digits where that would read 0.00 (joint models' maps)."""
+    return f"{x:.2f}" if abs(x) >= 0.005 or x == 0 else f"{x:.2g}"
 
 
 def word_overlays(maps, image, step=None, head=None, layers=None) -> list[tuple[object, str]]:
@@ -24,9 +42,10 @@ def word_overlays(maps, image, step=None, head=None, layers=None) -> list[tuple[
     from .. import viz
 
     panels = []
+    scale = display_scale(image)
     for word in dict.fromkeys(maps.words_for(0)):
         heat = maps.word_map(word, layers=layers, step=step, head=head)  # (H, W)
-        panels.append((viz.heat_frame(heat, image, scale=SCALE), f"{word} {float(heat.max()):.2f}"))
+        panels.append((viz.heat_frame(heat, image, scale=scale), f"{word} {_value(float(heat.max()))}"))
     return panels
 
 
@@ -49,8 +68,9 @@ def head_overlays(maps, image, layer: str) -> list[tuple[object, str]]:
     return panels
 
 
-def layer_grid(maps, image, tile: int = 4):
-    """The layer × word grid (rows: cross-attention layers with their resolution; columns: words).
+def layer_grid(maps, image, tile: int | None = None):
+    """The layer × word grid (rows: cross-attention layers with their resolution; columns: words),
+    each panel ``tile``× the image (default: half its display scale).
 
     The same panels as the CLI's ``.grid.png`` (``viz.layer_word_grid``), tiled with Pillow: a
     matplotlib figure of 7 × 7 axes takes ~2.5 s on a CPU, this ~0.1 s.
@@ -59,27 +79,36 @@ def layer_grid(maps, image, tile: int = 4):
 
     from .. import viz
 
+    tile = max(1, display_scale(image) // 2) if tile is None else tile
     words = list(dict.fromkeys(maps.words_for(0)))
     names = maps.select(None, "cross")
-    side = image.width * tile
+    across, down = image.width * tile + 4, image.height * tile + 4  # one panel and its gap
     font = ImageFont.load_default(size=13)
     left, top = 110, 22
-    grid = Image.new("RGB", (left + len(words) * (side + 4), top + len(names) * (side + 4)), "white")
+    grid = Image.new("RGB", (left + len(words) * across, top + len(names) * down), "white")
     draw = ImageDraw.Draw(grid)
     for col, word in enumerate(words):
-        draw.text((left + col * (side + 4) + 4, 4), word, fill="black", font=font)
+        draw.text((left + col * across + 4, 4), word, fill="black", font=font)
     for row, name in enumerate(names):
-        y = top + row * (side + 4)
-        label = f"{viz._short(name)}\n{maps.meta['layers'][name]['resolution']}px"
-        draw.multiline_text((4, y + side // 2 - 14), label, fill="black", font=font)
+        y = top + row * down
+        label = f"{viz._short(name)}\n{_resolution(maps.meta['layers'][name])}"
+        draw.multiline_text((4, y + (down - 4) // 2 - 14), label, fill="black", font=font)
         for col, word in enumerate(words):
             heat = maps.word_map(word, layers=name)  # (H, W), this layer only
-            grid.paste(viz.heat_frame(heat, image, scale=tile), (left + col * (side + 4), y))
+            grid.paste(viz.heat_frame(heat, image, scale=tile), (left + col * across, y))
     return grid
 
 
-def to_pixel(index, image, scale: int = SCALE) -> tuple[int, int]:
-    """A click at ``index`` = ``[x, y]`` on the upscaled image → the model image's pixel ``(x, y)``."""
+def _resolution(info: dict) -> str:
+    """A layer's map size: ``16px`` when square, ``16x24`` (height × width) when not."""
+    h, w = info.get("height", info["resolution"]), info.get("width", info["resolution"])
+    return f"{info['resolution']}px" if h == w else f"{h}x{w}"
+
+
+def to_pixel(index, image) -> tuple[int, int]:
+    """A click at ``index`` = ``[x, y]`` on the shown image (:func:`upscaled`) → the image's pixel ``(x, y)``:
+    x through its width, y through its height (one display scale; checked against each side)."""
+    scale = display_scale(image)
     x, y = (int(v) // scale for v in index)
     if not (0 <= x < image.width and 0 <= y < image.height):
         raise ValueError(f"pixel ({x}, {y}) is outside the {image.width}x{image.height} image")
@@ -87,27 +116,61 @@ def to_pixel(index, image, scale: int = SCALE) -> tuple[int, int]:
 
 
 def pixel_panel(self_maps, image, x: int, y: int):
-    """Where pixel (x, y) looks: its self-attention map over the image, the pixel marked with a cross."""
+    """Where pixel (x, y) looks: its self-attention map over the image (scaled to its own max; on joint
+    models the image→image block of the joint softmax), the pixel marked with a cross."""
     from PIL import ImageDraw
 
     from .. import viz
 
-    frame = viz.heat_frame(self_maps.pixel_map(x, y), image, scale=SCALE)
+    scale = display_scale(image)
+    frame = viz.heat_frame(self_maps.pixel_map(x, y), image, scale=scale)
     draw = ImageDraw.Draw(frame)
-    cx, cy, r = x * SCALE + SCALE // 2, y * SCALE + SCALE // 2, SCALE * 2
+    cx, cy, r = x * scale + scale // 2, y * scale + scale // 2, SCALE * 2  # a 32-px cross
     for width, colour in ((5, "black"), (2, "white")):
         draw.line((cx - r, cy, cx + r, cy), fill=colour, width=width)
         draw.line((cx, cy - r, cx, cy + r), fill=colour, width=width)
     return frame
 
 
+def joint(cross_maps) -> bool:
+    """Whether the maps come from a joint-attention model (SD3, Flux: tokens named by encoder)."""
+    return cross_maps.encoders_for(0) is not None
+
+
 def pixel_words(cross_maps, x: int, y: int) -> dict[str, float]:
     """What pixel (x, y) reads: its cross-attention row, summed per word (mean over layers, steps, heads).
 
-    The start token and the end/padding tokens take the rest of the probability, so the bars sum to 1.
+    U-Net models: the start token and the end/padding tokens take the rest of the probability, so the
+    bars sum to 1. Joint models (one softmax over text and image tokens): each word's probability (all
+    its tokens, every encoder's), the other text tokens' (start, end, padding) and the image tokens'
+    (the pixel's self-attention), which together sum to 1.
     """
-    row = {"<start>": float(cross_maps.token_map(0)[y, x])}
-    for word in dict.fromkeys(cross_maps.words_for(0)):
-        row[word] = float(cross_maps.word_map(word)[y, x])
-    row["<end>/padding"] = max(0.0, 1.0 - sum(row.values()))
-    return row
+    words = {word: float(cross_maps.word_map(word)[y, x]) for word in dict.fromkeys(cross_maps.words_for(0))}
+    if not joint(cross_maps):
+        row = {"<start>": float(cross_maps.token_map(0)[y, x]), **words}
+        row["<end>/padding"] = max(0.0, 1.0 - sum(row.values()))
+        return row
+    text = float(text_share(cross_maps)[y, x])
+    other = max(0.0, text - sum(words.values()))
+    return {**words, "<other text tokens>": other, IMAGE_TOKENS: max(0.0, 1.0 - text)}
+
+
+def text_share(cross_maps):
+    """``(H, W)``: the probability each pixel gives all text tokens together, as :meth:`word_map` would
+    give a word made of every token (mean over layers, steps and heads); 1 on U-Net models."""
+    import torch
+    import torch.nn.functional as F
+
+    maps = []
+    for name in cross_maps.cross_layers:
+        info = cross_maps.meta["layers"][name]
+        total = cross_maps.attention(name).sum(-1).view(1, 1, info["height"], info["width"])  # (N,) → (1, 1, h, w)
+        maps.append(F.interpolate(total.float(), size=cross_maps.image_size, mode="bilinear", align_corners=False))
+    return torch.stack(maps).mean(0)[0, 0]  # (H, W)
+
+
+def reads_label(cross_maps, x: int, y: int) -> str:
+    """The title of pixel (x, y)'s word bars: which attention they are (joint models: one softmax over
+    text and image tokens, so the bars include ``<image tokens>``, the share that stays in the image)."""
+    kind = "joint attention" if joint(cross_maps) else "cross-attention"
+    return f"{kind} of pixel ({x}, {y}): what it reads"

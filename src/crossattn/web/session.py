@@ -1,9 +1,12 @@
 """One traced sampling per request, and the files ``crossattn generate --maps`` writes for it.
 
-The model loads once (:meth:`Explorer.load`); every request gets its own pipeline object (sharing
-the loaded U-Net and text encoder) with a fresh scheduler and its own tracer, so a request's maps
-and scheduler state never leak into another's. Requests that trace are serialised by the Gradio
-queue (the tracer installs processors on the shared U-Net; a second trace at once is an error).
+The model loads once (:meth:`Explorer.load`; any family: SD-1.5, SDXL, SD3, Flux, crossattn); every
+request gets its own pipeline object (sharing the loaded denoiser and text encoders) with a fresh
+scheduler and its own tracer, so a request's maps and scheduler state never leak into another's.
+The server samples at one size (``serve --height/--width``, checked once at load; default the
+model's own); a request may name another, checked against the model as ``generate`` checks it.
+Requests that trace are serialised by the Gradio queue (the tracer installs processors on the
+shared denoiser; a second trace at once is an error).
 
 Byte-for-byte the same files as the CLI: the request records cross-attention per step and per head
 (for the step slider and head view) and self-attention (for the pixel view), then replays the
@@ -17,6 +20,7 @@ from the same :class:`~crossattn.sampling.SamplingRequest` the CLI builds.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -33,6 +37,7 @@ MAX_STEPS = 200
 MAX_PROMPT_CHARS = 1000
 KEEP_REQUESTS = 32  # request folders kept on disk (older ones are removed)
 UPLOAD = "upload.png"  # an uploaded image, as received, in its request folder (the CLI's --image FILE)
+MAX_SIDE = 4096  # pixels: a bigger side is refused before the model would run out of memory
 
 
 def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
@@ -65,6 +70,8 @@ class Request:
     relation_guidance: float = SamplingConfig.relation_guidance
     image: object = None  # an uploaded PIL image: its maps instead of a sampled image's
     strength: float = DEFAULT_STRENGTH  # with image: how far it is noised, in (0, 1] (maps --image --strength)
+    height: int | None = None  # pixels; None or 0: the server's size (Explorer.check fills it in)
+    width: int | None = None
 
     def check(self, tokenizer, max_length: int) -> Request:
         """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted."""
@@ -72,6 +79,11 @@ class Request:
         if self.scheduler not in (DEFAULT_SCHEDULER, *SCHEDULER_NAMES):
             raise ValueError(
                 f"unknown scheduler {self.scheduler!r}; choices: {DEFAULT_SCHEDULER}, {', '.join(SCHEDULER_NAMES)}"
+            )
+        if self.image is not None and (self.height or self.width):
+            raise ValueError(
+                f"height {self.height!r} / width {self.width!r} with an image: an uploaded image is read at the "
+                "model's own size; leave height and width at 0 (or None)"
             )
         return Request(
             prompt=self.prompt,
@@ -83,13 +95,17 @@ class Request:
             relation_guidance=_number(self.relation_guidance, "relation guidance", 0.0, 1e6),
             image=_picture(self.image),
             strength=DEFAULT_STRENGTH if self.image is None else _strength(self.strength),
+            height=_side(self.height, "height"),
+            width=_side(self.width, "width"),
         )
 
     def sampling_request(self, out: Path, image: Path | None = None) -> SamplingRequest:
         """The request ``crossattn generate --maps`` builds for these settings, writing to ``out`` (with
-        ``image``, the uploaded image's file: ``crossattn maps --image``'s, relation guidance off); its maps
-        record self-attention and per-step, per-head detail for the page (the files get the plain ones)."""
-        given = {"image": image, "strength": self.strength} if image is not None else {}
+        ``image``, the uploaded image's file: ``crossattn maps --image``'s, relation guidance off, the model's
+        own size); its maps record self-attention and per-step, per-head detail for the page (the files get
+        the plain ones)."""
+        sized = {"height": self.height, "width": self.width}
+        given = {"image": image, "strength": self.strength} if image is not None else sized
         return SamplingRequest(
             prompts=(self.prompt,),
             negative_prompt=self.negative_prompt or None,
@@ -108,6 +124,12 @@ def _whole(value, name: str, low: int, high: int) -> int:
     if value is None or isinstance(value, bool) or not float(value).is_integer() or not low <= value <= high:
         raise ValueError(f"{name} {value!r} is not accepted; give a whole number from {low} to {high}")
     return int(value)
+
+
+def _side(value, name: str) -> int | None:
+    """None (the server's size; 0 says the same, as the page's number box sends it) or a whole number of
+    pixels; the model's multiple is checked by the explorer (:meth:`Explorer.check`)."""
+    return None if value is None or value == 0 else _whole(value, name, 0, MAX_SIDE)
 
 
 def _number(value, name: str, low: float, high: float) -> float:
@@ -150,7 +172,7 @@ class Result:
     image, ``image`` is that image as the model read it (RGB, the model's size): every view is drawn on it."""
 
     request: Request
-    image: object  # PIL image, the model's size
+    image: object  # PIL image: the request's size (an upload: the model's own)
     files: list[Path]  # .png, .json, .maps.safetensors, .maps.json, .maps.png, .maps.html (and see run_image)
     cross: object  # AttentionMaps: cross-attention, per step and per head
     self_mean: object  # AttentionMaps: self-attention, mean over steps and heads
@@ -193,10 +215,15 @@ def only(maps, kind: str):
 
 
 class Explorer:
-    """The loaded model and where request files go; :meth:`run` serves one request."""
+    """The loaded model, the size it samples at and where request files go; :meth:`run` serves one request."""
 
-    def __init__(self, pipe, model: str | ModelRef | None = None, lora: str | None = None, out=None):
+    def __init__(
+        self, pipe, model: str | ModelRef | None = None, lora: str | None = None, out=None, height=None, width=None
+    ):
+        from ..sampling.sizes import check_size
+
         self.pipe = pipe
+        self.height, self.width = check_size(pipe, height, width)  # once; None: the model's own size
         self.model_ref = model if isinstance(model, ModelRef) else ModelRef.resolve(model, lora)
         self.vocabulary = self.model_ref.vocabulary()  # words the model saw in training (None: unknown)
         self.scheduler = pipe.scheduler  # the folder's own; each request samples with a fresh copy
@@ -210,13 +237,16 @@ class Explorer:
         return self.model_ref.identity()
 
     @classmethod
-    def load(cls, model=None, lora=None, device=None, out=None) -> Explorer:
+    def load(cls, model=None, lora=None, device=None, out=None, dtype=None, height=None, width=None) -> Explorer:
+        """Load ``model`` (+ ``lora``) on ``device`` in ``dtype`` (``serve --dtype``); requests sample at
+        ``height`` × ``width`` pixels (None: the model's own). Bad values are a ``ValueError`` naming them."""
         from ..sampling import check_unet
+        from ..sampling.request import check_dtype
 
         ref = ModelRef.resolve(model, lora)
-        pipe = ref.load(device=device)
+        pipe = ref.load(device=device, dtype=check_dtype(dtype, device))
         check_unet(pipe)
-        return cls(pipe, ref, out=out)
+        return cls(pipe, ref, out=out, height=height, width=width)
 
     @property
     def max_length(self) -> int:
@@ -235,13 +265,27 @@ class Explorer:
         pipe.set_progress_bar_config(**getattr(self.pipe, "_progress_bar_config", {}))
         return pipe
 
+    def check(self, request: Request) -> Request:
+        """``request`` checked (:meth:`Request.check`), sized: the server's height and width where it names
+        none, a size the model does not take a ``ValueError`` naming it (as ``generate --height`` says).
+        An upload keeps no size (it is read at the model's own)."""
+        from ..sampling.sizes import check_size
+
+        request = request.check(self.pipe.tokenizer, self.max_length)
+        if request.image is not None:
+            return request
+        height = self.height if request.height is None else request.height
+        width = self.width if request.width is None else request.width
+        height, width = check_size(self.pipe, height, width)
+        return dataclasses.replace(request, height=height, width=width)
+
     def run(self, request: Request) -> Result:
         """Check, sample once inside a trace, write the CLI's files; bad input raises ``ValueError``.
         With ``request.image``: that image's maps instead (:meth:`run_image`)."""
         from ..models.vocabulary import warn_unknown_words
         from ..sampling import plan, sample
 
-        request = request.check(self.pipe.tokenizer, self.max_length)
+        request = self.check(request)
         warn_unknown_words([request.prompt], self.vocabulary)  # as the CLI does; the page shows it
         if request.image is not None:
             return self.run_image(request)
