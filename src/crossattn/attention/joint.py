@@ -46,10 +46,10 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[
     return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False), None
 
 
-def record_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str], sink: Sink) -> None:
-    """Hand ``sink`` the image→text (``names["cross"]``) and image→image (``names["self"]``) blocks of
-    ``softmax(q·kᵀ·scale)`` over all keys, each ``(B*H, N, K)``; ``q``, ``k``: ``(B, H, S, d)``."""
-    heads, scale = q.shape[1], q.shape[-1] ** -0.5
+def record_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str], hand) -> None:
+    """``hand(name, probs)`` the image→text (``names["cross"]``) and image→image (``names["self"]``) blocks
+    of ``softmax(q·kᵀ·scale)`` over all keys, each ``(B, H, N, K)``; ``q``, ``k``: ``(B, H, S, d)``."""
+    scale = q.shape[-1] ** -0.5
     q_img = q[:, :, image].float()  # (B, H, N, d): the image queries
     if lse is None:  # normaliser over every key, image and text
         lse = torch.logsumexp(q_img @ k.float().transpose(-1, -2) * scale, dim=-1)  # (B, H, N)
@@ -58,8 +58,7 @@ def record_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str], s
     for kind, keys in (("cross", text), ("self", image)):
         if kind in names:
             scores = q_img @ k[:, :, keys].float().transpose(-1, -2) * scale  # (B, H, N, K)
-            probs = (scores - lse[..., None]).exp()  # (B, H, N, K): rows sum to this block's share
-            sink(names[kind], probs.flatten(0, 1), heads)  # (B*H, N, K)
+            hand(names[kind], (scores - lse[..., None]).exp())  # (B, H, N, K): rows sum to this block's share
 
 
 class JointCapture:
@@ -74,10 +73,21 @@ class JointCapture:
         self.context = context
 
     def attend(self, q, k, v, image: slice, text: slice) -> torch.Tensor:
-        """Record the blocks and return the attention output ``(B, H, S, d)``."""
+        """Record the blocks (of the rows the sink keeps, where it says which: one guidance half) and
+        return the attention output ``(B, H, S, d)``."""
         out, lse = fused_attention(q, k, v)
-        record_blocks(q, k, lse, image, text, self.names, self.sink)
+        keep = getattr(self.sink, "keep", None)
+        if keep is None:
+            record_blocks(q, k, lse, image, text, self.names, self.hand_all)
+            return out
+        rows = keep(q.shape[0])
+        lse = None if lse is None else lse[rows]
+        record_blocks(q[rows], k[rows], lse, image, text, self.names, self.sink.add)  # (R, H, S, ·)
         return out
+
+    def hand_all(self, name: str, probs: torch.Tensor) -> None:
+        """Every row's ``(B, H, N, K)`` block to a plain sink, as ``(B*H, N, K)``."""
+        self.sink(name, probs.flatten(0, 1), probs.shape[1])
 
 
 class SD3CaptureProcessor(JointCapture):

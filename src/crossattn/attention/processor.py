@@ -143,14 +143,28 @@ class CaptureProcessor:
         if self.mode == "fused":  # AttnProcessor2_0 normalises q, k per head (qk_norm models)
             q = q if attn.norm_q is None else attn.norm_q(q)
             k = k if attn.norm_k is None else attn.norm_k(k)
-        probs = attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask)  # (B*h, N, K)
-        self.sink(self.name, probs, heads)
         if self.mode == "explicit":  # AttnProcessor: probs · V
+            probs = attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask)  # (B*h, N, K)
+            self.sink(self.name, probs, heads)
             out = torch.bmm(probs, v.flatten(0, 1))  # (B*h, N, d)
             return attn.batch_to_head_dim(out)  # (B, N, inner)
+        self.record(attn, q, k, mask, heads)
         m = None if mask is None else mask.view(batch, heads, -1, mask.shape[-1])  # (B, h, 1 or N, K)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.0, is_causal=False)  # (B, h, N, d)
         return out.transpose(1, 2).reshape(batch, -1, heads * d).to(q.dtype)  # (B, N, inner)
+
+    def record(self, attn, q, k, mask, heads: int) -> None:
+        """Hand the sink ``softmax(QKᵀ/√d)`` of ``(B, h, N, d)`` queries and ``(B, h, K, d)`` keys: only of the
+        rows it keeps where it says which (an :class:`AttentionStore` under guidance keeps one half), so
+        classifier-free guidance does not double the recording's work."""
+        keep = getattr(self.sink, "keep", None)
+        if keep is None or mask is not None:  # every row (a mask is laid out per row and head)
+            self.sink(self.name, attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask), heads)
+            return
+        rows = keep(q.shape[0])
+        q, k = q[rows], k[rows]  # (R, h, N, d), (R, h, K, d)
+        probs = attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), None)  # (R*h, N, K)
+        self.sink.add(self.name, probs.view(q.shape[0], heads, *probs.shape[1:]))  # (R, h, N, K)
 
 
 def _version(tensor: torch.Tensor) -> int | None:

@@ -72,8 +72,17 @@ class AttentionStore:
     def __call__(self, name: str, probs: torch.Tensor, heads: int) -> None:
         """Add one layer call's probabilities ``(B*heads, N, K)`` to the running sum."""
         batch = probs.shape[0] // heads
-        keep, _ = self.rows(batch)
-        x = probs.detach().view(batch, heads, *probs.shape[1:])[keep].float()  # (R, heads, N, K)
+        self.add(name, probs.detach().view(batch, heads, *probs.shape[1:])[self.keep(batch)])  # (R, heads, N, K)
+
+    def keep(self, batch: int) -> slice:
+        """The rows of a ``batch``-row denoiser call this store keeps (a capture processor may then compute
+        the probabilities of those rows only and hand them to :meth:`add`)."""
+        return self.rows(batch)[0]
+
+    def add(self, name: str, kept: torch.Tensor) -> None:
+        """Add the kept rows' probabilities ``(R, heads, N, K)`` of one layer call to its record."""
+        heads = kept.shape[1]
+        x = kept.detach().float()  # (R, heads, N, K)
         if not self.per_head:
             x = x.mean(dim=1, keepdim=True)  # (R, 1, N, K)
         record = self.layers.setdefault(name, LayerRecord(heads=heads))
