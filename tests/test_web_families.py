@@ -179,6 +179,7 @@ def test_an_upload_on_a_joint_model_is_read_at_its_own_size(family_explorer):
 
     upload = Image.new("RGB", (40, 40), "white")
     upload.paste((220, 30, 30), (8, 8, 24, 24))
-    result = family_explorer("flux").run(Request(PROMPT, steps=2, image=upload))
+    with pytest.warns(UserWarning, match="resized to the model's 256x256"):
+        result = family_explorer("flux").run(Request(PROMPT, steps=2, image=upload))
     assert result.image.size == (256, 256) and result.words == PROMPT.split()
     assert result.cross.word_map("red").shape == (256, 256)
