@@ -43,9 +43,10 @@ class Tracer(ProcessorHook):
     """Record attention maps while ``pipe`` samples; use as ``with trace(pipe) as tracer:``.
 
     ``pipe``: any diffusers pipeline whose ``unet`` is a ``UNet2DConditionModel``, an SD3 or Flux
-    pipeline (its joint-attention ``transformer``), or the denoiser itself. ``kind``: ``"cross"`` (``attn2``), ``"self"`` (``attn1``) or ``"both"``. ``layers``:
-    None (all of that kind), a resolution (int, e.g. 16), a glob or regex on layer names, or a
-    list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
+    pipeline (its joint-attention ``transformer``), or the denoiser itself. ``kind``: ``"cross"``
+    (``attn2``; on SD3/Flux the image→text block, layers ``<module>.text``), ``"self"`` (``attn1``; the
+    image→image block, ``<module>.image``) or ``"both"``. ``layers``: None (all of that kind), a
+    resolution (int, e.g. 16), a glob or regex on layer names, or a list of these. ``per_step`` / ``per_head`` keep that detail (memory grows with steps only
     with ``per_step``). ``guidance_half``: which half of a classifier-free-guided batch to record,
     ``"cond"`` (the prompt), ``"uncond"`` (the negative prompt) or ``"both"``. ``cache_kv`` reuses
     each cross-attention layer's text K/V projections across steps (identical output).
