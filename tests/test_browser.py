@@ -72,15 +72,20 @@ def page(browser):
     page.close()
 
 
-def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path):
-    page.goto(server)
+def generate_on(page, url: str, steps: int) -> None:
+    """Open the served page, generate :data:`PROMPT` and wait for its seven word overlays."""
+    page.goto(url)
     page.fill("#prompt textarea", PROMPT)
-    page.fill("#steps input", "3")
+    page.fill("#steps input", str(steps))
     page.click("#generate")
     page.wait_for_selector("#image img", timeout=60_000)
     page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=30_000)
     captions = page.locator("#overlays").inner_text()
     assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
+
+
+def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path):
+    generate_on(page, server, 3)
     assert page.locator("#files").inner_text().count("a-red-circle-left-of-a-blue-square-0-0") >= 3
 
     page.wait_for_function("document.querySelector('#image img').complete")
@@ -202,14 +207,7 @@ def _served_url(process, log, timeout_s: float = 120.0) -> str:
 
 
 def test_served_flux_folder_non_square_click_near_the_right_edge(served_flux, page, tmp_path):
-    page.goto(served_flux)
-    page.fill("#prompt textarea", PROMPT)
-    page.fill("#steps input", "2")
-    page.click("#generate")
-    page.wait_for_selector("#image img", timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('#overlays img').length === 7", timeout=30_000)
-    captions = page.locator("#overlays").inner_text()
-    assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
+    generate_on(page, served_flux, 2)
     page.wait_for_function("document.querySelector('#image img').complete")
     shown = page.evaluate(
         "[document.querySelector('#image img').naturalWidth, document.querySelector('#image img').naturalHeight]"
