@@ -59,13 +59,18 @@ def is_joint(model) -> bool:
     return getattr(getattr(model, "config", None), "joint_attention_dim", None) is not None
 
 
-def joint_side(model) -> int:
-    """Token-grid side of a joint transformer at its pipeline's default size: SD3's ``sample_size`` over
-    its patch size; Flux packs 2×2 latents into a token and its pipeline's default latent side is 128."""
-    config = model.config
+def joint_patch(model) -> int:
+    """Latent pixels per token side of a joint transformer: SD3's patch size; Flux packs 2×2 latents
+    into a token (its config's ``patch_size`` is 1: the packing is the pipeline's)."""
     if "FluxTransformer" in type(model).__name__:
-        return 128 // 2
-    return int(getattr(config, "sample_size", 128)) // int(getattr(config, "patch_size", 1))
+        return 2
+    return int(getattr(model.config, "patch_size", 1))
+
+
+def joint_side(model) -> int:
+    """Token-grid side of a joint transformer at its pipeline's default size: SD3's ``sample_size``, or
+    Flux's pipeline default latent side 128 (its config names none), over :func:`joint_patch`."""
+    return int(getattr(model.config, "sample_size", 128)) // joint_patch(model)
 
 
 def joint_layers(model) -> list[LayerInfo]:

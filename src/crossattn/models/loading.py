@@ -62,12 +62,11 @@ def check_pipeline_class(folder: Path) -> str:
 
 
 def takes_argument(pipe, name: str) -> bool:
-    """Whether the pipeline's own ``__call__`` takes ``name`` (read through a tracer's ``(*args, **kwargs)``
-    subclass, which wraps the class's call)."""
+    """Whether the pipeline's ``__call__`` takes ``name`` (a tracer's call wrapper shows the pipeline's own
+    signature: it is ``functools.wraps``-ed)."""
     import inspect
 
-    calls = [cls.__call__ for cls in type(pipe).__mro__ if "__call__" in vars(cls)]
-    return any(name in inspect.signature(call).parameters for call in calls)
+    return name in inspect.signature(type(pipe).__call__).parameters
 
 
 def torch_dtype(name: str | None):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .request import DEFAULT_STRENGTH
+from .sizes import default_size
 
 
 @dataclass
@@ -38,13 +39,6 @@ class ImageMaps:
     timestep: int  # the timestep the image was noised to
     mode: str  # "denoise" or "draws"
     notes: tuple[str, ...]  # what was done to the image to fit the model (mode converted, resized)
-
-
-def model_image_size(pipe) -> tuple[int, int]:
-    """(height, width) of the images ``pipe`` draws by default (:func:`crossattn.sampling.sizes.default_size`)."""
-    from .sizes import default_size
-
-    return default_size(pipe)
 
 
 def read_image(path: str | Path):
@@ -88,7 +82,7 @@ def given_picture(pipe, image):
     """``image`` (a path or a PIL image) read and fitted to ``pipe``'s size: ``(PIL image, notes)``."""
     name = f"image {image}" if isinstance(image, str | Path) else "the image"
     picture = read_image(image) if isinstance(image, str | Path) else image
-    return fit_image(picture, model_image_size(pipe), name)
+    return fit_image(picture, default_size(pipe), name)  # the size the model draws by default
 
 
 def image_latents(pipe, image):

@@ -19,10 +19,9 @@ def size_multiple(pipe) -> int:
     unet = getattr(pipe, "unet", None)
     if unet is not None:
         return scale * 2 ** (len(unet.config.block_out_channels) - 1)
-    transformer = pipe.transformer
-    if "FluxTransformer" in type(transformer).__name__:
-        return scale * 2  # latents are packed 2×2 into a token
-    return scale * int(getattr(transformer.config, "patch_size", 1))
+    from ..attention.layers import joint_patch
+
+    return scale * joint_patch(pipe.transformer)  # SD3's patches, Flux's 2×2 packing
 
 
 def default_size(pipe) -> tuple[int, int]:
