@@ -55,12 +55,13 @@ def train(out: Path, seed: int, threads: int, extra: list[str]) -> float:
     return time.perf_counter() - tick
 
 
-def evaluate(snapshot: Path, n: int, threads: int, guided: bool) -> dict:
+def evaluate(snapshot: Path, n: int, threads: int, guided: bool, device: str = "cpu") -> dict:
     """``crossattn eval`` of one snapshot (reused when its report exists for the same ``n``)."""
     out = snapshot / f"eval-{'on' if guided else 'off'}-n{n}"
     report = out / "report.json"
     if not report.is_file():
         cmd = crossattn("eval", "--model", str(snapshot), "--n", str(n), "--out", str(out), "--threads", str(threads))
+        cmd += ["--device", device]
         if not guided:
             cmd += ["--relation-guidance", "0"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -75,7 +76,7 @@ def value(reports: dict, path: tuple[str, str, str]) -> float | None:
     return row.get("accuracy", row.get("mean_iou"))
 
 
-def snapshot_rows(run: Path, n: int, threads: int, unguided: str = "all") -> list[dict]:
+def snapshot_rows(run: Path, n: int, threads: int, unguided: str = "all", device: str = "cpu") -> list[dict]:
     """One row per snapshot: its minute, step, and every column's value (relation guidance off only
     at the last snapshot with ``unguided="last"``: an evaluation costs minutes on this CPU)."""
     folders = snapshot_folders(run)
@@ -83,8 +84,8 @@ def snapshot_rows(run: Path, n: int, threads: int, unguided: str = "all") -> lis
     rows = []
     for minute, (step, folder) in sorted(folders.items()):
         last = minute == max(steps)
-        reports = {"on": evaluate(folder, n, threads, True)}
-        reports["off"] = evaluate(folder, n, threads, False) if unguided == "all" or last else {}
+        reports = {"on": evaluate(folder, n, threads, True, device)}
+        reports["off"] = evaluate(folder, n, threads, False, device) if unguided == "all" or last else {}
         row = {"minute": minute, "step": step, **{name: value(reports, path) for name, path, _ in COLUMNS}}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training and eval")
     parser.add_argument("--n", type=int, default=300, help="eval prompts per snapshot (default: %(default)s)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the snapshots of an existing run")
+    parser.add_argument("--device", default="cpu", help="torch device of the evaluations (training: accelerate's)")
     parser.add_argument(
         "--unguided", choices=("all", "last"), default="all", help="snapshots evaluated with relation guidance off"
     )
@@ -164,7 +166,7 @@ def main() -> None:
     wall = None
     if not args.eval_only:
         wall = train(args.out, args.seed, args.threads, args.train_flags)
-    rows = snapshot_rows(args.out, args.n, args.threads, args.unguided)
+    rows = snapshot_rows(args.out, args.n, args.threads, args.unguided, args.device)
     config = json.loads((args.out / "config.json").read_text())
     launch = config["launch"]
     header = (
@@ -176,7 +178,7 @@ def main() -> None:
     tables = [table(rows, header)]
     for other in args.also:
         seed = json.loads((other / "config.json").read_text())["training"]["seed"]
-        runs[f"seed {seed}"] = snapshot_rows(other, args.n, args.threads, args.unguided)
+        runs[f"seed {seed}"] = snapshot_rows(other, args.n, args.threads, args.unguided, args.device)
         tables.append(table(runs[f"seed {seed}"], f"Speedrun `{other}`: seed {seed}, eval --n {args.n}"))
     (args.out / "speedrun.md").write_text("\n".join(tables), encoding="utf-8")
     plot(runs, args.out / "speedrun.png", "speedrun: " + ", ".join(runs), launch["threads"])

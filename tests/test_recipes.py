@@ -40,7 +40,7 @@ def test_speedrun_flag_sets_the_recipe_and_flags_win(tmp_path):
 
     run = tmp_path / "run"
     argv = ["train", "--recipe", "speedrun", "--out", str(run), "--steps", "2", "--batch-size", "2"]
-    assert main([*argv, "--lr", "5e-4", "--no-progress", "--threads", "1"]) == 0
+    assert main([*argv, "--lr", "5e-4", "--snapshot-minutes", "0.5", "2", "--no-progress", "--threads", "1"]) == 0
     saved = json.loads((run / "config.json").read_text())
     model, training = saved["model"], saved["training"]
     assert training["recipe"] == "speedrun"
@@ -49,9 +49,10 @@ def test_speedrun_flag_sets_the_recipe_and_flags_win(tmp_path):
     unet = json.loads((run / "final/unet/config.json").read_text())
     assert unet["mid_block_type"] == "UNetMidBlock2D" and unet["down_block_types"][-1] == "DownBlock2D"
     for key, value in SPEEDRUN.training.items():
-        if key not in ("steps", "batch_size", "learning_rate"):
+        if key not in ("steps", "batch_size", "learning_rate", "snapshot_minutes"):
             assert training[key] == (list(value) if isinstance(value, tuple) else value), key
     assert (training["steps"], training["batch_size"], training["learning_rate"]) == (2, 2, 5e-4)  # flags win
+    assert training["snapshot_minutes"] == [0.5, 2.0]
     # A U-Net from random weights reading the shipped mini-CLIP's text tower, frozen.
     assert training["init_from"] is None and not training["train_text_encoder"]
     assert training["text_encoder_from"] == shipped_clip_folder()
@@ -109,3 +110,13 @@ def test_the_snapshot_at_the_time_limit_is_written_before_the_run_stops(tmp_path
     a = load_file(run.snapshot(1e-9) / "unet/diffusion_pytorch_model.safetensors")
     b = load_file(run.final / "unet/diffusion_pytorch_model.safetensors")  # the same EMA weights, the same step
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("command", ["train", "train-clip"])
+def test_snapshot_minutes_out_of_order_are_refused_by_name(tmp_path, capsys, command):
+    from crossattn.cli import main
+
+    argv = [command, "--recipe", "speedrun", "--out", str(tmp_path / "run"), "--snapshot-minutes", "2", "1"]
+    assert main([*argv, "--steps", "1", "--no-progress"]) != 0
+    assert "snapshot_minutes must be increasing minutes > 0, got (2.0, 1.0)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written

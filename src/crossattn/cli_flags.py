@@ -342,6 +342,14 @@ def add_schedule_flags(p, d) -> None:
         type=float,
         help="stop after this many minutes with a checkpoint and OUT/final; --resume latest goes on (default: none)",
     )
+    p.add_argument(
+        "--snapshot-minutes",
+        metavar="MIN",
+        type=non_negative_float,
+        nargs="+",
+        help="minutes of the training clock at which the EMA weights go to OUT/snapshots/minute-MMM, "
+        "e.g. 1 2 4 (default: the recipe's, else none)",
+    )
     p.add_argument("--fp16", dest="save_fp16", action="store_const", const=True, help="save OUT/final in fp16")
 
 

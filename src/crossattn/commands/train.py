@@ -22,7 +22,8 @@ MODEL_FLAGS = ("resolution",)
 def flag_overrides(args: argparse.Namespace, cls) -> dict:
     """The config fields the user set on the command line (flags default to None = not given)."""
     names = [f.name for f in dataclasses.fields(cls)]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return {n: tuple(v) if isinstance(v, list) else v for n, v in given.items()}  # nargs lists: the configs' tuples
 
 
 def model_config_from_folder(folder: str | Path) -> ModelConfig:
