@@ -13,6 +13,7 @@ from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_edit import edit_image, invert_image
 from crossattn.sampling.inversion import NullText, ddim_scheduler, inverse_step, level_alphas, psnr
+from crossattn.steering.editing import edit
 
 from .attention_helpers import tiny_sd_pipeline
 
@@ -88,15 +89,24 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     meta = json.loads(stem.with_suffix(".json").read_text())
     given = meta["given_image"]
     assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
+    assert meta["edit"]["pinned_steps"] == 0.3  # the default, recorded for edits of given images
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
     assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"
 
 
-def test_edit_command_null_text_needs_an_image(tiny_model_dir, tmp_path, capsys):
-    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--null-text"]
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--null-text"], "null_text_steps 10 needs an image to read (--image FILE)"),
+        (["--pinned-steps", "0.5"], "--pinned-steps 0.5 needs an image to pin to (--image FILE)"),
+        (["--pinned-steps", "2", "--image", "x.png"], "pinned_steps is 2.0; accepted: a fraction of the sampling"),
+    ],
+)
+def test_edit_command_image_flags_need_an_image(tiny_model_dir, tmp_path, capsys, flags, message):
+    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), *flags]
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
-    assert "null_text_steps 10 needs an image to read (--image FILE)" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -110,3 +120,23 @@ def test_edit_image_on_a_stable_diffusion_pipeline(picture):
 def test_a_source_prompt_that_does_not_describe_the_image_still_runs(tiny_pipe, picture):
     edited = edit_image(tiny_pipe, picture, "a green star", "a blue star", num_inference_steps=2, plain=False)
     assert edited.result.plain is None and np.isfinite(edited.psnr) and edited.reconstruction.size == (16, 16)
+
+
+def test_pinned_steps_keep_the_source_on_the_inversion_path(tiny_pipe, picture):
+    given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=6, guidance_scale=5.0)
+    runs = {p: edit_image(tiny_pipe, given, "a red square", "a blue square", pinned_steps=p) for p in (0.0, 0.5, 1.0)}
+    assert runs[1.0].psnr == float("inf")  # pinned to the end: the source row ends on x_0, the given image itself
+    assert np.isfinite(runs[0.0].psnr) and np.isfinite(runs[0.5].psnr)  # free after the pinned steps: it drifts
+    assert runs[0.5].result.settings.pinned_steps == 0.5
+    plains = [np.asarray(run.result.plain) for run in runs.values()]
+    assert all(np.array_equal(plains[0], plain) for plain in plains)  # the plain target row is never pinned
+    with pytest.raises(ValueError, match="source_path holds 3 latents; pinning 6 of 6 steps"):
+        edit(
+            tiny_pipe,
+            "a red square",
+            "a blue square",
+            latents=given.inversion.latents,
+            pinned_steps=1.0,
+            source_path=given.inversion.trajectory[-2:-5:-1],
+            num_inference_steps=6,
+        )

@@ -329,6 +329,13 @@ def add_edit(sub) -> None:
         help="fraction of the first steps in which the target follows the source's latents (default: %(default)s)",
     )
     p.add_argument(
+        "--pinned-steps",
+        type=float,
+        metavar="F",
+        help="with --image: fraction of the first steps in which the source stays on the image's inversion path "
+        f"(Direct Inversion; default: {EditSettings.pinned_steps})",
+    )
+    p.add_argument(
         "--no-blend",
         action="store_true",
         help="no local blending (by default the target stays the source's outside where the changed words attend)",

@@ -144,6 +144,7 @@ class Controller(ProcessorHook):
         self_max_positions: int = 16 * 16,
         tokenizer=None,
         num_steps: int | None = None,
+        source_path=None,
         **knobs,
     ):
         self.pipe, self.unet = pipe, unet_of(pipe)
@@ -163,9 +164,10 @@ class Controller(ProcessorHook):
         self.reweights = any(w is not None for w in self.weights)  # some target word is reweighted
         self.images = 1 + len(targets) + extra_rows
         self.num_steps = num_steps
+        self.source_path = source_path  # a given image's inversion path, x after each step (high to low), or None
         self.local_blend = self._local_blend() if settings.blend else None
         self.layers = self._choose_layers(self_max_positions)
-        self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop = 0, None, 0, 0, 0
+        self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop, self.pinned_stop = 0, None, 0, 0, 0, 0
         self._last_t: float | None = None
         self._traced = False  # a tracer's capture is installed: shared steps compute every row
         self._index: torch.Tensor | None = None  # during a shared step: the row each output row takes
@@ -260,18 +262,29 @@ class Controller(ProcessorHook):
         self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
         self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
+        self.pinned_stop = math.floor(self.settings.pinned_steps * steps + 1e-9) if self.source_path else 0
+        if self.pinned_stop > len(self.source_path or ()):
+            raise ValueError(
+                f"source_path holds {len(self.source_path)} latents; pinning {self.pinned_stop} of {steps} steps "
+                "needs one after each (an inversion made with as many steps as the edit samples)"
+            )
         if self.local_blend is not None:
             self.local_blend.reset(max(layer.resolution for layer in self.layers if layer.kind == "cross"))
 
     @property
     def needs_step_callback(self) -> bool:
         """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
-        return self.settings.shared_steps > 0 or self.local_blend is not None
+        pinned = self.source_path is not None and self.settings.pinned_steps > 0
+        return self.settings.shared_steps > 0 or self.local_blend is not None or pinned
 
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
         """A diffusers ``callback_on_step_end`` on the latents (``tensors["latents"]``, rows = images): during
-        the first ``shared_steps`` the targets take the source's latents, then local blending (if on)."""
+        the first ``shared_steps`` the targets take the source's latents, then local blending (if on). With a
+        ``source_path``, during the first ``pinned_steps`` the source row is first put back on it."""
         latents = tensors["latents"]
+        if step < self.pinned_stop:
+            latents = latents.clone()
+            latents[0] = self.source_path[step].to(latents)  # (C, H, W): the given image's path after this step
         if step < self.shared_stop:
             targets = len(self.token_maps)
             latents = latents.clone()

@@ -27,7 +27,11 @@ class EditSettings:
     ``self_steps``, the fractions of the first steps whose cross- / self-attention maps the target takes
     from the source; ``reweight``, ``{word: factor}`` on the target's attention to its word; ``halves``,
     ``"both"`` or ``"cond"`` (the guidance halves controlled); ``blend``, P2P's local blending;
-    ``shared_steps``, the fraction of the first steps in which the target follows the source's latents.
+    ``shared_steps``, the fraction of the first steps in which the target follows the source's latents;
+    ``pinned_steps``, in an edit of a given image (:func:`crossattn.edit_image`), the fraction of the first
+    steps after which the source row is put back on the image's inversion path (Direct Inversion: Ju et
+    al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
+    source's maps and latents, which the target takes, are the given image's (no effect elsewhere).
     The defaults are the edit's, measured on the default model (README, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -36,12 +40,14 @@ class EditSettings:
     halves: str = "both"
     blend: bool = True
     shared_steps: float = 0.3
+    pinned_steps: float = 0.3
 
     def __post_init__(self):
         checked = {
             "cross_steps": check_fraction("cross_steps", self.cross_steps),
             "self_steps": check_fraction("self_steps", self.self_steps),
             "shared_steps": check_fraction("shared_steps", self.shared_steps),
+            "pinned_steps": check_fraction("pinned_steps", self.pinned_steps),
             "reweight": dict(self.reweight or {}),
         }
         if self.halves not in HALVES:

@@ -63,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         parse_reweight(args.reweight),
         blend=not args.no_blend,
         shared_steps=args.shared_steps,
+        pinned_steps=EditSettings.pinned_steps if args.pinned_steps is None else args.pinned_steps,
     )  # checks the values before anything loads
+    if args.pinned_steps is not None and args.image is None:
+        raise ValueError(f"--pinned-steps {args.pinned_steps} needs an image to pin to (--image FILE)")
     request = request_from_args(args, [args.source, args.to])
     model = model_from_args(args)
     paths = plan(request)
@@ -167,10 +170,11 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
     written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
     job = ImageJob(request.prompts[1], 0, request.seed, paths["edited"], paths["sidecar"], None)
     meta = sidecar(job, request, scheduler_name(pipe), model.identity(), result.edited.size)
+    settings = {k: v for k, v in vars(result.settings).items() if given is not None or k != "pinned_steps"}
     meta.update(
         source_prompt=result.source_prompt,
         target_prompt=result.target_prompt,
-        edit={**vars(result.settings), "changed_words": [list(pair) for pair in result.changed]},
+        edit={**settings, "changed_words": [list(pair) for pair in result.changed]},  # pinning: given images only
         files={view: path.name for view, path in paths.items() if view != "sidecar"},
     )
     if given is not None:

@@ -106,6 +106,7 @@ def edit(
     generator: torch.Generator | None = None,
     plain: bool = True,
     latents: torch.Tensor | None = None,
+    source_path: list[torch.Tensor] | None = None,
     **kwargs,
 ) -> EditResult:
     """Sample ``source`` and ``target`` from one noise; the target with and without attention control.
@@ -122,7 +123,9 @@ def edit(
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
     cheaper). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
-    (an inverted image: :func:`crossattn.edit_image`). The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
+    (an inverted image: :func:`crossattn.edit_image`). ``source_path``: with ``latents``, the source row's
+    latents after each step (the inversion path from ``latents`` down), put back during the first
+    ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
     from ..attention.control import Controller
@@ -130,7 +133,7 @@ def edit(
     knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
     settings = EditSettings.resolve(settings, knobs)
     kwargs = pipe_arguments(pipe, kwargs)
-    controller = Controller(pipe, source, target, settings, extra_rows=int(plain))  # extra row: the plain target
+    controller = Controller(pipe, source, target, settings, extra_rows=int(plain), source_path=source_path)
     prompts = [source, target] + [target] * plain
     generators = row_generators(generator, len(prompts))
     with controller:
