@@ -8,7 +8,10 @@ Each source caption is drawn two ways, with exact masks, not by the model:
   outline of 1–3 px, at the export scene's places.
 
 Each is inverted with the source caption (DDIM; null-text with ``--null-text-steps``) and edited with
-``crossattn.edit_image``'s defaults. Judged by the scene analyzer: *layout kept*, every object of the
+``crossattn.edit_image``'s defaults (the source row pinned to the inversion path for the first
+``pinned_steps``, 0.3). *PSNR* is the edit's reconstruction (its source row, as the sidecar's); with DDIM,
+*PSNR unpinned* is the plain DDIM reconstruction too: the source prompt sampled from the inverted noise
+with guidance, nothing pinned. Judged by the scene analyzer: *layout kept*, every object of the
 edited image within ``--tolerance`` px (1.5) of the given image's under the best pairing (as many
 objects); *attribute right*, the swapped object found with the target's colour and shape; *other kept*
 (two objects), the unedited object still found with its colour and shape. Bars: PSNR ≥ 25 dB (DDIM),
@@ -43,8 +46,9 @@ from crossattn.attention.trace import trace  # noqa: E402
 from crossattn.data.shapes import scene_from_caption  # noqa: E402
 from crossattn.evaluation import check_caption  # noqa: E402
 from crossattn.models.loading import load_pipeline  # noqa: E402
-from crossattn.sampling.given_edit import edit_image  # noqa: E402
+from crossattn.sampling.given_edit import edit_image, invert_image  # noqa: E402
 from crossattn.sampling.given_image import maps_of_image  # noqa: E402
+from crossattn.sampling.inversion import ddim_scheduler, psnr, scheduler_swapped  # noqa: E402
 from crossattn.steering.editing import edit  # noqa: E402
 
 
@@ -60,8 +64,22 @@ def judge(pair: dict, given: Image.Image, edited) -> dict:
     return row
 
 
+def unpinned_psnr(pipe, given) -> float:
+    """PSNR of the plain DDIM reconstruction: the source prompt sampled from the inverted noise, guided."""
+    with scheduler_swapped(pipe, ddim_scheduler(pipe)):
+        image = pipe(
+            given.prompt,
+            latents=given.inversion.latents,
+            num_inference_steps=given.num_inference_steps,
+            guidance_scale=given.guidance_scale,
+            relation_guidance=0,
+        ).images[0]
+    return psnr(image, given.image)
+
+
 def summary(rows: list[dict], tolerance: float) -> dict:
     two = [r for r in rows if "other_kept" in r]
+    unpinned = [r["psnr_unpinned"] for r in rows if "psnr_unpinned" in r]
     return {
         "n": len(rows),
         "psnr_mean": float(np.mean([r["psnr"] for r in rows])),
@@ -70,6 +88,15 @@ def summary(rows: list[dict], tolerance: float) -> dict:
         "attribute_right": float(np.mean([r["attribute"] for r in rows])),
         "other_kept": float(np.mean([r["other_kept"] for r in two])) if two else None,
         "source_found": float(np.mean([r["source_found"] for r in rows])),
+        **(
+            {"psnr_unpinned_mean": float(np.mean(unpinned)), "psnr_unpinned_min": float(np.min(unpinned))}
+            if unpinned
+            else {}
+        ),
+        "psnr_at_bar": {
+            "pinned": int(sum(r["psnr"] >= r["bar"] for r in rows)),
+            **({"unpinned": int(sum(x >= 25 for x in unpinned))} if unpinned else {}),
+        },
     }
 
 
@@ -130,8 +157,12 @@ def main() -> None:
         images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}
         for draw, image in images.items():
             for mode, steps in (("ddim", 0), ("null-text", args.null_text_steps)):
-                edited = edit_image(pipe, image, pair["source"], pair["target"], null_text_steps=steps)
-                rows[f"{draw}/{mode}"].append(judge(pair, image, edited))
+                given = invert_image(pipe, image, pair["source"], null_text_steps=steps)
+                row = judge(pair, image, edit_image(pipe, given, pair["source"], pair["target"]))
+                row["bar"] = 35.0 if steps else 25.0
+                if not steps:
+                    row["psnr_unpinned"] = unpinned_psnr(pipe, given)
+                rows[f"{draw}/{mode}"].append(row)
         print(
             i, pair["source"], "->", pair["target"], {k: round(v[-1]["psnr"], 1) for k, v in rows.items()}, flush=True
         )

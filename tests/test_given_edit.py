@@ -55,6 +55,23 @@ def test_null_text_reconstructs_the_image_at_any_guidance(tiny_pipe, picture):
     assert type(tiny_pipe.scheduler).__name__ != "DDIMScheduler"  # the pipeline's own sampler is back
 
 
+def test_null_text_rows_put_the_fitted_states_in_the_first_rows_only(tiny_pipe):
+    unet, seen = tiny_pipe.unet, []
+    dim, side = unet.config.cross_attention_dim, unet.config.sample_size
+    fitted, states = torch.full((1, 4, dim), 7.0), torch.zeros(6, 4, dim)  # states: [uncond × 3, cond × 3]
+    for rows in (None, 1):
+        with NullText(unet, {999: fitted}, rows=rows):  # the spy after it: it sees what the U-Net gets
+            spy = unet.register_forward_pre_hook(
+                lambda m, a, k: seen.append(k["encoder_hidden_states"]), with_kwargs=True
+            )
+            try:
+                unet(torch.zeros(6, unet.config.in_channels, side, side), 999, encoder_hidden_states=states)
+            finally:
+                spy.remove()
+    fitted_rows = [[bool((s[i] == 7).all()) for i in range(6)] for s in seen]
+    assert fitted_rows == [[True] * 3 + [False] * 3, [True] + [False] * 5]
+
+
 def test_null_text_hook_goes_away_after_an_exception(tiny_pipe):
     states = {999: torch.zeros(1, 16, 32)}
     with pytest.raises(RuntimeError, match="boom"), NullText(tiny_pipe.unet, states):

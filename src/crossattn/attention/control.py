@@ -16,7 +16,9 @@ words carry (colour, shape) changes. Per sampling step ``i`` of ``N``:
   ``shared_steps`` the targets follow the source's latents and take its U-Net output, without the
   U-Net computing their rows (:mod:`crossattn.attention.shared_rows`; the edit starts from the source's
   partly denoised image, as SDEdit does; Meng et al., ICLR 2022), and with ``blend`` P2P's local
-  blending (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region.
+  blending (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region;
+  given a ``source_path`` (an edit of a given image: its inversion path), for the first ``pinned_steps``
+  the source row is first put back on it (Direct Inversion; Ju et al., ICLR 2024).
 
 The output is ``P_t · V_t``: maps from the source, values from the target's own text and image.
 

@@ -107,7 +107,7 @@ def edit_image(
         )
     elif given.prompt != source:
         raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
-    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe.unet, given.inversion.null_embeddings):
+    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe.unet, given.inversion.null_embeddings, rows=1):
         result = edit(
             pipe,
             source,

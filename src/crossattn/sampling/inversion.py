@@ -197,12 +197,14 @@ def invert(
 
 class NullText:
     """Context manager: every guided U-Net call at a timestep of ``null_embeddings`` gets those states in
-    its unconditional half (the first half of the batch, as diffusers' pipelines and ours order it).
+    its unconditional half (the first half of the batch, as diffusers' pipelines and ours order it), in
+    its first ``rows`` rows only when given (an edit: 1, the source row; the targets keep the negative
+    prompt's states, since the fitted ones carry the given image's look into them).
 
     A forward pre-hook on the U-Net, removed on exit (also after an exception)."""
 
-    def __init__(self, unet, null_embeddings: dict[int, torch.Tensor]):
-        self.unet, self.null_embeddings, self._handle = unet, null_embeddings, None
+    def __init__(self, unet, null_embeddings: dict[int, torch.Tensor], rows: int | None = None):
+        self.unet, self.null_embeddings, self.rows, self._handle = unet, null_embeddings, rows, None
 
     def __enter__(self):
         if self.null_embeddings:
@@ -221,7 +223,8 @@ class NullText:
         if null is None or states is None or states.shape[0] % 2:
             return None
         half = states.shape[0] // 2
-        states = torch.cat([null.to(states).expand(half, -1, -1), states[half:]])  # (2B, T, D)
+        rows = half if self.rows is None else min(self.rows, half)
+        states = torch.cat([null.to(states).expand(rows, -1, -1), states[rows:]])  # (2B, T, D)
         if len(args) > 2:
             return (*args[:2], states, *args[3:]), kwargs
         return args, {**kwargs, "encoder_hidden_states": states}
