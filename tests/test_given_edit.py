@@ -12,7 +12,14 @@ from PIL import Image
 from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_edit import edit_image, invert_image
-from crossattn.sampling.inversion import NullText, ddim_scheduler, inverse_step, level_alphas, psnr
+from crossattn.sampling.inversion import (
+    NULL_TEXT_FIXED_POINT_STEPS,
+    NullText,
+    ddim_scheduler,
+    inverse_step,
+    level_alphas,
+    psnr,
+)
 from crossattn.steering.editing import edit
 
 from .attention_helpers import tiny_sd_pipeline
@@ -107,6 +114,7 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     given = meta["given_image"]
     assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
     assert meta["edit"]["pinned_steps"] == 0.3  # the default, recorded for edits of given images
+    assert given["fixed_point_steps"] == NULL_TEXT_FIXED_POINT_STEPS  # the null-text path's re-solves
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
     assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"

@@ -276,7 +276,7 @@ class Controller(ProcessorHook):
     @property
     def needs_step_callback(self) -> bool:
         """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
-        pinned = self.source_path is not None and self.settings.pinned_steps > 0
+        pinned = bool(self.source_path) and self.settings.pinned_steps > 0
         return self.settings.shared_steps > 0 or self.local_blend is not None or pinned
 
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
@@ -284,12 +284,12 @@ class Controller(ProcessorHook):
         the first ``shared_steps`` the targets take the source's latents, then local blending (if on). With a
         ``source_path``, during the first ``pinned_steps`` the source row is first put back on it."""
         latents = tensors["latents"]
+        if step < max(self.pinned_stop, self.shared_stop):
+            latents = latents.clone()  # the pipeline's own tensor is left as it was
         if step < self.pinned_stop:
-            latents = latents.clone()
             latents[0] = self.source_path[step].to(latents)  # (C, H, W): the given image's path after this step
         if step < self.shared_stop:
             targets = len(self.token_maps)
-            latents = latents.clone()
             latents[1 : 1 + targets] = latents[:1]  # (targets, C, H, W) ← the source row
         elif self.local_blend is not None:
             latents = self.local_blend.blend(latents, step, self.steps)

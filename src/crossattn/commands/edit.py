@@ -185,14 +185,12 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
 
 def given_image_fields(request: SamplingRequest, edited) -> dict:
     """Sidecar fields of an edit of a given image: which image, how it was inverted, how well it came back."""
-    from ..sampling.inversion import FIXED_POINT_STEPS, NULL_TEXT_FIXED_POINT_STEPS
-
     inversion = edited.given.inversion
     return {
         "file": str(request.image),
         "notes": list(edited.given.notes),
         "inversion": "null-text" if request.null_text_steps else "ddim",
-        "fixed_point_steps": NULL_TEXT_FIXED_POINT_STEPS if request.null_text_steps else FIXED_POINT_STEPS,
+        "fixed_point_steps": inversion.fixed_point_steps,
         "null_text_steps": request.null_text_steps,
         "null_text_losses": [round(x, 8) for x in inversion.null_text_losses],
         "reconstruction_psnr": round(edited.psnr, 3),

@@ -45,6 +45,7 @@ class Inversion:
     timesteps: list[int]  # the sampling timesteps, high to low
     null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)  # timestep → (1, T, D); empty: DDIM only
     null_text_losses: list[float] = field(default_factory=list)  # each step's last loss (null-text only)
+    fixed_point_steps: int = FIXED_POINT_STEPS  # re-solves of each step of the path
 
 
 def prompt_states(pipe, prompt: str, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +188,7 @@ def invert(
     path = ddim_invert(pipe, latents, cond, num_inference_steps, resolves)
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps)
-    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps])
+    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=resolves)
     if null_text_steps:
         inversion.null_embeddings, inversion.null_text_losses = optimise_null_text(
             pipe, path, cond, guidance_scale, null_text_steps
