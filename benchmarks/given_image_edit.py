@@ -22,6 +22,7 @@ generated one, an edit of a given image (DDIM inversion included) against an edi
 null-text against DDIM.
 
     python benchmarks/given_image_edit.py [--n 100] [--null-text-steps 10] [--cost 3] [--threads 1] [--json PATH]
+        [--draws export pillow]   # one drawing per process, --cost 0; then --n 0 --cost N alone for the cost
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from crossattn.sampling.given_edit import edit_image, invert_image  # noqa: E402
 from crossattn.sampling.given_image import maps_of_image  # noqa: E402
 from crossattn.sampling.inversion import ddim_scheduler, psnr, scheduler_swapped  # noqa: E402
 from crossattn.steering.editing import edit  # noqa: E402
+
+DRAWS = ("export", "pillow")
 
 
 def judge(pair: dict, given: Image.Image, edited) -> dict:
@@ -144,6 +147,13 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.5)
     parser.add_argument("--cost", type=int, default=3, help="interleaved repeats of the cost jobs (0: skip)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--draws",
+        nargs="+",
+        choices=DRAWS,
+        default=list(DRAWS),
+        help="which drawings to edit (one per process: run two)",
+    )
     parser.add_argument("--json", help="write the rows and the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,11 +161,12 @@ def main() -> None:
     pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(args.seed)
-    rows = {f"{draw}/{mode}": [] for draw in ("export", "pillow") for mode in ("ddim", "null-text")}
+    rows = {f"{draw}/{mode}": [] for draw in args.draws for mode in ("ddim", "null-text")}
     for i, pair in enumerate(edit_pairs(args.n, args.seed)):
         scene = scene_from_caption(pair["source"], np.random.default_rng([args.seed, i]))
-        images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}
-        for draw, image in images.items():
+        images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}  # rng: every pair
+        for draw in args.draws:
+            image = images[draw]
             for mode, steps in (("ddim", 0), ("null-text", args.null_text_steps)):
                 given = invert_image(pipe, image, pair["source"], null_text_steps=steps)
                 row = judge(pair, image, edit_image(pipe, given, pair["source"], pair["target"]))
@@ -166,7 +177,7 @@ def main() -> None:
         print(
             i, pair["source"], "->", pair["target"], {k: round(v[-1]["psnr"], 1) for k, v in rows.items()}, flush=True
         )
-    report = {"args": vars(args), "summary": {k: summary(v, args.tolerance) for k, v in rows.items()}}
+    report = {"args": vars(args), "summary": {k: summary(v, args.tolerance) for k, v in rows.items() if v}}
     if args.cost:
         pair = edit_pairs(1, args.seed)[0]
         image = Image.fromarray(scene_from_caption(pair["source"], np.random.default_rng([args.seed, 0])).image)

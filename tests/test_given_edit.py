@@ -13,11 +13,13 @@ from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_edit import edit_image, invert_image
 from crossattn.sampling.inversion import (
-    NULL_TEXT_FIXED_POINT_STEPS,
+    FIXED_POINT_STEPS,
     NullText,
     ddim_scheduler,
+    guided,
     inverse_step,
     level_alphas,
+    prompt_states,
     psnr,
 )
 from crossattn.steering.editing import edit
@@ -57,9 +59,31 @@ def test_null_text_reconstructs_the_image_at_any_guidance(tiny_pipe, picture):
         assert edited.result.edited.size == (16, 16) and edited.result.plain is not None
         assert edited.psnr == psnr(edited.reconstruction, given.image)
         scores[name] = edited.psnr
-    assert scores["null"] > 35 and scores["null"] >= scores["ddim"]
+    assert scores["null"] > scores["ddim"] + 5  # 33.1 against 26.4 dB (the default model: benchmarks page)
     assert not tiny_pipe.unet._forward_pre_hooks  # the null-text hook is gone
     assert type(tiny_pipe.scheduler).__name__ != "DDIMScheduler"  # the pipeline's own sampler is back
+
+
+def test_null_text_keeps_each_steps_states_and_their_loss(tiny_pipe, picture):
+    """Each step's fitted states are its own (Adam updates in place: they once all ended up the last
+    step's), and the loss recorded for a step is that of the states kept: sampling with them retraces
+    the fitter's path, so the last step lands on the image with the last loss."""
+    given = invert_image(
+        tiny_pipe, picture, "a red square", num_inference_steps=5, guidance_scale=5.0, null_text_steps=4
+    )
+    inversion = given.inversion
+    states = [inversion.null_embeddings[t] for t in inversion.timesteps]
+    assert len({s.data_ptr() for s in states}) == len(states)
+    assert not all(torch.equal(states[0], s) for s in states[1:])  # fitted step by step, not one tensor
+    cond, _ = prompt_states(tiny_pipe, "a red square")
+    scheduler = ddim_scheduler(tiny_pipe)
+    scheduler.set_timesteps(5)
+    x = inversion.latents
+    with torch.no_grad():
+        for t, null in zip(scheduler.timesteps, states, strict=True):
+            x = scheduler.step(guided(tiny_pipe, x, t, cond, null, 5.0), t, x).prev_sample  # (1, C, h, w)
+    error = torch.nn.functional.mse_loss(x, inversion.trajectory[0]).item()
+    assert error == pytest.approx(inversion.null_text_losses[-1], rel=1e-3, abs=1e-9)
 
 
 def test_null_text_rows_put_the_fitted_states_in_the_first_rows_only(tiny_pipe):
@@ -114,7 +138,7 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     given = meta["given_image"]
     assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
     assert meta["edit"]["pinned_steps"] == 0.3  # the default, recorded for edits of given images
-    assert given["fixed_point_steps"] == NULL_TEXT_FIXED_POINT_STEPS  # the null-text path's re-solves
+    assert given["fixed_point_steps"] == FIXED_POINT_STEPS  # the path's re-solves (null-text fits the plain one)
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
     assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"

@@ -28,12 +28,11 @@ import torch
 NULL_TEXT_LR = 1e-2
 NULL_TEXT_TOLERANCE = (1e-5, 2e-5)
 #: re-solves of each DDIM inversion step at the level it reaches (0: plain DDIM inversion). At guidance 1
-#: they make the path exact (27 → 36–47 dB on three scenes), but DDIM edits sample at guidance 4, where
-#: they did not help: on 24 export-scene edits 0 / 1 / 3 re-solves gave 28.0 / 27.2 / 27.5 dB and layout
-#: kept 0.96 / 0.92 / 0.83, at 20 / 40 / 80 inversion passes (docs/benchmarks.md). Null-text inversion
-#: fits the guided steps onto the path, so there an exact path is what it lands on: it keeps them.
+#: they make the path exact (27 → 36–47 dB on three scenes), but edits sample at guidance 4, where they
+#: did not help: on 24 export-scene edits 0 / 1 / 3 re-solves gave 28.0 / 27.2 / 27.5 dB and layout kept
+#: 0.96 / 0.92 / 0.83, at 20 / 40 / 80 inversion passes (docs/benchmarks.md). Null-text inversion fits the
+#: guided steps onto the plain path as Mokady et al. do (41–44 dB on four export scenes at 10 Adam steps).
 FIXED_POINT_STEPS = 0
-NULL_TEXT_FIXED_POINT_STEPS = 3
 
 
 @dataclass
@@ -135,6 +134,29 @@ def guided(pipe, x, t, cond, uncond, guidance_scale: float) -> torch.Tensor:
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
+def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, inner_steps: int):
+    """One sampling step of Mokady et al.'s loop: Adam on a copy of the null states ``(1, T, D)`` so that
+    the guided DDIM step from ``x`` at ``t`` lands on ``target``. ``step``: ``(x, t, target)``; ``start``:
+    ``(null, pred_cond)``. Returns the states with the lowest loss measured and that loss: each Adam
+    step is measured before it is kept, so the loss recorded is that of the states returned."""
+    (x, t, target), (null, pred_cond) = step, start
+    null = null.detach().clone().requires_grad_(True)  # a copy: Adam updates it in place
+    optimiser = torch.optim.Adam([null], lr=NULL_TEXT_LR * (1.0 - i / 100.0))
+    best, best_loss = null.detach().clone(), float("inf")
+    for k in range(inner_steps + 1):  # inner_steps Adam steps, each measured by the next pass
+        pred_uncond = pipe.unet(x, t, encoder_hidden_states=null).sample
+        pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+        loss = torch.nn.functional.mse_loss(scheduler.step(pred, t, x).prev_sample, target)
+        if loss.item() < best_loss:
+            best, best_loss = null.detach().clone(), loss.item()
+        if k == inner_steps or best_loss < NULL_TEXT_TOLERANCE[0] + i * NULL_TEXT_TOLERANCE[1]:
+            break  # close enough: a step of Adam would only move away
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return best, best_loss
+
+
 def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int):
     """Mokady et al.'s loop: for each step, fit the null states so that the guided DDIM step from the
     reconstruction lands on the inversion path (from the prompt's own states). Returns ``({timestep: (1, T, D)}, [last loss per step])``."""
@@ -143,25 +165,15 @@ def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int
     null, x = cond.detach().clone(), path[-1]  # Miyake et al.'s start: see the module's text
     nulls, losses = {}, []
     for i, t in enumerate(scheduler.timesteps):  # high to low
-        target = path[-2 - i]
         with torch.no_grad():
             pred_cond = pipe.unet(x, t, encoder_hidden_states=cond).sample
-        null = null.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([null], lr=NULL_TEXT_LR * (1.0 - i / 100.0))
-        loss = torch.zeros(())
-        for _ in range(inner_steps):
-            pred_uncond = pipe.unet(x, t, encoder_hidden_states=null).sample
-            pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-            loss = torch.nn.functional.mse_loss(scheduler.step(pred, t, x).prev_sample, target)
-            if loss.item() < NULL_TEXT_TOLERANCE[0] + i * NULL_TEXT_TOLERANCE[1]:
-                break  # close enough already: a step of Adam would only move away
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        nulls[int(t)] = null.detach()
-        losses.append(float(loss.item()))
+        null, loss = fit_null_step(
+            pipe, scheduler, (x, t, path[-2 - i]), (null, pred_cond), guidance_scale, i, inner_steps
+        )
+        nulls[int(t)] = null
+        losses.append(loss)
         with torch.no_grad():
-            x = scheduler.step(guided(pipe, x, t, cond, nulls[int(t)], guidance_scale), t, x).prev_sample
+            x = scheduler.step(guided(pipe, x, t, cond, null, guidance_scale), t, x).prev_sample
     return nulls, losses
 
 
@@ -184,11 +196,10 @@ def invert(
             f"null-text inversion needs guidance_scale > 1 (got {guidance_scale}); without it use DDIM alone"
         )
     cond, _ = prompt_states(pipe, prompt, negative_prompt)
-    resolves = NULL_TEXT_FIXED_POINT_STEPS if null_text_steps else FIXED_POINT_STEPS
-    path = ddim_invert(pipe, latents, cond, num_inference_steps, resolves)
+    path = ddim_invert(pipe, latents, cond, num_inference_steps)
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps)
-    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=resolves)
+    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=FIXED_POINT_STEPS)
     if null_text_steps:
         inversion.null_embeddings, inversion.null_text_losses = optimise_null_text(
             pipe, path, cond, guidance_scale, null_text_steps
