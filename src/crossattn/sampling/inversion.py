@@ -43,7 +43,7 @@ class Inversion:
     trajectory: list[torch.Tensor]  # x_0 (the image) … x_T, the DDIM inversion's path
     timesteps: list[int]  # the sampling timesteps, high to low
     null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)  # timestep → (1, T, D); empty: DDIM only
-    null_text_losses: list[float] = field(default_factory=list)  # each step's last loss (null-text only)
+    null_text_losses: list[float] = field(default_factory=list)  # the loss of each step's kept states (null-text only)
     fixed_point_steps: int = FIXED_POINT_STEPS  # re-solves of each step of the path
 
 
@@ -147,8 +147,9 @@ def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, i
         pred_uncond = pipe.unet(x, t, encoder_hidden_states=null).sample
         pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
         loss = torch.nn.functional.mse_loss(scheduler.step(pred, t, x).prev_sample, target)
-        if loss.item() < best_loss:
-            best, best_loss = null.detach().clone(), loss.item()
+        value = loss.item()
+        if value < best_loss:
+            best, best_loss = null.detach().clone(), value
         if k == inner_steps or best_loss < NULL_TEXT_TOLERANCE[0] + i * NULL_TEXT_TOLERANCE[1]:
             break  # close enough: a step of Adam would only move away
         optimiser.zero_grad()
@@ -159,10 +160,12 @@ def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, i
 
 def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int):
     """Mokady et al.'s loop: for each step, fit the null states so that the guided DDIM step from the
-    reconstruction lands on the inversion path (from the prompt's own states). Returns ``({timestep: (1, T, D)}, [last loss per step])``."""
+    reconstruction lands on the inversion path, starting from the prompt's own states (Miyake et al.'s
+    negative-prompt inversion, 2023: on four export scenes 41–46 dB, against 27.5–45 from the empty
+    prompt's). Returns ``({timestep: (1, T, D)}, [the kept states' loss per step])``."""
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(len(path) - 1, device=path[0].device)
-    null, x = cond.detach().clone(), path[-1]  # Miyake et al.'s start: see the module's text
+    null, x = cond, path[-1]  # fit_null_step fits a copy
     nulls, losses = {}, []
     for i, t in enumerate(scheduler.timesteps):  # high to low
         with torch.no_grad():
@@ -199,7 +202,7 @@ def invert(
     path = ddim_invert(pipe, latents, cond, num_inference_steps)
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps)
-    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=FIXED_POINT_STEPS)
+    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps])
     if null_text_steps:
         inversion.null_embeddings, inversion.null_text_losses = optimise_null_text(
             pipe, path, cond, guidance_scale, null_text_steps
