@@ -10,6 +10,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 import crossattn
 from crossattn.attention.alignment import align_tokens
+from crossattn.attention.blend import LocalBlend, connected_parts
 from crossattn.attention.control import ControlError, ControlProcessor
 from crossattn.attention.processor import CaptureProcessor
 from crossattn.steering.editing import edit
@@ -116,6 +117,29 @@ def test_local_blend_keeps_the_source_outside_the_changed_words_region(pipe):
     torch.testing.assert_close(x[1][:, outside], x[0][:, outside], atol=1e-6, rtol=0)
     assert (x[1][:, ~outside] - x[0][:, ~outside]).abs().max() > 1e-3  # inside, the target is its own
     assert ctl.local_blend.source_tokens == [2] and ctl.local_blend.target_tokens == [[2]]  # "red" / "blue"
+
+
+def test_local_blend_drops_a_weaker_separate_part_of_the_region():
+    """Two blobs the changed word attends to (peaks 1.0 and 0.7, as a colour word's own object and the
+    other object): the 0.3 cut keeps both; a peak ratio of 0.9 keeps only the strong one, 0 both."""
+    maps = torch.zeros(2, 8, 8)  # (R, h, w): the source's maps, one target's
+    maps[:, 1:3, 1:3], maps[:, 6:8, 5:8] = 1.0, 0.7  # apart after the 3×3 max-pool
+    blend = LocalBlend([2], [[2]])
+    blend.maps = maps.view(2, 64)
+    strong = blend.mask((16, 16))[0, 0] > 0  # (16, 16): latents at twice the layer's side
+    assert strong[2:6, 2:6].all() and not strong[10:16, 8:16].any() and blend.peak_ratio == 0.9
+    blend.peak_ratio = 0.0
+    both = blend.mask((16, 16))[0, 0] > 0
+    assert both[2:6, 2:6].all() and both[12:16, 10:16].all()
+    assert torch.equal(both & ~strong, both & (torch.arange(16)[:, None] >= 9))  # only the weak part went
+
+
+def test_connected_parts_label_each_8_connected_part_once():
+    region = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
+    region[0, 0, 0, 0] = region[0, 0, 1, 1] = region[0, 0, 4, 4] = region[0, 0, 4, 0] = True  # a diagonal pair
+    labels = connected_parts(region)[0, 0]
+    assert labels[0, 0] == labels[1, 1] > 0 and len({int(labels[4, 4]), int(labels[4, 0]), int(labels[0, 0])}) == 3
+    assert (labels[~region[0, 0]] == 0).all()
 
 
 def test_shared_steps_make_the_target_follow_the_source_latents(pipe):
