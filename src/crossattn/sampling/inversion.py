@@ -45,6 +45,15 @@ class Inversion:
     null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)  # timestep → (1, T, D); empty: DDIM only
     null_text_losses: list[float] = field(default_factory=list)  # the loss of each step's kept states (null-text only)
     fixed_point_steps: int = FIXED_POINT_STEPS  # re-solves of each step of the path
+    null_text_path: list[torch.Tensor] = field(default_factory=list)  # null-text: x after each fitted step, high to low
+
+    @property
+    def sampling_path(self) -> list[torch.Tensor]:
+        """Where the source row is after each sampling step, high to low: ``[x_{T-1}, …, x_0]``.
+
+        After null-text inversion, the path its fitted states were fitted along (each step's start, so
+        each step's states act where they were fitted); after DDIM inversion, the inversion path."""
+        return self.null_text_path or self.trajectory[-2::-1]
 
 
 def prompt_states(pipe, prompt: str, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,11 +171,11 @@ def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int
     """Mokady et al.'s loop: for each step, fit the null states so that the guided DDIM step from the
     reconstruction lands on the inversion path, starting from the prompt's own states (Miyake et al.'s
     negative-prompt inversion, 2023: on four export scenes 41–46 dB, against 27.5–45 from the empty
-    prompt's). Returns ``({timestep: (1, T, D)}, [the kept states' loss per step])``."""
+    prompt's). Returns ``({timestep: (1, T, D)}, [the kept states' loss per step], [x after each step])``."""
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(len(path) - 1, device=path[0].device)
     null, x = cond, path[-1]  # fit_null_step fits a copy
-    nulls, losses = {}, []
+    nulls, losses, reached = {}, [], []
     for i, t in enumerate(scheduler.timesteps):  # high to low
         with torch.no_grad():
             pred_cond = pipe.unet(x, t, encoder_hidden_states=cond).sample
@@ -177,7 +186,8 @@ def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int
         losses.append(loss)
         with torch.no_grad():
             x = scheduler.step(guided(pipe, x, t, cond, null, guidance_scale), t, x).prev_sample
-    return nulls, losses
+        reached.append(x)
+    return nulls, losses, reached
 
 
 def invert(
@@ -204,7 +214,7 @@ def invert(
     scheduler.set_timesteps(num_inference_steps)
     inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps])
     if null_text_steps:
-        inversion.null_embeddings, inversion.null_text_losses = optimise_null_text(
+        inversion.null_embeddings, inversion.null_text_losses, inversion.null_text_path = optimise_null_text(
             pipe, path, cond, guidance_scale, null_text_steps
         )
     return inversion
