@@ -16,7 +16,6 @@ from crossattn.sampling.inversion import (
     FIXED_POINT_STEPS,
     NullText,
     ddim_scheduler,
-    guided,
     inverse_step,
     level_alphas,
     prompt_states,
@@ -62,6 +61,14 @@ def test_null_text_reconstructs_the_image_at_any_guidance(tiny_pipe, picture):
     assert scores["null"] > scores["ddim"] + 5  # 33.1 against 26.4 dB (the default model: benchmarks page)
     assert not tiny_pipe.unet._forward_pre_hooks  # the null-text hook is gone
     assert type(tiny_pipe.scheduler).__name__ != "DDIMScheduler"  # the pipeline's own sampler is back
+
+
+def guided(pipe, x, t, cond, uncond, guidance_scale: float) -> torch.Tensor:
+    """The classifier-free-guided prediction at ``x`` ``(1, C, h, w)``, as a pipeline batches it: the
+    reference the fitted states are checked against, apart from the fitter's own passes."""
+    pred = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    pred_uncond, pred_cond = pred.chunk(2)  # each (1, C, h, w)
+    return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
 def test_null_text_keeps_each_steps_states_and_their_loss(tiny_pipe, picture):

@@ -136,35 +136,30 @@ def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps
     return path
 
 
-def guided(pipe, x, t, cond, uncond, guidance_scale: float) -> torch.Tensor:
-    """The classifier-free-guided prediction at ``x`` ``(1, C, h, w)``."""
-    pred = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    pred_uncond, pred_cond = pred.chunk(2)  # each (1, C, h, w)
-    return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-
-
 def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, inner_steps: int):
     """One sampling step of Mokady et al.'s loop: Adam on a copy of the null states ``(1, T, D)`` so that
     the guided DDIM step from ``x`` at ``t`` lands on ``target``. ``step``: ``(x, t, target)``; ``start``:
-    ``(null, pred_cond)``. Returns the states with the lowest loss measured and that loss: each Adam
-    step is measured before it is kept, so the loss recorded is that of the states returned."""
+    ``(null, pred_cond)``. Returns the states with the lowest loss measured, that loss, and where the
+    step with them lands ``(1, C, h, w)``: each Adam step is measured before it is kept, so the loss
+    recorded is that of the states returned, and their step needs no second pass."""
     (x, t, target), (null, pred_cond) = step, start
     null = null.detach().clone().requires_grad_(True)  # a copy: Adam updates it in place
     optimiser = torch.optim.Adam([null], lr=NULL_TEXT_LR * (1.0 - i / 100.0))
-    best, best_loss = null.detach().clone(), float("inf")
+    best, best_loss, landed = null.detach().clone(), float("inf"), x
     for k in range(inner_steps + 1):  # inner_steps Adam steps, each measured by the next pass
         pred_uncond = pipe.unet(x, t, encoder_hidden_states=null).sample
         pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-        loss = torch.nn.functional.mse_loss(scheduler.step(pred, t, x).prev_sample, target)
+        reached = scheduler.step(pred, t, x).prev_sample  # (1, C, h, w)
+        loss = torch.nn.functional.mse_loss(reached, target)
         value = loss.item()
         if value < best_loss:
-            best, best_loss = null.detach().clone(), value
+            best, best_loss, landed = null.detach().clone(), value, reached.detach()
         if k == inner_steps or best_loss < NULL_TEXT_TOLERANCE[0] + i * NULL_TEXT_TOLERANCE[1]:
             break  # close enough: a step of Adam would only move away
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return best, best_loss
+    return best, best_loss, landed
 
 
 def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int):
@@ -179,14 +174,12 @@ def optimise_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int
     for i, t in enumerate(scheduler.timesteps):  # high to low
         with torch.no_grad():
             pred_cond = pipe.unet(x, t, encoder_hidden_states=cond).sample
-        null, loss = fit_null_step(
+        null, loss, x = fit_null_step(
             pipe, scheduler, (x, t, path[-2 - i]), (null, pred_cond), guidance_scale, i, inner_steps
         )
         nulls[int(t)] = null
         losses.append(loss)
-        with torch.no_grad():
-            x = scheduler.step(guided(pipe, x, t, cond, null, guidance_scale), t, x).prev_sample
-        reached.append(x)
+        reached.append(x)  # the kept states' step, as fit_null_step measured it
     return nulls, losses, reached
 
 
