@@ -2,7 +2,7 @@
 
     inversion = invert(pipe, image_latents, "a red circle", num_inference_steps=20, null_text_steps=10)
     inversion.latents          # x_T, (1, C, h, w): sampled with DDIM from here the image comes back
-    inversion.null_embeddings  # {timestep: (1, T, D)} the optimised unconditional text states
+    inversion.null_embeddings  # {timestep: (1, T, D)} the source row's unconditional text states
 
 *DDIM inversion* (Song et al., ICLR 2021; Dhariwal & Nichol, 2021) runs the deterministic DDIM update
 backwards, from the clean image to noise, with the prompt's conditional prediction
@@ -11,7 +11,11 @@ drifts, the more so the larger the guidance. *Null-text inversion* (Mokady et al
 for Editing Real Images using Guided Diffusion Models", CVPR 2023) keeps that trajectory as the target
 and, step by step, optimises the unconditional ("null") text states so that the guided DDIM step from
 where the reconstruction is lands on it; the edit then samples with those null states
-(:class:`NullText`, a U-Net pre-hook that puts them in the unconditional half of every batch).
+(:class:`NullText`, a U-Net pre-hook that puts them in the unconditional half of every batch). After
+DDIM inversion alone the source row's unconditional states are the prompt's own (Miyake et al.,
+"Negative-prompt Inversion", 2023): its guided prediction is then the conditional one the path was
+inverted with, whatever the guidance, so it draws the image again as closely as the path allows; this
+is also where null-text's fit starts.
 
 The model space is the pipeline's: pixels in [-1, 1] for ours, VAE latents for latent pipelines.
 """
@@ -24,15 +28,20 @@ from dataclasses import dataclass, field
 import torch
 
 #: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
-#: stop when the step's loss is below 1e-5 + i·2e-5, i the step index)
-NULL_TEXT_LR = 1e-2
+#: stop when the step's loss is below 1e-5 + i·2e-5, i the step index). Mokady et al.'s 1e-2 is meant for
+#: SD latents; on our pixels it left two Pillow scenes of 100 failing in the last steps (kept loss 3e-2,
+#: 20.7–21.7 dB), which 3e-2 brings to 5e-4–7e-4 (37.6–41.9 dB) at no extra cost (docs/benchmarks.md)
+NULL_TEXT_LR = 3e-2
 NULL_TEXT_TOLERANCE = (1e-5, 2e-5)
-#: re-solves of each DDIM inversion step at the level it reaches (0: plain DDIM inversion). At guidance 1
-#: they make the path exact (27 → 36–47 dB on three scenes), but edits sample at guidance 4, where they
-#: did not help: on 24 export-scene edits 0 / 1 / 3 re-solves gave 28.0 / 27.2 / 27.5 dB and layout kept
-#: 0.96 / 0.92 / 0.83, at 20 / 40 / 80 inversion passes (docs/benchmarks.md). Null-text inversion fits the
-#: guided steps onto the plain path as Mokady et al. do (41–44 dB on four export scenes at 10 Adam steps).
-FIXED_POINT_STEPS = 0
+#: re-solves of each DDIM inversion step at the level it reaches (0: plain DDIM inversion), each kept only
+#: where it lands closer. With the source row's unconditional states the prompt's own (negative-prompt
+#: inversion) the reconstruction samples the conditional prediction the path was inverted with, so a more
+#: exact path draws the image more exactly: Pillow drawings the plain path lost (18.6–23.3 dB, pairs 18,
+#: 34) came back at 33.6–45.2 with one re-solve; two were unstable there (18.3–21.3). Null-text inversion
+#: fits its guided steps onto the plain path (Mokady et al.): on one re-solve's path three export scenes
+#: fell from 44–46 to 38–40 dB, so it keeps 0 (``NULL_TEXT_FIXED_POINT_STEPS``).
+FIXED_POINT_STEPS = 1
+NULL_TEXT_FIXED_POINT_STEPS = 0
 
 
 @dataclass
@@ -42,7 +51,9 @@ class Inversion:
     latents: torch.Tensor  # x_T, (1, C, h, w)
     trajectory: list[torch.Tensor]  # x_0 (the image) … x_T, the DDIM inversion's path
     timesteps: list[int]  # the sampling timesteps, high to low
-    null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)  # timestep → (1, T, D); empty: DDIM only
+    # timestep → (1, T, D), the source row's unconditional states: the prompt's own after DDIM inversion
+    # (negative-prompt inversion), fitted after null-text; empty without guidance
+    null_embeddings: dict[int, torch.Tensor] = field(default_factory=dict)
     null_text_losses: list[float] = field(default_factory=list)  # the loss of each step's kept states (null-text only)
     fixed_point_steps: int = FIXED_POINT_STEPS  # re-solves of each step of the path
     null_text_path: list[torch.Tensor] = field(default_factory=list)  # null-text: x after each fitted step, high to low
@@ -115,9 +126,11 @@ def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps
     """The DDIM inversion path ``[x_0 = latents, …, x_T]`` under the prompt's conditional prediction.
 
     Each step first takes the output at the lower level (the usual approximation, as diffusers'
-    ``DDIMInverseScheduler``), then ``fixed_point_steps`` times re-solves the step with the output at the
-    level it reaches (fixed-point inversion: Pan et al., "Effective Real Image Editing with Accelerated
-    Iterative Diffusion Inversion", ICCV 2023), so that sampling back retraces the path."""
+    ``DDIMInverseScheduler``), then up to ``fixed_point_steps`` times re-solves the step with the output at
+    the level it reaches (fixed-point inversion: Pan et al., "Effective Real Image Editing with Accelerated
+    Iterative Diffusion Inversion", ICCV 2023), so that sampling back retraces the path. A re-solve is
+    kept only where the DDIM step from it lands closer to the step's start: near the clean end the
+    iteration can move away (an export scene's reconstruction fell 40.8 → 32.2 dB with every re-solve kept)."""
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     ratio = scheduler.config.num_train_timesteps // num_inference_steps
@@ -129,11 +142,31 @@ def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps
         x = path[-1]
         pred = pipe.unet(x, max(here, 0), encoder_hidden_states=cond).sample
         x_there = inverse_step(x, pred, a_here, a_there, kind)
-        for _ in range(fixed_point_steps):
-            pred = pipe.unet(x_there, there, encoder_hidden_states=cond).sample
-            x_there = inverse_step(x, pred, a_here, a_there, kind)
+        if fixed_point_steps:
+            x_there = re_solved(pipe, scheduler, (x, x_there, there), cond, (a_here, a_there), fixed_point_steps)
         path.append(x_there)
     return path
+
+
+def re_solved(pipe, scheduler, step, cond, alphas, fixed_point_steps: int) -> torch.Tensor:
+    """``x_there`` re-solved at most ``fixed_point_steps`` times with the output where it is, each re-solve
+    kept only while the DDIM step back from it lands closer to ``x``. ``step``: ``(x, x_there, there)``."""
+    x, x_there, there = step
+    kind = scheduler.config.prediction_type
+
+    def landing(start):
+        pred = pipe.unet(start, there, encoder_hidden_states=cond).sample
+        miss = torch.nn.functional.mse_loss(scheduler.step(pred, there, start).prev_sample, x).item()
+        return pred, miss
+
+    pred, miss = landing(x_there)
+    for _ in range(fixed_point_steps):
+        candidate = inverse_step(x, pred, *alphas, kind)
+        candidate_pred, candidate_miss = landing(candidate)
+        if candidate_miss >= miss:
+            break
+        x_there, pred, miss = candidate, candidate_pred, candidate_miss
+    return x_there
 
 
 def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, inner_steps: int):
@@ -202,14 +235,17 @@ def invert(
             f"null-text inversion needs guidance_scale > 1 (got {guidance_scale}); without it use DDIM alone"
         )
     cond, _ = prompt_states(pipe, prompt, negative_prompt)
-    path = ddim_invert(pipe, latents, cond, num_inference_steps)
+    re_solves = NULL_TEXT_FIXED_POINT_STEPS if null_text_steps else FIXED_POINT_STEPS
+    path = ddim_invert(pipe, latents, cond, num_inference_steps, re_solves)
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps)
-    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps])
+    inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=re_solves)
     if null_text_steps:
         inversion.null_embeddings, inversion.null_text_losses, inversion.null_text_path = optimise_null_text(
             pipe, path, cond, guidance_scale, null_text_steps
         )
+    elif guidance_scale > 1:
+        inversion.null_embeddings = dict.fromkeys(inversion.timesteps, cond.detach())  # negative-prompt inversion
     return inversion
 
 
