@@ -9,9 +9,10 @@ Each source caption is drawn two ways, with exact masks, not by the model:
 
 Each is inverted with the source caption (DDIM; null-text with ``--null-text-steps``) and edited with
 ``crossattn.edit_image``'s defaults (the source row pinned to the inversion path for the first
-``pinned_steps``, 0.3). *PSNR* is the edit's reconstruction (its source row, as the sidecar's); with DDIM,
-*PSNR unpinned* is the plain DDIM reconstruction too: the source prompt sampled from the inverted noise
-with guidance, nothing pinned. Judged by the scene analyzer: *layout kept*, every object of the
+``pinned_steps``, 0.3; after DDIM inversion its unconditional states are the source prompt's own,
+negative-prompt inversion). *PSNR* is the edit's reconstruction (its source row, as the sidecar's); with
+DDIM, *PSNR unpinned* is the plain DDIM reconstruction too: the source prompt sampled from the inverted
+noise with guidance against the empty prompt, nothing pinned. Judged by the scene analyzer: *layout kept*, every object of the
 edited image within ``--tolerance`` px (1.5) of the given image's under the best pairing (as many
 objects); *attribute right*, the swapped object found with the target's colour and shape; *other kept*
 (two objects), the unedited object still found with its colour and shape. Bars: PSNR ≥ 25 dB (DDIM),

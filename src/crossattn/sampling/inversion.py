@@ -136,21 +136,24 @@ def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps
     ratio = scheduler.config.num_train_timesteps // num_inference_steps
     up = [int(t) for t in reversed(scheduler.timesteps)]  # low to high
     kind = scheduler.config.prediction_type
-    path = [latents]
+    path, pred = [latents], None  # pred: the output at path[-1], when a re-solve already measured it
     for here, there in zip([up[0] - ratio, *up[:-1]], up, strict=True):
         a_here, a_there = level_alphas(scheduler, here), level_alphas(scheduler, there)
         x = path[-1]
-        pred = pipe.unet(x, max(here, 0), encoder_hidden_states=cond).sample
-        x_there = inverse_step(x, pred, a_here, a_there, kind)
+        if pred is None:
+            pred = pipe.unet(x, max(here, 0), encoder_hidden_states=cond).sample
+        x_there, pred = inverse_step(x, pred, a_here, a_there, kind), None
         if fixed_point_steps:
-            x_there = re_solved(pipe, scheduler, (x, x_there, there), cond, (a_here, a_there), fixed_point_steps)
+            x_there, pred = re_solved(pipe, scheduler, (x, x_there, there), cond, (a_here, a_there), fixed_point_steps)
         path.append(x_there)
     return path
 
 
-def re_solved(pipe, scheduler, step, cond, alphas, fixed_point_steps: int) -> torch.Tensor:
+def re_solved(pipe, scheduler, step, cond, alphas, fixed_point_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x_there`` re-solved at most ``fixed_point_steps`` times with the output where it is, each re-solve
-    kept only while the DDIM step back from it lands closer to ``x``. ``step``: ``(x, x_there, there)``."""
+    kept only while the DDIM step back from it lands closer to ``x``. ``step``: ``(x, x_there, there)``.
+    Returns the kept ``x_there`` and the output there, at ``there``: the next inversion step's, so the
+    check costs one U-Net pass per re-solve, no more than unchecked re-solving."""
     x, x_there, there = step
     kind = scheduler.config.prediction_type
 
@@ -166,7 +169,7 @@ def re_solved(pipe, scheduler, step, cond, alphas, fixed_point_steps: int) -> to
         if candidate_miss >= miss:
             break
         x_there, pred, miss = candidate, candidate_pred, candidate_miss
-    return x_there
+    return x_there, pred
 
 
 def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, inner_steps: int):
