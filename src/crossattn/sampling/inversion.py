@@ -37,7 +37,7 @@ NULL_TEXT_TOLERANCE = (1e-5, 2e-5)
 #: where it lands closer. With the source row's unconditional states the prompt's own (negative-prompt
 #: inversion) the reconstruction samples the conditional prediction the path was inverted with, so a more
 #: exact path draws the image more exactly: Pillow drawings the plain path lost (18.6–23.3 dB, pairs 18,
-#: 34) came back at 33.6–45.2 with one re-solve; two were unstable there (18.3–21.3). Null-text inversion
+#: 34) came back at 33.6–45.2 with one re-solve; with two, three fell back (18.3–21.3). Null-text inversion
 #: fits its guided steps onto the plain path (Mokady et al.): on one re-solve's path three export scenes
 #: fell from 44–46 to 38–40 dB, so it keeps 0 (``NULL_TEXT_FIXED_POINT_STEPS``).
 FIXED_POINT_STEPS = 1
@@ -152,8 +152,8 @@ def ddim_invert(pipe, latents, cond, num_inference_steps: int, fixed_point_steps
 def re_solved(pipe, scheduler, step, cond, alphas, fixed_point_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x_there`` re-solved at most ``fixed_point_steps`` times with the output where it is, each re-solve
     kept only while the DDIM step back from it lands closer to ``x``. ``step``: ``(x, x_there, there)``.
-    Returns the kept ``x_there`` and the output there, at ``there``: the next inversion step's, so the
-    check costs one U-Net pass per re-solve, no more than unchecked re-solving."""
+    Returns the kept ``x_there`` and the output there, at ``there``: the next inversion step's own, so
+    checking costs one U-Net pass in all (20 steps, one re-solve: 41 passes; 40 unchecked)."""
     x, x_there, there = step
     kind = scheduler.config.prediction_type
 
