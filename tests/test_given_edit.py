@@ -14,6 +14,7 @@ from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_edit import edit_image, invert_image
 from crossattn.sampling.inversion import (
+    FIXED_POINT_STEPS,
     NULL_TEXT_FIXED_POINT_STEPS,
     NullText,
     ddim_scheduler,
@@ -195,6 +196,14 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
     assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"
+
+
+def test_edit_command_with_image_and_ddim_inversion(tiny_model_dir, tmp_path, picture):
+    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "4"]
+    assert main([*args, "--image", str(picture), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    given = json.loads((tmp_path / "o" / "a-blue-square-0.json").read_text())["given_image"]
+    assert given["inversion"] == "ddim" and given["null_text_steps"] == 0 and not given["null_text_losses"]
+    assert given["fixed_point_steps"] == FIXED_POINT_STEPS == 1  # one checked re-solve a step
 
 
 @pytest.mark.parametrize(

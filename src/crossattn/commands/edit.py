@@ -191,7 +191,7 @@ def given_image_fields(request: SamplingRequest, edited) -> dict:
         "notes": list(edited.given.notes),
         "inversion": "null-text" if request.null_text_steps else "ddim",
         "fixed_point_steps": inversion.fixed_point_steps,
-        "null_text_steps": request.null_text_steps,
+        "null_text_steps": request.null_text_steps or 0,  # 0: DDIM inversion alone
         "null_text_losses": [round(x, 8) for x in inversion.null_text_losses],
         "reconstruction_psnr": round(edited.psnr, 3),
     }
