@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from crossattn.attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
 from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_edit import edit_image, invert_image
@@ -140,6 +141,23 @@ def test_pinning_after_null_text_keeps_the_source_on_the_fitted_path(tiny_pipe, 
     assert ddim.inversion.sampling_path[-1] is ddim.inversion.trajectory[0]  # DDIM: the inversion path
 
 
+def test_pinning_left_unset_is_chosen_by_the_inversion(tiny_pipe, picture):
+    """``pinned_steps=None`` (the default): 0.3 after DDIM inversion, every step after null-text; a value
+    given is kept, as a keyword or in ``settings``."""
+    from crossattn.attention.edit_settings import EditSettings
+
+    ddim = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0)
+    null = invert_image(
+        tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0, null_text_steps=1
+    )
+    run = lambda given, **kw: edit_image(tiny_pipe, given, "a red square", "a blue square", plain=False, **kw)  # noqa: E731
+    assert run(ddim).result.settings.pinned_steps == PINNED_AFTER_DDIM
+    assert run(null).result.settings.pinned_steps == PINNED_AFTER_NULL_TEXT
+    assert run(null, pinned_steps=0.5).result.settings.pinned_steps == 0.5
+    assert run(null, settings=EditSettings(pinned_steps=0.25)).result.settings.pinned_steps == 0.25
+    assert run(ddim, settings=EditSettings()).result.settings.pinned_steps == PINNED_AFTER_DDIM
+
+
 def test_null_text_rows_put_the_fitted_states_in_the_first_rows_only(tiny_pipe):
     unet, seen = tiny_pipe.unet, []
     dim, side = unet.config.cross_attention_dim, unet.config.sample_size
@@ -191,7 +209,7 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     meta = json.loads(stem.with_suffix(".json").read_text())
     given = meta["given_image"]
     assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
-    assert meta["edit"]["pinned_steps"] == 0.3  # the default, recorded for edits of given images
+    assert meta["edit"]["pinned_steps"] == PINNED_AFTER_NULL_TEXT == 1  # chosen by the inversion, recorded
     assert given["fixed_point_steps"] == NULL_TEXT_FIXED_POINT_STEPS  # null-text fits the plain path
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
@@ -201,9 +219,11 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
 def test_edit_command_with_image_and_ddim_inversion(tiny_model_dir, tmp_path, picture):
     args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "4"]
     assert main([*args, "--image", str(picture), "--out", str(tmp_path / "o"), "--quiet"]) == 0
-    given = json.loads((tmp_path / "o" / "a-blue-square-0.json").read_text())["given_image"]
+    meta = json.loads((tmp_path / "o" / "a-blue-square-0.json").read_text())
+    given = meta["given_image"]
     assert given["inversion"] == "ddim" and given["null_text_steps"] == 0 and not given["null_text_losses"]
     assert given["fixed_point_steps"] == FIXED_POINT_STEPS == 1  # one checked re-solve a step
+    assert meta["edit"]["pinned_steps"] == PINNED_AFTER_DDIM == 0.3
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ import torch
 
 from .alignment import TokenMap, align_tokens, word_weights
 from .blend import LocalBlend
-from .edit_settings import EditSettings
+from .edit_settings import PINNED_AFTER_DDIM, EditSettings
 from .install import HookError, ProcessorHook, installed, unet_of
 from .layers import LayerInfo, attention_layers
 from .processor import (
@@ -264,7 +264,8 @@ class Controller(ProcessorHook):
         self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
         self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
-        self.pinned_stop = math.floor(self.settings.pinned_steps * steps + 1e-9) if self.source_path else 0
+        pinned = PINNED_AFTER_DDIM if self.settings.pinned_steps is None else self.settings.pinned_steps
+        self.pinned_stop = math.floor(pinned * steps + 1e-9) if self.source_path else 0
         if self.pinned_stop > len(self.source_path or ()):
             raise ValueError(
                 f"source_path holds {len(self.source_path)} latents; pinning {self.pinned_stop} of {steps} steps "
@@ -276,7 +277,7 @@ class Controller(ProcessorHook):
     @property
     def needs_step_callback(self) -> bool:
         """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
-        pinned = bool(self.source_path) and self.settings.pinned_steps > 0
+        pinned = bool(self.source_path) and self.settings.pinned_steps != 0
         return self.settings.shared_steps > 0 or self.local_blend is not None or pinned
 
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:

@@ -12,6 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 HALVES = ("both", "cond")
+#: ``pinned_steps`` left as ``None`` is chosen by the inversion: Direct Inversion's pinning for the first
+#: 30 % after DDIM inversion; after null-text the source row keeps to the path its states were fitted
+#: along at every step, since those states act as fitted only there and a guided path drifts: on one
+#: Pillow drawing 1e-4 of noise on x_T swapped its two objects (40.7 → 18.4 dB), and so did the float
+#: differences of the edit's batch (docs/commands/edit.md)
+PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT = 0.3, 1.0
 
 
 def check_fraction(name: str, value) -> float:
@@ -31,7 +37,8 @@ class EditSettings:
     ``pinned_steps``, in an edit of a given image (:func:`crossattn.edit_image`), the fraction of the first
     steps after which the source row is put back on the image's inversion path (Direct Inversion: Ju et
     al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
-    source's maps and latents, which the target takes, are the given image's (no effect elsewhere).
+    source's maps and latents, which the target takes, are the given image's (no effect elsewhere);
+    ``None``: chosen by the inversion (:data:`PINNED_AFTER_DDIM`, :data:`PINNED_AFTER_NULL_TEXT`).
     The defaults are the edit's, measured on the default model (README, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -40,14 +47,14 @@ class EditSettings:
     halves: str = "both"
     blend: bool = True
     shared_steps: float = 0.3
-    pinned_steps: float = 0.3
+    pinned_steps: float | None = None
 
     def __post_init__(self):
         checked = {
             "cross_steps": check_fraction("cross_steps", self.cross_steps),
             "self_steps": check_fraction("self_steps", self.self_steps),
             "shared_steps": check_fraction("shared_steps", self.shared_steps),
-            "pinned_steps": check_fraction("pinned_steps", self.pinned_steps),
+            "pinned_steps": None if self.pinned_steps is None else check_fraction("pinned_steps", self.pinned_steps),
             "reweight": dict(self.reweight or {}),
         }
         if self.halves not in HALVES:

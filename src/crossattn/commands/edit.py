@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         parse_reweight(args.reweight),
         blend=not args.no_blend,
         shared_steps=args.shared_steps,
-        pinned_steps=EditSettings.pinned_steps if args.pinned_steps is None else args.pinned_steps,
+        pinned_steps=args.pinned_steps,  # None: chosen by the inversion
     )  # checks the values before anything loads
     if args.pinned_steps is not None and args.image is None:
         raise ValueError(f"--pinned-steps {args.pinned_steps} needs an image to pin to (--image FILE)")

@@ -8,12 +8,14 @@ The first prompt describes the given image. The image is brought to the model's 
 (:mod:`crossattn.sampling.inversion`: DDIM, or null-text with ``null_text_steps`` > 0), and
 :func:`crossattn.edit` samples every row from that noise with the DDIM scheduler (deterministic, so the
 source row is the reconstruction) and, after null-text inversion, the optimised null text states.
-For the first ``pinned_steps`` (:class:`crossattn.EditSettings`, 0.3) the source row is put back on the
-inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps and latents the target
-takes from it are then the given image's, not those of a guided path drifting from it. After null-text
-inversion that is the path the states were fitted along (:attr:`Inversion.sampling_path`), on which each
-step's states act where they were fitted; pinned to the DDIM path instead, a Pillow drawing's source row
-lost its layout (16 dB against 39.6: docs/benchmarks.md).
+For the first ``pinned_steps`` (:class:`crossattn.EditSettings`) the source row is put back on the
+inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps and latents the
+target takes from it are then the given image's, not those of a guided path drifting from it. After DDIM
+inversion that is the inversion path, for the first 30 % of the steps. After null-text inversion it is
+the path the states were fitted along (:attr:`Inversion.sampling_path`), at every step: the states act
+as fitted only there, and freely sampled a Pillow drawing's source row swapped its two objects (18.7
+against 41.9 dB, the float differences of the edit's batch were enough); pinned to the DDIM path
+instead, one lost its layout (16 dB against 39.6: docs/benchmarks.md).
 A source prompt that does not describe the image still runs; the reconstruction's PSNR says how well.
 """
 
@@ -110,6 +112,7 @@ def edit_image(
         )
     elif given.prompt != source:
         raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
+    settings = pinning_chosen(given, settings, kwargs)
     with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe.unet, given.inversion.null_embeddings, rows=1):
         result = edit(
             pipe,
@@ -124,3 +127,18 @@ def edit_image(
             **kwargs,
         )
     return ImageEdit(result, given, psnr(result.source, given.image))
+
+
+def pinning_chosen(given: GivenInversion, settings, knobs: dict):
+    """``settings`` (or the ``knobs``, updated in place) with ``pinned_steps`` left as ``None`` chosen by
+    the inversion: :data:`PINNED_AFTER_NULL_TEXT` after null-text, :data:`PINNED_AFTER_DDIM` after DDIM."""
+    from dataclasses import replace
+
+    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
+
+    chosen = PINNED_AFTER_NULL_TEXT if given.inversion.null_text_path else PINNED_AFTER_DDIM
+    if settings is not None:
+        return settings if settings.pinned_steps is not None else replace(settings, pinned_steps=chosen)
+    if knobs.get("pinned_steps") is None:
+        knobs["pinned_steps"] = chosen
+    return None
