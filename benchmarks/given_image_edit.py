@@ -55,6 +55,7 @@ from crossattn.sampling.inversion import ddim_scheduler, psnr, scheduler_swapped
 from crossattn.steering.editing import edit  # noqa: E402
 
 DRAWS = ("export", "pillow")
+MODES = ("ddim", "null-text")
 
 
 def judge(pair: dict, given: Image.Image, edited) -> dict:
@@ -156,6 +157,13 @@ def main() -> None:
         default=list(DRAWS),
         help="which drawings to edit (one per process: run two)",
     )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="which inversions to edit with (a re-run of one after a change to it)",
+    )
     parser.add_argument("--json", help="write the rows and the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -163,13 +171,14 @@ def main() -> None:
     pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(args.seed)
-    rows = {f"{draw}/{mode}": [] for draw in args.draws for mode in ("ddim", "null-text")}
+    rows = {f"{draw}/{mode}": [] for draw in args.draws for mode in args.modes}
     for i, pair in enumerate(edit_pairs(args.n, args.seed)):
         scene = scene_from_caption(pair["source"], np.random.default_rng([args.seed, i]))
         images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}  # rng: every pair
         for draw in args.draws:
             image = images[draw]
-            for mode, steps in (("ddim", 0), ("null-text", args.null_text_steps)):
+            for mode in args.modes:
+                steps = args.null_text_steps if mode == "null-text" else 0
                 given = invert_image(pipe, image, pair["source"], null_text_steps=steps)
                 row = judge(pair, image, edit_image(pipe, given, pair["source"], pair["target"]))
                 row["bar"] = 35.0 if steps else 25.0
