@@ -15,8 +15,8 @@ HALVES = ("both", "cond")
 #: ``pinned_steps`` left as ``None`` is chosen by the inversion: Direct Inversion's pinning for the first
 #: 30 % after DDIM inversion; after null-text the source row keeps to the path its states were fitted
 #: along at every step, since those states act as fitted only there and a guided path drifts: on one
-#: Pillow drawing 1e-4 of noise on x_T swapped its two objects (40.7 → 18.4 dB), and so did the float
-#: differences of the edit's batch (docs/commands/edit.md)
+#: Pillow drawing 1e-4 of noise on x_T swapped its two objects (40.7 → 18.4 dB, Adam at 3e-2), and so
+#: did the float differences of the edit's batch (docs/commands/edit.md)
 PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT = 0.3, 1.0
 
 

@@ -14,8 +14,8 @@ target takes from it are then the given image's, not those of a guided path drif
 inversion that is the inversion path, for the first 30 % of the steps. After null-text inversion it is
 the path the states were fitted along (:attr:`Inversion.sampling_path`), at every step: the states act
 as fitted only there, and freely sampled a Pillow drawing's source row swapped its two objects (18.7
-against 41.9 dB, the float differences of the edit's batch were enough); pinned to the DDIM path
-instead, one lost its layout (16 dB against 39.6: docs/benchmarks.md).
+against 41.9 dB with Adam at 3e-2: the float differences of the batch were enough); pinned to the DDIM
+path instead, one lost its layout (16 dB against 39.6: docs/benchmarks.md).
 A source prompt that does not describe the image still runs; the reconstruction's PSNR says how well.
 """
 
