@@ -156,6 +156,8 @@ def test_pinning_left_unset_is_chosen_by_the_inversion(tiny_pipe, picture):
     assert run(null, pinned_steps=0.5).result.settings.pinned_steps == 0.5
     assert run(null, settings=EditSettings(pinned_steps=0.25)).result.settings.pinned_steps == 0.25
     assert run(ddim, settings=EditSettings()).result.settings.pinned_steps == PINNED_AFTER_DDIM
+    with pytest.raises(ValueError, match="settings must be an EditSettings, got dict"):
+        run(ddim, settings={"pinned_steps": 0.5})
 
 
 def test_null_text_rows_put_the_fitted_states_in_the_first_rows_only(tiny_pipe):

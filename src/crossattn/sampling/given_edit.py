@@ -137,8 +137,8 @@ def pinning_chosen(given: GivenInversion, settings, knobs: dict):
     from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
 
     chosen = PINNED_AFTER_NULL_TEXT if given.inversion.null_text_path else PINNED_AFTER_DDIM
-    if settings is not None:
-        return settings if settings.pinned_steps is not None else replace(settings, pinned_steps=chosen)
+    if settings is not None:  # not an EditSettings: edit() names what it takes
+        return replace(settings, pinned_steps=chosen) if getattr(settings, "pinned_steps", 0) is None else settings
     if knobs.get("pinned_steps") is None:
         knobs["pinned_steps"] = chosen
     return None
