@@ -129,16 +129,18 @@ def edit_image(
     return ImageEdit(result, given, psnr(result.source, given.image))
 
 
-def pinning_chosen(given: GivenInversion, settings, knobs: dict):
-    """``settings`` (or the ``knobs``, updated in place) with ``pinned_steps`` left as ``None`` chosen by
-    the inversion: :data:`PINNED_AFTER_NULL_TEXT` after null-text, :data:`PINNED_AFTER_DDIM` after DDIM."""
+def pinning_chosen(given: GivenInversion, settings, kwargs: dict):
+    """The edit's :class:`EditSettings`, from ``settings`` or the knobs among ``kwargs`` (taken out of it,
+    as :func:`crossattn.edit` takes them), with ``pinned_steps`` left as ``None`` chosen by the inversion:
+    :data:`PINNED_AFTER_NULL_TEXT` after null-text, :data:`PINNED_AFTER_DDIM` after DDIM."""
     from dataclasses import replace
 
-    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
+    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings
 
-    chosen = PINNED_AFTER_NULL_TEXT if given.inversion.null_text_path else PINNED_AFTER_DDIM
-    if settings is not None:  # not an EditSettings: edit() names what it takes
-        return replace(settings, pinned_steps=chosen) if getattr(settings, "pinned_steps", 0) is None else settings
-    if knobs.get("pinned_steps") is None:
-        knobs["pinned_steps"] = chosen
-    return None
+    knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
+    settings = EditSettings.resolve(settings, knobs)  # names a bad settings or knob
+    if settings.pinned_steps is not None:
+        return settings
+    return replace(
+        settings, pinned_steps=PINNED_AFTER_NULL_TEXT if given.inversion.null_text_path else PINNED_AFTER_DDIM
+    )
