@@ -68,6 +68,12 @@ class EditSettings:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
+    def taken(cls, settings: EditSettings | None, kwargs: dict) -> EditSettings:
+        """:meth:`resolve` over the knobs among ``kwargs``, which are taken out of it (the rest stay, for
+        the pipeline): how :func:`crossattn.edit` and :func:`crossattn.edit_image` read their keywords."""
+        return cls.resolve(settings, {name: kwargs.pop(name) for name in cls.knobs() if name in kwargs})
+
+    @classmethod
     def resolve(cls, settings: EditSettings | None, knobs: dict, defaults: dict | None = None) -> EditSettings:
         """``settings`` as given, or built from keyword ``knobs`` over ``defaults`` (each a field name).
         Both at once is a ``ValueError``; an unknown keyword a ``TypeError`` naming the accepted ones."""

@@ -137,8 +137,7 @@ def pinning_chosen(given: GivenInversion, settings, kwargs: dict):
 
     from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings
 
-    knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
-    settings = EditSettings.resolve(settings, knobs)  # names a bad settings or knob
+    settings = EditSettings.taken(settings, kwargs)  # names a bad settings
     if settings.pinned_steps is not None:
         return settings
     return replace(

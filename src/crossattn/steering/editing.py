@@ -130,8 +130,7 @@ def edit(
     """
     from ..attention.control import Controller
 
-    knobs = {name: kwargs.pop(name) for name in EditSettings.knobs() if name in kwargs}
-    settings = EditSettings.resolve(settings, knobs)
+    settings = EditSettings.taken(settings, kwargs)
     kwargs = pipe_arguments(pipe, kwargs)
     controller = Controller(pipe, source, target, settings, extra_rows=int(plain), source_path=source_path)
     prompts = [source, target] + [target] * plain
