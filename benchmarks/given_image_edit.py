@@ -52,7 +52,13 @@ from crossattn.evaluation import check_caption  # noqa: E402
 from crossattn.models.loading import load_pipeline  # noqa: E402
 from crossattn.sampling.given_edit import edit_image, invert_image  # noqa: E402
 from crossattn.sampling.given_image import maps_of_image  # noqa: E402
-from crossattn.sampling.inversion import ddim_scheduler, psnr, scheduler_swapped  # noqa: E402
+from crossattn.sampling.inversion import (  # noqa: E402
+    NULL_TEXT_LR,
+    ddim_scheduler,
+    psnr,
+    scheduler_swapped,
+    tolerance,
+)
 from crossattn.steering.editing import edit  # noqa: E402
 
 DRAWS = ("export", "pillow")
@@ -84,17 +90,26 @@ def unpinned_psnr(pipe, given) -> float:
     return psnr(image, given.image)
 
 
-def summary(rows: list[dict], tolerance: float) -> dict:
+def fit_record(inversion) -> dict:
+    """A null-text fit's learning rate (the larger one after a refit) and its last step's loss in tolerances."""
+    losses = inversion.null_text_losses
+    return {"null_text_lr": inversion.null_text_lr, "last_miss": losses[-1] / tolerance(len(losses) - 1)}
+
+
+def summary(rows: list[dict], max_shift: float) -> dict:
     two = [r for r in rows if "other_kept" in r]
     unpinned = [r["psnr_unpinned"] for r in rows if "psnr_unpinned" in r]
     return {
         "n": len(rows),
         "psnr_mean": float(np.mean([r["psnr"] for r in rows])),
         "psnr_min": float(np.min([r["psnr"] for r in rows])),
-        "layout_kept": float(np.mean([r["shift"] <= tolerance for r in rows])),
+        "layout_kept": float(np.mean([r["shift"] <= max_shift for r in rows])),
         "attribute_right": float(np.mean([r["attribute"] for r in rows])),
         "other_kept": float(np.mean([r["other_kept"] for r in two])) if two else None,
         "source_found": float(np.mean([r["source_found"] for r in rows])),
+        **(
+            {"refitted": int(sum(r["null_text_lr"] != NULL_TEXT_LR for r in rows))} if "null_text_lr" in rows[0] else {}
+        ),
         **(
             {"psnr_unpinned_mean": float(np.mean(unpinned)), "psnr_unpinned_min": float(np.min(unpinned))}
             if unpinned
@@ -183,7 +198,9 @@ def main() -> None:
                 given = invert_image(pipe, image, pair["source"], null_text_steps=steps)
                 row = judge(pair, image, edit_image(pipe, given, pair["source"], pair["target"]))
                 row["bar"] = 35.0 if steps else 25.0
-                if not steps:
+                if steps:
+                    row.update(fit_record(given.inversion))
+                else:
                     row["psnr_unpinned"] = unpinned_psnr(pipe, given)
                 rows[f"{draw}/{mode}"].append(row)
         print(

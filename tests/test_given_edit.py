@@ -17,6 +17,8 @@ from crossattn.sampling.given_edit import edit_image, invert_image
 from crossattn.sampling.inversion import (
     FIXED_POINT_STEPS,
     NULL_TEXT_FIXED_POINT_STEPS,
+    NULL_TEXT_LR,
+    NULL_TEXT_REFIT_LR,
     NullText,
     ddim_scheduler,
     inverse_step,
@@ -126,6 +128,28 @@ def test_null_text_keeps_each_steps_states_and_their_loss(tiny_pipe, picture):
     torch.testing.assert_close(x, inversion.sampling_path[-1])  # the path the states were fitted along
 
 
+def test_a_null_text_fit_that_misses_is_fitted_again_and_the_closer_kept(tiny_pipe, picture, monkeypatch):
+    """A fit whose last step misses by more than ``NULL_TEXT_REFIT`` tolerances is fitted again at
+    ``NULL_TEXT_REFIT_LR`` and the fit that ends closer kept, with its rate; a fit that holds is left."""
+    from crossattn.sampling import inversion as module
+
+    def fit(**constants):
+        for name, value in constants.items():
+            monkeypatch.setattr(module, name, value)
+        args = dict(num_inference_steps=4, guidance_scale=5.0, null_text_steps=2)
+        return invert_image(tiny_pipe, picture, "a red square", **args).inversion
+
+    held = fit(NULL_TEXT_REFIT=float("inf"))
+    assert held.null_text_lr == module.NULL_TEXT_LR
+    alone = fit(NULL_TEXT_LR=module.NULL_TEXT_REFIT_LR)  # the larger rate from the start: what a refit finds
+    assert held.null_text_losses != alone.null_text_losses
+    monkeypatch.setattr(module, "NULL_TEXT_LR", held.null_text_lr)
+    refitted = fit(NULL_TEXT_REFIT=0.0)  # every fit misses
+    closer = min(held, alone, key=lambda inversion: inversion.null_text_losses[-1])
+    assert refitted.null_text_losses == closer.null_text_losses and refitted.null_text_lr == closer.null_text_lr
+    assert torch.equal(refitted.null_text_path[-1], closer.null_text_path[-1])
+
+
 def test_pinning_after_null_text_keeps_the_source_on_the_fitted_path(tiny_pipe, picture):
     """After null-text inversion the source row is pinned to the path its states were fitted along, not
     the DDIM path they were fitted to reach (there each step's states act where they were not fitted:
@@ -213,6 +237,7 @@ def test_edit_command_with_image(tiny_model_dir, tmp_path, picture, capsys):
     assert given["inversion"] == "null-text" and given["null_text_steps"] == 2 and len(given["null_text_losses"]) == 4
     assert meta["edit"]["pinned_steps"] == PINNED_AFTER_NULL_TEXT == 1  # chosen by the inversion, recorded
     assert given["fixed_point_steps"] == NULL_TEXT_FIXED_POINT_STEPS  # null-text fits the plain path
+    assert given["null_text_lr"] in (NULL_TEXT_LR, NULL_TEXT_REFIT_LR)  # the fit kept, refitted or not
     reconstruction = Image.open(out / f"{stem.name}.reconstruction.png")
     assert given["reconstruction_psnr"] == pytest.approx(psnr(reconstruction, Image.open(picture)), abs=1e-3)
     assert meta["files"]["reconstruction"] == f"{stem.name}.reconstruction.png"
@@ -224,8 +249,9 @@ def test_edit_command_with_image_and_ddim_inversion(tiny_model_dir, tmp_path, pi
     meta = json.loads((tmp_path / "o" / "a-blue-square-0.json").read_text())
     given = meta["given_image"]
     assert given["inversion"] == "ddim" and given["null_text_steps"] == 0 and not given["null_text_losses"]
+    assert given["null_text_lr"] == 0
     assert given["fixed_point_steps"] == FIXED_POINT_STEPS == 1  # one checked re-solve a step
-    assert meta["edit"]["pinned_steps"] == PINNED_AFTER_DDIM == 0.3
+    assert meta["edit"]["pinned_steps"] == PINNED_AFTER_DDIM == 0.4
 
 
 @pytest.mark.parametrize(

@@ -193,5 +193,6 @@ def given_image_fields(request: SamplingRequest, edited) -> dict:
         "fixed_point_steps": inversion.fixed_point_steps,
         "null_text_steps": request.null_text_steps or 0,  # 0: DDIM inversion alone
         "null_text_losses": [round(x, 8) for x in inversion.null_text_losses],
+        "null_text_lr": inversion.null_text_lr,  # Adam's rate of the fit kept (larger after a refit); 0 after DDIM
         "reconstruction_psnr": round(edited.psnr, 3),
     }
