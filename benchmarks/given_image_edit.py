@@ -10,8 +10,8 @@ Each source caption is drawn two ways, with exact masks, not by the model:
 Each is inverted with the source caption (DDIM; null-text with ``--null-text-steps``) and edited with
 ``crossattn.edit_image``'s defaults (after DDIM inversion: one checked fixed-point re-solve a step, the
 source row's unconditional states the source prompt's own, negative-prompt inversion, and the source row
-pinned to the inversion path for the first 30 % of the steps; after null-text: the source row kept on the
-path its states were fitted along at every step). *PSNR* is the edit's reconstruction (its source row, as
+pinned to the inversion path for the first 40 % of the steps; after null-text: the source row kept on the
+path its states were fitted along at every step, a fit that misses refitted with larger steps). *PSNR* is the edit's reconstruction (its source row, as
 the sidecar's); with DDIM, *PSNR unpinned* is the plain DDIM reconstruction too: the source prompt
 sampled from the inverted noise with guidance against the empty prompt, nothing pinned. Judged by the
 scene analyzer: *layout kept*, every object of the edited image within ``--tolerance`` px (1.5) of the

@@ -241,7 +241,7 @@ def add_edit(sub) -> None:
         type=float,
         metavar="F",
         help="with --image: fraction of the first steps in which the source stays on the image's inversion path "
-        "(Direct Inversion; default: 0.3 after DDIM inversion, 1 after --null-text, whose states act as fitted "
+        "(Direct Inversion; default: 0.4 after DDIM inversion, 1 after --null-text, whose states act as fitted "
         "only on their own path)",
     )
     p.add_argument(

@@ -11,7 +11,7 @@ source row is the reconstruction) and, after null-text inversion, the optimised 
 For the first ``pinned_steps`` (:class:`crossattn.EditSettings`) the source row is put back on the
 inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps and latents the
 target takes from it are then the given image's, not those of a guided path drifting from it. After DDIM
-inversion that is the inversion path, for the first 30 % of the steps. After null-text inversion it is
+inversion that is the inversion path, for the first 40 % of the steps. After null-text inversion it is
 the path the states were fitted along (:attr:`Inversion.sampling_path`), at every step: the states act
 as fitted only there, and freely sampled a Pillow drawing's source row swapped its two objects (18.7
 against 41.9 dB with Adam at 3e-2: the float differences of the batch were enough); pinned to the DDIM
