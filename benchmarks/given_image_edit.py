@@ -8,17 +8,17 @@ Each source caption is drawn two ways, with exact masks, not by the model:
   outline of 1–3 px, at the export scene's places.
 
 Each is inverted with the source caption (DDIM; null-text with ``--null-text-steps``) and edited with
-``crossattn.edit_image``'s defaults (after DDIM inversion: one checked fixed-point re-solve a step, the
-source row's unconditional states the source prompt's own, negative-prompt inversion, and the source row
-pinned to the inversion path for the first 40 % of the steps; after null-text: the source row kept on the
-path its states were fitted along at every step, a fit that misses refitted with larger steps). *PSNR* is the edit's reconstruction (its source row, as
-the sidecar's); with DDIM, *PSNR unpinned* is the plain DDIM reconstruction too: the source prompt
-sampled from the inverted noise with guidance against the empty prompt, nothing pinned. Judged by the
-scene analyzer: *layout kept*, every object of the edited image within ``--tolerance`` px (1.5) of the
-given image's under the best pairing (as many objects); *attribute right*, the swapped object found with
-the target's colour and shape; *other kept* (two objects), the unedited object still found with its
-colour and shape. Bars: PSNR ≥ 25 dB (DDIM), ≥ 35 dB (null-text); layout and attribute ≥ 0.90, other kept
-≥ 0.95.
+``crossattn.edit_image``'s defaults (after DDIM inversion: one checked fixed-point re-solve a step, the source
+row's unconditional states the source prompt's own, negative-prompt inversion, and the source row pinned to
+the inversion path for the first 40 % of the steps; after null-text: the source row kept on the path its
+states were fitted along at every step, a fit that misses refitted with larger steps). *PSNR* is the edit's
+reconstruction (its source row, as the sidecar's); with DDIM, *PSNR unpinned* is the plain DDIM reconstruction
+too: the source prompt sampled from the inverted noise with guidance against the empty prompt, nothing pinned.
+Judged by the scene analyzer: *layout kept*, every object of the edited image within ``--tolerance`` px (1.5)
+of the given image's under the best pairing (as many objects); *attribute right*, the swapped object found
+with the target's colour and shape; *other kept* (two objects), the unedited object still found with its
+colour and shape. Bars: PSNR ≥ 25 dB (DDIM), ≥ 35 dB (null-text); layout and attribute ≥ 0.90, other kept ≥
+0.95.
 
 Cost (``--cost N`` repeats, interleaved, median wall seconds): maps of a given image against the maps of a
 generated one, an edit of a given image (DDIM inversion included) against an edit of a generated one,

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, fields
 HALVES = ("both", "cond")
 #: ``pinned_steps`` left as ``None`` is chosen by the inversion: Direct Inversion's pinning for the first
 #: 40 % after DDIM inversion (the steps after it sample freely, and there a scene can drift: an export
-#: drawing came back at 24.6 dB pinned for 30 %, at 38.9 for 40 %; on 24 pilot scenes, the lowest of each
-#: drawing, no edit judgment moved from 30 to 40 %, one other object was lost at 50 %); after null-text the source row keeps to the path its states were fitted
-#: along at every step, since those states act as fitted only there and a guided path drifts: on one
-#: Pillow drawing 1e-4 of noise on x_T swapped its two objects (40.7 → 18.4 dB, Adam at 3e-2), and so
-#: did the float differences of the edit's batch (docs/commands/edit.md)
+#: drawing came back at 24.6 dB pinned for 30 %, at 38.9 for 40 %; on 24 pilot scenes, each drawing's
+#: six lowest and six more, no edit judgment moved from 30 to 40 %, and one other object was lost at
+#: 50 %); after null-text the source row keeps to the path its states were fitted along at every step,
+#: since those states act as fitted only there and a guided path drifts: on one Pillow drawing 1e-4 of
+#: noise on x_T swapped its two objects (40.7 → 18.4 dB, Adam at 3e-2), and so did the float differences
+#: of the edit's batch (docs/commands/edit.md)
 PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT = 0.4, 1.0
 
 

@@ -187,9 +187,10 @@ def tolerance(i: int) -> float:
 def fit_null_step(pipe, scheduler, step, start, guidance_scale: float, i: int, fit: tuple[int, float]):
     """One sampling step of Mokady et al.'s loop: Adam on a copy of the null states ``(1, T, D)`` so that
     the guided DDIM step from ``x`` at ``t`` lands on ``target``. ``step``: ``(x, t, target)``; ``start``:
-    ``(null, pred_cond)``; ``fit``: ``(inner_steps, learning rate)``. Returns the states with the lowest loss measured, that loss, and where the
-    step with them lands ``(1, C, h, w)``: each Adam step is measured before it is kept, so the loss
-    recorded is that of the states returned, and their step needs no second pass."""
+    ``(null, pred_cond)``; ``fit``: ``(inner_steps, learning rate)``. Returns the states with the lowest
+    loss measured, that loss, and where the step with them lands ``(1, C, h, w)``: each Adam step is
+    measured before it is kept, so the loss recorded is that of the states returned, and their step needs
+    no second pass."""
     (x, t, target), (null, pred_cond), (inner_steps, lr) = step, start, fit
     null = null.detach().clone().requires_grad_(True)  # a copy: Adam updates it in place
     optimiser = torch.optim.Adam([null], lr=lr * (1.0 - i / 100.0))
