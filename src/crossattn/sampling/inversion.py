@@ -35,8 +35,8 @@ NULL_TEXT_LR = 1e-2
 NULL_TEXT_TOLERANCE = (1e-5, 2e-5)
 #: a fit whose last step still misses the image by more than this many times its tolerance failed, and is
 #: fitted again at ``NULL_TEXT_REFIT_LR``, the fit that ends closer kept. Fits that hold stay as they were,
-#: and one that fails gets the larger steps it needs: a Pillow drawing's (benchmark pair 98) ended at a
-#: loss of 3e-2 against a tolerance of 4e-4, 20.7 dB, while 13 profiled scenes that held ended within 3×.
+#: and one that fails gets the larger steps it needs: of the benchmark's 200 fits one, a Pillow drawing's,
+#: ended at 87 tolerances (20.7 dB; refitted, 1.2 and 41.9 dB), the other 199 within 2.7 (docs/benchmarks.md).
 NULL_TEXT_REFIT = 10.0
 NULL_TEXT_REFIT_LR = 3e-2
 #: re-solves of each DDIM inversion step at the level it reaches (0: plain DDIM inversion), each kept only
