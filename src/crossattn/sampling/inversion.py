@@ -236,14 +236,16 @@ def fit_null_text(pipe, path, cond, guidance_scale: float, inner_steps: int):
     """:func:`optimise_null_text` at ``NULL_TEXT_LR``, fitted again at ``NULL_TEXT_REFIT_LR`` when its last
     step misses by more than ``NULL_TEXT_REFIT`` tolerances; the fit whose last step lands closer is kept.
     Returns ``(states, losses, path, learning rate)``."""
-    fitted = (*optimise_null_text(pipe, path, cond, guidance_scale, inner_steps, NULL_TEXT_LR), NULL_TEXT_LR)
-    last = len(path) - 2  # the index of the last sampling step
-    if fitted[1][-1] > NULL_TEXT_REFIT * tolerance(last):
-        refitted = (
-            *optimise_null_text(pipe, path, cond, guidance_scale, inner_steps, NULL_TEXT_REFIT_LR),
-            NULL_TEXT_REFIT_LR,
-        )
-        fitted = min(fitted, refitted, key=lambda fit: fit[1][-1])
+
+    def fit(lr: float) -> tuple:
+        return (*optimise_null_text(pipe, path, cond, guidance_scale, inner_steps, lr), lr)
+
+    def last_loss(fitted: tuple) -> float:
+        return fitted[1][-1]
+
+    fitted = fit(NULL_TEXT_LR)
+    if last_loss(fitted) > NULL_TEXT_REFIT * tolerance(len(path) - 2):  # len(path) - 2: the last step's index
+        fitted = min(fitted, fit(NULL_TEXT_REFIT_LR), key=last_loss)
     return fitted
 
 
