@@ -166,8 +166,8 @@ def test_pinning_after_null_text_keeps_the_source_on_the_fitted_path(tiny_pipe, 
 
 
 def test_pinning_left_unset_is_chosen_by_the_inversion(tiny_pipe, picture):
-    """``pinned_steps=None`` (the default): 0.3 after DDIM inversion, every step after null-text; a value
-    given is kept, as a keyword or in ``settings``."""
+    """``pinned_steps=None`` (the default): ``PINNED_AFTER_DDIM`` after DDIM inversion, every step after
+    null-text; a value given is kept, as a keyword or in ``settings``."""
     from crossattn.attention.edit_settings import EditSettings
 
     ddim = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0)

@@ -197,6 +197,7 @@ def add_serve(sub) -> None:
 
 
 def add_edit(sub) -> None:
+    from .attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
     from .steering.editing import EditSettings
 
     p = sub.add_parser(
@@ -241,8 +242,8 @@ def add_edit(sub) -> None:
         type=float,
         metavar="F",
         help="with --image: fraction of the first steps in which the source stays on the image's inversion path "
-        "(Direct Inversion; default: 0.4 after DDIM inversion, 1 after --null-text, whose states act as fitted "
-        "only on their own path)",
+        f"(Direct Inversion; default: {PINNED_AFTER_DDIM:g} after DDIM inversion, {PINNED_AFTER_NULL_TEXT:g} after "
+        "--null-text, whose states act as fitted only on their own path)",
     )
     p.add_argument(
         "--no-blend",
