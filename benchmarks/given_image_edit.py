@@ -166,20 +166,12 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.5)
     parser.add_argument("--cost", type=int, default=3, help="interleaved repeats of the cost jobs (0: skip)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--draws",
-        nargs="+",
-        choices=DRAWS,
-        default=list(DRAWS),
-        help="which drawings to edit (one per process: run two)",
-    )
-    parser.add_argument(
-        "--modes",
-        nargs="+",
-        choices=MODES,
-        default=list(MODES),
-        help="which inversions to edit with (a re-run of one after a change to it)",
-    )
+    subsets = {
+        "--draws": (DRAWS, "which drawings to edit (one per process: run two)"),
+        "--modes": (MODES, "which inversions to edit with (a re-run of one after a change to it)"),
+    }
+    for flag, (choices, text) in subsets.items():  # each: some of its choices, all by default
+        parser.add_argument(flag, nargs="+", choices=choices, default=list(choices), help=text)
     parser.add_argument("--json", help="write the rows and the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
