@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputExists
 
-class ExistsError(FileExistsError):
-    """An output would replace a file the user did not ask to replace."""
+#: An output would replace a file the user did not ask to replace (the family's :class:`OutputExists`).
+ExistsError = OutputExists
 
 
 def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:

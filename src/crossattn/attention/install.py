@@ -21,10 +21,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import ClassVar
 
-
-class HookError(RuntimeError):
-    """A hook used in a way that would corrupt another hook or the model: entered twice, or a second
-    hook of one kind on one model."""
+from ..errors import HookError
 
 
 def unet_of(target):

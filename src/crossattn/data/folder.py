@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import BadDataset
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
@@ -48,7 +50,7 @@ class Problem:
         return f"{self.kind}: {self.file}" + (f" ({self.detail})" if self.detail else "")
 
 
-class FolderError(ValueError):
+class FolderError(BadDataset):
     """The folder has problems; the message lists every one of them."""
 
     def __init__(self, folder: Path, problems: list[Problem]):
