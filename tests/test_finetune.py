@@ -287,7 +287,7 @@ def test_loading_a_unet_only_adapter_says_nothing_about_the_text_encoder(tiny_mo
     capfd.readouterr()
     load_lora(load_pipeline(tiny_model_dir), tmp_path / "lora")
     assert "No LoRA keys" not in capfd.readouterr().err
-    from crossattn.training.lora import _NoTextEncoderKeys
+    from crossattn.models.lora_files import _NoTextEncoderKeys
 
     filters = logging.getLogger("diffusers.loaders.lora_base").filters
     assert not any(isinstance(f, _NoTextEncoderKeys) for f in filters)

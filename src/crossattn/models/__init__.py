@@ -4,13 +4,13 @@
   ``ModelConfig`` and names the schedulers; :mod:`.clip_model` is the mini-CLIP (both towers).
 - :mod:`.pipeline` is ``CrossAttnPipeline`` (classifier-free guidance, relation guidance hook-in).
 - :mod:`.loading` loads any diffusers folder (the shipped default model in ``pretrained/``, a run's
-  ``final/``, a LoRA on top); :mod:`.tokenizer` and :mod:`.vocabulary` handle the CLIP BPE and the
-  words a model was trained on.
+  ``final/``, a LoRA on top: :mod:`.lora_files` names its files and loads them); :mod:`.tokenizer` and
+  :mod:`.vocabulary` handle the CLIP BPE and the words a model was trained on.
 
 May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.data`` (the caption grammar, for
 the vocabulary), ``crossattn.steering.relation_guidance`` (the pipeline steers relations while it
-samples) and ``crossattn.training.lora`` (a LoRA adapter loads with its model); never the rest of
-training, nor sampling, evaluation, commands or web (``tests/test_import_graph.py`` checks it).
+samples); never training, sampling, evaluation, commands or web (``tests/test_import_graph.py``
+checks it).
 """
 
 from pathlib import Path

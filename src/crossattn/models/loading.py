@@ -78,7 +78,7 @@ def torch_dtype(name: str | None):
 
 def check_lora_folder(path: str | Path) -> Path:
     """The LoRA folder ``path`` names: ``path`` itself, or ``path/final`` for a ``crossattn finetune`` run."""
-    from ..training.lora import WEIGHT_NAME
+    from .lora_files import WEIGHT_NAME
 
     folder = Path(path)
     if not folder.exists():
@@ -173,7 +173,7 @@ def load_resolved(
                 folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
             )
     if lora is not None:
-        from ..training.lora import load_lora
+        from .lora_files import load_lora
 
         with quiet_loading():
             load_lora(pipe, lora)

@@ -11,21 +11,19 @@ layout (``pytorch_lora_weights.safetensors`` with ``unet.`` / ``text_encoder.`` 
 
 Words the base model never saw (outside its ``vocabulary.json``) also get their token-embedding rows
 trained (textual inversion, Gal et al., ICLR 2023, beside the LoRA: "pivotal tuning"); those rows
-are saved as ``learned_embeds.safetensors`` next to the adapter and :func:`load_lora` puts them back.
+are saved as ``learned_embeds.safetensors`` next to the adapter and :func:`~crossattn.models.lora_files.load_lora` puts them back.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
+# the adapter's files and their loading live with the models; load_lora stays importable from here (public API)
+from ..models.lora_files import TOKENS_NAME, WEIGHT_NAME, load_lora  # noqa: F401
+
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_CONV_TARGETS = ("conv1", "conv2")  # the resnets' 3x3 convolutions (peft Conv2d LoRA; diffusers loads it)
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
 def lora_config(rank: int, targets: tuple[str, ...], alpha: float | None = None, ranks: dict | None = None):
@@ -100,41 +98,6 @@ def save_lora(pipe, folder: str | Path) -> Path:
     return Path(folder) / WEIGHT_NAME
 
 
-def load_lora(pipe, folder: str | Path) -> None:
-    """Load a LoRA folder written by :func:`save_lora` (or any diffusers SD LoRA that fits), and the
-    new words' embedding rows of :func:`save_token_rows` when the folder has them."""
-    path = Path(folder)
-    if not (path / WEIGHT_NAME).is_file():
-        raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {path}")
-    with without_text_encoder_notice(path / WEIGHT_NAME):
-        pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
-    if (path / TOKENS_NAME).is_file():
-        load_token_rows(pipe, path / TOKENS_NAME)
-
-
-class _NoTextEncoderKeys(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No LoRA keys associated to")
-
-
-@contextmanager
-def without_text_encoder_notice(weights: Path) -> Iterator[None]:
-    """Drop diffusers' warning "No LoRA keys associated to CLIPTextModel found ..." while loading an
-    adapter that has no text-encoder keys by design (U-Net only, the default); any other message, and
-    that one for an adapter that does have such keys, still shows."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        has_text_encoder = any(k.startswith("text_encoder.") for k in f.keys())  # noqa: SIM118 (a handle, not a dict)
-    logger, quiet = logging.getLogger("diffusers.loaders.lora_base"), _NoTextEncoderKeys()
-    if not has_text_encoder:
-        logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
 def new_word_tokens(tokenizer, words) -> list[int]:
     """Token ids of ``words`` (the caption words the base model never saw), special tokens left out."""
     ids = {i for w in words for i in tokenizer(w, add_special_tokens=False).input_ids}
@@ -154,23 +117,3 @@ def save_token_rows(pipe, folder: str | Path, token_ids) -> Path | None:
     path = Path(folder) / TOKENS_NAME
     save_file({t: table[i].to("cpu").clone().contiguous() for t, i in zip(tokens, token_ids, strict=True)}, str(path))
     return path
-
-
-def load_token_rows(pipe, path: str | Path) -> list[str]:
-    """Write the rows of a :func:`save_token_rows` file into the pipeline's embedding table (the tokens
-    are in the CLIP vocabulary already; only their rows change). Returns the tokens set."""
-    import torch
-    from safetensors.torch import load_file
-
-    rows = load_file(str(path))
-    table = pipe.text_encoder.get_input_embeddings().weight
-    unknown = pipe.tokenizer.unk_token_id
-    for token, row in rows.items():
-        index = pipe.tokenizer.convert_tokens_to_ids(token)
-        if index is None or index == unknown or row.shape != table.shape[1:]:
-            raise ValueError(
-                f"{path}: token {token!r} (row {tuple(row.shape)}) does not fit this tokenizer/text encoder"
-            )
-        with torch.no_grad():
-            table[index] = row.to(table.dtype)
-    return list(rows)
