@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from . import PRETRAINED_DIR
+from .model import set_scheduler  # noqa: F401 (loading's own name for it since before)
 
 PLACEHOLDER = "untrained-placeholder"
 #: The pipeline classes ``--model`` loads: ours, and the four families whose attention crossattn traces.
@@ -193,14 +194,6 @@ def pipeline_class(folder: Path):
 
     name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     return CrossAttnPipeline if name == CrossAttnPipeline.__name__ else DiffusionPipeline
-
-
-def set_scheduler(pipe, name: str) -> None:
-    """Swap the sampler by name on any diffusers pipeline, keeping its noise schedule
-    (``CrossAttnPipeline.set_scheduler`` does the same without importing this module)."""
-    from .model import make_scheduler
-
-    pipe.scheduler = make_scheduler(name, dict(pipe.scheduler.config))
 
 
 def placeholder_pipeline(config: ModelConfig | None = None, seed: int = 0):

@@ -64,6 +64,19 @@ def make_scheduler(name: str, base_config: dict[str, Any] | None = None, predict
     return cls.from_config(config)
 
 
+def fresh_scheduler(scheduler, name: str | None = None):
+    """A new scheduler in its initial state with ``scheduler``'s schedule: the sampler ``name`` (one of
+    :data:`SCHEDULER_NAMES`), or ``scheduler``'s own class when ``name`` is None."""
+    if name is None:
+        return type(scheduler).from_config(scheduler.config)
+    return make_scheduler(name, dict(scheduler.config))
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the sampler by name on any diffusers pipeline, keeping its noise schedule."""
+    pipe.scheduler = fresh_scheduler(pipe.scheduler, name)
+
+
 def build_unet(cfg: ModelConfig):
     """A pixel-space ``UNet2DConditionModel`` shaped by ``cfg``."""
     from diffusers import UNet2DConditionModel

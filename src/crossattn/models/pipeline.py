@@ -71,9 +71,9 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def set_scheduler(self, name: str) -> None:
         """Switch the sampler by name (``ddpm``, ``ddim``, ``dpm++``, ``euler``), keeping the schedule."""
-        from .model import make_scheduler
+        from .model import set_scheduler
 
-        self.scheduler = make_scheduler(name, dict(self.scheduler.config))
+        set_scheduler(self, name)
 
     # ------------------------------------------------------------------ text
 

@@ -255,12 +255,10 @@ class Explorer:
 
     def request_pipe(self, scheduler: str):
         """A pipeline object for one request: the loaded components, a new scheduler in its initial state."""
-        from ..models.model import make_scheduler
+        from ..models.model import fresh_scheduler
 
-        if scheduler == DEFAULT_SCHEDULER:
-            fresh = type(self.scheduler).from_config(self.scheduler.config)
-        else:  # as `load_pipeline(scheduler=name)` does for `generate --scheduler name`
-            fresh = make_scheduler(scheduler, dict(self.scheduler.config))
+        # a name: as `load_pipeline(scheduler=name)` does for `generate --scheduler name`
+        fresh = fresh_scheduler(self.scheduler, None if scheduler == DEFAULT_SCHEDULER else scheduler)
         pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": fresh})
         pipe.set_progress_bar_config(**getattr(self.pipe, "_progress_bar_config", {}))
         return pipe
