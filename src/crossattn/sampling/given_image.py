@@ -111,20 +111,6 @@ def to_picture(pipe, latents):
     return pipe.image_processor.postprocess(latents.float(), output_type="pil")[0]
 
 
-def text_states(pipe, prompt: str):
-    """The prompt's text states ``(1, T, D)`` for a U-Net pass without guidance."""
-    from ..models.pipeline import CrossAttnPipeline
-
-    if isinstance(pipe, CrossAttnPipeline):
-        return pipe.encode_prompt([prompt])
-    if pipe.unet.config.addition_embed_type is not None or not hasattr(pipe, "encode_prompt"):
-        raise ValueError(
-            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); the draws mode (samples=N) reads "
-            "CrossAttnPipeline and SD-1.5-shaped pipelines; use samples=None (denoise mode)"
-        )
-    return pipe.encode_prompt(prompt, pipe.device, 1, False)[0]  # (cond, uncond) → cond (1, T, D)
-
-
 def predicted_clean(pred, noisy, alpha_bar, prediction_type: str):
     """x̂₀ from the U-Net's output at ᾱ (Ho et al., 2020, eq. 15; v: Salimans & Ho, 2022)."""
     if prediction_type == "v_prediction":
@@ -140,7 +126,10 @@ def draws(pipe, tracer, latents, prompt: str, t, samples: int, generator):
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    states = text_states(pipe, prompt)  # (1, T, D)
+    from .inversion import prompt_states
+
+    reader = "the draws mode (samples=N; samples=None denoises instead)"
+    states, _ = prompt_states(pipe, prompt, guided=False, reader=reader)  # (1, T, D)
     alpha_bar = pipe.scheduler.alphas_cumprod[int(round(float(t)))].to(latents.device, latents.dtype)
     prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     tracer.start_call([prompt])

@@ -74,19 +74,27 @@ class Inversion:
         return self.null_text_path or self.trajectory[-2::-1]
 
 
-def prompt_states(pipe, prompt: str, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cond, uncond)`` text states ``(1, T, D)`` of ``prompt`` and the negative prompt (default "")."""
+def prompt_states(
+    pipe, prompt: str, negative_prompt: str | None = None, guided: bool = True, reader: str = "inverting an image"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(cond, uncond)`` text states ``(1, T, D)`` of ``prompt`` and the negative prompt (default ""); with
+    ``guided`` False only the prompt's are encoded (``uncond`` None). The one text encoding of a U-Net pass
+    outside a pipeline call: ``reader`` names, in the error for a pipeline that needs added conditioning,
+    what reads them."""
+    from ..errors import BadArgument
     from ..models.pipeline import CrossAttnPipeline
 
     if isinstance(pipe, CrossAttnPipeline):
+        if not guided:
+            return pipe.encode_prompt([prompt]), None
         states = pipe.encode_prompt([negative_prompt or "", prompt])  # (2, T, D)
         return states[1:], states[:1]
     if pipe.unet.config.addition_embed_type is not None or not hasattr(pipe, "encode_prompt"):
-        raise ValueError(
-            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); inverting an image reads "
+        raise BadArgument(
+            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); {reader} reads "
             "CrossAttnPipeline and SD-1.5-shaped pipelines"
         )
-    cond, uncond = pipe.encode_prompt(prompt, pipe.device, 1, True, negative_prompt)
+    cond, uncond = pipe.encode_prompt(prompt, pipe.device, 1, guided, negative_prompt)
     return cond, uncond
 
 
