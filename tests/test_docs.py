@@ -1,12 +1,14 @@
 """The README and the docs site, checked without building it (CI runs ``mkdocs build --strict``).
 
 The README stays a short reference with the set-up and test commands on top; every local link and
-image of the README and of ``docs/`` points at a file that exists; every public name of
-``crossattn.__all__`` is documented on the API pages, at the module that defines it.
+image of the README and of ``docs/`` points at a file that exists; every table is one table; every
+public name of ``crossattn.__all__`` is documented on the API pages, at the module that defines it;
+every docstring cross-reference to ``crossattn`` in ``src/`` names an object that exists.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -21,6 +23,11 @@ SETUP = 'pip install torch==2.13.0 && pip install -e ".[dev]" && crossattn gener
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 DIRECTIVE = re.compile(r"^:::\s*(\S+)[ \t]*\n((?:[ \t]+\S.*\n?)*)", re.M)
+
+
+# :class:`crossattn.x.Y`, :func:`~crossattn.y`, :mod:`.sibling` (Sphinx roles in docstrings)
+CROSS_REFERENCE = re.compile(r":(?:class|func|meth|attr|data|exc|obj|mod):`~?((?:crossattn)?\.?[\w.]+)`")
+TABLE_DELIMITER = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
 
 
 def markdown_files() -> list[Path]:
@@ -53,6 +60,15 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     top = text[: text.index("---")]
     assert SETUP in top
     assert "```bash\npython -m pytest\n```" in top
+
+
+def test_readme_names_every_public_name_and_notebook():
+    text = README.read_text(encoding="utf-8")
+    names = text[text.index("The\npublic names:") : text.index("Reference: [docs/api.md]")]
+    assert not [n for n in crossattn.__all__ if n != "__version__" and f"`{n}`" not in names]
+    notebooks = text[text.index("## Notebooks") :].split("\n## ")[0]
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert re.search(rf"\b{notebook.name[:2]}\s", notebooks), f"README's notebook list lacks {notebook.name}"
 
 
 def test_local_links_and_images_exist():
@@ -107,3 +123,68 @@ def test_model_card_is_shipped_with_the_model():
     card = (DOCS / "model-card.md").read_text(encoding="utf-8")
     assert card.startswith("---\n") and "\nlicense:" in card.split("\n---\n")[0]
     assert (ROOT / "src" / "crossattn" / "pretrained" / "README.md").read_text(encoding="utf-8") == card
+
+
+def test_every_table_starts_with_its_header():
+    """A blank line inside a table splits it: the rows after it render as a paragraph of pipes."""
+    split = []
+    for path in markdown_files():
+        lines = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), path.read_text(encoding="utf-8")).splitlines()
+        for i, line in enumerate(lines):
+            starts_table = line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+            if starts_table and not TABLE_DELIMITER.match(lines[i + 1] if i + 1 < len(lines) else ""):
+                split.append(f"{path.relative_to(ROOT)}:{i + 1}: {line[:60]}")
+    assert not split, "table rows without a header (a blank line splitting a table?):\n" + "\n".join(split)
+
+
+def resolve(dotted: str) -> object:
+    """The object ``dotted`` names: the longest importable module prefix, then attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError as error:
+            if not ".".join(parts[:i]).startswith(str(error.name)):
+                raise  # the module exists but fails to import
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def docstring_cross_references() -> list[tuple[str, str]]:
+    """``(file, dotted path)`` of every ``crossattn...`` or relative role target in ``src/crossattn``."""
+    src = ROOT / "src"
+    found = []
+    for file in sorted((src / "crossattn").rglob("*.py")):
+        module = ".".join(file.relative_to(src).with_suffix("").parts)
+        package = module.removesuffix(".__init__") if file.name == "__init__.py" else module.rpartition(".")[0]
+        for target in CROSS_REFERENCE.findall(file.read_text(encoding="utf-8")):
+            if target.startswith("crossattn.") or target == "crossattn":
+                found.append((str(file.relative_to(ROOT)), target))
+            elif target.startswith("."):
+                found.append((str(file.relative_to(ROOT)), package + target))
+    return found
+
+
+def test_cross_references_are_found():
+    targets = {target for _, target in docstring_cross_references()}
+    assert {"crossattn.trace", "crossattn.attention.control.Controller", "crossattn.training.train"} <= targets
+
+
+def test_docstring_cross_references_resolve():
+    """``:class:`crossattn.X``` and friends name a real object (imported, then ``getattr``), as does
+    every public name of ``crossattn``, lazily re-exported."""
+    missing = []
+    for name in crossattn.__all__:
+        try:
+            getattr(crossattn, name)
+        except AttributeError as error:
+            missing.append(f"crossattn.{name}: {error}")
+    for file, target in docstring_cross_references():
+        try:
+            resolve(target)
+        except (ImportError, AttributeError) as error:
+            missing.append(f"{file}: {target} ({type(error).__name__}: {error})")
+    assert not missing, "cross-references to nothing:\n" + "\n".join(missing)

@@ -42,7 +42,7 @@ class EditSettings:
     al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
     source's maps and latents, which the target takes, are the given image's (no effect elsewhere);
     ``None``: chosen by the inversion (:data:`PINNED_AFTER_DDIM`, :data:`PINNED_AFTER_NULL_TEXT`).
-    The defaults are the edit's, measured on the default model (README, "Attention control")."""
+    The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
     self_steps: float = 0.2

@@ -2,9 +2,10 @@
 
 One file, nothing fetched: the image is an inline PNG data URI, the maps are inline base64, the
 script and styles are inline. The page has word, layer, head and step selectors and draws each map
-itself, with the same arithmetic as :meth:`AttentionMaps.word_map`: the word's tokens summed, the
-mean over the chosen steps and heads, each layer upsampled bilinearly (``align_corners=False``) to
-the image size and the layers averaged (DAAM's aggregation, Tang et al., 2022).
+itself, with the same arithmetic as :meth:`~crossattn.attention.maps.AttentionMaps.word_map`: the
+word's tokens summed, the mean over the chosen steps and heads, each layer upsampled bilinearly
+(``align_corners=False``) to the image size and the layers averaged (DAAM's aggregation, Tang et al.,
+2022).
 
 Size: every ``(step, head, token)`` map of ``h × w`` probabilities is stored as uint8 scaled to its
 own maximum (one float32 scale each), so quantisation error is at most 1/510 of that map's maximum

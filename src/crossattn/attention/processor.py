@@ -155,8 +155,8 @@ class CaptureProcessor:
 
     def record(self, attn, q, k, mask, heads: int) -> None:
         """Hand the sink ``softmax(QKᵀ/√d)`` of ``(B, h, N, d)`` queries and ``(B, h, K, d)`` keys: only of the
-        rows it keeps where it says which (an :class:`AttentionStore` under guidance keeps one half), so
-        classifier-free guidance does not double the recording's work."""
+        rows it keeps where it says which (an :class:`~crossattn.attention.store.AttentionStore` under
+        guidance keeps one half), so classifier-free guidance does not double the recording's work."""
         keep = getattr(self.sink, "keep", None)
         if keep is None or mask is not None:  # every row (a mask is laid out per row and head)
             self.sink(self.name, attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask), heads)

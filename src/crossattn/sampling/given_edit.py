@@ -8,9 +8,10 @@ The first prompt describes the given image. The image is brought to the model's 
 (:mod:`crossattn.sampling.inversion`: DDIM, or null-text with ``null_text_steps`` > 0), and
 :func:`crossattn.edit` samples every row from that noise with the DDIM scheduler (deterministic, so the
 source row is the reconstruction) and, after null-text inversion, the optimised null text states.
-For the first ``pinned_steps`` (:class:`crossattn.EditSettings`) the source row is put back on the
-inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps and latents the
-target takes from it are then the given image's, not those of a guided path drifting from it. After DDIM
+For the first ``pinned_steps`` (:class:`crossattn.attention.edit_settings.EditSettings`) the source row
+is put back on the inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps
+and latents the target takes from it are then the given image's, not those of a guided path drifting
+from it. After DDIM
 inversion that is the inversion path, for the first 40 % of the steps. After null-text inversion it is
 the path the states were fitted along (:attr:`Inversion.sampling_path`), at every step: the states act
 as fitted only there, and freely sampled a Pillow drawing's source row swapped its two objects (18.7
@@ -130,9 +131,11 @@ def edit_image(
 
 
 def pinning_chosen(given: GivenInversion, settings, kwargs: dict):
-    """The edit's :class:`EditSettings`, from ``settings`` or the knobs among ``kwargs`` (taken out of it,
-    as :func:`crossattn.edit` takes them), with ``pinned_steps`` left as ``None`` chosen by the inversion:
-    :data:`PINNED_AFTER_NULL_TEXT` after null-text, :data:`PINNED_AFTER_DDIM` after DDIM."""
+    """The edit's :class:`~crossattn.attention.edit_settings.EditSettings`, from ``settings`` or the knobs
+    among ``kwargs`` (taken out of it, as :func:`crossattn.edit` takes them), with ``pinned_steps`` left
+    as ``None`` chosen by the inversion:
+    :data:`~crossattn.attention.edit_settings.PINNED_AFTER_NULL_TEXT` after null-text,
+    :data:`~crossattn.attention.edit_settings.PINNED_AFTER_DDIM` after DDIM."""
     from dataclasses import replace
 
     from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings

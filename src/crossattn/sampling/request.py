@@ -2,7 +2,7 @@
 
 ``crossattn generate``, ``maps``, ``edit`` and ``eval``, the web explorer and notebooks all describe
 what to sample with a :class:`SamplingRequest`, so a setting added here (a field, its check in
-:meth:`SamplingRequest.__post_init__`, and where :func:`crossattn.sampling.pipeline_kwargs` or the
+:meth:`SamplingRequest.__post_init__`, and where :meth:`SamplingRequest.pipeline_kwargs` or the
 sidecar reads it) reaches every front at once. A command-line flag whose ``dest`` is the field's
 name (or the field's ``metadata["flag"]``) fills it through :meth:`SamplingRequest.from_flags`
 without further code.
@@ -11,13 +11,12 @@ without further code.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SCHEDULER_NAMES, SamplingConfig
+from ..config import SamplingConfig, check_scheduler, finite, whole  # noqa: F401 (check_scheduler: re-exported)
 
 #: Images sampled together when ``batch_size`` is None. On CPU throughput grows with the batch up to
 #: about this size at 32×32 (benchmarks/generate_throughput.py); memory stays far below 1 GB.
@@ -30,12 +29,6 @@ KINDS = ("cross", "self", "both")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def check_scheduler(name: str | None) -> None:
-    """``name`` is None (the model folder's own scheduler) or one of :data:`SCHEDULER_NAMES`."""
-    if name is not None and name not in SCHEDULER_NAMES:
-        raise ValueError(f"unknown scheduler {name!r}; choices: {', '.join(SCHEDULER_NAMES)}")
-
-
 def check_dtype(name: str | None, device: str | None) -> str | None:
     """``name`` is None (float32) or one of :data:`DTYPES` that ``device`` computes in (float16 needs a GPU)."""
     if name is None:
@@ -46,25 +39,6 @@ def check_dtype(name: str | None, device: str | None) -> str | None:
     if name == "float16" and on_cpu:
         raise ValueError("dtype float16 needs a GPU device (--device cuda or mps); on CPU use float32 or bfloat16")
     return name
-
-
-def whole(value: Any, name: str, low: int, optional: bool = False) -> int | None:
-    """``value`` as an ``int`` >= ``low``; a ``ValueError`` naming it otherwise (None passes when ``optional``)."""
-    if value is None and optional:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or not float(value).is_integer() or value < low:
-        raise ValueError(f"{name} {value!r} is not accepted; give a whole number >= {low}")
-    return int(value)
-
-
-def finite(value: Any, name: str, low: float = -math.inf) -> float:
-    """``value`` as a finite ``float`` >= ``low``; a ``ValueError`` naming it otherwise."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < low:
-        accepted = "a finite number" + (f" >= {low:g}" if low > -math.inf else "")
-        raise ValueError(f"{name} {value!r} is not accepted; give {accepted}")
-    return float(value)
 
 
 def _from_flags(cls, flags: Mapping[str, Any], fields: dict[str, Any]):
@@ -128,7 +102,7 @@ class SamplingRequest:
     """What one sampling job makes: prompts, sampler settings, maps and where the files go.
 
     Constructing it checks every value (a ``ValueError`` names the bad value and what is accepted),
-    so a request that exists is a valid one; it holds no model (see :class:`ModelRef`).
+    so a request that exists is a valid one; it holds no model (see :class:`~crossattn.sampling.ModelRef`).
     """
 
     prompts: tuple[str, ...] = field(metadata={"flag": None})  # each command reads its own
@@ -154,7 +128,6 @@ class SamplingRequest:
     null_text_steps: int | None = None  # edit with image: null-text inversion, at most N Adam steps a step
 
     def __post_init__(self) -> None:
-        check_scheduler(self.scheduler)
         self._check_image()
         prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
         bad = [p for p in prompts if not isinstance(p, str)]
@@ -162,12 +135,13 @@ class SamplingRequest:
             raise ValueError(f"prompt {bad[0]!r} is not accepted; prompts are strings")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise ValueError(f"negative prompt {self.negative_prompt!r} is not accepted; give a string or None")
+        config = self.config  # the sampler settings, checked where they are defined
         checked = {
             "prompts": prompts,
-            "seed": whole(self.seed, "seed", 0),
-            "steps": whole(self.steps, "steps", 1),
-            "guidance": finite(self.guidance, "guidance"),
-            "relation_guidance": finite(self.relation_guidance, "relation guidance", 0.0),
+            "seed": config.seed,
+            "steps": config.steps,
+            "guidance": config.guidance_scale,
+            "relation_guidance": config.relation_guidance,
             "num_images": whole(self.num_images, "num_images", 1),
             "batch_size": whole(self.batch_size, "batch_size", 1, optional=True),
             "upscale": whole(self.upscale, "upscale", 1, optional=True),
@@ -218,13 +192,19 @@ class SamplingRequest:
         """A copy with ``changes``, checked again."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def config(self) -> SamplingConfig:
+        """The sampler settings of this request (seed, steps, guidance, scheduler, relation guidance)."""
+        return SamplingConfig(
+            steps=self.steps,
+            guidance_scale=self.guidance,
+            scheduler=self.scheduler,
+            seed=self.seed,
+            relation_guidance=self.relation_guidance,
+        )
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The settings every pipeline call of this job passes (prompts and generators apart)."""
-        kwargs = {
-            "negative_prompt": self.negative_prompt,
-            "num_inference_steps": self.steps,
-            "guidance_scale": self.guidance,
-            "relation_guidance": self.relation_guidance,
-        }
+        kwargs = {"negative_prompt": self.negative_prompt, **self.config.pipeline_kwargs()}
         sizes = {"height": self.height, "width": self.width}
         return {**kwargs, **{k: v for k, v in sizes.items() if v is not None}}

@@ -9,7 +9,7 @@ steps, its self-attention maps for the first ``self_steps``; Hertz et al., ICLR 
 the source's for the first ``shared_steps`` and local blending outside the changed words' region) and
 the target left alone (``.plain``: what the target gives without control). The three rows get the
 same noise through three generators in the same state (the one given, and two copies of it).
-The defaults are the ones measured by ``benchmarks/edit_consistency.py`` (README, "Attention control").
+The defaults are the ones measured by ``benchmarks/edit_consistency.py`` (docs/benchmarks.md, "Attention control").
 
 Relation guidance (:mod:`crossattn.steering.relation_guidance`) is off for edits: it moves each row's latents
 with extra gradient passes through the U-Net, which would give the target a layout of its own,
@@ -119,7 +119,7 @@ def edit(
     (:mod:`crossattn.attention.blend`): outside where the changed words attend in the source, the
     target's latents are the source's after every step; ``shared_steps``, the first fraction of the steps
     in which the target follows the source's latents. Blending and shared steps are on by default because
-    the default model's layout does not follow its attention maps alone (README, "Attention control").
+    the default model's layout does not follow its attention maps alone (docs/benchmarks.md, "Attention control").
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
     cheaper). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's

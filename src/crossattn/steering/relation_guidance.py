@@ -1,11 +1,13 @@
 """Relation guidance: steer the first sampling steps so "A left of B" puts A to the left of B.
 
-Why it exists: the default model draws colours, shapes and absolute positions ("at the top left")
-right, but relation prompts at chance. Its jointly trained CLIP text encoder adds one large vector
-to every position in its first layer (hidden-state norm ~0.6 → ~60), so after the final layer
-norm the states of "left of" and "right of" differ by under 2 % and the U-Net cannot tell them
-apart (measured on the shipped model; see the README). The cross-attention maps, on the other
-hand, are well grounded: each object's words attend where that object forms.
+Why it exists: the first default model drew colours, shapes and absolute positions ("at the top
+left") right, but relation prompts at chance. Its jointly trained CLIP text encoder added one large
+vector to every position in its first layer (hidden-state norm ~0.6 → ~60), so after the final layer
+norm the states of "left of" and "right of" differed by under 2 % and the U-Net could not tell them
+apart (relations 0.192 alone, 0.967 guided; docs/benchmarks.md, "Relation guidance"). The shipped
+model reads a contrastively trained mini-CLIP and gets 0.925 of relations alone; guidance lifts that
+to 1.000 and 0.992 (two evaluation seeds). The cross-attention maps, on the other hand, are well
+grounded: each object's words attend where that object forms.
 
 So, at sampling time, in the spirit of Attend-and-Excite (Chefer et al., SIGGRAPH 2023) and the
 backward guidance of layout control (Chen et al., "Training-Free Layout Control with
