@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,40 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound="JsonConfig")
 
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpm++", "euler")
+
+
+def check_scheduler(name: str | None) -> None:
+    """``name`` is None (the model folder's own scheduler) or one of :data:`SCHEDULER_NAMES`."""
+    from .errors import BadArgument
+
+    if name is not None and name not in SCHEDULER_NAMES:
+        raise BadArgument(f"unknown scheduler {name!r}; choices: {', '.join(SCHEDULER_NAMES)}")
+
+
+def whole(value: Any, name: str, low: int, optional: bool = False, high: float = math.inf) -> int | None:
+    """``value`` as an ``int`` in [``low``, ``high``]; a ``BadArgument`` naming it otherwise (None passes
+    when ``optional``)."""
+    from .errors import BadArgument
+
+    if value is None and optional:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or not float(value).is_integer() or not low <= value <= high:
+        accepted = f">= {low}" if high == math.inf else f"from {low} to {high:g}"
+        raise BadArgument(f"{name} {value!r} is not accepted; give a whole number {accepted}")
+    return int(value)
+
+
+def finite(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite ``float`` in [``low``, ``high``]; a ``BadArgument`` naming it otherwise."""
+    from .errors import BadArgument
+
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or not low <= value <= high:
+        bounds = [f">= {low:g}"] * (low > -math.inf) + [f"<= {high:g}"] * (high < math.inf)
+        accepted = " ".join(["a finite number", " and ".join(bounds)]).strip()
+        raise BadArgument(f"{name} {value!r} is not accepted; give {accepted}")
+    return float(value)
 
 
 class JsonConfig:
@@ -101,13 +136,31 @@ class ModelConfig(JsonConfig):
 
 @dataclass
 class SamplingConfig(JsonConfig):
-    """What the CLI and the evaluation use when the user does not say otherwise."""
+    """The sampler settings of one job, and their defaults, written once: every front (CLI, web page,
+    evaluation, training sample grids, prior images) takes its defaults from here, and constructing one
+    checks every value (a ``BadArgument`` names the bad value and what is accepted)."""
 
     steps: int = 20
     guidance_scale: float = 4.0
     scheduler: str | None = None  # None: the model folder's own scheduler
     seed: int = 0
     relation_guidance: float = 50.0  # crossattn.steering.relation_guidance step size; 0 = the model alone
+
+    def __post_init__(self) -> None:
+        check_scheduler(self.scheduler)
+        self.seed = whole(self.seed, "seed", 0)
+        self.steps = whole(self.steps, "steps", 1)
+        self.guidance_scale = finite(self.guidance_scale, "guidance")
+        self.relation_guidance = finite(self.relation_guidance, "relation guidance", 0.0)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The pipeline-call arguments these settings stand for (the seed makes the generators; the
+        scheduler is set on the pipeline)."""
+        return {
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "relation_guidance": self.relation_guidance,
+        }
 
 
 #: ``crossattn train-clip``'s TrainingConfig (``shared/TRIALS.md`` run B): AdamW 5e-4, weight decay 0.1,
@@ -180,8 +233,8 @@ class TrainingConfig(JsonConfig):
         "an orange triangle above a blue circle",
         "a purple square and a green circle",
     )
-    sample_steps: int = 20
-    sample_guidance: float = 4.0
+    sample_steps: int = SamplingConfig.steps
+    sample_guidance: float = SamplingConfig.guidance_scale
     log_every: int = 10
     init_from: str | None = None  # a pipeline folder to start from (fine-tuning)
     # a CLIPTextModel or CLIP folder whose text tower replaces the starting text encoder (e.g. the mini-CLIP)

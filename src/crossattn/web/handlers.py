@@ -16,6 +16,8 @@ import warnings
 
 import gradio as gr
 
+from ..config import SamplingConfig
+from ..sampling.request import DEFAULT_STRENGTH
 from . import render
 from .edits import run_edit
 from .session import DEFAULT_SCHEDULER, Explorer, Request, Result
@@ -50,13 +52,13 @@ class Handlers:
         self,
         prompt: str,
         negative_prompt: str = "",
-        seed: float = 0,
-        steps: float = 20,
-        guidance: float = 4.0,
+        seed: float = SamplingConfig.seed,
+        steps: float = SamplingConfig.steps,
+        guidance: float = SamplingConfig.guidance_scale,
         scheduler: str = DEFAULT_SCHEDULER,
-        relation_guidance: float = 50.0,
+        relation_guidance: float = SamplingConfig.relation_guidance,
         image=None,
-        strength: float = 0.5,
+        strength: float = DEFAULT_STRENGTH,
         height: float | None = None,
         width: float | None = None,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's way to ask for a progress bar)
@@ -76,9 +78,9 @@ class Handlers:
         self,
         prompt: str,
         negative_prompt: str = "",
-        seed: float = 0,
-        steps: float = 20,
-        guidance: float = 4.0,
+        seed: float = SamplingConfig.seed,
+        steps: float = SamplingConfig.steps,
+        guidance: float = SamplingConfig.guidance_scale,
         scheduler: str = DEFAULT_SCHEDULER,
         image=None,
         target: str = "",

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import math
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SCHEDULER_NAMES, SamplingConfig
+from ..config import SCHEDULER_NAMES, SamplingConfig, finite, whole
+from ..errors import BadArgument
 from ..sampling import MapsOptions, ModelRef, SamplingRequest
 from ..sampling.request import DEFAULT_STRENGTH
 
@@ -38,6 +38,9 @@ MAX_PROMPT_CHARS = 1000
 KEEP_REQUESTS = 32  # request folders kept on disk (older ones are removed)
 UPLOAD = "upload.png"  # an uploaded image, as received, in its request folder (the CLI's --image FILE)
 MAX_SIDE = 4096  # pixels: a bigger side is refused before the model would run out of memory
+MAX_SEED = 2**63 - 1  # torch.Generator's seeds
+MAX_GUIDANCE = 100.0
+MAX_RELATION_GUIDANCE = 1e6
 
 
 def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
@@ -74,7 +77,9 @@ class Request:
     width: int | None = None
 
     def check(self, tokenizer, max_length: int) -> Request:
-        """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted."""
+        """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted. The
+        checks are the library's (:func:`crossattn.config.whole`, :func:`~crossattn.config.finite`), with the
+        server's upper limits."""
         check_prompt(self.prompt, "prompt", tokenizer, max_length)
         if self.scheduler not in (DEFAULT_SCHEDULER, *SCHEDULER_NAMES):
             raise ValueError(
@@ -88,11 +93,11 @@ class Request:
         return Request(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt or "",
-            seed=_whole(self.seed, "seed", 0, 2**63 - 1),
-            steps=_whole(self.steps, "steps", 1, MAX_STEPS),
-            guidance=_number(self.guidance, "guidance", 0.0, 100.0),
+            seed=whole(self.seed, "seed", 0, high=MAX_SEED),
+            steps=whole(self.steps, "steps", 1, high=MAX_STEPS),
+            guidance=finite(self.guidance, "guidance", 0.0, MAX_GUIDANCE),
             scheduler=self.scheduler,
-            relation_guidance=_number(self.relation_guidance, "relation guidance", 0.0, 1e6),
+            relation_guidance=finite(self.relation_guidance, "relation guidance", 0.0, MAX_RELATION_GUIDANCE),
             image=_picture(self.image),
             strength=DEFAULT_STRENGTH if self.image is None else _strength(self.strength),
             height=_side(self.height, "height"),
@@ -120,27 +125,15 @@ class Request:
         )
 
 
-def _whole(value, name: str, low: int, high: int) -> int:
-    if value is None or isinstance(value, bool) or not float(value).is_integer() or not low <= value <= high:
-        raise ValueError(f"{name} {value!r} is not accepted; give a whole number from {low} to {high}")
-    return int(value)
-
-
 def _side(value, name: str) -> int | None:
     """None (the server's size; 0 says the same, as the page's number box sends it) or a whole number of
     pixels; the model's multiple is checked by the explorer (:meth:`Explorer.check`)."""
-    return None if value is None or value == 0 else _whole(value, name, 0, MAX_SIDE)
-
-
-def _number(value, name: str, low: float, high: float) -> float:
-    if value is None or not math.isfinite(float(value)) or not low <= float(value) <= high:
-        raise ValueError(f"{name} {value!r} is not accepted; give a number from {low:g} to {high:g}")
-    return float(value)
+    return None if value is None or value == 0 else whole(value, name, 0, high=MAX_SIDE)
 
 
 def _strength(value) -> float:
-    if value is None or not math.isfinite(float(value)) or not 0 < float(value) <= 1:
-        raise ValueError(f"strength {value!r} is not accepted; give a number in (0, 1] (how far the image is noised)")
+    if value is None or not 0 < finite(value, "strength") <= 1:
+        raise BadArgument(f"strength {value!r} is not accepted; give a number in (0, 1] (how far the image is noised)")
     return float(value)
 
 
