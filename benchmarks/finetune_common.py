@@ -124,9 +124,10 @@ def load_models(model: str | None, tuned_dir: Path | None):
 
 def sample(pipe, captions: list[str], seeds: list[int], args: argparse.Namespace, batch: int = 20) -> np.ndarray:
     """Seeded images ``(N, H, W, 3)`` uint8, image i from the noise of seed i (evaluation's generator)."""
+    from crossattn.config import SamplingConfig
     from crossattn.evaluation.run import EvalPrompt, EvalSettings, generate
 
-    settings = EvalSettings(steps=args.sample_steps, guidance_scale=args.guidance)
+    settings = EvalSettings(sampling=SamplingConfig(steps=args.sample_steps, guidance_scale=args.guidance))
     prompts = [EvalPrompt(c, "one", s) for c, s in zip(captions, seeds, strict=True)]
     chunks = [generate(pipe, prompts[i : i + batch], settings)[0] for i in range(0, len(prompts), batch)]
     return np.concatenate(chunks)
@@ -136,9 +137,11 @@ def one_object_scores(pipe, args: argparse.Namespace, n: int, shapes: tuple[str,
     """The evaluation's one-object categories (colour, shape, object, count, position) on the
     one-object half of its seeded prompt set (``2 n`` prompts → ``n`` one-object), judged by an
     analyzer that also knows ``shapes`` (so a circle turned ring counts as a wrong shape)."""
+    from crossattn.config import SamplingConfig
     from crossattn.evaluation.run import EvalSettings, accuracy_table, eval_prompts, evaluate_batch
 
-    settings = EvalSettings(steps=args.sample_steps, guidance_scale=args.guidance, analyzer_shapes=shapes)
+    sampling = SamplingConfig(steps=args.sample_steps, guidance_scale=args.guidance)
+    settings = EvalSettings(sampling=sampling, analyzer_shapes=shapes)
     prompts = [p for p in eval_prompts(2 * n) if p.kind in ("one", "one_position")]
     resolution = int(pipe.unet.config.sample_size)
     results = []

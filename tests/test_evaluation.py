@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from crossattn.cli import main
+from crossattn.config import SamplingConfig
 from crossattn.data.shapes import COLOURS, coverage, make_scene, scene_from_caption, scene_rng
 from crossattn.evaluation.analyzer import analyze, label_components
 from crossattn.evaluation.checks import check_caption
@@ -165,7 +166,9 @@ def test_run_evaluation_with_a_tracer_reports_grounding(tiny_model):
 
     pipe = load_pipeline(tiny_model)
     pipe.set_progress_bar_config(disable=True)
-    results, seconds = run_evaluation(pipe, EvalSettings(n=4, steps=1, batch_size=4), trace=fake_trace)
+    results, seconds = run_evaluation(
+        pipe, EvalSettings(n=4, sampling=SamplingConfig(steps=1), batch_size=4), trace=fake_trace
+    )
     report = build_report(results, EvalSettings(n=4), {"path": "x", "hash": "y"}, "ddim", seconds, None)
     assert set(report["grounding"]) == {"colour", "shape", "all"}
     words = [w for r in results for w in r.words]

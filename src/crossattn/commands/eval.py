@@ -26,22 +26,14 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite([request.out / name for name in OUTPUTS], request.overwrite)
 
     settings = EvalSettings(
-        n=args.n,
-        seed=request.seed,
-        steps=request.steps,
-        guidance_scale=request.guidance,
-        relation_guidance=request.relation_guidance,
-        scheduler=request.scheduler,
-        tau=args.tau,
-        batch_size=request.batch_size,
-        grounding=not args.no_grounding,
+        n=args.n, sampling=request.config, tau=args.tau, batch_size=request.batch_size, grounding=not args.no_grounding
     )
     set_threads(args.threads)
     trace, reason = load_trace() if settings.grounding else (None, "switched off with --no-grounding")
     pipe = model.load(request.scheduler, request.device)
     pipe.set_progress_bar_config(disable=True)
     results, seconds = run_evaluation(pipe, settings, trace, progress=_progress)
-    clip = judge_results(results, getattr(args, "clip", None), settings.seed)
+    clip = judge_results(results, getattr(args, "clip", None), settings.sampling.seed)
     report = build_report(results, settings, model.identity(), scheduler_name(pipe), seconds, reason, clip)
     (request.out / "failures.png").unlink(missing_ok=True)  # a stale sheet must not outlive its run (--overwrite)
     for path in write_outputs(request.out, report, results):

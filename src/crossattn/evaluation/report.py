@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from .run import EvalSettings, SampleResult, accuracy_table, grounding_table
@@ -30,7 +29,7 @@ def build_report(
     return {
         "version": __version__,
         "model": model,
-        "settings": {**dataclasses.asdict(settings), "scheduler": scheduler},
+        "settings": {**settings.to_dict(), "scheduler": scheduler},
         "accuracy": accuracy_table(results),
         "grounding": grounding_table(results) if grounding_reason is None else None,
         "grounding_unavailable": grounding_reason,

@@ -10,7 +10,7 @@ far from the small seeds training-time sample grids use.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -34,16 +34,21 @@ class EvalPrompt:
 
 @dataclass
 class EvalSettings:
+    """An evaluation run: ``n`` prompts sampled with ``sampling`` (its seed also picks the prompt set and
+    the noises), ``batch_size`` at a time, judged at grounding threshold ``tau``."""
+
     n: int = 300
-    seed: int = 0
-    steps: int = 20
-    guidance_scale: float = 4.0
-    relation_guidance: float = SamplingConfig.relation_guidance
-    scheduler: str | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tau: float = TAU
     batch_size: int = 16
     grounding: bool = True
     analyzer_shapes: tuple[str, ...] = SHAPES  # e.g. ALL_SHAPES: judge a fine-tuned model that may draw rings
+
+    def to_dict(self) -> dict:
+        """The report's ``settings``: the sampler settings beside the evaluation's own, one flat dict."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sampling"}
+        sampler = self.sampling.to_dict()
+        return {"n": own.pop("n"), "seed": sampler.pop("seed"), **sampler, **own}
 
 
 @dataclass
@@ -92,13 +97,7 @@ def generate(pipe, prompts: list[EvalPrompt], settings: EvalSettings, trace=None
     import torch
 
     generators = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
-    kwargs = {
-        "num_inference_steps": settings.steps,
-        "guidance_scale": settings.guidance_scale,
-        "relation_guidance": settings.relation_guidance,
-        "generator": generators,
-        "output_type": "np",
-    }
+    kwargs = {**settings.sampling.pipeline_kwargs(), "generator": generators, "output_type": "np"}
     captions = [p.caption for p in prompts]
     maps = None
     if trace is None:
@@ -163,7 +162,7 @@ def grounding_table(results: list[SampleResult]) -> dict[str, dict]:
 def run_evaluation(pipe, settings: EvalSettings, trace=None, progress=None) -> tuple[list[SampleResult], float]:
     """All prompts in batches; returns the results and the seconds it took."""
     resolution = int(pipe.unet.config.sample_size)
-    prompts = eval_prompts(settings.n, settings.seed)
+    prompts = eval_prompts(settings.n, settings.sampling.seed)
     batches = [prompts[i : i + settings.batch_size] for i in range(0, len(prompts), settings.batch_size)]
     start = time.perf_counter()
     results = []
