@@ -20,8 +20,113 @@ import math
 from pathlib import Path
 
 from ..sampling import SamplingRequest
+from .flags import (
+    add_device_flags,
+    add_lora_flag,
+    add_model_flag,
+    add_negative_flag,
+    add_out_flag,
+    add_overwrite_flag,
+    add_sampler_flags,
+    add_seed_flag,
+    add_size_flags,
+    positive_int,
+)
 
 VIEWS = ("source", "plain", "edited")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "edit",
+        help="edit an image through its words (prompt-to-prompt attention control)",
+        description="Sample SOURCE and TARGET from one noise; the target with the source's attention maps "
+        "(Hertz et al., ICLR 2023) and without. Writes DIR/<target>-<seed>.source/.plain/.edited/.compare.png "
+        "and .json. Relation guidance is off for edits.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="the source prompt (quote it)")
+    p.add_argument("--to", required=True, metavar="TARGET", help="the edited prompt, e.g. 'a blue circle'")
+    add_control_flags(p)
+    add_model_flag(p, "a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
+    add_image_flags(p)
+    add_seed_flag(p)
+    add_sampler_flags(p)
+    add_negative_flag(p)
+    add_out_flag(p)
+    add_overwrite_flag(p)
+    add_size_flags(p)
+    add_device_flags(p)
+    p.set_defaults(relation_guidance=0.0)
+    return p
+
+
+def add_control_flags(p) -> None:
+    """How the target takes the source's attention and latents (:class:`~crossattn.steering.editing.EditSettings`)."""
+    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
+    from ..steering.editing import EditSettings
+
+    p.add_argument(
+        "--cross-steps",
+        type=float,
+        default=EditSettings.cross_steps,
+        metavar="F",
+        help="fraction of the first steps in which the target takes the source's cross-attention maps "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--self-steps",
+        type=float,
+        default=EditSettings.self_steps,
+        metavar="F",
+        help="fraction of the first steps in which it takes the source's self-attention maps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reweight",
+        nargs="+",
+        metavar="WORD=F",
+        help="scale the target's attention to WORD by F, e.g. circle=2 (0 removes it)",
+    )
+    p.add_argument(
+        "--shared-steps",
+        type=float,
+        default=EditSettings.shared_steps,
+        metavar="F",
+        help="fraction of the first steps in which the target follows the source's latents (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pinned-steps",
+        type=float,
+        metavar="F",
+        help="with --image: fraction of the first steps in which the source stays on the image's inversion path "
+        f"(Direct Inversion; default: {PINNED_AFTER_DDIM:g} after DDIM inversion, {PINNED_AFTER_NULL_TEXT:g} after "
+        "--null-text, whose states act as fitted only on their own path)",
+    )
+    p.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="no local blending (by default the target stays the source's outside where the changed words attend)",
+    )
+
+
+def add_image_flags(p) -> None:
+    """``--image FILE [--null-text [N]]``: edit an image the model did not draw."""
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="edit this image (SOURCE describes it): it is converted to RGB, resized to the model's size and "
+        "inverted to the noise that draws it again (DDIM); writes <name>.reconstruction.png and its PSNR",
+    )
+    p.add_argument(
+        "--null-text",
+        dest="null_text_steps",
+        type=positive_int,
+        nargs="?",
+        const=10,
+        metavar="N",
+        help="with --image: null-text inversion (Mokady et al., 2023), at most N optimiser steps per sampling "
+        "step (default N: 10): the reconstruction is exact at any guidance",
+    )
 
 
 def parse_reweight(items: list[str] | None) -> dict[str, float]:

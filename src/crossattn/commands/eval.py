@@ -7,7 +7,50 @@ from __future__ import annotations
 
 import argparse
 
+from .flags import (
+    add_device_flags,
+    add_lora_flag,
+    add_model_flag,
+    add_out_flag,
+    add_overwrite_flag,
+    add_relation_guidance_flag,
+    add_sampler_flags,
+    add_seed_flag,
+    positive_int,
+)
+
 OUTPUTS = ("report.json", "failures.png")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "eval",
+        help="measure prompt adherence and attention grounding",
+        description="Generate a balanced, seeded prompt set, analyse the images, write DIR/report.json.",
+    )
+    add_model_flag(p)
+    add_lora_flag(p)
+    add_relation_guidance_flag(p)
+    p.add_argument(
+        "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
+    )
+    add_seed_flag(p, "seed of the prompt set and noise (default: %(default)s)")
+    add_sampler_flags(p)
+    p.add_argument(
+        "--tau", type=float, default=0.4, help="grounding threshold on the [0, 1] word map (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="images generated together (default: %(default)s)",
+    )
+    p.add_argument("--no-grounding", action="store_true", help="skip attention capture and grounding IoU")
+    add_out_flag(p, default="outputs/eval")
+    add_overwrite_flag(p, "replace an existing report.json / failures.png")
+    add_device_flags(p, quiet=False, dtype=False)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

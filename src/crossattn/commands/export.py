@@ -8,7 +8,42 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .flags import add_seed_flag, non_negative_int, positive_int
+
 DEFAULT_SCENES = 50  # the ring example's bar: a new word from ≤ 50 images
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="write a captioned image folder (scenes or handwritten digits) for finetune",
+        description="Write OUT: NNNNN.png images + metadata.jsonl (file_name, text), the folder finetune reads.",
+    )
+    p.add_argument("source", choices=("scenes", "digits"), help="procedural scenes or scikit-learn's digits")
+    p.add_argument("out", metavar="OUT", help="a new or empty folder")
+    p.add_argument("--n", type=positive_int, help="images (default: 50 scenes; every scan of the digits split)")
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE", help="scenes: shapes drawn, e.g. ring (default: the three)")
+    p.add_argument("--kind", metavar="KIND", help="scenes: one, one_position, two_relation or two_and (default: a mix)")
+    p.add_argument(
+        "--prior",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="scenes: N more of the default shapes after the --n drawn ones, so a new shape does not "
+        "take over a known one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prior-shapes",
+        nargs="+",
+        metavar="SHAPE",
+        help="scenes: which known shapes the --prior scenes show, e.g. circle for rings (default: the three)",
+    )
+    p.add_argument(
+        "--split", choices=("train", "held_out", "all"), default="train", help="digits: which scans (default: train)"
+    )
+    add_seed_flag(p, "scenes / digit split seed (default: %(default)s)")
+    p.add_argument("--resolution", type=positive_int, default=32, help="image side (default: %(default)s)")
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,13 @@ import warnings
 from pathlib import Path
 
 from ..config import TrainingConfig
+from .flags import (
+    add_model_flag,
+    add_run_folder_flags,
+    add_seed_flag,
+    add_training_process_flags,
+    positive_int,
+)
 
 #: Fine-tuning defaults (flags override them). LoRA: many small steps, as DreamBooth-LoRA recipes
 #: take (batch 1–4, ~1,000 steps); measured on a folder of 48 thin rings the shipped model never saw
@@ -27,6 +34,72 @@ LORA_STEPS, FULL_STEPS = 1200, 300
 LORA_BATCH, FULL_BATCH = 4, 16
 NEW_WORD_LR = 5e-3  # LoRA mode: the new words' embedding rows (textual inversion's order of magnitude)
 SAMPLE_PROMPTS = 4
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pipeline folder on an image folder (LoRA or full)",
+        description="Fine-tune on DATA (images + metadata.jsonl with file_name and text). "
+        "Writes OUT/final: a LoRA adapter (default) or, with --full, a pipeline folder.",
+    )
+    p.add_argument("data", metavar="DATA", help="image folder with metadata.jsonl (or metadata.csv)")
+    add_model_flag(p, "pipeline folder to start from (default: the shipped model)")
+    add_adapter_flags(p)
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: 4 LoRA, 16 full)")
+    add_run_folder_flags(p, out="outputs/finetune")
+    p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips (breaks left/right captions)")
+    p.add_argument("--no-samples", action="store_true", help="skip the before/after sample grids (faster)")
+    add_seed_flag(p, "seed (default: %(default)s)")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"
+    )
+    add_training_process_flags(p, "torch CPU threads (default: torch's choice)")
+    return p
+
+
+def add_adapter_flags(p) -> None:
+    """What trains and how fast: LoRA (rank, convolutions, new words) or all weights, steps, rates, prior images."""
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--lora", type=positive_int, default=16, metavar="RANK", help="LoRA rank (default: %(default)s)")
+    kind.add_argument("--full", action="store_true", help="train all weights instead of a LoRA adapter")
+    p.add_argument("--train-text-encoder", action="store_true", help="also adapt the text encoder")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps (default: 1200 LoRA, 300 full)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA, 5e-5 full)")
+    p.add_argument(
+        "--embedding-lr",
+        type=float,
+        metavar="F",
+        help="learning rate of the token embeddings, so new words can move far from their untrained start "
+        "(default: 5e-3 for LoRA's new words; --lr with --full --train-text-encoder)",
+    )
+    p.add_argument(
+        "--lora-convs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon): a new shape is drawn by them (default: on)",
+    )
+    p.add_argument(
+        "--lora-conv-rank",
+        type=positive_int,
+        default=16,
+        metavar="RANK",
+        help="rank of the convolutions' adapters, apart from --lora's (LyCORIS' conv_dim; default: %(default)s)",
+    )
+    p.add_argument(
+        "--prior",
+        type=int,
+        metavar="N",
+        help="images the base model draws of what it knows (DreamBooth prior preservation), trained on beside "
+        "DATA so it is not forgotten; 0 = off (default: as many as DATA's images, at most 200, for LoRA; 0 with "
+        "--full)",
+    )
+    p.add_argument(
+        "--no-new-words",
+        action="store_true",
+        help="LoRA: do not train the embedding rows of caption words outside the base model's vocabulary",
+    )
 
 
 def base_model(args: argparse.Namespace) -> str | None:

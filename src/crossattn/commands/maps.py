@@ -17,6 +17,95 @@ import argparse
 from pathlib import Path
 
 from ..sampling import SamplingRequest, maps_paths
+from .flags import (
+    add_device_flags,
+    add_lora_flag,
+    add_model_flag,
+    add_negative_flag,
+    add_out_flag,
+    add_overwrite_flag,
+    add_relation_guidance_flag,
+    add_sampler_flags,
+    add_seed_flag,
+    add_size_flags,
+    non_negative_int,
+    positive_int,
+)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "maps",
+        help="generate one image (or read one: --image) and draw its attention maps",
+        description="Generate one image, or read a given one (--image), and write its cross-attention maps: "
+        "per-word overlays, a layer x word grid, optionally a per-step GIF and a self-attention map.",
+    )
+    p.add_argument("prompt", help="the prompt (quote it)")
+    add_view_flags(p)
+    add_model_flag(
+        p, "any local diffusers text-to-image folder with a UNet2DConditionModel (or a run folder: its final/)"
+    )
+    add_lora_flag(p)
+    add_given_image_flags(p)
+    add_relation_guidance_flag(p)
+    add_seed_flag(p)
+    add_sampler_flags(p)
+    add_negative_flag(p)
+    add_out_flag(p)
+    add_overwrite_flag(p)
+    add_size_flags(p)
+    add_device_flags(p)
+    return p
+
+
+def add_view_flags(p) -> None:
+    """Which maps are recorded and how they are drawn: words, layers, steps, the GIF, the page, a pixel."""
+    p.add_argument("--words", nargs="+", metavar="W", help="words to draw (default: every word of the prompt)")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="PAT",
+        help="layers to record: a resolution (e.g. 16), a glob or a regex on layer names (default: all)",
+    )
+    p.add_argument("--per-step", action="store_true", help="keep one map per sampling step (memory grows with steps)")
+    p.add_argument("--gif", action="store_true", help="with --per-step: a GIF per word of its map over the steps")
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <name>.maps.html: one self-contained page with word, layer, head and step selectors "
+        "(records per-head maps; add --per-step for the step selector)",
+    )
+    p.add_argument(
+        "--self-attn-pixel",
+        nargs=2,
+        type=non_negative_int,
+        metavar=("X", "Y"),
+        help="also record self-attention and draw the map of image pixel (X, Y)",
+    )
+
+
+def add_given_image_flags(p) -> None:
+    """``--image FILE [--strength S] [--samples N]``: the maps of an image the model did not draw."""
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="draw the maps of this image instead of a generated one: it is converted to RGB, resized to the "
+        "model's size, noised (--strength) and denoised under the tracer; overlays are drawn on it and the "
+        "denoised output is written as <name>.denoised.png (relation guidance is off)",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        metavar="S",
+        help="with --image: how far it is noised, in (0, 1]; the last S share of the steps run (default: 0.5)",
+    )
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        metavar="N",
+        help="with --image: instead of denoising, average the maps of N noise draws at the one timestep "
+        "--strength names (one U-Net pass each)",
+    )
 
 
 def parse_layers(patterns: list[str] | None) -> list[str | int] | None:

@@ -13,6 +13,25 @@ import argparse
 import sys
 import time
 
+from .flags import add_device_flags, add_lora_flag, add_model_flag, add_size_flags, positive_int
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "serve",
+        help="the web explorer: generate and click through attention maps in a browser",
+        description="A local Gradio page: generate an image, see every word's map, steps, heads, and click a "
+        "pixel for its self-attention. Also an API: gradio_client.Client(url).predict(prompt=..., "
+        "api_name='/generate'). Needs the [web] extra.",
+    )
+    add_model_flag(p, "a diffusers pipeline folder (default: the shipped model)")
+    add_lora_flag(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it (default: %(default)s)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default: %(default)s)")
+    add_size_flags(p)
+    add_device_flags(p, quiet=False)
+    return p
+
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()

@@ -14,9 +14,106 @@ import warnings
 from pathlib import Path
 
 from ..config import ModelConfig, TrainingConfig
+from .flags import (
+    add_data_flags,
+    add_optimizer_flags,
+    add_recipe_flag,
+    add_run_folder_flags,
+    add_schedule_flags,
+    add_training_process_flags,
+    positive_int,
+)
 
 #: Flags that set a ``ModelConfig`` field (everything else maps onto ``TrainingConfig``).
 MODEL_FLAGS = ("resolution",)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a model (or fine-tune a pipeline folder) on procedural scenes",
+        description="Train the U-Net and text encoder with accelerate; writes OUT/final, a pipeline folder. "
+        "Several CPU processes: torchrun --nproc_per_node 2 -m crossattn train ...",
+    )
+    add_run_folder_flags(p, out="outputs/train")
+    add_training_flags(p)
+    add_training_process_flags(p, "torch CPU threads per process (default: torch's choice)")
+    return p
+
+
+def add_training_flags(p) -> None:
+    """Every ``TrainingConfig`` override of ``crossattn train``: each defaults to None (the config's value)."""
+    d = TrainingConfig()
+    add_recipe_flag(p, clip=False)
+    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
+    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
+    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
+    p.add_argument(
+        "--text-encoder",
+        dest="text_encoder_from",
+        metavar="PATH",
+        help="use this CLIPTextModel folder, or a CLIP folder's text tower (src/crossattn/pretrained/clip), as the "
+        "text encoder; with --freeze-text-encoder the U-Net learns to read it, as Stable Diffusion reads CLIP",
+    )
+    p.add_argument(
+        "--scene-mix",
+        metavar="F",
+        type=float,
+        nargs=4,
+        help="shares of one, one-at-a-position, relation and 'and' scenes, e.g. 0.1 0.2 0.6 0.1 "
+        "(default: 1/6 1/3 0.4 0.1)",
+    )
+    p.add_argument(
+        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
+    )
+    add_data_flags(p, d)
+    add_optimizer_flags(p, d)
+    add_diffusion_flags(p, d)
+    add_schedule_flags(p, d)
+
+
+def add_diffusion_flags(p, d) -> None:
+    """The flags of the diffusion objective (not the mini-CLIP's)."""
+    p.add_argument(
+        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
+    )
+    p.add_argument(
+        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
+    )
+    p.add_argument(
+        "--grounding-loss",
+        dest="grounding_weight",
+        metavar="F",
+        type=float,
+        help="weight of the token grounding loss on object words' cross-attention (TokenCompose), 0 = off "
+        f"(default: {d.grounding_weight})",
+    )
+    p.add_argument(
+        "--ground-positions",
+        action="store_const",
+        const=True,
+        help="the grounding loss also on position words ('top left' attends to its object's pixels)",
+    )
+    p.add_argument(
+        "--timestep-bias",
+        metavar="F",
+        type=float,
+        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
+    )
+    p.add_argument(
+        "--embedding-lr",
+        metavar="F",
+        type=float,
+        help="learning rate of the text encoder's token embeddings (default: --lr); a word whose states the "
+        "text encoder drowns needs its row to move far",
+    )
+    p.add_argument(
+        "--freeze-text-encoder",
+        dest="train_text_encoder",
+        action="store_const",
+        const=False,
+        help="train the U-Net only",
+    )
 
 
 def flag_overrides(args: argparse.Namespace, cls) -> dict:

@@ -10,9 +10,49 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .flags import (
+    add_data_flags,
+    add_optimizer_flags,
+    add_recipe_flag,
+    add_run_folder_flags,
+    add_schedule_flags,
+    add_training_process_flags,
+    positive_int,
+)
 from .train import apply_flags, saved_configs, start
 
 CLIP_FLAGS = ("negatives",)  # flags that set a ClipConfig field
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train-clip",
+        help="train the mini-CLIP (text + vision towers) on scenes with hard negatives",
+        description="Contrastive training of a small transformers CLIPModel on procedural scenes; every caption is "
+        "also scored against hard negatives (relation flipped, objects swapped, position, colour, shape). "
+        "Writes OUT/final, a CLIP folder whose text tower a pipeline can use as its text encoder.",
+    )
+    add_run_folder_flags(p, out="outputs/clip")
+    add_clip_training_flags(p)
+    add_training_process_flags(p, "torch CPU threads per process (default: torch's choice)")
+    return p
+
+
+def add_clip_training_flags(p) -> None:
+    """``crossattn train-clip``'s overrides: data, optimizer and schedule flags with the mini-CLIP's defaults."""
+    from ..config import CLIP_TRAINING_DEFAULTS, TrainingConfig
+
+    d = TrainingConfig(**CLIP_TRAINING_DEFAULTS)
+    add_recipe_flag(p, clip=True)
+    p.add_argument(
+        "--init-from", metavar="PATH", help="continue from a CLIP folder (e.g. src/crossattn/pretrained/clip)"
+    )
+    p.add_argument(
+        "--negatives", metavar="N", type=positive_int, help="hard negatives scored against each image (default: 2)"
+    )
+    add_data_flags(p, d, named=False)
+    add_optimizer_flags(p, d)
+    add_schedule_flags(p, d)
 
 
 def build_configs(args: argparse.Namespace):

@@ -1,9 +1,11 @@
-"""The argparse pieces several sub-commands share: value types and flag groups.
+"""The flags several sub-commands share, each declared once: value types and flag groups.
 
-Each ``add_*`` function adds one group of flags to a parser, so a flag is written once whichever
-commands take it (``train`` and ``train-clip`` the training flags; ``train`` and ``finetune`` the
-run-folder flags; ``generate``, ``maps`` and ``eval`` the sampler flags). Nothing heavy is imported:
-``crossattn --help`` stays instant.
+Each command module (``crossattn/commands/<name>.py``) declares its own sub-command in ``add_parser``
+and takes from here what it shares with others: ``--model``, ``--seed``, ``--negative``, ``--out``,
+``--overwrite``; the sampler group (``--steps/--guidance/--scheduler``, also ``edit``'s), sizes,
+devices; and the training groups (``train`` and ``train-clip`` the data, optimizer and schedule
+flags; ``train``, ``train-clip`` and ``finetune`` the run-folder flags). A helper takes a ``help`` where
+commands word a flag differently. Nothing heavy is imported: ``crossattn --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -41,6 +43,32 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+# ---------------------------------------------------------------------- flags most commands take
+
+#: ``--model``'s help where a run folder is accepted beside a pipeline folder
+MODEL_HELP = "a diffusers pipeline folder, or a run folder (its final/) (default: the shipped model)"
+
+
+def add_model_flag(p, help: str = MODEL_HELP) -> None:
+    p.add_argument("--model", metavar="PATH", help=help)
+
+
+def add_seed_flag(p, help: str = "random seed (default: %(default)s)") -> None:
+    p.add_argument("--seed", type=non_negative_int, default=0, help=help)
+
+
+def add_negative_flag(p) -> None:
+    p.add_argument("--negative", metavar="TEXT", default=None, help="negative prompt (default: empty)")
+
+
+def add_out_flag(p, default: str = "outputs") -> None:
+    p.add_argument("--out", metavar="DIR", default=default, help="output folder (default: %(default)s)")
+
+
+def add_overwrite_flag(p, help: str = "replace existing output files") -> None:
+    p.add_argument("--overwrite", action="store_true", help=help)
+
+
 # ---------------------------------------------------------------------- sampling commands
 
 
@@ -52,52 +80,8 @@ def add_lora_flag(p) -> None:
     )
 
 
-def add_given_image_flags(p) -> None:
-    """``maps --image FILE [--strength S] [--samples N]``: the maps of an image the model did not draw."""
-    p.add_argument(
-        "--image",
-        metavar="FILE",
-        help="draw the maps of this image instead of a generated one: it is converted to RGB, resized to the "
-        "model's size, noised (--strength) and denoised under the tracer; overlays are drawn on it and the "
-        "denoised output is written as <name>.denoised.png (relation guidance is off)",
-    )
-    p.add_argument(
-        "--strength",
-        type=float,
-        metavar="S",
-        help="with --image: how far it is noised, in (0, 1]; the last S share of the steps run (default: 0.5)",
-    )
-    p.add_argument(
-        "--samples",
-        type=positive_int,
-        metavar="N",
-        help="with --image: instead of denoising, average the maps of N noise draws at the one timestep "
-        "--strength names (one U-Net pass each)",
-    )
-
-
-def add_edit_image_flags(p) -> None:
-    """``edit --image FILE [--null-text [N]]``: edit an image the model did not draw."""
-    p.add_argument(
-        "--image",
-        metavar="FILE",
-        help="edit this image (SOURCE describes it): it is converted to RGB, resized to the model's size and "
-        "inverted to the noise that draws it again (DDIM); writes <name>.reconstruction.png and its PSNR",
-    )
-    p.add_argument(
-        "--null-text",
-        dest="null_text_steps",
-        type=positive_int,
-        nargs="?",
-        const=10,
-        metavar="N",
-        help="with --image: null-text inversion (Mokady et al., 2023), at most N optimiser steps per sampling "
-        "step (default N: 10): the reconstruction is exact at any guidance",
-    )
-
-
 def add_relation_guidance_flag(p) -> None:
-    from .config import SamplingConfig
+    from ..config import SamplingConfig
 
     p.add_argument(
         "--relation-guidance",
@@ -154,59 +138,9 @@ def add_run_folder_flags(p, out: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
-def add_training_flags(p) -> None:
-    """Every ``TrainingConfig`` override of ``crossattn train``: each defaults to None (the config's value)."""
-    from .config import TrainingConfig
-
-    d = TrainingConfig()
-    add_recipe_flag(p, clip=False)
-    p.add_argument("--config", metavar="JSON", help="a TrainingConfig JSON file (flags override it)")
-    p.add_argument("--model-config", metavar="JSON", help="a ModelConfig JSON file (default: the default model)")
-    p.add_argument("--init-from", metavar="PATH", help="start from a pipeline folder (fine-tuning)")
-    p.add_argument(
-        "--text-encoder",
-        dest="text_encoder_from",
-        metavar="PATH",
-        help="use this CLIPTextModel folder, or a CLIP folder's text tower (src/crossattn/pretrained/clip), as the "
-        "text encoder; with --freeze-text-encoder the U-Net learns to read it, as Stable Diffusion reads CLIP",
-    )
-    p.add_argument(
-        "--scene-mix",
-        metavar="F",
-        type=float,
-        nargs=4,
-        help="shares of one, one-at-a-position, relation and 'and' scenes, e.g. 0.1 0.2 0.6 0.1 "
-        "(default: 1/6 1/3 0.4 0.1)",
-    )
-    p.add_argument(
-        "--resolution", metavar="N", type=positive_int, help="image side in pixels (default: the model config's)"
-    )
-    add_data_flags(p, d)
-    add_optimizer_flags(p, d)
-    add_diffusion_flags(p, d)
-    add_schedule_flags(p, d)
-
-
-def add_clip_training_flags(p) -> None:
-    """``crossattn train-clip``'s overrides: data, optimizer and schedule flags with the mini-CLIP's defaults."""
-    from .config import CLIP_TRAINING_DEFAULTS, TrainingConfig
-
-    d = TrainingConfig(**CLIP_TRAINING_DEFAULTS)
-    add_recipe_flag(p, clip=True)
-    p.add_argument(
-        "--init-from", metavar="PATH", help="continue from a CLIP folder (e.g. src/crossattn/pretrained/clip)"
-    )
-    p.add_argument(
-        "--negatives", metavar="N", type=positive_int, help="hard negatives scored against each image (default: 2)"
-    )
-    add_data_flags(p, d, named=False)
-    add_optimizer_flags(p, d)
-    add_schedule_flags(p, d)
-
-
 def add_recipe_flag(p, clip: bool) -> None:
     """``--recipe NAME``: a named model + training preset (:mod:`crossattn.training.recipes`) in place of the defaults."""
-    from .training.recipes import CLIP_RECIPES, UNET_RECIPES
+    from ..training.recipes import CLIP_RECIPES, UNET_RECIPES
 
     recipes = CLIP_RECIPES if clip else UNET_RECIPES
     listed = "; ".join(f"{r.name}: {r.summary}" for r in recipes.values())
@@ -267,50 +201,6 @@ def add_optimizer_flags(p, d) -> None:
     p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
     p.add_argument(
         "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
-    )
-
-
-def add_diffusion_flags(p, d) -> None:
-    """The flags of the diffusion objective (not the mini-CLIP's)."""
-    p.add_argument(
-        "--caption-dropout", metavar="F", type=float, help=f"share of empty captions (default: {d.caption_dropout})"
-    )
-    p.add_argument(
-        "--snr-gamma", metavar="F", type=float, help="min-SNR loss weighting with this gamma, e.g. 5 (default: off)"
-    )
-    p.add_argument(
-        "--grounding-loss",
-        dest="grounding_weight",
-        metavar="F",
-        type=float,
-        help="weight of the token grounding loss on object words' cross-attention (TokenCompose), 0 = off "
-        f"(default: {d.grounding_weight})",
-    )
-    p.add_argument(
-        "--ground-positions",
-        action="store_const",
-        const=True,
-        help="the grounding loss also on position words ('top left' attends to its object's pixels)",
-    )
-    p.add_argument(
-        "--timestep-bias",
-        metavar="F",
-        type=float,
-        help=f"training timesteps drawn with density ~ t^F; > 0 favours high noise (default: {d.timestep_bias})",
-    )
-    p.add_argument(
-        "--embedding-lr",
-        metavar="F",
-        type=float,
-        help="learning rate of the text encoder's token embeddings (default: --lr); a word whose states the "
-        "text encoder drowns needs its row to move far",
-    )
-    p.add_argument(
-        "--freeze-text-encoder",
-        dest="train_text_encoder",
-        action="store_const",
-        const=False,
-        help="train the U-Net only",
     )
 
 
