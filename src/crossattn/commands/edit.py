@@ -19,6 +19,7 @@ import argparse
 import math
 from pathlib import Path
 
+from ..errors import BadArgument
 from ..sampling import SamplingRequest
 from .flags import (
     add_device_flags,
@@ -130,7 +131,7 @@ def add_image_flags(p) -> None:
 
 
 def parse_reweight(items: list[str] | None) -> dict[str, float]:
-    """``["circle=2", "red=0.5"]`` → ``{"circle": 2.0, "red": 0.5}``; a ``ValueError`` names a bad item."""
+    """``["circle=2", "red=0.5"]`` → ``{"circle": 2.0, "red": 0.5}``; a :class:`BadArgument` names a bad item."""
     weights = {}
     for item in items or []:
         word, sep, factor = item.partition("=")
@@ -139,7 +140,7 @@ def parse_reweight(items: list[str] | None) -> dict[str, float]:
         except ValueError:
             value = None
         if value is None or not (0 <= value < math.inf):
-            raise ValueError(f"--reweight {item!r}; accepted: WORD=F with F a finite number >= 0, e.g. circle=2")
+            raise BadArgument(f"--reweight {item!r}; accepted: WORD=F with F a finite number >= 0, e.g. circle=2")
         weights[word.strip().lower()] = value
     return weights
 
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         pinned_steps=args.pinned_steps,  # None: chosen by the inversion
     )  # checks the values before anything loads
     if args.pinned_steps is not None and args.image is None:
-        raise ValueError(f"--pinned-steps {args.pinned_steps} needs an image to pin to (--image FILE)")
+        raise BadArgument(f"--pinned-steps {args.pinned_steps} needs an image to pin to (--image FILE)")
     request = request_from_args(args, [args.source, args.to])
     model = model_from_args(args)
     paths = plan(request)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import BadArgument
 from .flags import (
     add_device_flags,
     add_lora_flag,
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     request = request_from_args(args, [])  # the prompts are the evaluation's own set
     if not 0.0 < args.tau <= 1.0:
-        raise ValueError(f"--tau must be in (0, 1], got {args.tau}")
+        raise BadArgument(f"--tau {args.tau} is not accepted; give a number in (0, 1]")
     model = model_from_args(args)
     refuse_overwrite([request.out / name for name in OUTPUTS], request.overwrite)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import BadArgument
 from .flags import add_seed_flag, non_negative_int, positive_int
 
 DEFAULT_SCENES = 50  # the ring example's bar: a new word from ≤ 50 images
@@ -54,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         from ..data.digits import export_digits
 
         if args.shapes or args.kind or args.prior or args.prior_shapes:
-            raise ValueError("--shapes, --kind, --prior and --prior-shapes are for scenes; digits take --split and --n")
+            raise BadArgument(
+                "--shapes, --kind, --prior and --prior-shapes are for scenes; digits take --split and --n"
+            )
         export_digits(out, args.split, args.n, args.seed, args.resolution)
         written = len(list(out.glob("*.png")))
     print(f"wrote {written} images and metadata.jsonl to {out}")
@@ -66,13 +69,13 @@ def export_scenes(args: argparse.Namespace, out: Path) -> int:
     from ..data.shapes import export_image_folder
 
     if args.kind is not None and args.kind not in KINDS:
-        raise ValueError(f"unknown scene kind {args.kind!r}; kinds: {', '.join(KINDS)}")
+        raise BadArgument(f"unknown scene kind {args.kind!r}; kinds: {', '.join(KINDS)}")
     if args.split != "train":
-        raise ValueError("--split is for digits; scenes are drawn from --seed")
+        raise BadArgument(f"--split {args.split} is for digits; scenes are drawn from --seed (leave --split out)")
     shapes = check_shapes(tuple(args.shapes)) if args.shapes else SHAPES
     prior_shapes = check_shapes(tuple(args.prior_shapes)) if args.prior_shapes else SHAPES
     if args.prior_shapes and not args.prior:
-        raise ValueError("--prior-shapes needs --prior N (how many prior scenes to draw)")
+        raise BadArgument("--prior-shapes needs --prior N (how many prior scenes to draw)")
     n = args.n or DEFAULT_SCENES
     export_image_folder(out, n, args.seed, args.resolution, args.kind, shapes, args.prior, prior_shapes)
     return n + args.prior

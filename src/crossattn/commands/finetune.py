@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from ..config import TrainingConfig
+from ..errors import BadArgument
 from .flags import (
     add_model_flag,
     add_run_folder_flags,
@@ -169,7 +170,7 @@ def prior_count(args: argparse.Namespace, images: int) -> int:
 
     if args.prior is not None:
         if not 0 <= args.prior <= MAX_PRIOR:
-            raise ValueError(f"--prior must be 0–{MAX_PRIOR} (images the base model draws), got {args.prior}")
+            raise BadArgument(f"--prior must be 0–{MAX_PRIOR} (images the base model draws), got {args.prior}")
         return args.prior
     return 0 if args.full else min(images, MAX_PRIOR)
 
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.embedding_lr is not None and args.full and not args.train_text_encoder:
-        raise ValueError(
+        raise BadArgument(
             f"--embedding-lr {args.embedding_lr} with --full needs --train-text-encoder (a frozen text encoder's "
             "embeddings do not train)"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import BadArgument, MissingFile
 from .flags import (
     add_device_flags,
     add_lora_flag,
@@ -59,10 +60,10 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts_file:
         path = Path(args.prompts_file)
         if not path.is_file():
-            raise FileNotFoundError(f"prompts file {path} does not exist")
+            raise MissingFile(f"prompts file {path} does not exist; give a text file with one prompt per line")
         prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
-        raise ValueError("no prompt given; pass one or more prompts or --prompts-file F")
+        raise BadArgument("no prompt given; pass one or more prompts or --prompts-file F")
     return prompts
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import BadArgument
 from ..sampling import SamplingRequest, maps_paths
 from .flags import (
     add_device_flags,
@@ -124,7 +125,7 @@ def check_words(pipe, prompt: str, words: list[str] | None) -> list[str]:
         return list(dict.fromkeys(known))
     unknown = [w for w in words if w.lower() not in known]
     if unknown:
-        raise ValueError(f"word {unknown[0]!r} is not in the prompt; words are: {', '.join(known)}")
+        raise BadArgument(f"word {unknown[0]!r} is not in the prompt; words are: {', '.join(known)}")
     return [w.lower() for w in words]
 
 
@@ -137,7 +138,7 @@ def check_pixel(pipe, pixel, request: SamplingRequest) -> None:
     height, width = check_size(pipe, request.height, request.width)
     x, y = pixel
     if x >= width or y >= height:
-        raise ValueError(
+        raise BadArgument(
             f"pixel ({x}, {y}) is outside the {width}x{height} image; X goes from 0 to {width - 1}, Y from 0 to {height - 1}"
         )
 

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..config import ModelConfig, TrainingConfig
+from ..errors import BadArgument, MissingFile
 from .flags import (
     add_data_flags,
     add_optimizer_flags,
@@ -156,7 +157,7 @@ def saved_configs(out: Path, model_cls=ModelConfig) -> tuple:
     """The run's own ``(model config, TrainingConfig)`` from ``RUN/config.json`` (for ``--resume``)."""
     path = out / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start the run without --resume")
+        raise MissingFile(f"--resume: {out} holds no run (no config.json); start the run without --resume")
     saved = json.loads(path.read_text(encoding="utf-8"))
     return model_cls.from_dict(saved["model"]), TrainingConfig.from_dict(saved["training"])
 
@@ -184,7 +185,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainingConfig
     for name in ("config", "model_config"):
         path = getattr(args, name)
         if path and not Path(path).is_file():
-            raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
+            raise MissingFile(f"--{name.replace('_', '-')} {path}: no such file; give a JSON file")
     model, training = saved_configs(Path(args.out)) if args.resume else fresh_configs(args)
     return apply_flags(args, model, training, MODEL_FLAGS)
 
@@ -219,7 +220,7 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
             )
 
         return scenes
-    raise ValueError(f"--data {training.data!r}: accepted: shapes (image folders come with `crossattn finetune`)")
+    raise BadArgument(f"--data {training.data!r}: accepted: shapes (image folders come with `crossattn finetune`)")
 
 
 def start(args: argparse.Namespace) -> None:
@@ -229,7 +230,7 @@ def start(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pass one")
+        raise BadArgument("--resume and --overwrite contradict each other; pass one")
 
 
 def run(args: argparse.Namespace) -> int:
