@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from ..errors import RunFailed
 from .flags import add_device_flags, add_lora_flag, add_model_flag, add_size_flags, positive_int
 
 
@@ -34,7 +35,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .shared import check_device
+
     start = time.perf_counter()
+    check_device(args.device)
     if getattr(args, "threads", None):
         import torch
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         from ..web.app import build_app, launch
         from ..web.session import Explorer
     except ImportError as err:
-        raise ValueError(
+        raise RunFailed(
             f"crossattn serve needs Gradio ({err}); install it with: pip install 'crossattn[web]'"
         ) from None
 
