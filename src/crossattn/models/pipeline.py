@@ -23,6 +23,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..config import SamplingConfig
 from ..steering.relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
 
@@ -204,8 +205,8 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 4.0,
+        num_inference_steps: int = SamplingConfig.steps,
+        guidance_scale: float = SamplingConfig.guidance_scale,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         height: int | None = None,

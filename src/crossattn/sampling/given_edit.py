@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import SamplingConfig
 from .given_image import given_picture, image_latents
 from .inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
 
@@ -61,8 +62,8 @@ def invert_image(
     image,
     prompt: str,
     *,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 4.0,
+    num_inference_steps: int = SamplingConfig.steps,
+    guidance_scale: float = SamplingConfig.guidance_scale,
     null_text_steps: int = 0,
     negative_prompt: str | None = None,
 ) -> GivenInversion:
@@ -97,8 +98,8 @@ def edit_image(
 
     if "generator" in kwargs:
         raise ValueError("edit_image samples from the inverted image, not from a generator's noise; drop generator")
-    steps = kwargs.pop("num_inference_steps", 20)
-    guidance = kwargs.pop("guidance_scale", 4.0)
+    steps = kwargs.pop("num_inference_steps", SamplingConfig.steps)
+    guidance = kwargs.pop("guidance_scale", SamplingConfig.guidance_scale)
     negative = kwargs.pop("negative_prompt", None)
     given = image
     if not isinstance(image, GivenInversion):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import SamplingConfig
 from .request import DEFAULT_STRENGTH
 from .sizes import default_size
 
@@ -169,8 +170,8 @@ def maps_of_image(
     *,
     strength: float = DEFAULT_STRENGTH,
     samples: int | None = None,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 4.0,
+    num_inference_steps: int = SamplingConfig.steps,
+    guidance_scale: float = SamplingConfig.guidance_scale,
     negative_prompt: str | None = None,
     generator=None,
     **trace_kwargs,

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import SamplingConfig
+
 #: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
 #: stop when the step's loss is below 1e-5 + i·2e-5, i the step index). 3e-2 for every fit fits all 200
 #: benchmark scenes but moves the states further from the prompt's, and the edits took that in: the other
@@ -262,8 +264,8 @@ def invert(
     latents: torch.Tensor,
     prompt: str,
     *,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 4.0,
+    num_inference_steps: int = SamplingConfig.steps,
+    guidance_scale: float = SamplingConfig.guidance_scale,
     null_text_steps: int = 0,
     negative_prompt: str | None = None,
 ) -> Inversion:

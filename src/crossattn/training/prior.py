@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import SamplingConfig
+from ..errors import BadArgument
+
 PRIOR_DIR = "prior"
 INFO_NAME = "prior_info.json"
 MAX_PRIOR = 200  # diffusers' DreamBooth scripts default to 100 class images; our images are 32×32
@@ -36,12 +39,19 @@ class PriorSettings:
     count: int
     base_model: str
     seed: int = 0
-    steps: int = 20
-    guidance: float = 4.0
+    steps: int = SamplingConfig.steps
+    guidance: float = SamplingConfig.guidance_scale
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_PRIOR:
-            raise ValueError(f"prior image count must be 1–{MAX_PRIOR}, got {self.count}")
+            raise BadArgument(f"prior image count {self.count} is not accepted; give 1–{MAX_PRIOR}")
+        self.sampling  # noqa: B018 (checks seed, steps and guidance as every sampling job's are checked)
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The sampler settings the images are drawn with (the other fields stay flat: ``prior_info.json``
+        keeps its keys, so a folder drawn before is still recognised)."""
+        return SamplingConfig(steps=self.steps, guidance_scale=self.guidance, seed=self.seed)
 
 
 def prior_captions(count: int, seed: int, vocabulary: set[str]) -> list[str] | None:
@@ -90,8 +100,7 @@ def draw_prior(
             seeds = [IMAGE_SEED_BASE + 10_000 * settings.seed + start + i for i in range(len(batch))]
             images = pipe(
                 batch,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance,
+                **settings.sampling.pipeline_kwargs(),
                 generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
                 output_type="np",
             ).images  # (B, H, W, 3) in [0, 1]
