@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import warnings
 from collections.abc import Iterator
@@ -64,10 +65,16 @@ def check_pipeline_class(folder: Path) -> str:
 
 def takes_argument(pipe, name: str) -> bool:
     """Whether the pipeline's ``__call__`` takes ``name`` (a tracer's call wrapper shows the pipeline's own
-    signature: it is ``functools.wraps``-ed)."""
+    signature: it is ``functools.wraps``-ed). The signature is read once per pipeline class, not per image."""
+    return name in call_parameters(type(pipe))
+
+
+@functools.cache
+def call_parameters(cls) -> frozenset[str]:
+    """The parameter names of a pipeline class's ``__call__``."""
     import inspect
 
-    return name in inspect.signature(type(pipe).__call__).parameters
+    return frozenset(inspect.signature(cls.__call__).parameters)
 
 
 def torch_dtype(name: str | None):
