@@ -112,7 +112,9 @@ def save_token_rows(pipe, folder: str | Path, token_ids) -> Path | None:
 
     if not token_ids:
         return None
-    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    from .train_setup import embedding_weights
+
+    table = embedding_weights(pipe.text_encoder).detach()
     tokens = pipe.tokenizer.convert_ids_to_tokens(list(token_ids))
     path = Path(folder) / TOKENS_NAME
     save_file({t: table[i].to("cpu").clone().contiguous() for t, i in zip(tokens, token_ids, strict=True)}, str(path))

@@ -165,8 +165,7 @@ class Trainer(TrainerOutputs):
             with torch.random.fork_rng():  # adapters draw their init from the global RNG: seed it, then restore
                 torch.manual_seed(cfg.seed)
                 self.customize(pipe)
-        if cfg.trainable_token_ids:
-            train_token_rows(text_encoder, cfg.trainable_token_ids)
+        self.token_rows = train_token_rows(text_encoder, cfg.trainable_token_ids) if cfg.trainable_token_ids else None
         self.unet, self.text_encoder = unet, text_encoder.to(acc.device)
         text_trains = cfg.train_text_encoder or bool(cfg.trainable_token_ids)
         self.trained = [unet, text_encoder] if text_trains else [unet]
@@ -200,7 +199,10 @@ class Trainer(TrainerOutputs):
         self.text_prepared = prepared[1] if len(prepared) > 1 else self.text_encoder
 
     def embedding_table(self) -> torch.nn.Parameter:
-        """The token embedding rows ``embedding_lr`` applies to."""
+        """The token embedding rows ``embedding_lr`` applies to: the new words' rows when only they
+        train, else the whole table."""
+        if self.token_rows is not None:
+            return self.token_rows
         return self.text_encoder.get_input_embeddings().weight
 
     def param_groups(self, params: list) -> list[dict]:
