@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from .install import ProcessorHook
+
 #: One recorded call of a cross-attention layer: its ``(B*heads, N, T)`` probabilities and heads.
 Record = tuple[torch.Tensor, int]
 
@@ -32,33 +34,42 @@ def record_cross_attention(unet, enabled: bool = True) -> Iterator[list[Record]]
     attention edit, an IP-Adapter) computes something the recording would silently drop, so it is
     a ``ValueError`` naming the layer, raised before anything is swapped.
     """
-    from .layers import attention_layers, select_layers
-    from .processor import CaptureProcessor, reference_processor, supported_reference
-
-    records: list[Record] = []
     if not enabled:
-        yield records
+        yield []
         return
-    base = getattr(unet, "module", unet)  # DDP wraps the model; processors live on the model itself
-    saved = dict(base.attn_processors)
+    with CrossAttentionRecorder(getattr(unet, "module", unet)) as recorder:  # DDP wraps the model
+        yield recorder.records
 
-    def sink(_name: str, probs: torch.Tensor, heads: int) -> None:
-        records.append((probs, heads))
 
-    processors = {k: reference_processor(p) if isinstance(p, CaptureProcessor) else p for k, p in saved.items()}
-    for layer in select_layers(attention_layers(base), "cross"):
-        if supported_reference(processors[layer.key]) is None:  # what the capture would silently replace
-            raise ValueError(
-                f"cannot record {layer.name}: it runs {type(saved[layer.key]).__name__}, and the recording "
-                "processor computes what AttnProcessor / AttnProcessor2_0 do, nothing else "
-                "(unet.set_default_attn_processor() puts those back)"
-            )
-        processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
-    base.set_attn_processor(processors)
-    try:
-        yield records
-    finally:
-        base.set_attn_processor(dict(saved))  # the dict is consumed: pass a copy
+class CrossAttentionRecorder(ProcessorHook):
+    """The :class:`ProcessorHook` behind :func:`record_cross_attention`: the explicit capture processor on
+    every ``attn2`` layer, appending to :attr:`records`. It nests inside a tracer (standing in for the
+    tracer's capture processors, put back on exit), so it claims no processor type of its own."""
+
+    processor_type = ()
+    noun = "cross-attention recording"
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.records: list[Record] = []
+
+    def prepare(self, current: dict) -> dict:
+        from .layers import attention_layers, select_layers
+        from .processor import CaptureProcessor, reference_processor, supported_reference
+
+        def sink(_name: str, probs: torch.Tensor, heads: int) -> None:
+            self.records.append((probs, heads))
+
+        processors = {k: reference_processor(p) if isinstance(p, CaptureProcessor) else p for k, p in current.items()}
+        for layer in select_layers(attention_layers(self.model), "cross"):
+            if supported_reference(processors[layer.key]) is None:  # what the capture would silently replace
+                raise ValueError(
+                    f"cannot record {layer.name}: it runs {type(current[layer.key]).__name__}, and the recording "
+                    "processor computes what AttnProcessor / AttnProcessor2_0 do, nothing else "
+                    "(unet.set_default_attn_processor() puts those back)"
+                )
+            processors[layer.key] = CaptureProcessor(layer.name, sink, mode="explicit", cache_kv=False)
+        return processors
 
 
 def mean_over_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
