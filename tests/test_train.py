@@ -101,6 +101,13 @@ def test_time_limit_stops_with_checkpoint_and_final_then_resumes(tmp_path):
     assert rest.step == 6 and len(rest.losses) == 5
 
 
+def test_a_time_limited_run_shows_its_clock_not_its_step_budget(tmp_path, capsys):
+    cfg = quick(steps=10**6, checkpoint_every=100, time_limit=1e-9)  # a clock-bound run, as the speedrun
+    train(TINY, cfg, scenes(), tmp_path / "run", progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "s of training clock" in bar and "step=1" in bar and "1000000" not in bar
+
+
 def test_grounding_loss_trains_and_needs_masks(tmp_path):
     cfg = quick(steps=3, grounding_weight=1.0)
     masked = ShapesDataset(64, resolution=16, seed=0, with_masks=True)

@@ -269,12 +269,8 @@ class Trainer(TrainerOutputs):
     # ------------------------------------------------------------------ loop
 
     def run(self, on_step_end=None, progress: bool = True) -> TrainResult:
-        from tqdm.auto import tqdm
-
         cfg, acc = self.config, self.accelerator
-        bar = tqdm(
-            total=cfg.steps, initial=self.state.step, disable=not (progress and acc.is_local_main_process), unit="step"
-        )
+        bar = self.progress_bar(progress)
         losses: list[float] = []
         window: list[float] = []
         tick = time.perf_counter()
@@ -284,11 +280,11 @@ class Trainer(TrainerOutputs):
             losses.append(loss)
             window.append(loss)
             now = time.perf_counter()
-            rate = cfg.batch_size * cfg.grad_accum * acc.num_processes / max(now - tick, 1e-9)
-            self.state.seconds += now - tick
-            tick = now
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+            seconds, tick = now - tick, now
+            rate = cfg.batch_size * cfg.grad_accum * acc.num_processes / max(seconds, 1e-9)
+            self.state.seconds += seconds
+            bar.update(min(seconds, bar.total - bar.n) if cfg.time_limit else 1)
+            bar.set_postfix(step=self.state.step, loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
             out_of_time = self.past(session_start)
             self.after_step(window, rate, last=out_of_time or self.state.step == cfg.steps)
             if on_step_end is not None:
@@ -298,6 +294,19 @@ class Trainer(TrainerOutputs):
                 break
         bar.close()
         return TrainResult(self.save_final(), self.state.step, losses)
+
+    def progress_bar(self, progress: bool):
+        """Steps out of ``steps``; with a time limit, this session's training clock out of the limit
+        (seconds), since such a run stops on the clock: counted in steps, it showed 1,000,000 steps
+        and an ETA of days."""
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        disable = not (progress and acc.is_local_main_process)
+        if cfg.time_limit:
+            clock = "{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of training clock [{elapsed}{postfix}]"
+            return tqdm(total=cfg.time_limit * 60, disable=disable, unit="s", bar_format=clock)
+        return tqdm(total=cfg.steps, initial=self.state.step, disable=disable, unit="step")
 
     def optimizer_step(self) -> float:
         """``grad_accum`` micro-batches, one AdamW step, the LR schedule and the EMA; returns the mean loss."""

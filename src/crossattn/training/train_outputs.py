@@ -159,7 +159,10 @@ class TrainerOutputs:
             return
         if self.config.save_fp16:
             pipe = copy_pipeline(pipe).to(torch.float16)
-        pipe.save_pretrained(folder, safe_serialization=True)
+        from ..models.loading import quiet_loading
+
+        with quiet_loading():  # no "Writing model shards" bar between the loop's own lines
+            pipe.save_pretrained(folder, safe_serialization=True)
         self.model_config.save(folder / "crossattn_config.json")
         self.config.save(folder / "training_config.json")
         copy_bpe_files(self.config.init_from, folder / "tokenizer")
