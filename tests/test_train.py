@@ -118,15 +118,18 @@ def test_grounding_loss_trains_and_needs_masks(tmp_path):
         train(TINY, cfg, scenes(), tmp_path / "nomasks", progress=False)
 
 
-def test_resume_without_checkpoint_says_so(tmp_path, capsys):
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path, capsys):
+    """A run stopped before its first checkpoint (only its config.json written) goes on from step 0."""
     from crossattn.cli import main
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"model": TINY.to_dict(), "training": quick().to_dict()}))
-    assert main(["train", "--out", str(run), "--resume", "latest", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no checkpoint" in err
+    (run / "config.json").write_text(json.dumps({"model": TINY.to_dict(), "training": quick(steps=1).to_dict()}))
+    (run / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')  # the stopped run's, torn
+    assert main(["train", "--out", str(run), "--resume", "latest", "--no-progress"]) == 0
+    assert "no checkpoint in" in capsys.readouterr().err  # said, then started from step 0
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1]
+    assert (run / "final/model_index.json").is_file()
     assert main(["train", "--out", str(tmp_path / "nothing"), "--resume", "latest"]) == 2
     assert "holds no run" in capsys.readouterr().err
 

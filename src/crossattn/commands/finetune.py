@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
     )
     if result.final is not None:
-        if not args.resume and not args.no_samples:
+        if not args.no_samples and not (out / "samples" / "before.png").is_file():  # a resumed run's too
             write_before_grid(model, config, out)
         print(result.final, flush=True)
     return 0

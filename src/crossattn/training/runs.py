@@ -19,8 +19,11 @@ import json
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..files import atomic_write_text
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -98,22 +101,26 @@ class RunDir:
         return self.checkpoints / f"step-{step:06d}"
 
     def list_checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints, oldest first (temp folders of interrupted writes are hidden)."""
+        """Complete checkpoints, oldest first (temp folders of interrupted writes, and checkpoints being
+        deleted, are hidden)."""
         if not self.checkpoints.is_dir():
             return []
         found = [(CHECKPOINT_RE.match(p.name), p) for p in self.checkpoints.iterdir() if p.is_dir()]
         return sorted((int(m.group(1)), p) for m, p in found if m)
 
-    def resolve_resume(self, resume: str) -> Path:
-        """``latest`` → the newest checkpoint; else a checkpoint folder path. Clear error if none."""
+    def resolve_resume(self, resume: str) -> Path | None:
+        """``latest`` → the newest checkpoint, or None (start from step 0) when the run was stopped before
+        its first one; else a checkpoint folder path. Clear error if the folder holds nothing to go on."""
         if resume == "latest":
             found = self.list_checkpoints()
-            if not found:
-                raise FileNotFoundError(
-                    f"--resume latest: no checkpoint in {self.checkpoints} to resume from; "
-                    "start the run without --resume"
-                )
-            return found[-1][1]
+            if found:
+                return found[-1][1]
+            if not self.root.is_dir():
+                raise FileNotFoundError(f"--resume latest: {self.root} holds no run; start the run without --resume")
+            warnings.warn(
+                f"--resume latest: no checkpoint in {self.root} yet; starting the run from step 0", stacklevel=2
+            )
+            return None
         path = Path(resume)
         if not (path.is_dir() and CHECKPOINT_RE.match(path.name)):
             raise FileNotFoundError(
@@ -134,15 +141,22 @@ class RunDir:
             os.replace(target, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(self.temp_checkpoint(step), target)
-        for _, path in self.list_checkpoints()[:-keep]:
-            shutil.rmtree(path, ignore_errors=True)
+        for _, path in self.list_checkpoints()[:-keep]:  # hidden first: a kill mid-delete leaves no half checkpoint
+            old = path.with_name(f".{path.name}.old")
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
         return target
 
     def remove_stale_temps(self) -> None:
-        """Delete temp folders left by a process killed mid-write."""
-        if self.checkpoints.is_dir():
-            for path in self.checkpoints.glob(".step-*"):
+        """Delete what a process killed mid-write left: hidden temp checkpoints, and the hidden temp files and
+        folders of :func:`crossattn.files.atomic_write` / ``atomic_dir`` (final, prior, snapshots, samples)."""
+        stale = [*self.checkpoints.glob(".step-*"), *self.samples.glob(".step-*"), *self.snapshots.glob(".minute-*")]
+        stale += [p for name in ("final", "prior", "config", "log") for p in self.root.glob(f".{name}.*")]
+        for path in stale:
+            if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ log
 
@@ -150,10 +164,19 @@ class RunDir:
         """Drop log lines after ``step`` (written by the part of a run a resume repeats)."""
         if not self.log.is_file():
             return
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
+        atomic_write_text(self.log, "".join(line + "\n" for line in kept))
 
     def append_log(self, record: dict) -> None:
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one log line; None for a blank line or a torn one (the process was killed mid-append)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step", 0) if isinstance(record, dict) else None

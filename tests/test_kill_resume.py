@@ -1,0 +1,167 @@
+"""Nothing lost: a real ``python -m crossattn`` training process killed with SIGKILL (after a checkpoint,
+in the middle of writing one, or while fine-tuning draws its prior images) goes on with ``--resume latest``
+and ends with the very weights of an uninterrupted run, bit for bit, for each loop: ``train``,
+``finetune`` (LoRA, new words, prior images) and ``train-clip``.
+
+The reference run and the resumed one run in this process (``main``); only the killed one is a
+subprocess. A kill point is found by polling the run folder; the process is stopped (SIGSTOP) and the
+folder looked at again before the SIGKILL, so "killed while a temp checkpoint existed" is certain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crossattn.cli import main
+from crossattn.training.runs import RunDir
+
+from .conftest import tiny_config
+from .test_finetune import ring_folder
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+STEPS = 6
+COMMON = ["--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; leave none behind for the next run."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def setups(tiny_model_dir, tmp_path_factory):
+    """Per loop kind: ``argv(out)`` (the command line of a run into ``out``)."""
+    from crossattn.models.vocabulary import grammar_words, write_vocabulary
+
+    root = tmp_path_factory.mktemp("kill")
+    (root / "tiny.json").write_text(json.dumps(tiny_config().to_dict()))
+    base = root / "base"  # knows the scenes grammar (so the prior is drawn), not "ring" (a new word)
+    shutil.copytree(tiny_model_dir, base)
+    write_vocabulary(base, grammar_words())
+    data = ring_folder(root / "rings")
+    every = ["--steps", str(STEPS), "--checkpoint-every", "1", "--batch-size", "2", *COMMON]
+    train = ["train", "--model-config", str(root / "tiny.json"), "--sample-every", "0", "--log-every", "1"]
+    finetune = ["finetune", str(data), "--model", str(base), "--lora", "2", "--no-samples"]
+    clip = ["train-clip", "--dataset-size", "32", "--sample-every", "0", "--log-every", "1"]
+    return {
+        kind: (lambda out, a=argv: [*a, *every, "--out", str(out)])
+        for kind, argv in (("train", train), ("finetune", finetune), ("clip", clip))
+    }
+
+
+@pytest.fixture(scope="module")
+def references(setups, tmp_path_factory):
+    """The uninterrupted run of each kind (made once, on first use)."""
+    done: dict[str, Path] = {}
+
+    def reference(kind: str) -> Path:
+        if kind not in done:
+            out = tmp_path_factory.mktemp(f"whole-{kind}") / "run"
+            assert main(setups[kind](out)) == 0
+            done[kind] = out
+        return done[kind]
+
+    return reference
+
+
+def weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every tensor of ``RUN/final`` and of the last checkpoint (raw weights, EMA), by file."""
+    last = RunDir(run).list_checkpoints()[-1][1]
+    files = [*(run / "final").rglob("*.safetensors"), *last.glob("*.safetensors")]
+    return {str(f.relative_to(run)): load_file(f) for f in sorted(files)}
+
+
+def assert_bit_identical(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and wa
+    for name in wa:
+        assert wa[name].keys() == wb[name].keys(), name
+        for key, tensor in wa[name].items():
+            assert torch.equal(tensor, wb[name][key]), f"{name}: {key} differs"
+
+
+def kill_when(argv: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Start ``python -m crossattn argv``; SIGKILL it at the first moment ``ready()`` holds (checked again
+    with the process stopped, so the kill lands while it still holds)."""
+    env = os.environ | {"PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "crossattn", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before the kill point: {proc.stderr.read()[-2000:]}")
+            if ready():
+                proc.send_signal(signal.SIGSTOP)
+                if ready():
+                    proc.kill()
+                    proc.wait()
+                    return
+                proc.send_signal(signal.SIGCONT)
+            time.sleep(0.001)
+        pytest.fail("no kill point before the timeout")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def after_checkpoint(run: RunDir) -> bool:
+    """Past the second complete checkpoint (so resuming skips work)."""
+    return len(run.list_checkpoints()) >= 2
+
+
+def mid_checkpoint(run: RunDir) -> bool:
+    """A temp checkpoint folder is being written after the first complete checkpoint."""
+    return bool(run.list_checkpoints()) and run.checkpoints.is_dir() and any(run.checkpoints.glob(".step-*.tmp"))
+
+
+def mid_prior(run: RunDir) -> bool:
+    """Fine-tuning is drawing its prior images (their folder exists only as its hidden temp)."""
+    return any(run.root.glob(".prior.tmp-*"))
+
+
+CASES = [
+    ("train", after_checkpoint),
+    ("train", mid_checkpoint),
+    ("finetune", after_checkpoint),
+    ("finetune", mid_checkpoint),
+    ("finetune", mid_prior),
+    ("clip", after_checkpoint),
+    ("clip", mid_checkpoint),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "moment"), CASES, ids=[f"{k}-{m.__name__}" for k, m in CASES])
+def test_sigkilled_run_resumes_to_the_uninterrupted_weights(kind, moment, setups, references, tmp_path, capsys):
+    out = tmp_path / "run"
+    run = RunDir(out)
+    kill_when(setups[kind](out), lambda: moment(run))
+    assert not (out / "final").exists(), "killed before the end"
+    if out.joinpath("log.jsonl").is_file():  # a line torn by the kill is dropped on resume
+        with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write('{"step": 99, "lo')
+    assert main([*setups[kind](out), "--resume", "latest"]) == 0
+    assert ("starting the run from step 0" in capsys.readouterr().err) == (moment is mid_prior)  # no checkpoint yet
+    assert_bit_identical(references(kind), out)
+    assert not [p.name for p in out.rglob(".*") if ".tmp" in p.name or ".old" in p.name], "temp files cleaned up"
+    steps = [json.loads(line).get("step") for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == STEPS
