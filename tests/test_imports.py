@@ -25,7 +25,7 @@ CHECKED = [
     "crossattn.web.session",
     "crossattn.models.loading",
     "crossattn.models.pipeline",
-    "crossattn.steering.relation_guidance",
+    "crossattn.models.relation_guidance",
     "crossattn.models.vocabulary",
     "crossattn.files",
     "crossattn.attention.record",

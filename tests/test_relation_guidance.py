@@ -11,7 +11,7 @@ import torch
 import crossattn
 from crossattn.attention.record import record_cross_attention
 from crossattn.models.tokenizer import WordSpans
-from crossattn.steering.relation_guidance import (
+from crossattn.models.relation_guidance import (
     RelationGuidance,
     RelationParse,
     RelationTarget,

@@ -144,7 +144,7 @@ class SamplingConfig(JsonConfig):
     guidance_scale: float = 4.0
     scheduler: str | None = None  # None: the model folder's own scheduler
     seed: int = 0
-    relation_guidance: float = 50.0  # crossattn.steering.relation_guidance step size; 0 = the model alone
+    relation_guidance: float = 50.0  # crossattn.models.relation_guidance step size; 0 = the model alone
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler)

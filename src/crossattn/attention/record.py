@@ -1,7 +1,7 @@
 """Record cross-attention probabilities *with their graph*, for losses on them.
 
 Training's grounding loss (:mod:`crossattn.training.grounding_loss`) and sampling's relation guidance
-(:mod:`crossattn.steering.relation_guidance`) both need ``softmax(QKᵀ/√d)`` of every cross-attention
+(:mod:`crossattn.models.relation_guidance`) both need ``softmax(QKᵀ/√d)`` of every cross-attention
 layer as a differentiable tensor, which the fused kernel does not expose. Inside
 :func:`record_cross_attention` each ``attn2`` layer runs the explicit capture processor, whose
 output equals the reference ``AttnProcessor``'s; the processors in place before (the defaults, or

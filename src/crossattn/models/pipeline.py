@@ -24,7 +24,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..config import SamplingConfig
-from ..steering.relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
+from .relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -175,9 +175,11 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return uncond + guidance_scale * (cond - uncond)
 
     def call_inputs(self, prompt, negative_prompt, steps, guidance_scale, per_prompt, generator, size, output_type,
-                    callback_inputs):  # fmt: skip
-        """``__call__``'s inputs checked and expanded: ``(prompts, negatives, height, width)``, one prompt
-        and one negative per image; ``size`` is ``(height, width, image, latents)`` as given."""
+                    callback_inputs, relation_guidance):  # fmt: skip
+        """``__call__``'s inputs checked and expanded: ``(prompts, negatives, height, width, relation)``, one
+        prompt and one negative per image, ``relation`` the :class:`RelationGuidance` of ``relation_guidance``;
+        ``size`` is ``(height, width, image, latents)`` as given."""
+        relation = RelationGuidance(scale=relation_guidance)  # checks the value
         height, width, image, latents = size
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
@@ -196,7 +198,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         negative = negative or [""] * len(prompts)
         prompts = [p for p in prompts for _ in range(per_prompt)]
         negative = [n for n in negative for _ in range(per_prompt)]
-        return prompts, negative, height, width
+        return prompts, negative, height, width, relation
 
     # ------------------------------------------------------------------ main entry
 
@@ -227,7 +229,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         (default ``["latents"]``); returned tensors replace them, as in diffusers.
         ``relation_guidance`` steers ``PHRASE RELATION PHRASE`` prompts ("a red circle left of a blue
         square") in the first steps so the relation holds; 0 = unsteered. Other prompts are untouched;
-        one naming a relation it cannot read gets a warning (:mod:`crossattn.steering.relation_guidance`).
+        one naming a relation it cannot read gets a warning (:mod:`crossattn.models.relation_guidance`).
         ``image``: start from this image, ``(1 or B, C, H, W)`` in [-1, 1], instead of pure noise: it is
         noised to the timestep ``strength`` names and only the last ``strength`` share of the steps run
         (SDEdit, Meng et al., 2022; as diffusers' img2img pipelines do); its size sets the output's.
@@ -235,31 +237,21 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         in diffusers; scaled by the scheduler's ``init_noise_sigma``.
         Returns an ``ImagePipelineOutput`` (``.images``) or, with ``return_dict=False``, a tuple.
         """
-        prompts, negative, height, width = self.call_inputs(
+        prompts, negative, height, width, relation = self.call_inputs(
             prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt, generator,
-            (height, width, image, latents), output_type, callback_on_step_end_tensor_inputs,
+            (height, width, image, latents), output_type, callback_on_step_end_tensor_inputs, relation_guidance,
         )  # fmt: skip
-        relation = RelationGuidance(scale=relation_guidance)  # checks the value
-
-        guided = guidance_scale > 1
         # One text-encoder pass for both halves: [negative (B), prompt (B)] → (2B, T, D) when guided.
-        text_states = self.encode_prompt(negative + prompts if guided else prompts)
+        text_states = self.encode_prompt(negative + prompts if guidance_scale > 1 else prompts)
         latents, timesteps = self.start(
             len(prompts), height, width, num_inference_steps, generator, text_states.dtype, image, strength, latents
         )
         steps_run = num_inference_steps if image is None else len(timesteps)
         steer = self.relation_steering(prompts, text_states[-len(prompts) :], relation, steps_run)
         latents = self.denoise(
-            latents,
-            text_states,
-            guidance_scale,
-            generator,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs or ["latents"],
-            steer,
-            timesteps,
-        )
-
+            latents, text_states, guidance_scale, generator, callback_on_step_end,
+            callback_on_step_end_tensor_inputs or ["latents"], steer, timesteps,
+        )  # fmt: skip
         image = self.image_processor.postprocess(latents.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=image) if return_dict else (image,)

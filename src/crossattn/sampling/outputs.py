@@ -104,7 +104,7 @@ def relation_fields(pipe, prompt: str, scale: float) -> dict[str, Any]:
     """Sidecar fields saying whether relation guidance steered ``prompt`` and, when the prompt names
     a relation the guidance could not read, why (the pipeline also warns); none for other pipelines."""
     from ..models.pipeline import CrossAttnPipeline
-    from ..steering.relation_guidance import relation_note
+    from ..models.relation_guidance import relation_note
 
     if not isinstance(pipe, CrossAttnPipeline):
         return {}

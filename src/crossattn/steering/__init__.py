@@ -1,7 +1,5 @@
 """The steering part: changing what the model draws through its attention, at sampling time.
 
-- :mod:`.relation_guidance` steers ``A left of B`` prompts on their cross-attention maps so the
-  relation holds (guidance on attention, in the spirit of Chefer et al.'s Attend-and-Excite).
 - :mod:`.editing` is ``edit()``: prompt-to-prompt (Hertz et al., 2022) over the attention control of
   :mod:`crossattn.attention.control`.
 

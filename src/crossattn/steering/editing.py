@@ -11,7 +11,7 @@ the target left alone (``.plain``: what the target gives without control). The t
 same noise through three generators in the same state (the one given, and two copies of it).
 The defaults are the ones measured by ``benchmarks/edit_consistency.py`` (docs/benchmarks.md, "Attention control").
 
-Relation guidance (:mod:`crossattn.steering.relation_guidance`) is off for edits: it moves each row's latents
+Relation guidance (:mod:`crossattn.models.relation_guidance`) is off for edits: it moves each row's latents
 with extra gradient passes through the U-Net, which would give the target a layout of its own,
 defeating the edit, and which the control cannot count as sampling steps. ``relation_guidance`` is
 passed as 0 to pipelines that take it; any other value is a ``ValueError``.

@@ -44,7 +44,7 @@ import torch
 
 from ..attention.record import mean_over_heads, record_cross_attention
 from ..config import SamplingConfig
-from ..models.tokenizer import WordSpans
+from .tokenizer import WordSpans
 
 #: (x, y) unit direction of the first object as seen from the second; image y points down.
 DIRECTIONS = {"left of": (-1.0, 0.0), "right of": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0)}
