@@ -70,7 +70,10 @@ class JsonConfig:
         return cls(**values)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write the config as JSON, atomically (a crash mid-write leaves the old file or none)."""
+        from .files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:
