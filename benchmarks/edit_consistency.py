@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from crossattn.data.captions import COLOURS, RELATIONS, SHAPES, format_caption
+from crossattn.editing.prompt_edit import EditSettings, edit
 from crossattn.evaluation import check_caption
 from crossattn.models.loading import load_pipeline
-from crossattn.steering.editing import EditSettings, edit
 
 STREAM = 0xED17
 SEED_BASE = 2_000_000  # noise seeds far from training-time sample grids and the eval set

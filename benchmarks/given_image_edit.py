@@ -48,9 +48,10 @@ from pillow_scenes import pillow_scene  # noqa: E402
 
 from crossattn.attention.trace import trace  # noqa: E402
 from crossattn.data.shapes import scene_from_caption  # noqa: E402
+from crossattn.editing.image_edit import edit_image, invert_image  # noqa: E402
+from crossattn.editing.prompt_edit import edit  # noqa: E402
 from crossattn.evaluation import check_caption  # noqa: E402
 from crossattn.models.loading import load_pipeline  # noqa: E402
-from crossattn.sampling.given_edit import edit_image, invert_image  # noqa: E402
 from crossattn.sampling.given_image import maps_of_image  # noqa: E402
 from crossattn.sampling.inversion import (  # noqa: E402
     NULL_TEXT_LR,
@@ -59,7 +60,6 @@ from crossattn.sampling.inversion import (  # noqa: E402
     scheduler_swapped,
     tolerance,
 )
-from crossattn.steering.editing import edit  # noqa: E402
 
 DRAWS = ("export", "pillow")
 MODES = ("ddim", "null-text")

@@ -9,11 +9,11 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 import crossattn
-from crossattn.attention.alignment import align_tokens
-from crossattn.attention.blend import LocalBlend, connected_parts
-from crossattn.attention.control import ControlError, ControlProcessor
 from crossattn.attention.processor import CaptureProcessor
-from crossattn.steering.editing import edit
+from crossattn.editing.control import ControlError, ControlProcessor
+from crossattn.editing.local_blend import LocalBlend, connected_parts
+from crossattn.editing.prompt_edit import edit
+from crossattn.editing.token_alignment import align_tokens
 
 from .attention_helpers import generator, tiny_sd_pipeline
 

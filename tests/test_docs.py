@@ -170,7 +170,7 @@ def docstring_cross_references() -> list[tuple[str, str]]:
 
 def test_cross_references_are_found():
     targets = {target for _, target in docstring_cross_references()}
-    assert {"crossattn.trace", "crossattn.attention.control.Controller", "crossattn.training.train"} <= targets
+    assert {"crossattn.trace", "crossattn.editing.control.Controller", "crossattn.training.train"} <= targets
 
 
 def test_docstring_cross_references_resolve():

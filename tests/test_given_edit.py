@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from crossattn.attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
 from crossattn.cli import main
+from crossattn.editing.image_edit import edit_image, invert_image
+from crossattn.editing.prompt_edit import edit
+from crossattn.editing.settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
 from crossattn.sampling import SamplingRequest
-from crossattn.sampling.given_edit import edit_image, invert_image
 from crossattn.sampling.inversion import (
     FIXED_POINT_STEPS,
     NULL_TEXT_FIXED_POINT_STEPS,
@@ -26,7 +27,6 @@ from crossattn.sampling.inversion import (
     prompt_states,
     psnr,
 )
-from crossattn.steering.editing import edit
 
 from .attention_helpers import tiny_sd_pipeline
 
@@ -168,7 +168,7 @@ def test_pinning_after_null_text_keeps_the_source_on_the_fitted_path(tiny_pipe, 
 def test_pinning_left_unset_is_chosen_by_the_inversion(tiny_pipe, picture):
     """``pinned_steps=None`` (the default): ``PINNED_AFTER_DDIM`` after DDIM inversion, every step after
     null-text; a value given is kept, as a keyword or in ``settings``."""
-    from crossattn.attention.edit_settings import EditSettings
+    from crossattn.editing.settings import EditSettings
 
     ddim = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0)
     null = invert_image(

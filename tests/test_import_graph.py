@@ -134,13 +134,13 @@ def test_model_modules_do_not_import_training_outputs():
 #: part → parts (sub-packages or top-level modules) it must never import: the layers of the package
 #: as each sub-package's ``__init__`` docstring states them
 FORBIDDEN = {
-    "attention": {"models", "training", "steering", "sampling", "evaluation", "commands", "web", "data"},
-    "data": {"models", "training", "steering", "sampling", "evaluation", "commands", "web", "attention"},
-    "models": {"training", "steering", "sampling", "evaluation", "commands", "web"},
-    "steering": {"training", "sampling", "evaluation", "commands", "web"},
-    "training": {"steering", "sampling", "commands", "web"},
-    "sampling": {"training", "commands", "web"},
-    "evaluation": {"training", "sampling", "commands", "web"},
+    "attention": {"models", "training", "editing", "sampling", "evaluation", "commands", "web", "data"},
+    "data": {"models", "training", "editing", "sampling", "evaluation", "commands", "web", "attention"},
+    "models": {"training", "editing", "sampling", "evaluation", "commands", "web"},
+    "editing": {"training", "evaluation", "data", "commands", "web"},
+    "training": {"editing", "sampling", "commands", "web"},
+    "sampling": {"training", "editing", "commands", "web"},
+    "evaluation": {"training", "editing", "sampling", "commands", "web"},
     "web": {"commands", "training"},
 }
 #: nothing in the package but the command line imports the commands
@@ -188,9 +188,15 @@ def test_no_two_parts_import_each_other():
     assert set(both) == BOTH_WAYS_PENDING, {pair: both.get(pair) for pair in set(both) ^ BOTH_WAYS_PENDING}
 
 
+#: the sub-packages: ``ls src/crossattn`` shows each part
+PARTS = ("models", "training", "editing", "sampling", "attention", "data", "evaluation", "commands", "web")
+
+
 def test_the_top_level_shows_the_parts():
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert len(top) <= 8, top
-    for package in ("models", "training", "steering", "sampling", "attention", "data", "evaluation", "commands", "web"):
+    assert sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")) == sorted(PARTS)
+    assert set(FORBIDDEN) >= set(PARTS) - {"commands"}, "each part but the command line has a row in FORBIDDEN"
+    for package in PARTS:
         init = PACKAGE / package / "__init__.py"
         assert init.is_file() and len(ast.get_docstring(ast.parse(init.read_text())) or "") > 80, package

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import crossattn
-from crossattn.attention.control import ControlError, Controller, ControlProcessor
-from crossattn.attention.edit_settings import EditSettings
 from crossattn.attention.install import HookError, ProcessorHook, installed
 from crossattn.attention.processor import CaptureProcessor
 from crossattn.attention.trace import TraceError, Tracer
+from crossattn.editing.control import ControlError, Controller, ControlProcessor
+from crossattn.editing.settings import EditSettings
 
 from .attention_helpers import generator
 

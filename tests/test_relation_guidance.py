@@ -10,7 +10,6 @@ import torch
 
 import crossattn
 from crossattn.attention.record import record_cross_attention
-from crossattn.models.tokenizer import WordSpans
 from crossattn.models.relation_guidance import (
     RelationGuidance,
     RelationParse,
@@ -22,6 +21,7 @@ from crossattn.models.relation_guidance import (
     relation_note,
     relation_target,
 )
+from crossattn.models.tokenizer import WordSpans
 
 from .conftest import generator
 

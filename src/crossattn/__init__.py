@@ -23,10 +23,10 @@ _EXPORTS = {
     "trace": "attention.trace",
     "AttentionMaps": "attention.maps",
     "maps_of_image": "sampling.given_image",
-    "edit_image": "sampling.given_edit",
-    "invert_image": "sampling.given_edit",
-    "control": "attention.control",
-    "edit": "steering.editing",
+    "edit_image": "editing.image_edit",
+    "invert_image": "editing.image_edit",
+    "control": "editing.control",
+    "edit": "editing.prompt_edit",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -5,7 +5,7 @@ target from the same noise, no control), ``.edited.png`` (the target with the so
 ``.compare.png`` (the three, and under each its cross-attention map for the changed word: the source
 word under the source, the target word under the others) and ``.json`` (both prompts, every
 setting, the model hash). Every path is checked before sampling, so a refusal to overwrite loses no work.
-Relation guidance is off for edits (see :mod:`crossattn.steering.editing`).
+Relation guidance is off for edits (see :mod:`crossattn.editing.prompt_edit`).
 
 With ``--image FILE`` (SOURCE describes it) the rows start from the image inverted to noise
 (:func:`crossattn.edit_image`): ``.source.png`` is the given image at the model's size,
@@ -63,9 +63,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def add_control_flags(p) -> None:
-    """How the target takes the source's attention and latents (:class:`~crossattn.steering.editing.EditSettings`)."""
-    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT
-    from ..steering.editing import EditSettings
+    """How the target takes the source's attention and latents (:class:`~crossattn.editing.settings.EditSettings`)."""
+    from ..editing.settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings
 
     p.add_argument(
         "--cross-steps",
@@ -158,9 +157,9 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..attention.install import unet_of
+    from ..editing.settings import EditSettings
     from ..files import refuse_overwrite
     from ..sampling import check_unet, load
-    from ..steering.editing import EditSettings
     from .shared import model_from_args, request_from_args, set_threads
 
     settings = EditSettings(
@@ -197,8 +196,8 @@ def sample(pipe, request: SamplingRequest, settings):
     import torch
 
     from ..attention.trace import trace
-    from ..sampling.given_edit import edit_image, invert_image
-    from ..steering.editing import edit
+    from ..editing.image_edit import edit_image, invert_image
+    from ..editing.prompt_edit import edit
 
     source, target = request.prompts
     common = dict(negative_prompt=request.negative_prompt, settings=settings)

@@ -1,8 +1,23 @@
-"""The steering part: changing what the model draws through its attention, at sampling time.
+"""The editing part: change an image through its words with prompt-to-prompt attention control.
 
-- :mod:`.editing` is ``edit()``: prompt-to-prompt (Hertz et al., 2022) over the attention control of
-  :mod:`crossattn.attention.control`.
+- :mod:`.prompt_edit` is ``crossattn.edit``: source, target and the target left alone (``.plain``) sampled
+  from one noise, the target under control (Hertz et al., "Prompt-to-Prompt Image Editing with
+  Cross-Attention Control", ICLR 2023).
+- :mod:`.image_edit` is ``crossattn.edit_image`` / ``crossattn.invert_image``: the same edit of an image the
+  model did not draw, inverted to its noise first (DDIM or null-text; Direct Inversion pins the source row).
+- :mod:`.control` is ``crossattn.control``, the ``Controller``: the attention processors that give the target
+  the source's maps, installed and restored like the tracer; its pieces are :mod:`.token_alignment` (which
+  source tokens a target token reads), :mod:`.local_blend` (the latents kept the source's outside the
+  changed words' region) and :mod:`.shared_rows` (the target rows dropped from the U-Net while they follow
+  the source).
+- :mod:`.settings` is ``EditSettings``, every knob of an edit in one checked object (torch-free: the CLI's
+  parser reads its defaults).
 
-May import: ``crossattn.config``, ``crossattn.attention`` and ``crossattn.models.tokenizer`` (word
-spans); never training, sampling, evaluation, commands or web (``tests/test_import_graph.py``).
+Nothing is imported here, so ``crossattn edit --help`` loads no torch.
+
+May import: ``crossattn.config``, ``crossattn.errors``, ``crossattn.attention`` (the install / restore
+lifecycle, the capture processors), ``crossattn.models`` (pipeline arguments) and ``crossattn.sampling``
+(a given image's inversion); never training, evaluation, data, commands or web
+(``tests/test_import_graph.py`` checks it). The front ends are ``crossattn.commands.edit`` and
+``crossattn.web.edits``.
 """

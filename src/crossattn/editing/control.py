@@ -7,16 +7,16 @@ words carry (colour, shape) changes. Per sampling step ``i`` of ``N``:
 
 - cross-attention (``attn2``), ``i < cross_steps·N``: ``P_t[:, r] ← α_r (P_s M)[:, r] + (1 − α_r) P_t[:, r]``,
   with ``M`` the source→target token map and ``α_r = 0`` for target tokens without a source
-  counterpart (P2P's word swap and refinement mappers; :mod:`crossattn.attention.alignment`);
+  counterpart (P2P's word swap and refinement mappers; :mod:`crossattn.editing.token_alignment`);
 - self-attention (``attn1``) of layers with at most ``self_max_positions`` query positions,
   ``i < self_steps·N``: ``P_t ← P_s`` (P2P replaces self-attention at ≤ 16×16 only);
 - re-weighting (P2P's equalizer): the target's attention to a word is multiplied by ``F``, at
   every step (also after the injection window, so it works with ``cross_steps=0``);
 - on the latents, through :meth:`Controller.step_callback` (a ``callback_on_step_end``): for the first
   ``shared_steps`` the targets follow the source's latents and take its U-Net output, without the
-  U-Net computing their rows (:mod:`crossattn.attention.shared_rows`; the edit starts from the source's
+  U-Net computing their rows (:mod:`crossattn.editing.shared_rows`; the edit starts from the source's
   partly denoised image, as SDEdit does; Meng et al., ICLR 2022), and with ``blend`` P2P's local
-  blending (:mod:`crossattn.attention.blend`) keeps them the source's outside the changed words' region;
+  blending (:mod:`crossattn.editing.local_blend`) keeps them the source's outside the changed words' region;
   given a ``source_path`` (an edit of a given image: its inversion path), for the first ``pinned_steps``
   the source row is first put back on it (Direct Inversion; Ju et al., ICLR 2024).
 
@@ -47,19 +47,19 @@ from contextlib import ExitStack
 
 import torch
 
-from .alignment import TokenMap, align_tokens, word_weights
-from .blend import LocalBlend
-from .edit_settings import PINNED_AFTER_DDIM, EditSettings
-from .install import HookError, ProcessorHook, installed, unet_of
-from .layers import LayerInfo, attention_layers
-from .processor import (
+from ..attention.install import HookError, ProcessorHook, installed, unet_of
+from ..attention.layers import LayerInfo, attention_layers
+from ..attention.processor import (
     CaptureProcessor,
     attention_epilogue,
     attention_probs,
     attention_prologue,
     supported_reference,
 )
+from .local_blend import LocalBlend
+from .settings import EditSettings
 from .shared_rows import fill_output, shared_layout, take_rows
+from .token_alignment import TokenMap, align_tokens, word_weights
 
 #: ``control()`` on its own is P2P as published: no local blending, no shared steps (``edit()`` adds
 #: both, with :class:`EditSettings`' own defaults, measured on the default model)
@@ -264,7 +264,7 @@ class Controller(ProcessorHook):
         self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
         self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
-        pinned = PINNED_AFTER_DDIM if self.settings.pinned_steps is None else self.settings.pinned_steps
+        pinned = self.settings.pinned_for(null_text=False).pinned_steps  # edit_image chose it; else DDIM's
         self.pinned_stop = math.floor(pinned * steps + 1e-9) if self.source_path else 0
         if self.pinned_stop > len(self.source_path or ()):
             raise ValueError(

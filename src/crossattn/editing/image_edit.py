@@ -8,7 +8,7 @@ The first prompt describes the given image. The image is brought to the model's 
 (:mod:`crossattn.sampling.inversion`: DDIM, or null-text with ``null_text_steps`` > 0), and
 :func:`crossattn.edit` samples every row from that noise with the DDIM scheduler (deterministic, so the
 source row is the reconstruction) and, after null-text inversion, the optimised null text states.
-For the first ``pinned_steps`` (:class:`crossattn.attention.edit_settings.EditSettings`) the source row
+For the first ``pinned_steps`` (:class:`crossattn.editing.settings.EditSettings`) the source row
 is put back on the inversion's path after each step (Direct Inversion, Ju et al., ICLR 2024): the maps
 and latents the target takes from it are then the given image's, not those of a guided path drifting
 from it. After DDIM
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SamplingConfig
-from .given_image import given_picture, image_latents
-from .inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
+from ..sampling.given_image import given_picture, image_latents
+from ..sampling.inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
 
 
 @dataclass
@@ -94,7 +94,7 @@ def edit_image(
     prompt, steps and guidance are used). ``settings`` and the other ``kwargs`` are
     :func:`crossattn.edit`'s (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``plain``,
     the edit knobs); no ``generator``: every row starts from the inverted noise and DDIM draws none."""
-    from ..steering.editing import edit
+    from .prompt_edit import edit
 
     if "generator" in kwargs:
         raise ValueError("edit_image samples from the inverted image, not from a generator's noise; drop generator")
@@ -132,18 +132,10 @@ def edit_image(
 
 
 def pinning_chosen(given: GivenInversion, settings, kwargs: dict):
-    """The edit's :class:`~crossattn.attention.edit_settings.EditSettings`, from ``settings`` or the knobs
+    """The edit's :class:`~crossattn.editing.settings.EditSettings`, from ``settings`` or the knobs
     among ``kwargs`` (taken out of it, as :func:`crossattn.edit` takes them), with ``pinned_steps`` left
-    as ``None`` chosen by the inversion:
-    :data:`~crossattn.attention.edit_settings.PINNED_AFTER_NULL_TEXT` after null-text,
-    :data:`~crossattn.attention.edit_settings.PINNED_AFTER_DDIM` after DDIM."""
-    from dataclasses import replace
-
-    from ..attention.edit_settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings
+    as ``None`` chosen by the inversion (:meth:`~crossattn.editing.settings.EditSettings.pinned_for`)."""
+    from .settings import EditSettings
 
     settings = EditSettings.taken(settings, kwargs)  # names a bad settings
-    if settings.pinned_steps is not None:
-        return settings
-    return replace(
-        settings, pinned_steps=PINNED_AFTER_NULL_TEXT if given.inversion.null_text_path else PINNED_AFTER_DDIM
-    )
+    return settings.pinned_for(null_text=bool(given.inversion.null_text_path))

@@ -16,8 +16,8 @@ with extra gradient passes through the U-Net, which would give the target a layo
 defeating the edit, and which the control cannot count as sampling steps. ``relation_guidance`` is
 passed as 0 to pipelines that take it; any other value is a ``ValueError``.
 
-(The module is ``editing``, not ``edit``: importing a submodule ``crossattn.edit`` would make the
-package attribute ``crossattn.edit`` that module, hiding the function.)
+(The module is ``prompt_edit``, not ``edit``: a submodule named like the function would make the
+package attribute ``crossattn.editing.edit`` the module or the function depending on import order.)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..attention.edit_settings import EditSettings  # torch-free: the CLI's parser reads its defaults
+from .settings import EditSettings  # torch-free: the CLI's parser reads its defaults
 
 if TYPE_CHECKING:  # torch is imported when an edit runs, so the CLI's parser can import this module cheaply
     import torch
@@ -116,7 +116,7 @@ def edit(
     the rest keep its defaults): ``cross_steps`` / ``self_steps``, fractions in [0, 1] of the first
     sampling steps in which the target takes the source's cross- / self-attention maps; ``reweight``,
     ``{word: factor}`` on the target's attention to its word; ``blend``, P2P's local blending
-    (:mod:`crossattn.attention.blend`): outside where the changed words attend in the source, the
+    (:mod:`crossattn.editing.local_blend`): outside where the changed words attend in the source, the
     target's latents are the source's after every step; ``shared_steps``, the first fraction of the steps
     in which the target follows the source's latents. Blending and shared steps are on by default because
     the default model's layout does not follow its attention maps alone (docs/benchmarks.md, "Attention control").
@@ -128,7 +128,7 @@ def edit(
     ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
-    from ..attention.control import Controller
+    from .control import Controller
 
     settings = EditSettings.taken(settings, kwargs)
     kwargs = pipe_arguments(pipe, kwargs)

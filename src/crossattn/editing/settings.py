@@ -1,6 +1,6 @@
 """``EditSettings``: how prompt-to-prompt control edits the target, in one checked object.
 
-The CLI (``crossattn edit``), :func:`crossattn.edit` and :class:`~crossattn.attention.control.Controller`
+The CLI (``crossattn edit``), :func:`crossattn.edit` and :class:`~crossattn.editing.control.Controller`
 all take it, so a knob is a field here and nowhere else: its default, its check, the keyword
 ``edit()`` and ``control()`` accept for it, and its entry in the edit's sidecar. It is checked once,
 when built, and frozen, so what passed the check is what runs. Free of torch, so the CLI's parser
@@ -9,7 +9,7 @@ reads the defaults without importing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 HALVES = ("both", "cond")
 #: ``pinned_steps`` left as ``None`` is chosen by the inversion: Direct Inversion's pinning for the first
@@ -32,7 +32,7 @@ def check_fraction(name: str, value) -> float:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """How the target is controlled (see :mod:`crossattn.attention.control`): ``cross_steps`` /
+    """How the target is controlled (see :mod:`crossattn.editing.control`): ``cross_steps`` /
     ``self_steps``, the fractions of the first steps whose cross- / self-attention maps the target takes
     from the source; ``reweight``, ``{word: factor}`` on the target's attention to its word; ``halves``,
     ``"both"`` or ``"cond"`` (the guidance halves controlled); ``blend``, P2P's local blending;
@@ -41,7 +41,7 @@ class EditSettings:
     steps after which the source row is put back on the image's inversion path (Direct Inversion: Ju et
     al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
     source's maps and latents, which the target takes, are the given image's (no effect elsewhere);
-    ``None``: chosen by the inversion (:data:`PINNED_AFTER_DDIM`, :data:`PINNED_AFTER_NULL_TEXT`).
+    ``None``: chosen by the inversion (:meth:`pinned_for`).
     The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -64,6 +64,14 @@ class EditSettings:
             raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
+
+    def pinned_for(self, null_text: bool) -> EditSettings:
+        """These settings with ``pinned_steps`` chosen, where it is ``None``, by how the source path was made:
+        :data:`PINNED_AFTER_NULL_TEXT` after null-text inversion, :data:`PINNED_AFTER_DDIM` after DDIM (and
+        for a ``source_path`` given without saying). The one place that default is chosen."""
+        if self.pinned_steps is not None:
+            return self
+        return replace(self, pinned_steps=PINNED_AFTER_NULL_TEXT if null_text else PINNED_AFTER_DDIM)
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Shared steps without computing the targets: drop their rows from the U-Net batch, fill them back.
 
-During an edit's first ``shared_steps`` (:class:`crossattn.attention.control.Controller`) every
+During an edit's first ``shared_steps`` (:class:`crossattn.editing.control.Controller`) every
 target row follows the source row: its latents are the source's, and its U-Net output is taken to
 be the source's too (so the scheduler's history, for multistep solvers, is the source's trajectory,
 and the target starts from the source's partly denoised state, as SDEdit does; Meng et al., ICLR

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .words import merge_words
+from ..attention.words import merge_words
 
 
 @dataclass

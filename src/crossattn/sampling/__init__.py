@@ -8,12 +8,12 @@ notebooks all build a request, so they agree on names, checks and files.
 
 Importing this package imports neither torch nor diffusers; running a job does.
 
-:mod:`.given_image` is ``crossattn.maps_of_image``: the word maps of an image the model did not draw.
+:mod:`.given_image` is ``crossattn.maps_of_image``: the word maps of an image the model did not draw;
+:mod:`.inversion` turns such an image back into its noise (edits of it are :mod:`crossattn.editing`'s).
 
 May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.viz``, ``crossattn.models``,
-``crossattn.attention``, ``crossattn.steering``, ``crossattn.data`` (a given image's RGB conversion
-and crop, shared with image folders); never training, commands or web
-(``tests/test_import_graph.py``).
+``crossattn.attention``, ``crossattn.data`` (a given image's RGB conversion and crop, shared with image
+folders); never editing, training, commands or web (``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations

@@ -9,5 +9,5 @@
 
 May import: ``crossattn.config``, ``crossattn.files``, ``crossattn.models``, ``crossattn.data``,
 ``crossattn.attention`` (the grounding loss records attention) and ``crossattn.evaluation`` (the
-mini-CLIP's held-out probe); never steering, sampling, commands or web (``tests/test_import_graph.py``).
+mini-CLIP's held-out probe); never editing, sampling, commands or web (``tests/test_import_graph.py``).
 """

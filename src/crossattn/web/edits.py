@@ -49,9 +49,9 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     """
     import torch
 
+    from ..editing.image_edit import edit_image
+    from ..editing.prompt_edit import edit
     from ..models.vocabulary import warn_unknown_words
-    from ..sampling.given_edit import edit_image
-    from ..steering.editing import edit
 
     request = explorer.check(request)  # checked, at the server's size unless it names its own
     target = check_prompt(target, "edit-to prompt", explorer.pipe.tokenizer, explorer.max_length)
