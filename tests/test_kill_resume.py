@@ -165,3 +165,18 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_weights(kind, moment, setups
     assert not [p.name for p in out.rglob(".*") if ".tmp" in p.name or ".old" in p.name], "temp files cleaned up"
     steps = [json.loads(line).get("step") for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == STEPS
+
+
+def test_setup_clears_what_a_killed_run_left_half_written(tmp_path):
+    """The hidden temps of every writer of a run folder go; the run's own files and the user's stay."""
+    run = RunDir(tmp_path / "run")
+    stale = [".final.tmp-1a2b3c4d/unet", ".final.old-123/x", ".prior.tmp-0f0f0f0f/0.png", ".config.99aa88bb.json"]
+    stale += [".log.12345678.jsonl", "checkpoints/.step-000004.tmp/model.safetensors", "checkpoints/.step-000002.old/x"]
+    stale += ["samples/.step-000002.deadbeef.png", "snapshots/.minute-001.tmp-00000000/x"]
+    kept = ["config.json", "log.jsonl", "checkpoints/step-000002/trainer_state.json", "samples/step-000002.png"]
+    kept += [".user-notes.txt", "notes.txt"]
+    for name in stale + kept:
+        (run.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (run.root / name).write_text("x")
+    run.remove_stale_temps()
+    assert sorted(str(p.relative_to(run.root)) for p in run.root.rglob("*") if p.is_file()) == sorted(kept)
