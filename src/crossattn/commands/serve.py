@@ -29,6 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_lora_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it (default: %(default)s)")
     p.add_argument("--port", type=positive_int, default=7860, help="port (default: %(default)s)")
+    p.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=16,  # web.app.MAX_QUEUE (the web package is not imported to build the parser)
+        metavar="N",
+        help="requests waiting at most; past that a request is answered 'busy, retry' at once (default: %(default)s)",
+    )
     add_size_flags(p)
     add_device_flags(p, quiet=False)
     return p
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     explorer = Explorer.load(args.model, args.lora, args.device, dtype=args.dtype, height=args.height, width=args.width)
     loaded = time.perf_counter()
     app = build_app(explorer)
-    _, url, _ = launch(app, host=args.host, port=args.port, block=False)
+    _, url, _ = launch(app, host=args.host, port=args.port, block=False, max_queue=args.max_queue)
     ready = time.perf_counter()
     sys.stdout.write(
         f"crossattn serve: {url} (Gradio imported in {imported - start:.1f} s, model loaded in "

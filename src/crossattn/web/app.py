@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 
 from ..config import SCHEDULER_NAMES, SamplingConfig  # noqa: E402
 from ..sampling.request import DEFAULT_STRENGTH  # noqa: E402
+from .answers import Page, limit_queue, reading  # noqa: E402
 from .handlers import Handlers  # noqa: E402
 from .session import DEFAULT_SCHEDULER, MAX_STEPS, Explorer  # noqa: E402
 
@@ -26,6 +27,7 @@ INTRO = (
     "in the image (self-attention) beside the words it reads (its cross-attention row). **Upload an image** "
     "to see its word maps instead (the prompt describes it), and **edit** an image through its words."
 )
+MAX_QUEUE = 16  # requests waiting at most (serve --max-queue); past that a request is told to retry
 MODEL = "model"  # the concurrency group of every event that runs the model: one at a time (shared U-Net)
 
 
@@ -140,7 +142,7 @@ def _views() -> tuple:
 def build_app(explorer: Explorer) -> gr.Blocks:
     """The Blocks app for one loaded model; ``/generate`` and ``/edit`` are its API endpoints."""
     handlers = Handlers(explorer)
-    with gr.Blocks(title="crossattn", analytics_enabled=False) as app:
+    with Page(title="crossattn", analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n{INTRO}")
         state = gr.State(None, time_to_live=SESSION_TTL_S)  # this tab's Result (~6 MB of maps at 20 steps)
         with gr.Row():
@@ -153,6 +155,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 )
                 edit_inputs, edit_button, edit_outputs = _edit_box()
             image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads = _views()
+        for component in inputs:
+            reading(component)  # values Gradio cannot read: a message naming the input
         outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
         once = dict(concurrency_limit=1, concurrency_id=MODEL)  # generate and edit share the model: one at a time
         button.click(handlers.generate, inputs, outputs, api_name="generate", show_progress_on=image, **once)
@@ -160,17 +164,23 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             handlers.generate, inputs, outputs, api_visibility="undocumented", show_progress_on=image, **once
         )
         edit_button.click(handlers.edit, [*inputs[:6], inputs[7], *edit_inputs], edit_outputs, api_name="edit", **once)
-        step.change(
-            handlers.show_step, [state, step], steps_gallery, api_visibility="undocumented", trigger_mode="always_last"
+        step.change(  # the value as sent: each generate replaces this tab's slider (handlers.show_step checks it)
+            handlers.show_step,
+            [state, step],
+            steps_gallery,
+            api_visibility="undocumented",
+            trigger_mode="always_last",
+            preprocess=False,
         )
         layer.input(handlers.show_heads, [state, layer], heads_gallery, api_visibility="undocumented")
         image.select(handlers.click_pixel, [state], [pixel, reads], api_visibility="undocumented")
     return app
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve ``app`` through Gradio's queue; no share link. Returns ``(fastapi app, local url, None)``."""
-    app.queue(default_concurrency_limit=1)
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, max_queue: int = MAX_QUEUE):
+    """Serve ``app`` through Gradio's queue, at most ``max_queue`` requests waiting (past that: "busy, retry",
+    :func:`~crossattn.web.answers.limit_queue`); no share link. Returns ``(fastapi app, local url, None)``."""
+    limit_queue(app, max_queue)
     return app.launch(
         server_name=host,
         server_port=port,

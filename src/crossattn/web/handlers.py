@@ -5,8 +5,9 @@ all optional: a size None or 0 samples at the server's) and its first output is 
 :meth:`Handlers.edit` is ``/edit``: the edit box.
 
 A user mistake (empty or too long prompt, steps 0, an unknown scheduler, ...) is a ``ValueError`` in
-the library; here it becomes ``gr.Error``, which Gradio shows as a message in the page (and returns
-to API clients as an error) while the server keeps serving. A request's result lives in that
+the library; every handler is :func:`~crossattn.web.answers.answering`, which makes it (and any
+:class:`~crossattn.errors.CrossattnError`) a ``gr.Error``: a message in the page (and an error to API
+clients) while the server keeps serving. A request's result lives in that
 browser tab's ``gr.State``, so two tabs never see each other's maps.
 """
 
@@ -16,26 +17,21 @@ import warnings
 
 import gradio as gr
 
-from ..config import SamplingConfig
+from ..config import SamplingConfig, whole
+from ..errors import BadArgument
 from ..sampling.request import DEFAULT_STRENGTH
 from . import render
+from .answers import answering
 from .edits import run_edit
 from .session import DEFAULT_SCHEDULER, Explorer, Request, Result
 
 
-def _user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), title="Cannot do that")
-
-
 def _shown(job, *args):
-    """``job(*args)`` with its ``ValueError`` as ``gr.Error`` and its ``UserWarning``s (words the model
-    never saw, an uploaded image converted or resized) as ``gr.Warning``s in the page."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)  # other categories keep the filters in force
-            result = job(*args)
-    except ValueError as err:
-        raise _user_error(err) from None
+    """``job(*args)`` with its ``UserWarning``s (words the model never saw, an uploaded image converted or
+    resized) as ``gr.Warning``s in the page."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # other categories keep the filters in force
+        result = job(*args)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             gr.Warning(str(warning.message))
@@ -48,6 +44,7 @@ class Handlers:
     def __init__(self, explorer: Explorer):
         self.explorer = explorer
 
+    @answering
     def generate(
         self,
         prompt: str,
@@ -74,6 +71,7 @@ class Handlers:
         progress(1.0, desc="drawing")
         return self.views(result)
 
+    @answering
     def edit(
         self,
         prompt: str,
@@ -117,33 +115,29 @@ class Handlers:
             result,
         )
 
+    @answering
     def show_step(self, result: Result | None, step: float):
-        """Every word's map at one sampling step (0: mean over steps)."""
+        """Every word's map at one sampling step (0: mean over steps); ``step`` as the page sent it (the event
+        skips Gradio's reading of the slider, which each generate replaces)."""
         if result is None:
             return None
-        try:
-            return render.step_overlays(result.cross, result.image, int(step))
-        except ValueError as err:
-            raise _user_error(err) from None
+        return render.step_overlays(result.cross, result.image, whole(step, "sampling step", 0))
 
+    @answering
     def show_heads(self, result: Result | None, layer: str):
         """One layer's heads × words."""
         if result is None or not layer:
             return None
         if layer not in result.cross.tensors:
-            raise _user_error(
-                ValueError(f"layer {layer!r} was not recorded; layers: {', '.join(result.cross.tensors)}")
-            )
+            raise BadArgument(f"layer {layer!r} was not recorded; layers: {', '.join(result.cross.tensors)}")
         return render.head_overlays(result.cross, result.image, layer)
 
+    @answering
     def click_pixel(self, result: Result | None, evt: gr.SelectData):
         """A click on the image: that pixel's self-attention map and the words it reads."""
         if result is None:
             raise gr.Error("generate an image first, then click one of its pixels")
-        try:
-            x, y = render.to_pixel(evt.index, result.image)
-        except ValueError as err:
-            raise _user_error(err) from None
+        x, y = render.to_pixel(evt.index, result.image)
         panel = render.pixel_panel(result.self_mean, result.image, x, y)
         words = render.pixel_words(result.cross, x, y)
         return gr.Image(value=panel, label=f"self-attention of pixel ({x}, {y}): where it looks"), gr.Label(
