@@ -96,6 +96,8 @@ def test_time_limit_stops_with_checkpoint_and_final_then_resumes(tmp_path):
     assert cut.step == 1 and len(cut.losses) == 1
     assert [s for s, _ in RunDir(tmp_path / "run").list_checkpoints()] == [1]
     assert (tmp_path / "run/final/unet/diffusion_pytorch_model.safetensors").is_file()
+    again = train(TINY, cfg, scenes(), tmp_path / "run", resume="latest", progress=False)
+    assert again.step == 1 and again.losses == []  # the clock is the run's, kept across resumes: no step more
     cfg.time_limit = 0.0
     rest = train(TINY, cfg, scenes(), tmp_path / "run", resume="latest", progress=False)
     assert rest.step == 6 and len(rest.losses) == 5

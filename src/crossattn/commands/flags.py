@@ -230,7 +230,8 @@ def add_schedule_flags(p, d) -> None:
         "--time-limit",
         metavar="MIN",
         type=float,
-        help="stop after this many minutes with a checkpoint and OUT/final; --resume latest goes on (default: none)",
+        help="stop after this many minutes of training clock in all, with a checkpoint and OUT/final; the clock is kept "
+        "across --resume latest (resume with a larger limit to go on) (default: none)",
     )
     p.add_argument(
         "--snapshot-minutes",

@@ -274,8 +274,8 @@ class Trainer(TrainerOutputs):
         losses: list[float] = []
         window: list[float] = []
         tick = time.perf_counter()
-        session_start = self.state.seconds  # --time-limit counts this session's share of the clock
-        while self.state.step < cfg.steps:
+        out_of_time = self.past()  # resumed after the limit was reached: no step more
+        while self.state.step < cfg.steps and not out_of_time:
             loss = self.optimizer_step()
             losses.append(loss)
             window.append(loss)
@@ -285,27 +285,26 @@ class Trainer(TrainerOutputs):
             self.state.seconds += seconds
             bar.update(min(seconds, bar.total - bar.n) if cfg.time_limit else 1)
             bar.set_postfix(step=self.state.step, loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
-            out_of_time = self.past(session_start)
+            out_of_time = self.past()
             self.after_step(window, rate, last=out_of_time or self.state.step == cfg.steps)
             if on_step_end is not None:
                 on_step_end(self.state)
             tick += self.write_due_snapshots()  # off the clock: the seconds it took are not counted
-            if out_of_time:
-                break
         bar.close()
         return TrainResult(self.save_final(), self.state.step, losses)
 
     def progress_bar(self, progress: bool):
-        """Steps out of ``steps``; with a time limit, this session's training clock out of the limit
-        (seconds), since such a run stops on the clock: counted in steps, it showed 1,000,000 steps
-        and an ETA of days."""
+        """Steps out of ``steps``; with a time limit, the run's training clock out of the limit (seconds),
+        since such a run stops on the clock: counted in steps, it showed 1,000,000 steps and an ETA of days."""
         from tqdm.auto import tqdm
 
         cfg, acc = self.config, self.accelerator
         disable = not (progress and acc.is_local_main_process)
         if cfg.time_limit:
             clock = "{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of training clock [{elapsed}{postfix}]"
-            return tqdm(total=cfg.time_limit * 60, disable=disable, unit="s", bar_format=clock)
+            total = cfg.time_limit * 60
+            start = min(self.state.seconds, total)
+            return tqdm(total=total, initial=start, disable=disable, unit="s", bar_format=clock)
         return tqdm(total=cfg.steps, initial=self.state.step, disable=disable, unit="step")
 
     def optimizer_step(self) -> float:
@@ -331,11 +330,12 @@ class Trainer(TrainerOutputs):
         self.state.step += 1
         return total / cfg.grad_accum
 
-    def past(self, session_start: float) -> bool:
-        """Whether this session's training clock reached ``time_limit`` on any process (so all processes
-        stop at the same step); snapshot writing is off the clock."""
+    def past(self) -> bool:
+        """Whether the run's training clock reached ``time_limit`` on any process (so all processes stop at
+        the same step). The clock is kept in checkpoints, so a resumed 60-minute run stops at 60 minutes in
+        all (resume with a larger limit to go on); snapshot writing is off the clock."""
         limit = self.config.time_limit * 60
-        return bool(limit) and self.agreed(self.state.seconds - session_start >= limit)
+        return bool(limit) and self.agreed(self.state.seconds >= limit)
 
     def after_step(self, window: list[float], rate: float, last: bool) -> None:
         """Log, sample and checkpoint on their schedules, and always at the ``last`` step of this session."""
