@@ -5,11 +5,12 @@
 #   bash scripts/train_default_on_clip.sh [RUN] [extra crossattn-train flags]     (RUN: runs/default-clip)
 #
 # One `crossattn train` run, resumable: a stopped run continues from its last checkpoint when the
-# script is run again (time-boxed machines: pass --time-limit MIN). Relation scenes are 60 % of the
+# script is run again (time-boxed machines: pass --time-limit MIN, the run's clock in all, kept across
+# resumes: raise it by each session's minutes). Relation scenes are 60 % of the
 # data (--scene-mix), the token grounding loss keeps word maps on their objects, and the LR is
 # constant so the run can be stopped and continued at any step.
 #   GPU (one H100/H200):  bash scripts/train_default_on_clip.sh runs/default-clip --batch-size 128 --num-workers 8
-#   CPU (2 cores, background, 80 min at a time):
+#   CPU (2 cores, background, 80 min at a time: --time-limit 80, then 160, ...):
 #                         bash scripts/train_default_on_clip.sh runs/default-clip --threads 1 --time-limit 80
 # Then: crossattn eval --model RUN/final --relation-guidance 0, and python scripts/ship_default_model.py RUN/final
 # A CPU session that stops before the bars commits RUN/final as checkpoints/default-clip/ (fp16 EMA
