@@ -35,7 +35,9 @@ def whole(value: Any, name: str, low: int, optional: bool = False, high: float =
         return None
     ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
     if not ok or not float(value).is_integer() or not low <= value <= high:
-        accepted = f">= {low}" if high == math.inf else f"from {low} to {high:g}"
+        accepted = (
+            f">= {low}" if high == math.inf else f"from {low} to {high:g}" if high < 1e15 else f"from {low} to {high}"
+        )
         raise BadArgument(f"{name} {value!r} is not accepted; give a whole number {accepted}")
     return int(value)
 
@@ -137,6 +139,12 @@ class ModelConfig(JsonConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
 
+#: The largest seed: image i of a prompt starts from seed + i, and torch's generators take 64-bit seeds.
+MAX_SEED = 2**63 - 1
+#: The most sampling steps: the schedules are trained on 1,000 timesteps, so more steps repeat timesteps.
+MAX_STEPS = 1000
+
+
 @dataclass
 class SamplingConfig(JsonConfig):
     """The sampler settings of one job, and their defaults, written once: every front (CLI, web page,
@@ -151,8 +159,8 @@ class SamplingConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler)
-        self.seed = whole(self.seed, "seed", 0)
-        self.steps = whole(self.steps, "steps", 1)
+        self.seed = whole(self.seed, "seed", 0, high=MAX_SEED)
+        self.steps = whole(self.steps, "steps", 1, high=MAX_STEPS)
         self.guidance_scale = finite(self.guidance_scale, "guidance")
         self.relation_guidance = finite(self.relation_guidance, "relation guidance", 0.0)
 

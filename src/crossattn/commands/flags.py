@@ -24,6 +24,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """argparse type: CPU threads, a whole number from 1 to this machine's cores (more only oversubscribe
+    the cores, and torch crashes on absurd counts)."""
+    import os
+
+    value, cores = positive_int(text), os.cpu_count() or 1
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} is more than the {cores} CPU cores this machine has")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0 (seeds)."""
     value = int(text) if text.lstrip("-").isdigit() else None
@@ -123,7 +134,7 @@ def add_device_flags(p, quiet: bool = True, dtype: bool = True) -> None:
             help="weights and compute dtype: float32 on CPU (bfloat16 works there too), float16 / bfloat16 on a GPU "
             "(default: float32)",
         )
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads for torch (default: torch's choice)")
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no sampling progress bar")
 
@@ -246,5 +257,5 @@ def add_schedule_flags(p, d) -> None:
 
 def add_training_process_flags(p, threads_help: str) -> None:
     """``--threads`` (its help names what the threads are per) and ``--no-progress``."""
-    p.add_argument("--threads", metavar="N", type=positive_int, help=threads_help)
+    p.add_argument("--threads", metavar="N", type=thread_count, help=threads_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import ModelConfig
+from ..errors import BadModelFolder, MissingFile
 from . import PRETRAINED_DIR
 from .model import set_scheduler  # noqa: F401 (loading's own name for it since before)
+from .weight_files import check_weight_files, load_error
 
 PLACEHOLDER = "untrained-placeholder"
 #: The pipeline classes ``--model`` loads: ours, and the four families whose attention crossattn traces.
@@ -38,12 +40,13 @@ def check_model_folder(path: str | Path) -> Path:
     ``--out`` of ``crossattn train`` / ``finetune`` was); else a clear error."""
     folder = Path(path)
     if not folder.exists():
-        raise FileNotFoundError(f"model folder {folder} does not exist")
+        raise MissingFile(f"model folder {folder} does not exist")
     for candidate in (folder, folder / "final"):
         if (candidate / "model_index.json").is_file():
             check_pipeline_class(candidate)
+            check_weight_files(candidate)  # truncated or broken safetensors: named before diffusers trips on them
             return candidate
-    raise ValueError(
+    raise BadModelFolder(
         f"{folder} is not a diffusers pipeline folder (no model_index.json in it or in its final/); "
         "expected a folder written by save_pretrained, e.g. RUN/final, or the run folder RUN"
     )
@@ -54,9 +57,9 @@ def check_pipeline_class(folder: Path) -> str:
     try:
         name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{folder / 'model_index.json'} is not a readable model index ({err})") from None
+        raise BadModelFolder(f"{folder / 'model_index.json'} is not a readable model index ({err})") from None
     if name not in SUPPORTED_PIPELINES:
-        raise ValueError(
+        raise BadModelFolder(
             f"{folder} holds a {name or 'pipeline of no named class'}; crossattn loads {', '.join(SUPPORTED_PIPELINES)} "
             "folders"
         )
@@ -90,11 +93,12 @@ def check_lora_folder(path: str | Path) -> Path:
 
     folder = Path(path)
     if not folder.exists():
-        raise FileNotFoundError(f"LoRA folder {folder} does not exist")
+        raise MissingFile(f"LoRA folder {folder} does not exist")
     for candidate in (folder, folder / "final"):
         if (candidate / WEIGHT_NAME).is_file():
+            check_weight_files(candidate, "LoRA folder")
             return candidate
-    raise FileNotFoundError(
+    raise MissingFile(
         f"no LoRA weights ({WEIGHT_NAME}) in {folder} or in its final/; expected crossattn finetune's OUT or OUT/final"
     )
 
@@ -177,9 +181,12 @@ def load_resolved(
         with quiet_loading():
             # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
-            pipe = pipeline_class(folder).from_pretrained(
-                folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
-            )
+            try:
+                pipe = pipeline_class(folder).from_pretrained(
+                    folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
+                )
+            except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:  # the folder's, not ours
+                raise load_error(folder, err) from err
     if lora is not None:
         from .lora_files import load_lora
 

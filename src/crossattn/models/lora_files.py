@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import BadModelFolder
+
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
 
@@ -25,7 +27,12 @@ def load_lora(pipe, folder: str | Path) -> None:
     if not (path / WEIGHT_NAME).is_file():
         raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {path}")
     with without_text_encoder_notice(path / WEIGHT_NAME):
-        pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
+        try:
+            pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME)
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:  # an adapter of another model
+            from .weight_files import load_error
+
+            raise load_error(path, err, "LoRA folder") from err
     if (path / TOKENS_NAME).is_file():
         load_token_rows(pipe, path / TOKENS_NAME)
 
@@ -66,7 +73,7 @@ def load_token_rows(pipe, path: str | Path) -> list[str]:
     for token, row in rows.items():
         index = pipe.tokenizer.convert_tokens_to_ids(token)
         if index is None or index == unknown or row.shape != table.shape[1:]:
-            raise ValueError(
+            raise BadModelFolder(
                 f"{path}: token {token!r} (row {tuple(row.shape)}) does not fit this tokenizer/text encoder"
             )
         with torch.no_grad():

@@ -42,19 +42,81 @@ class ImageMaps:
     notes: tuple[str, ...]  # what was done to the image to fit the model (mode converted, resized)
 
 
+#: Widest aspect ratio (long side : short side) a given image may have: the model reads a square's worth
+#: of it (the centre crop), so a wider strip would leave most of the picture unread.
+MAX_ASPECT = 8
+#: Pillow's modes of more than 8 bits a channel, and the largest value each holds (scaled to 8 bits on reading)
+WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
 def read_image(path: str | Path):
-    """The image in ``path`` (fully decoded); a ``FileNotFoundError`` / ``ValueError`` naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    """The image in ``path`` (fully decoded; an animation's first frame, 16-bit and float greys scaled to
+    8 bits, each with a warning); a :class:`~crossattn.errors.MissingFile` or :class:`~crossattn.errors.BadImage`
+    naming the file and what is wrong with it otherwise."""
+    from ..errors import BadImage, MissingFile
 
     path = Path(path)
+    if not path.exists():
+        raise MissingFile(f"image {path} does not exist (give a PNG, JPEG or other file Pillow reads)")
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist (give a PNG, JPEG or other file Pillow reads)")
+        raise BadImage(f"image {path} is a folder, not a file (give a PNG, JPEG or other file Pillow reads)")
+    if path.stat().st_size == 0:
+        raise BadImage(f"cannot read image {path}: the file is empty (0 bytes)")
+    image = decoded(path)
+    if min(image.size) < 1 or max(image.size) > MAX_ASPECT * min(image.size):
+        raise BadImage(
+            f"image {path} is {image.width}x{image.height}: too narrow to read (the model sees its centre "
+            f"square); give an image at most {MAX_ASPECT}:1 long side to short side"
+        )
+    return eight_bit(image, path)
+
+
+def decoded(path: Path):
+    """``path`` opened and decoded by Pillow (its first frame), within Pillow's decompression-bomb limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import BadImage
+
+    what = "file"
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            what = f"{image.format} {image.width}x{image.height} file"
             image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: not an image Pillow can decode ({type(err).__name__})") from err
+            picture = image.copy()
+    except Image.DecompressionBombError:
+        raise BadImage(
+            f"cannot read image {path}: it has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} M pixels, "
+            "Pillow's safety limit (a decompression-bomb guard); give a smaller image"
+        ) from None
+    except UnidentifiedImageError:
+        raise BadImage(
+            f"cannot read image {path}: not an image Pillow can decode (give a PNG, JPEG, GIF, BMP, TIFF or WebP)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # what Pillow's decoders raise on damaged data
+        raise BadImage(
+            f"cannot read image {path}: the {what} is truncated or damaged "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
+    if frames > 1:
+        warnings.warn(f"image {path} has {frames} frames; reading the first", stacklevel=4)
+    return picture
+
+
+def eight_bit(image, path: Path):
+    """``image`` with more than 8 bits a channel (16-bit, 32-bit or float greys) scaled to 8-bit ``L``."""
+    if image.mode not in WIDE_MODES:
+        return image
+    import numpy as np
+    from PIL import Image
+
+    top = WIDE_MODES[image.mode]
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode in ("I", "F") and np.nanmax(values, initial=0) > top:
+        top = float(np.nanmax(values))  # a 32-bit or float image beyond the usual range: its own maximum
+    grey = np.clip(np.nan_to_num(values / top * 255), 0, 255).round().astype(np.uint8)
+    warnings.warn(f"image {path} is {image.mode} ({top:g} = white); scaled to 8 bits", stacklevel=4)
+    return Image.fromarray(grey, "L")
 
 
 def fit_image(image, size: tuple[int, int], name: str = "the image"):
@@ -67,7 +129,12 @@ def fit_image(image, size: tuple[int, int], name: str = "the image"):
         notes.append(
             f"{name} is {image.mode}; converted to RGB" + (" (transparency on white)" if "A" in image.mode else "")
         )
-        image = to_rgb(image)
+        try:
+            image = to_rgb(image)
+        except ValueError:
+            from ..errors import BadImage
+
+            raise BadImage(f"{name} is {image.mode}, which Pillow cannot convert to RGB; give an RGB image") from None
     h, w = size
     if image.size != (w, h):
         # square models (all shipped ones): shorter side scaled, centre cropped; a non-square U-Net: plain resize

@@ -11,12 +11,14 @@ without further code.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import SamplingConfig, check_scheduler, finite, whole  # noqa: F401 (check_scheduler: re-exported)
+from ..errors import BadArgument
 
 #: Images sampled together when ``batch_size`` is None. On CPU throughput grows with the batch up to
 #: about this size at 32×32 (benchmarks/generate_throughput.py); memory stays far below 1 GB.
@@ -27,6 +29,8 @@ DEFAULT_STRENGTH = 0.5
 KINDS = ("cross", "self", "both")
 #: torch dtypes a pipeline may be loaded in (``--dtype``); float16 needs a GPU.
 DTYPES = ("float32", "float16", "bfloat16")
+#: The most images per prompt in one request (each is planned before the first is sampled).
+MAX_IMAGES = 10_000
 
 
 def check_dtype(name: str | None, device: str | None) -> str | None:
@@ -34,11 +38,38 @@ def check_dtype(name: str | None, device: str | None) -> str | None:
     if name is None:
         return None
     if name not in DTYPES:
-        raise ValueError(f"dtype {name!r} is not accepted; choices: {', '.join(DTYPES)}")
+        raise BadArgument(f"dtype {name!r} is not accepted; choices: {', '.join(DTYPES)}")
     on_cpu = device is None or str(device).startswith("cpu")
     if name == "float16" and on_cpu:
-        raise ValueError("dtype float16 needs a GPU device (--device cuda or mps); on CPU use float32 or bfloat16")
+        raise BadArgument("dtype float16 needs a GPU device (--device cuda or mps); on CPU use float32 or bfloat16")
     return name
+
+
+def check_text(text: Any, name: str) -> str:
+    """``text`` if it is a string of printable text (tabs and line breaks count as spaces); a
+    ``BadArgument`` naming it otherwise: control characters would reach the terminal and the files
+    (sidecars, names), and lone surrogates cannot be written as UTF-8."""
+    if not isinstance(text, str):
+        raise BadArgument(f"{name} {text!r} is not accepted; {name}s are strings")
+    for i, char in enumerate(text):
+        if char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cs"):
+            raise BadArgument(
+                f"{name} {text[:60]!r} has an unprintable character (U+{ord(char):04X} at position {i}); "
+                "give printable text (tabs and line breaks count as spaces)"
+            )
+    return text
+
+
+def check_prompts(prompts: Any) -> tuple[str, ...]:
+    """``prompts`` (one string or several) as a tuple of non-empty printable prompts; a ``BadArgument``
+    naming the first bad one otherwise (an empty prompt has no words to draw or map)."""
+    prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+    if not prompts:
+        raise BadArgument("no prompt given; give at least one")
+    for prompt in prompts:
+        if not check_text(prompt, "prompt").strip():
+            raise BadArgument(f"prompt {prompt!r} is empty; give at least one word, e.g. 'a red circle'")
+    return prompts
 
 
 def _from_flags(cls, flags: Mapping[str, Any], fields: dict[str, Any]):
@@ -70,16 +101,16 @@ class MapsOptions:
 
     def __post_init__(self) -> None:
         if self.gif and not self.per_step:
-            raise ValueError("--gif needs --per-step (the animation shows one frame per sampling step)")
+            raise BadArgument("--gif needs --per-step (the animation shows one frame per sampling step)")
         if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"maps kind {self.kind!r} is not accepted; choices: {', '.join(KINDS)}")
+            raise BadArgument(f"maps kind {self.kind!r} is not accepted; choices: {', '.join(KINDS)}")
         for name in ("layers", "words"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(value) if value else None)
         if self.self_attn_pixel is not None:
             pixel = tuple(whole(v, "self-attention pixel coordinate", 0) for v in self.self_attn_pixel)
             if len(pixel) != 2:
-                raise ValueError(f"self_attn_pixel {self.self_attn_pixel!r} is not accepted; give (X, Y)")
+                raise BadArgument(f"self_attn_pixel {self.self_attn_pixel!r} is not accepted; give (X, Y)")
             object.__setattr__(self, "self_attn_pixel", pixel)
 
     @classmethod
@@ -129,12 +160,9 @@ class SamplingRequest:
 
     def __post_init__(self) -> None:
         self._check_image()
-        prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
-        bad = [p for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise ValueError(f"prompt {bad[0]!r} is not accepted; prompts are strings")
-        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
-            raise ValueError(f"negative prompt {self.negative_prompt!r} is not accepted; give a string or None")
+        prompts = check_prompts(self.prompts)
+        if self.negative_prompt is not None:
+            check_text(self.negative_prompt, "negative prompt")
         config = self.config  # the sampler settings, checked where they are defined
         checked = {
             "prompts": prompts,
@@ -142,7 +170,7 @@ class SamplingRequest:
             "steps": config.steps,
             "guidance": config.guidance_scale,
             "relation_guidance": config.relation_guidance,
-            "num_images": whole(self.num_images, "num_images", 1),
+            "num_images": whole(self.num_images, "num_images", 1, high=MAX_IMAGES),
             "batch_size": whole(self.batch_size, "batch_size", 1, optional=True),
             "upscale": whole(self.upscale, "upscale", 1, optional=True),
             "height": whole(self.height, "height", 1, optional=True),
@@ -151,7 +179,7 @@ class SamplingRequest:
             "out": Path(self.out),
         }
         if self.maps is not None and not isinstance(self.maps, MapsOptions):
-            raise ValueError(f"maps {self.maps!r} is not accepted; give MapsOptions(...) or None")
+            raise BadArgument(f"maps {self.maps!r} is not accepted; give MapsOptions(...) or None")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -162,19 +190,22 @@ class SamplingRequest:
             named = ("strength", "samples", "null_text_steps")
             given = [f"{n} {getattr(self, n)!r}" for n in named if getattr(self, n) is not None]
             if given:
-                raise ValueError(f"{given[0]} needs an image to read (--image FILE)")
+                raise BadArgument(f"{given[0]} needs an image to read (--image FILE)")
             return
         if self.height is not None or self.width is not None:
-            raise ValueError(
+            raise BadArgument(
                 f"height {self.height!r} / width {self.width!r} with an image: a given image is read at the "
                 "model's own size; leave --height and --width out"
             )
         path = Path(self.image)
         if not path.is_file():
-            raise FileNotFoundError(f"image {path} does not exist; give an image file (PNG, JPEG, ...)")
+            from ..errors import BadImage, MissingFile
+
+            error, why = (BadImage, "is a folder") if path.exists() else (MissingFile, "does not exist")
+            raise error(f"image {path} {why}; give an image file (PNG, JPEG, ...)")
         strength = DEFAULT_STRENGTH if self.strength is None else finite(self.strength, "strength")
         if not 0 < strength <= 1:
-            raise ValueError(f"strength {self.strength!r} is not accepted; give a number in (0, 1]")
+            raise BadArgument(f"strength {self.strength!r} is not accepted; give a number in (0, 1]")
         object.__setattr__(self, "image", path)
         object.__setattr__(self, "strength", strength)
         object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True))
@@ -191,6 +222,29 @@ class SamplingRequest:
     def replace(self, **changes: Any) -> SamplingRequest:
         """A copy with ``changes``, checked again."""
         return dataclasses.replace(self, **changes)
+
+    def check_fits(self, pipe) -> None:
+        """Refuse, with the estimate (:mod:`crossattn.sampling.memory`), a size, batch or upscale factor
+        this machine's free memory cannot hold; checked once the model is known (its own size, its
+        attention). On a GPU device only the upscaled copy is counted (it is made on the CPU)."""
+        from .memory import available_bytes, gigabytes, sampling_bytes
+        from .sizes import default_size
+
+        free = available_bytes()
+        if free is None:
+            return
+        own = default_size(pipe)
+        height, width = self.height or own[0], self.width or own[1]
+        batch = min(self.batch_size or DEFAULT_BATCH_SIZE, self.num_images * len(self.prompts))
+        on_cpu = self.device is None or str(self.device).startswith("cpu")
+        need = sampling_bytes(pipe, height, width, batch if on_cpu else 0, self.upscale)
+        if need > free:
+            k = f", upscaled {self.upscale}x to {height * self.upscale}x{width * self.upscale}," if self.upscale else ""
+            raise BadArgument(
+                f"sampling {batch} image{'s' * (batch > 1)} of {height}x{width} at a time{k} needs about "
+                f"{gigabytes(need)} of memory; this machine has {gigabytes(free)} free: give a smaller "
+                "--height/--width, --batch-size or --upscale"
+            )
 
     @property
     def config(self) -> SamplingConfig:

@@ -65,6 +65,7 @@ def load(request: SamplingRequest, model: ModelRef, quiet: bool = False):
     if quiet:
         pipe.set_progress_bar_config(disable=True)
     check_size(pipe, request.height, request.width)
+    request.check_fits(pipe)  # a size or upscale the memory cannot hold: refused with the estimate
     if request.maps is not None:
         check_unet(pipe)
     return pipe
