@@ -32,6 +32,17 @@ def aggregated(pipe):
     return tracer.maps()
 
 
+def test_merge_words_decodes_byte_level_bpe_words():
+    """CLIP spells each UTF-8 byte as one character ('é' is 'Ã©'): words come back as the prompt wrote
+    them, so ``edit --to`` or ``maps --word`` with non-ASCII words finds them."""
+    from crossattn.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    for prompt, word in [("a ééé circle", "ééé"), ("a 圆 square", "圆"), ("a 🦊 fox", "🦊")]:
+        tokens = tok.convert_ids_to_tokens(tok(prompt).input_ids)
+        assert [w for w, _ in merge_words(tokens)] == ["a", word, prompt.split()[-1]]
+
+
 def test_merge_words_follows_clip_word_ends():
     tokens = ["<|startoftext|>", "a</w>", "cir", "cle</w>", "left</w>", "<|endoftext|>"]
     assert merge_words(tokens) == [("a", [1]), ("circle", [2, 3]), ("left", [4])]

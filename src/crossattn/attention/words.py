@@ -59,4 +59,20 @@ def _merge_run(tokens: list[str], positions: range) -> list[tuple[str, list[int]
             pieces, indices = [], []
     if pieces:  # SentencePiece's last word, or a prompt cut off mid-word
         words.append(("".join(pieces), indices))
+    if not pieces_style:
+        words = [(bpe_text(word), idx) for word, idx in words]
     return [(word, idx) for word, idx in words if word]
+
+
+def bpe_text(word: str) -> str:
+    """A byte-level BPE word back as text: CLIP's tokens spell each UTF-8 byte as one printable character
+    (GPT-2's ``bytes_to_unicode``), so ``'é'`` is the token text ``'Ã©'``. ASCII letters spell
+    themselves, so only other words are decoded (and the table imported)."""
+    if word.isascii():
+        return word
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    decoder = {c: b for b, c in bytes_to_unicode().items()}
+    if not all(c in decoder for c in word):
+        return word  # not byte-level BPE text
+    return bytes(decoder[c] for c in word).decode("utf-8", errors="replace")
