@@ -7,7 +7,7 @@ are the Gradio request functions (``/generate`` and ``/edit`` are also API endpo
 the page out and launches it. Gradio is imported only here, so ``crossattn --help`` and the library
 never load it.
 
-May import: the library (``crossattn.sampling``, ``models``, ``attention``, ``steering``, ``config``,
+May import: the library (``crossattn.sampling``, ``models``, ``attention``, ``editing``, ``config``,
 ``viz``); never the command line's sub-command modules, argparse, or training
 (``tests/test_import_graph.py``).
 """
