@@ -98,6 +98,23 @@ def test_no_stub_is_written_beside_the_web_package(server):
     assert not Path(answers.__file__).with_suffix(".pyi").exists()  # Gradio writes one for a component subclass
 
 
+def test_a_request_keeps_no_tracer_or_maps_once_answered(explorer):
+    import gc
+
+    from crossattn.attention.trace import Tracer
+    from crossattn.web.session import Request
+
+    def tracers() -> int:
+        gc.collect()
+        return sum(type(o) is Tracer for o in gc.get_objects())
+
+    explorer.run(Request("a red circle", steps=1))
+    before = tracers()
+    for seed in range(3):
+        explorer.run(Request("a red circle", seed=seed, steps=1))
+    assert tracers() == before  # was +1 a request: the per-class signature cache kept each traced class
+
+
 def test_a_bug_is_not_turned_into_a_message():
     from crossattn.web.answers import answering
 

@@ -72,12 +72,20 @@ def takes_argument(pipe, name: str) -> bool:
     return name in call_parameters(type(pipe))
 
 
-@functools.cache
 def call_parameters(cls) -> frozenset[str]:
-    """The parameter names of a pipeline class's ``__call__``."""
+    """The parameter names of a pipeline class's ``__call__``, read once per pipeline's own ``__call__``: a
+    tracer's per-trace subclass is looked up by the function it wraps, so the cache never keeps that class
+    (its call wrapper holds the tracer and its maps: a server would keep every request's)."""
     import inspect
 
-    return frozenset(inspect.signature(cls.__call__).parameters)
+    return _parameters(inspect.unwrap(cls.__call__))
+
+
+@functools.cache
+def _parameters(call) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(call).parameters)
 
 
 def torch_dtype(name: str | None):
