@@ -38,7 +38,7 @@ def test_bad_requests_to_every_endpoint_are_messages_naming_the_value(server, tm
         ({"steps": 0}, "steps 0 is not accepted"),
         ({"steps": "many"}, "steps 'many' is not a number"),
         ({"guidance": -1}, "guidance -1 is not accepted"),
-        ({"scheduler": "plms"}, "plms is not in the list of choices"),
+        ({"scheduler": "plms"}, "scheduler 'plms' is not accepted: Value: plms is not in the list of choices"),
         ({"height": 7}, "height 7 is not accepted"),
         ({"image": handle_file(str(good)), "strength": 5}, "strength 5 is not accepted"),
         ({"image": handle_file(str(text))}, "cannot read the image 'notes.png'"),

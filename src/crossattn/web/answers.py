@@ -4,10 +4,11 @@ One mapping, :func:`user_error`: crossattn's errors (:class:`~crossattn.errors.C
 library ``ValueError`` become ``gr.Error`` with their message, which Gradio shows in the page and
 returns to API clients (``gradio_client``'s ``AppError``); anything else is a bug, logged by Gradio and
 answered "Error". Every handler goes through :func:`answering`. What Gradio itself cannot read goes
-through the same mapping: the page's number boxes and upload read their values through
-:func:`reading`, which names the input and its value (an upload must be a file sent to this server),
-and :class:`Page` answers what fails before that (a payload of the wrong shape, too few inputs). A full queue answers at once, HTTP 503, "busy, retry"
-(:func:`limit_queue`) instead of waiting without bound.
+through the same mapping: the page's number boxes, scheduler choice and upload read their values
+through :func:`reading`, which names the input and its value (an upload must be a file sent to this
+server), and :class:`Page` answers what fails before that (a payload of the wrong shape, too few
+inputs). A full queue answers at once, HTTP 503, "busy, retry" (:func:`limit_queue`) instead of
+waiting without bound.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def _name(component) -> str:
     return (component.label or component.elem_id or "a value").split(" (")[0]  # "sampling step (0 = mean)"
 
 
-def _number(component, read, payload):
+def _value(component, read, payload):
     """``read(payload)`` (Gradio's own ``preprocess``), its failures a message naming the input and the value."""
     try:
         return read(payload)
-    except gr.Error as err:  # Gradio's bounds check ("Value 5 is greater than maximum value 1.")
+    except gr.Error as err:  # Gradio's own checks ("Value 5 is greater than maximum value 1.", a choice not offered)
         raise user_error(BadArgument(f"{_name(component)} {_shown(payload)} is not accepted: {err.message}")) from None
     except (TypeError, ValueError, OverflowError):
         raise user_error(BadArgument(f"{_name(component)} {_shown(payload)} is not a number")) from None
@@ -88,13 +89,13 @@ def _image(component, read, payload):
 
 def reading(component):
     """``component`` with what Gradio cannot read of it answered as a message naming it and the value, if it is
-    a ``gr.Number``, ``gr.Slider`` or ``gr.Image`` (other inputs read anything or check it themselves). Its own
+    a ``gr.Number``, ``gr.Slider``, ``gr.Dropdown`` or ``gr.Image`` (text boxes and check boxes read anything). Its own
     ``preprocess`` is wrapped on the instance: a subclass would make Gradio write a ``.pyi`` stub beside this
     file at import. Only for inputs no event updates (an update gives the tab a new, plain copy)."""
     if isinstance(component, gr.Image):
         component.preprocess = functools.partial(_image, component, component.preprocess)
-    elif isinstance(component, (gr.Number, gr.Slider)):
-        component.preprocess = functools.partial(_number, component, component.preprocess)
+    elif isinstance(component, (gr.Number, gr.Slider, gr.Dropdown)):
+        component.preprocess = functools.partial(_value, component, component.preprocess)
     return component
 
 
