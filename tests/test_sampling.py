@@ -40,7 +40,6 @@ PROMPT = "a red circle left of a blue square"
         ({"prompts": ["a\x1b[31mred"]}, r"has an unprintable character \(U\+001B at position 1\)"),
         ({"prompts": ["a \ud800"]}, r"has an unprintable character \(U\+D800 at position 2\)"),
         ({"negative_prompt": "blur\x07"}, r"negative prompt 'blur\\x07' has an unprintable character"),
-        ({"prompts": []}, "no prompt given"),
         ({"maps": "yes"}, "maps 'yes' is not accepted; give MapsOptions"),
     ],
 )

@@ -33,9 +33,15 @@ def available_bytes() -> int | None:
         return None
 
 
-def attention_bytes(pipe, height: int, width: int, batch: int, guided: bool = True) -> int:
+#: Keys a fused attention kernel (PyTorch's SDPA, on the CPU too) holds scores for at once: without
+#: recorded self-attention no ``N × N`` matrix is formed, only blocks of this many keys per query.
+FUSED_KEY_BLOCK = 512
+
+
+def attention_bytes(pipe, height: int, width: int, batch: int, guided: bool = True, full: bool = True) -> int:
     """Bytes of the largest attention matrix ``pipe``'s denoiser forms at ``height`` x ``width`` for
-    ``batch`` images: ``(2B × heads, N, N)`` for N latent pixels (tokens) at the finest attention level."""
+    ``batch`` images: ``(2B × heads, N, N)`` for N latent pixels (tokens) at the finest attention level
+    when ``full`` (self-attention recorded), else ``(2B × heads, N, min(N, FUSED_KEY_BLOCK))``."""
     scale = int(getattr(pipe, "vae_scale_factor", 1) or 1)
     pixels = (height // scale) * (width // scale)  # latent pixels at the first level
     unet = getattr(pipe, "unet", None)
@@ -50,15 +56,17 @@ def attention_bytes(pipe, height: int, width: int, batch: int, guided: bool = Tr
         heads = denoiser.config.num_attention_heads
     heads = max(heads) if isinstance(heads, list | tuple) else int(heads)
     element = pipe.dtype.itemsize if hasattr(pipe.dtype, "itemsize") else 4
-    return (2 if guided else 1) * batch * heads * tokens * tokens * element
+    keys = tokens if full else min(tokens, FUSED_KEY_BLOCK)
+    return (2 if guided else 1) * batch * heads * tokens * keys * element
 
 
-def sampling_bytes(pipe, height: int, width: int, batch: int, upscale: int | None) -> int:
+def sampling_bytes(pipe, height: int, width: int, batch: int, upscale: int | None, full: bool = True) -> int:
     """The estimated peak of sampling ``batch`` images at ``height`` x ``width`` (and writing each
-    ``upscale`` times larger): attention and its working copies, plus the RGB images and upscaled copy."""
+    ``upscale`` times larger): attention (``full``: self-attention recorded, see :func:`attention_bytes`)
+    and its working copies, plus the RGB images and upscaled copy."""
     images = batch * height * width * 3 * 4  # float32 RGB out of the decoder
     upscaled = 2 * 3 * height * width * (upscale or 1) ** 2  # the big RGB copy and its PNG encoder's rows
-    return WORKING_COPIES * attention_bytes(pipe, height, width, batch) + images + upscaled
+    return WORKING_COPIES * attention_bytes(pipe, height, width, batch, full=full) + images + upscaled
 
 
 def gigabytes(n: float) -> str:

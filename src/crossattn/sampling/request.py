@@ -63,9 +63,7 @@ def check_text(text: Any, name: str) -> str:
 def check_prompts(prompts: Any) -> tuple[str, ...]:
     """``prompts`` (one string or several) as a tuple of non-empty printable prompts; a ``BadArgument``
     naming the first bad one otherwise (an empty prompt has no words to draw or map)."""
-    prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-    if not prompts:
-        raise BadArgument("no prompt given; give at least one")
+    prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)  # none: the job brings its own (eval)
     for prompt in prompts:
         if not check_text(prompt, "prompt").strip():
             raise BadArgument(f"prompt {prompt!r} is empty; give at least one word, e.g. 'a red circle'")
@@ -237,7 +235,9 @@ class SamplingRequest:
         height, width = self.height or own[0], self.width or own[1]
         batch = min(self.batch_size or DEFAULT_BATCH_SIZE, self.num_images * len(self.prompts))
         on_cpu = self.device is None or str(self.device).startswith("cpu")
-        need = sampling_bytes(pipe, height, width, batch if on_cpu else 0, self.upscale)
+        maps = self.maps
+        full = maps is not None and (maps.self_attn_pixel is not None or maps.kind in ("self", "both"))
+        need = sampling_bytes(pipe, height, width, batch if on_cpu else 0, self.upscale, full=full)
         if need > free:
             k = f", upscaled {self.upscale}x to {height * self.upscale}x{width * self.upscale}," if self.upscale else ""
             raise BadArgument(
