@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from alternating import alternate
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LOG_EVERY = 10  # the loop's default log interval: its log's timestamps are 10 steps apart
@@ -39,8 +40,8 @@ def ring_folder(root: Path) -> Path:
 
 
 def loop_rates(data: Path, steps: int, threads: int) -> list[float]:
-    """samples/s of each 10-step window of a real ``crossattn finetune`` run (the first window, which
-    holds the warm-up, dropped)."""
+    """samples/s of each 10-step window of a real ``crossattn finetune`` run (the first holds the
+    warm-up; :func:`alternating.alternate` drops it)."""
     from crossattn.commands.finetune import LORA_BATCH
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +55,15 @@ def loop_rates(data: Path, steps: int, threads: int) -> list[float]:
     return [LOG_EVERY * LORA_BATCH / (b - a) for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
 
 
+def finetune_defaults():
+    """``crossattn finetune``'s flags at their defaults (LoRA rank, LoCon and its rank), from its own parser."""
+    from crossattn.cli import build_parser
+
+    return build_parser().parse_args(["finetune", "DATA"])
+
+
 def bare_rates(data: Path, steps: int) -> list[float]:
-    """samples/s of the bare loop, per 10-step window (the first dropped, as for the loop)."""
+    """samples/s of the bare loop, per 10-step window (the first holds the warm-up, as for the loop)."""
     from crossattn.commands.finetune import LORA_BATCH, LORA_LR, NEW_WORD_LR
     from crossattn.data.folder import ImageFolderDataset
     from crossattn.models.loading import default_model_dir, load_pipeline
@@ -66,7 +74,8 @@ def bare_rates(data: Path, steps: int) -> list[float]:
 
     pipe = load_pipeline(default_model_dir())
     pipe.unet.float(), pipe.text_encoder.float()
-    add_lora(pipe, 16, convs=True, conv_rank=16)  # finetune's defaults: rank 16, LoCon at rank 16
+    defaults = finetune_defaults()
+    add_lora(pipe, defaults.lora, convs=defaults.lora_convs, conv_rank=defaults.lora_conv_rank)
     unet, text_encoder = pipe.unet.train(), pipe.text_encoder
     rows = train_token_rows(text_encoder, new_word_tokens(pipe.tokenizer, ["ring"]))
     adapters = [p for p in unet.parameters() if p.requires_grad]
@@ -97,19 +106,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bare: list[float] = []
-    ours: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = ring_folder(Path(tmp))
-        for r in range(args.rounds):  # alternate which loop goes first, so drifting load hits both
-            runs = [
-                ("bare", lambda: bare_rates(data, args.steps + 1)),
-                ("loop", lambda: loop_rates(data, args.steps, args.threads)),
-            ]
-            for name, fn in runs[:: 1 if r % 2 == 0 else -1]:
-                rates = fn()[1:]  # the first window (warm-up) dropped
-                (bare if name == "bare" else ours).extend(rates)
-                print(f"round {r + 1} {name}: median {statistics.median(rates):.1f} samples/s", flush=True)
+        runs = {
+            "bare": lambda: bare_rates(data, args.steps + 1),
+            "loop": lambda: loop_rates(data, args.steps, args.threads),
+        }
+        rates = alternate(runs, args.rounds, "samples/s")
+    bare, ours = rates["bare"], rates["loop"]
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"threads {args.threads}, {len(bare)} + {len(ours)} ten-step windows")
     print(f"bare peft + torch loop : {b:6.1f} samples/s")

@@ -36,20 +36,13 @@ WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
 
 def tiny_model(folder: Path) -> Path:
-    """The tiny pipeline of ``tests/conftest.py``'s ``tiny_config``, saved as a diffusers folder."""
-    from crossattn.config import ModelConfig
+    """The tiny pipeline of ``tests/conftest.py``'s ``tiny_config`` (the suite's own), saved as a diffusers folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.conftest
+    from tests.conftest import tiny_config
+
     from crossattn.models.loading import placeholder_pipeline
 
-    config = ModelConfig(
-        resolution=16,
-        block_out_channels=(8, 16),
-        cross_attention_levels=(False, True),
-        norm_num_groups=4,
-        attention_head_dim=8,
-        text_hidden_size=16,
-        text_layers=1,
-        text_heads=2,
-    )
+    config = tiny_config()
     with contextlib.redirect_stderr(io.StringIO()):
         placeholder_pipeline(config).save_pretrained(folder / "tiny")
     return folder / "tiny"

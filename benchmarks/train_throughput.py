@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from alternating import alternate
 
 from crossattn.config import ModelConfig, TrainingConfig
 from crossattn.data.shapes import ShapesDataset
@@ -93,14 +94,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = ModelConfig.load(args.model_config) if args.model_config else ModelConfig()
-    bare: list[float] = []
-    ours: list[float] = []
-    for r in range(args.rounds):  # alternate which loop goes first, so drifting load hits both
-        runs = [("bare", bare_loop_step_times), ("loop", loop_step_times)][:: 1 if r % 2 == 0 else -1]
-        for name, fn in runs:
-            times = fn(cfg, args.batch_size, args.steps + 1)[1:]  # first timed step dropped: warm-up
-            (bare if name == "bare" else ours).extend(times)
-            print(f"round {r + 1} {name}: median {statistics.median(times):.3f} s/step", flush=True)
+    n = args.steps + 1  # the first timed step is the warm-up, dropped
+    runs = {
+        "bare": lambda: bare_loop_step_times(cfg, args.batch_size, n),
+        "loop": lambda: loop_step_times(cfg, args.batch_size, n),
+    }
+    times = alternate(runs, args.rounds, "s/step")
+    bare, ours = times["bare"], times["loop"]
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"threads {args.threads}, batch {args.batch_size}, {len(bare)} + {len(ours)} timed steps")
     print(f"bare PyTorch loop : {b:.3f} s/step  {args.batch_size / b:8.1f} samples/s")
