@@ -55,14 +55,19 @@ def release_freed_memory() -> None:
     """Hand the memory a request freed back to the system (glibc's ``malloc_trim``; nothing elsewhere):
     each request frees its pipeline copy, tracer and maps, which glibc's arenas otherwise keep, so a
     long-running server's resident memory grew with the requests it had answered."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once (``find_library`` runs a subprocess); None without glibc."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if name and "libc" in name:
-        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name and "libc" in name else None
 
 
 def _shown(value) -> str:
