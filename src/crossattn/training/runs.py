@@ -136,15 +136,10 @@ class RunDir:
         """Rename the finished temp folder into place, then delete all but the newest ``keep``."""
         target = self.checkpoint(step)
         if target.exists():  # the same step saved again (after a resume): replace it
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
+            _delete_hidden(target)
         os.replace(self.temp_checkpoint(step), target)
-        for _, path in self.list_checkpoints()[:-keep]:  # hidden first: a kill mid-delete leaves no half checkpoint
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            shutil.rmtree(old, ignore_errors=True)
+        for _, path in self.list_checkpoints()[:-keep]:
+            _delete_hidden(path)
         return target
 
     def remove_stale_temps(self) -> None:
@@ -171,6 +166,15 @@ class RunDir:
     def append_log(self, record: dict) -> None:
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _delete_hidden(checkpoint: Path) -> None:
+    """Delete a checkpoint folder, renamed to a hidden name first: a kill mid-delete leaves no half
+    checkpoint that ``--resume latest`` would take for a whole one (setup clears the hidden rest)."""
+    old = checkpoint.with_name(f".{checkpoint.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(checkpoint, old)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _step_of(line: str) -> int | None:
