@@ -10,6 +10,8 @@ and the grounding evaluation all read it, and none of them should import another
 
 from __future__ import annotations
 
+import functools
+
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "</s>", "<pad>")
 WORD_END = "</w>"
 WORD_START = "▁"
@@ -70,9 +72,15 @@ def bpe_text(word: str) -> str:
     themselves, so only other words are decoded (and the table imported)."""
     if word.isascii():
         return word
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    decoder = {c: b for b, c in bytes_to_unicode().items()}
+    decoder = _byte_decoder()
     if not all(c in decoder for c in word):
         return word  # not byte-level BPE text
     return bytes(decoder[c] for c in word).decode("utf-8", errors="replace")
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte → character table, inverted (built once)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
