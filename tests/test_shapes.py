@@ -158,7 +158,9 @@ def test_scene_from_caption_and_bad_captions():
     for bad, named in [
         ("a pink circle", "colours: red"),
         ("a red star", "shapes: circle"),
-        ("two red circles", "captions are"),
+        ("five red circles", "captions are"),
+        ("two red circle", "must be plural"),
+        ("two red circles at the top left", "captions are"),
     ]:
         with pytest.raises(ValueError, match=named):
             scene_from_caption(bad, np.random.default_rng(0))

@@ -29,6 +29,10 @@ ALL_SHAPES = SHAPES + EXTRA_SHAPES
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
 RELATIONS = ("left of", "right of", "above", "below", "and")
 KINDS = ("one", "one_position", "two_relation", "two_and")
+#: counting (issue 40): "two red circles" and "two red circles and a blue square"; "a" stays one.
+#: Opt-in kinds, outside ``KINDS`` so every existing mix (four shares) keeps its meaning.
+NUMBERS = {"two": 2, "three": 3, "four": 4}
+COUNT_KINDS = ("count", "count_and")
 BACKGROUND = (255, 255, 255)
 
 
@@ -39,38 +43,72 @@ def margin_for(resolution: int) -> float:
 
 @dataclass
 class CaptionSpec:
-    """What a caption asks for: one or two (colour, shape) objects, a position or a relation."""
+    """What a caption asks for: one or two (colour, shape) objects, a position or a relation.
+
+    ``count`` > 1 makes the first object a counted group of that many (``"two red circles"``), alone
+    or beside one second object (``"... and a blue square"``, relation ``"and"``)."""
 
     objects: list[tuple[str, str]]
     position: str | None = None
     relation: str | None = None
     words: list[str] = field(default_factory=list)
+    count: int = 1
 
     @property
     def kind(self) -> str:
+        if self.count > 1:
+            return "count_and" if len(self.objects) == 2 else "count"
         if len(self.objects) == 1:
             return "one_position" if self.position else "one"
         return "two_and" if self.relation == "and" else "two_relation"
 
     def object_words(self) -> list[tuple[int, int, str]]:
-        """``(word index in caption.split(), object index, "colour" | "shape")`` for each object word."""
+        """``(word index in caption.split(), object index, "colour" | "shape")`` for each object word
+        (a counted group's words are object 0's; its number word is :meth:`number_word`)."""
         starts = [0] if len(self.objects) == 1 else [0, 3 + len((self.relation or "and").split())]
         return [(s + 1 + k, i, kind) for i, s in enumerate(starts) for k, kind in enumerate(("colour", "shape"))]
 
+    def number_word(self) -> int | None:
+        """The number word's index in ``caption.split()`` (0), or None when the caption counts nothing."""
+        return 0 if self.count > 1 else None
 
-def format_caption(objects: list[tuple[str, str]], position: str | None = None, relation: str | None = None) -> str:
-    """The caption for a layout, e.g. ``"a red circle left of a blue square"``."""
+    def instances(self) -> list[tuple[str, str]]:
+        """Every object to draw, in caption order: the counted group's ``count`` copies, then the rest."""
+        return [self.objects[0]] * self.count + list(self.objects[1:])
+
+
+def format_caption(
+    objects: list[tuple[str, str]], position: str | None = None, relation: str | None = None, count: int = 1
+) -> str:
+    """The caption for a layout, e.g. ``"a red circle left of a blue square"``; ``count`` > 1 counts the
+    first object (``"two red circles and a blue square"``: the shape's plural, relation ``and`` only)."""
     first = f"a {objects[0][0]} {objects[0][1]}"
+    if count > 1:
+        first = f"{number_name(count)} {objects[0][0]} {plural(objects[0][1])}"
     if len(objects) == 1:
         return f"{first} at the {position}" if position else first
     return f"{first} {relation} a {objects[1][0]} {objects[1][1]}"
 
 
+def plural(shape: str) -> str:
+    """The shape word's plural: every shape of the grammar takes an -s (circles, squares, triangles, rings)."""
+    return f"{shape}s"
+
+
+def number_name(count: int) -> str:
+    """``2`` → ``"two"``; a ``ValueError`` naming the numbers the grammar has otherwise."""
+    names = {v: k for k, v in NUMBERS.items()}
+    if count not in names:
+        raise ValueError(f"count {count} is outside the grammar; counts: {', '.join(map(str, names))}")
+    return names[count]
+
+
 def vocabulary_text(shapes: tuple[str, ...] = SHAPES) -> str:
     """One line naming every accepted form and word (used in error messages)."""
     return (
-        "captions are 'a COLOUR SHAPE', 'a COLOUR SHAPE at the POSITION' or 'a COLOUR SHAPE RELATION a COLOUR SHAPE'; "
-        f"colours: {', '.join(COLOURS)}; shapes: {', '.join(shapes)}; positions: {', '.join(POSITIONS)}; "
+        "captions are 'a COLOUR SHAPE', 'a COLOUR SHAPE at the POSITION', 'a COLOUR SHAPE RELATION a COLOUR SHAPE', "
+        "'NUMBER COLOUR SHAPEs' or 'NUMBER COLOUR SHAPEs and a COLOUR SHAPE'; "
+        f"numbers: {', '.join(NUMBERS)}; colours: {', '.join(COLOURS)}; shapes: {', '.join(shapes)}; positions: {', '.join(POSITIONS)}; "
         f"relations: {', '.join(RELATIONS)}"
     )
 
@@ -93,10 +131,18 @@ def vocabulary_with(shapes: tuple[str, ...]) -> tuple[str, ...]:
     return SHAPES + tuple(s for s in check_shapes(shapes) if s not in SHAPES)
 
 
-def _object_at(words: list[str], start: int, caption: str, shapes: tuple[str, ...]) -> tuple[str, str]:
-    if len(words) < start + 3 or words[start] != "a":
+def _object_at(
+    words: list[str], start: int, caption: str, shapes: tuple[str, ...], counted: bool = False
+) -> tuple[str, str]:
+    """The (colour, shape) of ``a COLOUR SHAPE`` at ``start`` (``counted``: ``NUMBER COLOUR SHAPEs``)."""
+    article_ok = words[start] in NUMBERS if counted else words[start] == "a"
+    if len(words) < start + 3 or not article_ok:
         raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
     colour, shape = words[start + 1], words[start + 2]
+    if counted:
+        if not shape.endswith("s"):
+            raise ValueError(f"caption {caption!r}: {shape!r} after a number must be plural; {vocabulary_text(shapes)}")
+        shape = shape[:-1]
     if colour not in COLOURS:
         raise ValueError(f"caption {caption!r}: {colour!r} is not a colour; {vocabulary_text(shapes)}")
     if shape not in shapes:
@@ -108,6 +154,8 @@ def _object_at(words: list[str], start: int, caption: str, shapes: tuple[str, ..
 def parse_caption(caption: str, shapes: tuple[str, ...] = SHAPES) -> CaptionSpec:
     """Parse a caption of the scenes grammar; a ``ValueError`` naming the vocabulary otherwise."""
     words = caption.split()
+    if words and words[0] in NUMBERS:
+        return _parse_counted(words, caption, shapes)
     first = _object_at(words, 0, caption, shapes)
     rest = words[3:]
     if not rest:
@@ -119,6 +167,20 @@ def parse_caption(caption: str, shapes: tuple[str, ...] = SHAPES) -> CaptionSpec
         if " ".join(rest[:n]) == relation and len(rest) == n + 3:
             second = _object_at(words, 3 + n, caption, shapes)
             return CaptionSpec([first, second], relation=relation, words=words)
+    raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
+
+
+def _parse_counted(words: list[str], caption: str, shapes: tuple[str, ...]) -> CaptionSpec:
+    """``NUMBER COLOUR SHAPEs`` alone or ``... and a COLOUR SHAPE`` (another object than the group's)."""
+    group = _object_at(words, 0, caption, shapes, counted=True)
+    count = NUMBERS[words[0]]
+    if len(words) == 3:
+        return CaptionSpec([group], words=words, count=count)
+    if len(words) == 7 and words[3] == "and":
+        single = _object_at(words, 4, caption, shapes)
+        if single == group:
+            raise ValueError(f"caption {caption!r}: the single object must differ from the group in colour or shape")
+        return CaptionSpec([group, single], relation="and", words=words, count=count)
     raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
 
 

@@ -13,6 +13,7 @@ make a caption false, so every negative is false by construction:
 | ``position`` | another position / a perpendicular relation       | a position or relation  |
 | ``colour``   | one object gets another colour                    | every caption           |
 | ``shape``    | one object gets another shape                     | every caption           |
+| ``count``    | the group's number one up or down (two ↔ three)   | counting captions       |
 
 (A perpendicular relation is false because the grammar makes the relation's axis dominate.)
 """
@@ -22,10 +23,11 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from .captions import COLOURS, KINDS, POSITIONS, SHAPES, CaptionSpec, format_caption, parse_caption
+from .captions import COLOURS, KINDS, NUMBERS, POSITIONS, SHAPES, CaptionSpec, format_caption, parse_caption
 
-NEGATIVE_KINDS = ("relation", "swap", "position", "colour", "shape")
-STRUCTURE_KINDS = ("relation", "swap", "position")  # what a bag of words cannot tell apart
+NEGATIVE_KINDS = ("relation", "swap", "position", "colour", "shape")  # every kind a caption without a number takes
+COUNT_NEGATIVE_KINDS = ("count", "colour", "shape")  # a counting caption's (issue 40)
+STRUCTURE_KINDS = ("relation", "swap", "position", "count")  # what a bag of words cannot tell apart
 ATTRIBUTE_KINDS = ("colour", "shape")
 FLIPPED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 PERPENDICULAR = {
@@ -41,6 +43,8 @@ CLIP_KIND_MIX = (0.1, 0.2, 0.6, 0.1)
 
 def applicable_kinds(spec: CaptionSpec) -> tuple[str, ...]:
     """The negative kinds that can make ``spec``'s caption false."""
+    if spec.count > 1:
+        return COUNT_NEGATIVE_KINDS
     if spec.relation is not None and spec.relation != "and":
         return NEGATIVE_KINDS
     if spec.position is not None:
@@ -52,10 +56,12 @@ def hard_negative(spec: CaptionSpec, kind: str, rng: np.random.Generator, shapes
     """The caption of ``spec`` with one fact changed by ``kind`` (see the module table)."""
     if kind not in applicable_kinds(spec):
         raise ValueError(
-            f"negative kind {kind!r} does not apply to {format_caption(spec.objects, spec.position, spec.relation)!r}; "
+            f"negative kind {kind!r} does not apply to {_caption(spec, spec.objects, spec.count)!r}; "
             f"applicable: {', '.join(applicable_kinds(spec))}"
         )
     objects, position, relation = list(spec.objects), spec.position, spec.relation
+    if kind == "count":
+        return _caption(spec, objects, swapped_count(spec.count, rng))
     if kind == "relation":
         relation = FLIPPED[relation]
     elif kind == "swap":
@@ -66,7 +72,20 @@ def hard_negative(spec: CaptionSpec, kind: str, rng: np.random.Generator, shapes
         relation = str(rng.choice(PERPENDICULAR[relation]))
     else:
         objects = _change_attribute(objects, 0 if kind == "colour" else 1, rng, shapes)
+        return _caption(spec, objects, spec.count)
     return format_caption(objects, position, relation)
+
+
+def swapped_count(count: int, rng: np.random.Generator) -> int:
+    """A neighbouring count of the grammar (two ↔ three, three → two or four, four → three): the
+    hardest count to tell apart from ``count``."""
+    near = [n for n in NUMBERS.values() if abs(n - count) == 1]
+    return int(rng.choice(near))
+
+
+def _caption(spec: CaptionSpec, objects: list[tuple[str, str]], count: int) -> str:
+    """The caption of ``objects`` (and a group of ``count``) in ``spec``'s position or relation."""
+    return format_caption(objects, spec.position, spec.relation if len(objects) == 2 else None, count)
 
 
 def _change_attribute(
@@ -101,7 +120,8 @@ class ClipScenes(Dataset):
 
     Scene kinds follow ``kind_mix`` (one, one_position, two_relation, two_and); item ``i`` of seed ``s``
     draws its scene from ``default_rng((s, i))`` and its negatives from ``default_rng((s, i, 1))``.
-    ``noise`` adds Gaussian pixel noise (std on the 0–1 scale) for robustness checks.
+    ``noise`` adds Gaussian pixel noise (std on the 0–1 scale) for robustness checks. ``counting`` is the
+    share of counting scenes (:mod:`crossattn.data.counting`; 0, the default, draws none).
     """
 
     def __init__(
@@ -112,6 +132,7 @@ class ClipScenes(Dataset):
         negatives: int = 2,
         kind_mix: tuple[float, ...] = CLIP_KIND_MIX,
         noise: float = 0.0,
+        counting: float = 0.0,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
@@ -122,7 +143,9 @@ class ClipScenes(Dataset):
                 f"kind_mix must be {len(KINDS)} non-negative shares of {KINDS} summing to 1, got {kind_mix}"
             )
         self.length, self.resolution, self.seed, self.negatives = length, resolution, seed, negatives
-        self.kind_mix, self.noise = tuple(kind_mix), noise
+        if not 0.0 <= counting <= 1.0:
+            raise ValueError(f"counting must be a share in [0, 1] of counting scenes, got {counting}")
+        self.kind_mix, self.noise, self.counting = tuple(kind_mix), noise, counting
 
     def __len__(self) -> int:
         return self.length
@@ -132,7 +155,8 @@ class ClipScenes(Dataset):
 
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length}")
-        return make_scene(scene_rng(self.seed, index), self.resolution, None, self.noise, kind_mix=self.kind_mix)
+        rng = scene_rng(self.seed, index)
+        return make_scene(rng, self.resolution, None, self.noise, kind_mix=self.kind_mix, counting=self.counting)
 
     def __getitem__(self, index: int) -> dict:
         import torch

@@ -38,23 +38,9 @@ from .captions import (
     satisfies_relation,
 )
 
-__all__ = [
-    "COLOURS",
-    "SHAPES",
-    "ALL_SHAPES",
-    "POSITIONS",
-    "RELATIONS",
-    "KINDS",
-    "SHAPE_DRAWERS",
-    "SceneObject",
-    "Scene",
-    "make_scene",
-    "scene_from_caption",
-    "scene_rng",
-    "render_layout",
-    "ShapesDataset",
-    "export_image_folder",
-]
+__all__ = ["COLOURS", "SHAPES", "ALL_SHAPES", "POSITIONS", "RELATIONS", "KINDS", "SHAPE_DRAWERS", "SceneObject"]
+__all__ += ["Scene", "make_scene", "scene_from_caption", "scene_rng", "render_layout", "ShapesDataset"]
+__all__ += ["export_image_folder"]
 
 SUPERSAMPLE = 4  # sub-samples per pixel side for anti-aliasing
 SIZE_ONE = (0.12, 0.17)  # object radius as a fraction of the side, one-object scenes
@@ -204,8 +190,13 @@ def render_layout(
     """Draw the objects of ``spec`` at random sizes and places that satisfy its position/relation.
 
     Placements are re-drawn (rarely) until the measured mask centroids obey the grammar too.
-    ``noise`` is the std of Gaussian pixel noise on the 0–1 scale (e.g. 8/255).
+    ``noise`` is the std of Gaussian pixel noise on the 0–1 scale (e.g. 8/255). Counting specs
+    (``spec.count > 1``) are drawn by :func:`crossattn.data.counting.render_counting`.
     """
+    if spec.count > 1:
+        from .counting import render_counting
+
+        return render_counting(rng, spec, resolution, noise, caption)
     n = len(spec.objects)
     size_range = SIZE_ONE if n == 1 else SIZE_TWO
     for _ in range(MAX_TRIES):
@@ -287,9 +278,15 @@ def make_scene(
     noise: float = 0.0,
     shapes: tuple[str, ...] = SHAPES,
     kind_mix: tuple[float, ...] | None = None,
+    counting: float = 0.0,
 ) -> Scene:
     """A random scene of ``kind`` ("one", "one_position", "two_relation", "two_and"; None = drawn from
-    ``kind_mix``, default :data:`KIND_MIX`)."""
+    ``kind_mix``, default :data:`KIND_MIX`). With ``kind=None`` and ``counting`` > 0 a counting scene
+    (:mod:`crossattn.data.counting`) comes with that probability instead; 0 draws nothing for it."""
+    if kind is None and counting > 0 and rng.random() < counting:
+        from .counting import counting_spec
+
+        return render_layout(rng, counting_spec(rng, shapes), resolution, noise)
     return render_layout(rng, random_spec(rng, kind, shapes, kind_mix), resolution, noise)
 
 
@@ -310,7 +307,8 @@ class ShapesDataset(Dataset):
     """``length`` seeded scenes: item ``i`` is ``{"pixel_values": (3, H, W) float in [-1, 1], "text"}``,
     plus ``"word_masks"`` ``(words, H, W)`` uint8 with ``with_masks`` (for the grounding loss): the
     colour and shape words' objects, and with ``position_masks`` also the position words' (the
-    place a one-object caption names is where its object is: attention supervision of *where*)."""
+    place a one-object caption names is where its object is: attention supervision of *where*).
+    ``counting`` is the share of counting scenes (0: none, the mix of every existing recipe)."""
 
     def __init__(
         self,
@@ -323,12 +321,15 @@ class ShapesDataset(Dataset):
         with_masks: bool = False,
         kind_mix: tuple[float, ...] | None = None,
         position_masks: bool = False,
+        counting: float = 0.0,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
+        if not 0.0 <= counting <= 1.0:
+            raise ValueError(f"counting must be a share in [0, 1] of counting scenes, got {counting}")
         self.length, self.resolution, self.seed, self.noise = length, resolution, seed, noise
         self.kind, self.shapes, self.with_masks = kind, check_shapes(shapes), with_masks
-        self.kind_mix, self.position_masks = kind_mix, position_masks
+        self.kind_mix, self.position_masks, self.counting = kind_mix, position_masks, counting
 
     def __len__(self) -> int:
         return self.length
@@ -337,7 +338,7 @@ class ShapesDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length}")
         rng = scene_rng(self.seed, index)
-        return make_scene(rng, self.resolution, self.kind, self.noise, self.shapes, self.kind_mix)
+        return make_scene(rng, self.resolution, self.kind, self.noise, self.shapes, self.kind_mix, self.counting)
 
     def __getitem__(self, index: int) -> dict:
         import torch
