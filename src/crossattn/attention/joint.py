@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .processor import Sink
+from .scores import add_joint_blocks
 
 
 @dataclass
@@ -82,7 +83,7 @@ class JointCapture:
             return out
         rows = keep(q.shape[0])
         lse = None if lse is None else lse[rows]
-        record_blocks(q[rows], k[rows], lse, image, text, self.names, self.sink.add)  # (R, H, S, ·)
+        add_joint_blocks(q[rows], k[rows], lse, image, text, self.names, self.sink)  # (R, H, S, ·): bounded chunks
         return out
 
     def hand_all(self, name: str, probs: torch.Tensor) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .scores import Chunking, reduce_heads
+
 #: ``sink(layer_name, probs, heads)`` receives the ``(B*heads, N, K)`` probabilities of one call.
 Sink = Callable[[str, torch.Tensor, int], None]
 
@@ -156,15 +158,23 @@ class CaptureProcessor:
     def record(self, attn, q, k, mask, heads: int) -> None:
         """Hand the sink ``softmax(QKᵀ/√d)`` of ``(B, h, N, d)`` queries and ``(B, h, K, d)`` keys: only of the
         rows it keeps where it says which (an :class:`~crossattn.attention.store.AttentionStore` under
-        guidance keeps one half), so classifier-free guidance does not double the recording's work."""
+        guidance keeps one half), so classifier-free guidance does not double the recording's work. Those rows go in
+        float32, in bounded chunks of query rows reduced over heads as they come (:mod:`~crossattn.attention.scores`),
+        never the whole ``(R, h, N, K)`` at once unless the store keeps every head."""
         keep = getattr(self.sink, "keep", None)
         if keep is None or mask is not None:  # every row (a mask is laid out per row and head)
             self.sink(self.name, attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask), heads)
             return
         rows = keep(q.shape[0])
         q, k = q[rows], k[rows]  # (R, h, N, d), (R, h, K, d)
-        probs = attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), None)  # (R*h, N, K)
-        self.sink.add(self.name, probs.view(q.shape[0], heads, *probs.shape[1:]))  # (R, h, N, K)
+        shape = (q.shape[0], heads, q.shape[2], k.shape[2])  # (R, h, N, K)
+
+        def probs(hs: slice, qs: slice) -> torch.Tensor:  # float32 (R, h', n, K), in float32 whatever the model's dtype
+            chunk = attention_probs(attn, q[:, hs, qs].float().flatten(0, 1), k[:, hs].float().flatten(0, 1), None)
+            return chunk.view(shape[0], hs.stop - hs.start, -1, shape[3])  # (R*h', n, K) → (R, h', n, K)
+
+        chunking = Chunking.plan(shape, q.shape[-1], q.dtype != torch.float32, copies=3)  # base, scores, softmax
+        self.sink.add(self.name, reduce_heads(probs, shape, chunking, self.sink.per_head), heads=heads)
 
 
 def _version(tensor: torch.Tensor) -> int | None:

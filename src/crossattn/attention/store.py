@@ -79,9 +79,10 @@ class AttentionStore:
         the probabilities of those rows only and hand them to :meth:`add`)."""
         return self.rows(batch)[0]
 
-    def add(self, name: str, kept: torch.Tensor) -> None:
-        """Add the kept rows' probabilities ``(R, heads, N, K)`` of one layer call to its record."""
-        heads = kept.shape[1]
+    def add(self, name: str, kept: torch.Tensor, heads: int | None = None) -> None:
+        """Add the kept rows' probabilities ``(R, heads, N, K)`` of one layer call to its record (or, with ``heads``
+        given, their mean over the layer's ``heads`` heads ``(R, 1, N, K)``, as :mod:`~crossattn.attention.scores` makes)."""
+        heads = kept.shape[1] if heads is None else heads
         x = kept.detach().float()  # (R, heads, N, K)
         if not self.per_head:
             x = x.mean(dim=1, keepdim=True)  # (R, 1, N, K)
