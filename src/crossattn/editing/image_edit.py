@@ -115,7 +115,7 @@ def edit_image(
     elif given.prompt != source:
         raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
     settings = pinning_chosen(given, settings, kwargs)
-    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe.unet, given.inversion.null_embeddings, rows=1):
+    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe, given.inversion.null_embeddings, rows=1):
         result = edit(
             pipe,
             source,

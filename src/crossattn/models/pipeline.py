@@ -23,6 +23,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..attention.steps import announce
 from ..config import SamplingConfig
 from .relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
@@ -50,6 +51,8 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
+    #: the loop tells the hooks on the U-Net each step (:func:`crossattn.attention.steps.announce`)
+    announces_steps = True
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
@@ -276,11 +279,12 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def denoise(
         self, latents, text_states, guidance_scale, generator, callback, callback_inputs, steer=None, timesteps=None
     ):
-        """The sampling loop over ``timesteps`` (default: the scheduler's all): (steer,) predict, guide, step;
-        call back after every step."""
+        """The sampling loop over ``timesteps`` (default: the scheduler's all): tell the hooks the step,
+        (steer,) predict, guide, step; call back after every step."""
         extra = self.step_kwargs(generator)
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
         for i, t in enumerate(self.progress_bar(timesteps)):
+            announce(self, i)
             if steer is not None:
                 latents = steer(i, t, latents)
             pred = self.predict_noise(latents, t, text_states, guidance_scale)

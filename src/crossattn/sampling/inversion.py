@@ -11,7 +11,7 @@ drifts, the more so the larger the guidance. *Null-text inversion* (Mokady et al
 for Editing Real Images using Guided Diffusion Models", CVPR 2023) keeps that trajectory as the target
 and, step by step, optimises the unconditional ("null") text states so that the guided DDIM step from
 where the reconstruction is lands on it; the edit then samples with those null states
-(:class:`NullText`, a U-Net pre-hook that puts them in the unconditional half of every batch). After
+(:class:`NullText`, a U-Net pre-hook that puts each step's states in the unconditional half of every batch). After
 DDIM inversion alone the source row's unconditional states are the prompt's own (Miyake et al.,
 "Negative-prompt Inversion", 2023): its guided prediction is then the conditional one the path was
 inverted with, whatever the guidance, so it draws the image again as closely as the path allows; this
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..attention.install import ProcessorHook
 from ..config import SamplingConfig
 
 #: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
@@ -291,35 +292,52 @@ def invert(
     return inversion
 
 
-class NullText:
-    """Context manager: every guided U-Net call at a timestep of ``null_embeddings`` gets those states in
-    its unconditional half (the first half of the batch, as diffusers' pipelines and ours order it), in
-    its first ``rows`` rows only when given (an edit: 1, the source row; the targets keep the negative
-    prompt's states, since the fitted ones carry the given image's look into them).
+class NullText(ProcessorHook):
+    """Context manager: every guided U-Net call of sampling step ``i`` gets the ``i``-th states of
+    ``null_embeddings`` (in sampling order, high timesteps first) in its unconditional half (the first half
+    of the batch, as diffusers' pipelines and ours order it), in its first ``rows`` rows only when given
+    (an edit: 1, the source row; the targets keep the negative prompt's states, since the fitted ones carry
+    the given image's look into them). ``pipe``: the pipeline that samples (its loop hands the step down,
+    :mod:`crossattn.attention.steps`), or a bare U-Net (the step is counted from the timesteps).
 
-    A forward pre-hook on the U-Net, removed on exit (also after an exception)."""
+    A :class:`~crossattn.attention.install.ProcessorHook` that installs no processor, only a forward
+    pre-hook on the U-Net: removed on exit (also after an exception), refusing a second one on the model."""
 
-    def __init__(self, unet, null_embeddings: dict[int, torch.Tensor], rows: int | None = None):
-        self.unet, self.null_embeddings, self.rows, self._handle = unet, null_embeddings, rows, None
+    processor_type = ()  # no processor: its pre-hook is what it puts on the model
+    noun = "null-text hook"
 
-    def __enter__(self):
+    def __init__(self, pipe, null_embeddings: dict[int, torch.Tensor], rows: int | None = None):
+        from ..attention.install import unet_of
+        from ..attention.steps import LoopStep
+
+        self.pipe = pipe
+        super().__init__(unet_of(pipe))
+        self.null_embeddings, self.rows = null_embeddings, rows
+        self.timesteps = list(null_embeddings)  # the sampling's, high to low: step i's states are at timesteps[i]
+        self.clock = LoopStep()
+
+    def prepare(self, current: dict) -> dict:
+        return {}
+
+    def add_hooks(self, undo) -> None:
         if self.null_embeddings:
-            self._handle = self.unet.register_forward_pre_hook(self._put, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+            self.clock.listen(self.pipe, undo)
+            undo.callback(self.model.register_forward_pre_hook(self._put, with_kwargs=True).remove)
 
     def _put(self, module, args, kwargs):
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        null = self.null_embeddings.get(int(round(float(t.flatten()[0] if torch.is_tensor(t) else t))))
+        t = float(torch.as_tensor(args[1] if len(args) > 1 else kwargs["timestep"]).flatten()[0])
         states = args[2] if len(args) > 2 else kwargs.get("encoder_hidden_states")
-        if null is None or states is None or states.shape[0] % 2:
+        step, _ = self.clock.take(t)
+        if step >= len(self.timesteps) or states is None or states.shape[0] % 2:
             return None
+        if round(t) != self.timesteps[step]:  # a check, not a lookup: the step is the loop's
+            raise self.error(
+                f"null-text states of step {step} were fitted at timestep {self.timesteps[step]}, the sampling is at "
+                f"{t:g}: sample with DDIM and the inversion's number of steps"
+            )
         half = states.shape[0] // 2
         rows = half if self.rows is None else min(self.rows, half)
+        null = self.null_embeddings[self.timesteps[step]]
         states = torch.cat([null.to(states).expand(rows, -1, -1), states[rows:]])  # (2B, T, D)
         if len(args) > 2:
             return (*args[:2], states, *args[3:]), kwargs
