@@ -167,12 +167,13 @@ def test_run_evaluation_with_a_tracer_reports_grounding(tiny_model):
     pipe = load_pipeline(tiny_model)
     pipe.set_progress_bar_config(disable=True)
     results, seconds = run_evaluation(
-        pipe, EvalSettings(n=4, sampling=SamplingConfig(steps=1), batch_size=4), trace=fake_trace
+        pipe, EvalSettings(n=4, sampling=SamplingConfig(steps=1), batch_size=4, counting=2), trace=fake_trace
     )
-    report = build_report(results, EvalSettings(n=4), {"path": "x", "hash": "y"}, "ddim", seconds, None)
-    assert set(report["grounding"]) == {"colour", "shape", "all"}
+    report = build_report(results, EvalSettings(n=4, counting=2), {"path": "x", "hash": "y"}, "ddim", seconds, None)
+    assert set(report["grounding"]) == {"colour", "shape", "number", "all"}
     words = [w for r in results for w in r.words]
-    assert len(words) == 2 * 2 + 2 * 4  # two one-object and two two-object prompts
+    # two one-object and two two-object prompts, then "two X Ys" (3 words) and "three X Ys and a Y Z" (5)
+    assert len(words) == 2 * 2 + 2 * 4 + 3 + 5
     for w in words:
         assert w["skipped"] or 0.0 <= w["iou"] <= 1.0
 
@@ -183,9 +184,10 @@ def test_eval_cli_end_to_end(tiny_model, tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert {"version", "model", "settings", "accuracy", "grounding", "counts", "samples"} <= set(report)
-    assert report["counts"]["prompts"] == 6 and len(report["samples"]) == 6
+    assert report["counts"]["prompts"] == 8 and len(report["samples"]) == 8  # + a third of --n counting prompts
     assert report["model"]["hash"] and report["settings"]["steps"] == 2
     assert {"all", "one.colour", "one.shape", "one.position", "two.both", "two.relation"} <= set(report["accuracy"])
+    assert {"exact", "one.exact", "two.exact", "count.counting", "count.exact"} <= set(report["accuracy"])
     if report["grounding"] is None:
         assert report["grounding_unavailable"]
     assert "category" in capsys.readouterr().out

@@ -35,6 +35,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--n", type=positive_int, default=300, help="number of prompts, one image each (default: %(default)s)"
     )
+    p.add_argument(
+        "--counting",
+        type=int,
+        default=None,
+        metavar="N",
+        help="counting prompts ('two red circles [and a blue square]') after the --n prompts "
+        "(default: a third of --n; 0: none)",
+    )
     add_seed_flag(p, "seed of the prompt set and noise (default: %(default)s)")
     add_sampler_flags(p)
     p.add_argument(
@@ -66,11 +74,18 @@ def run(args: argparse.Namespace) -> int:
     request = request_from_args(args, [])  # the prompts are the evaluation's own set
     if not 0.0 < args.tau <= 1.0:
         raise BadArgument(f"--tau {args.tau} is not accepted; give a number in (0, 1]")
+    if args.counting is not None and args.counting < 0:
+        raise BadArgument(f"--counting {args.counting} is not accepted; give a number of prompts >= 0")
     model = model_from_args(args)
     refuse_overwrite([request.out / name for name in OUTPUTS], request.overwrite)
 
     settings = EvalSettings(
-        n=args.n, sampling=request.config, tau=args.tau, batch_size=request.batch_size, grounding=not args.no_grounding
+        n=args.n,
+        sampling=request.config,
+        tau=args.tau,
+        batch_size=request.batch_size,
+        grounding=not args.no_grounding,
+        counting=args.counting,
     )
     set_threads(args.threads)
     trace, reason = load_trace() if settings.grounding else (None, "switched off with --no-grounding")

@@ -5,12 +5,17 @@ One-object captions are judged on the largest object found ("main"): ``colour``,
 main object's centroid obeys the scenes grammar's rule, whatever its colour or shape).
 Two-object captions: ``both`` (two distinct objects with the asked colour and shape each, i.e.
 colour attribution right), ``count`` (exactly two objects), and for the four directional relations
-``relation`` (both found and their centroids obey the rule). ``all``: every check of the caption.
+``relation`` (both found and their centroids obey the rule). Counting captions (issue 40,
+"two red circles [and a blue square]"): ``counting`` (exactly the number asked of objects with the
+group's colour and shape, and the single object found), the GenEval counting category.
+``exact``, for every caption: nothing drawn but what the caption names, i.e. as many objects found
+as it names and each of them one it names (a duplicated or extra object fails it, where ``both``
+and ``counting`` may still pass). ``all``: every check of the caption.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +39,7 @@ class CaptionCheck:
     matches: list[int | None]  # caption object i → index into `objects` (None: not found)
     objects: list[DetectedObject]
     spec: CaptionSpec
+    group: list[int] = field(default_factory=list)  # counting captions: the detections of the counted group
 
     @property
     def passed(self) -> bool:
@@ -49,6 +55,7 @@ class CaptionCheck:
             "kind": self.kind,
             "results": self.results,
             "matches": self.matches,
+            **({"group": self.group} if self.spec.count > 1 else {}),
             "seen": [
                 {
                     "colour": o.colour,
@@ -73,8 +80,26 @@ def match_objects(spec: CaptionSpec, objects: list[DetectedObject], resolution: 
     return list((good or pairs)[0])
 
 
-def judge(spec: CaptionSpec, objects: list[DetectedObject], matches: list[int | None], resolution: int) -> dict:
-    """The category results for one caption (see the module docstring)."""
+def group_members(spec: CaptionSpec, objects: list[DetectedObject]) -> list[int]:
+    """The detections with the counted group's colour and shape (none for a caption that counts nothing)."""
+    return [i for i, o in enumerate(objects) if (o.colour, o.shape) == spec.objects[0]] if spec.count > 1 else []
+
+
+def judge_counting(spec: CaptionSpec, objects: list[DetectedObject], matches: list[int | None], group: list[int]):
+    """A counting caption's results: the group's number right and the single object (if any) found."""
+    results = {"counting": len(group) == spec.count and None not in matches[1:]}
+    results["exact"] = results["counting"] and len(objects) == len(spec.instances())
+    results["all"] = all(results.values())
+    return results
+
+
+def judge(
+    spec: CaptionSpec, objects: list[DetectedObject], matches: list[int | None], resolution: int, group=()
+) -> dict:
+    """The category results for one caption (see the module docstring); ``group``: the counted
+    group's detections (:func:`group_members`), for counting captions."""
+    if spec.count > 1:
+        return judge_counting(spec, objects, matches, list(group))
     if len(spec.objects) == 1:
         main = objects[0] if objects else None
         colour, shape = spec.objects[0]
@@ -84,12 +109,14 @@ def judge(spec: CaptionSpec, objects: list[DetectedObject], matches: list[int | 
             "count": len(objects) == 1,
         }
         results["object"] = results["colour"] and results["shape"]
+        results["exact"] = results["object"] and results["count"]
         if spec.position is not None:
             results["position"] = main is not None and satisfies_position(main.centroid, spec.position, resolution)
         results["all"] = all(results.values())
         return results
     both = None not in matches
     results = {"both": both, "count": len(objects) == 2}
+    results["exact"] = both and results["count"]  # the two found are the two named: no duplicate, no extra
     if spec.relation != "and":
         a, b = (objects[m].centroid for m in matches) if both else (None, None)
         results["relation"] = both and satisfies_relation(a, b, spec.relation, resolution)
@@ -105,8 +132,8 @@ def check_caption(
     spec = parse_caption(caption, shapes)
     objects = analyze(image, resolution, shapes)
     size = np.asarray(image).shape[0]
-    matches = match_objects(spec, objects, size)
-    return CaptionCheck(caption, spec.kind, judge(spec, objects, matches, size), matches, objects, spec)
+    matches, group = match_objects(spec, objects, size), group_members(spec, objects)
+    return CaptionCheck(caption, spec.kind, judge(spec, objects, matches, size, group), matches, objects, spec, group)
 
 
 def score_single_object(images, colour: str, shape: str, shapes: tuple[str, ...] | None = None) -> dict[str, float]:

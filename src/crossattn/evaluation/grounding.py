@@ -6,6 +6,10 @@ object's mask. Here the mask is the analyzer's mask of the object matched to the
 and shape words of the caption's objects). Maps are non-negative attention probabilities, so they
 are normalised by dividing by their maximum: a uniform map becomes 1 everywhere and its IoU is the
 mask's area fraction.
+
+Counting captions (issue 40): the counted group's colour, shape and number words are compared with
+the union of the masks of the group's detections (the objects of its colour and shape, however many
+were drawn); the number word is reported as its own kind, ``number``: does "two" attend to the group?
 """
 
 from __future__ import annotations
@@ -51,24 +55,36 @@ def map_iou(word_map, mask: np.ndarray, tau: float = TAU) -> float:
     return float(np.logical_and(hot, mask).sum() / union) if union else 0.0
 
 
+def object_mask(check: CaptionCheck, obj: int) -> np.ndarray | None:
+    """The analyzer's (H, W) mask of caption object ``obj`` (a counted group: the union of its
+    detections' masks), or None when it was not found."""
+    if check.spec.count > 1 and obj == 0:
+        return np.any([check.objects[i].mask for i in check.group], axis=0) if check.group else None
+    match = check.matches[obj]
+    return None if match is None else check.objects[match].mask
+
+
 def ground_words(check: CaptionCheck, word_map: Callable[[int], object | None], tau: float = TAU) -> list[dict]:
-    """IoU for every colour and shape word of ``check.caption``.
+    """IoU for every colour and shape word of ``check.caption`` and its number word, if any.
 
     ``word_map(word_index)`` gives the (H, W) map of word ``caption.split()[word_index]``, or None
     when it cannot; a word whose object was not found is skipped with the reason.
     """
     spec = check.spec
+    words = list(spec.object_words())
+    if spec.number_word() is not None:
+        words.insert(0, (spec.number_word(), 0, "number"))
     records = []
-    for index, obj, kind in spec.object_words():
+    for index, obj, kind in words:
         record = {"word": spec.words[index], "index": index, "kind": kind, "iou": None, "skipped": None}
-        match = check.matches[obj]
-        m = word_map(index) if match is not None else None
-        if match is None:
+        mask = object_mask(check, obj)
+        m = word_map(index) if mask is not None else None
+        if mask is None:
             record["skipped"] = "object not found"
         elif m is None:
             record["skipped"] = "no map for this word"
         else:
-            record["iou"] = map_iou(m, check.objects[match].mask, tau)
+            record["iou"] = map_iou(m, mask, tau)
         records.append(record)
     return records
 

@@ -5,6 +5,11 @@ position, the five positions in turn), half two-object (the five relations in tu
 shapes drawn from ``default_rng([seed, EVAL_STREAM])``, a stream no training code uses. Image
 ``i`` starts from the noise of ``torch.Generator().manual_seed(IMAGE_SEED_BASE + 10_000 * seed + i)``,
 far from the small seeds training-time sample grids use.
+
+Counting prompts (issue 40) follow the ``n`` prompts, so the first ``n`` are the same set with or
+without them: ``counting`` of them (default a third of ``n``), alternately "NUMBER COLOUR SHAPEs" and
+"NUMBER COLOUR SHAPEs and a COLOUR SHAPE", the numbers in turn, colours and shapes from a stream of
+their own (``[seed, EVAL_STREAM, 1]``); image ``n + j`` continues the noise seeds.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ..config import SamplingConfig
-from ..data.captions import COLOURS, POSITIONS, RELATIONS, format_caption
+from ..data.captions import COLOURS, NUMBERS, POSITIONS, RELATIONS, format_caption
 from ..data.shapes import SHAPES
 from .checks import CaptionCheck, check_caption
 from .grounding import TAU, attention_word_map, ground_words
 
 EVAL_STREAM = 0xE7A1
 IMAGE_SEED_BASE = 1_000_000
-GROUPS = {"one": "one", "one_position": "one", "two_relation": "two", "two_and": "two"}
+GROUPS = {"one": "one", "one_position": "one", "two_relation": "two", "two_and": "two", "count": "count"}
+GROUPS["count_and"] = "count"
+GROUNDING_KINDS = ("colour", "shape", "number")  # "all" in the grounding table: colour and shape words
 
 
 @dataclass
@@ -35,7 +42,8 @@ class EvalPrompt:
 @dataclass
 class EvalSettings:
     """An evaluation run: ``n`` prompts sampled with ``sampling`` (its seed also picks the prompt set and
-    the noises), ``batch_size`` at a time, judged at grounding threshold ``tau``."""
+    the noises), ``batch_size`` at a time, judged at grounding threshold ``tau``. ``counting`` counting
+    prompts follow the ``n`` (None: a third of ``n``; 0: none)."""
 
     n: int = 300
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -43,11 +51,17 @@ class EvalSettings:
     batch_size: int = 16
     grounding: bool = True
     analyzer_shapes: tuple[str, ...] = SHAPES  # e.g. ALL_SHAPES: judge a fine-tuned model that may draw rings
+    counting: int | None = None
+
+    def counting_prompts(self) -> int:
+        """How many counting prompts follow the ``n`` (``counting``, or a third of ``n`` when None)."""
+        return self.n // 3 if self.counting is None else self.counting
 
     def to_dict(self) -> dict:
         """The report's ``settings``: the sampler settings beside the evaluation's own, one flat dict."""
         own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sampling"}
         sampler = self.sampling.to_dict()
+        own["counting"] = self.counting_prompts()
         return {"n": own.pop("n"), "seed": sampler.pop("seed"), **sampler, **own}
 
 
@@ -62,10 +76,12 @@ class SampleResult:
         return {"seed": self.prompt.seed, **self.check.to_dict(), "grounding": self.words}
 
 
-def eval_prompts(n: int, seed: int = 0, shapes: tuple[str, ...] = SHAPES) -> list[EvalPrompt]:
-    """The balanced, seeded prompt set (see the module docstring)."""
+def eval_prompts(n: int, seed: int = 0, shapes: tuple[str, ...] = SHAPES, counting: int = 0) -> list[EvalPrompt]:
+    """The balanced, seeded prompt set, then ``counting`` counting prompts (see the module docstring)."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if counting < 0:
+        raise ValueError(f"counting must be >= 0 prompts, got {counting}")
     rng = np.random.default_rng([seed, EVAL_STREAM])
     n_one = n // 2
     n_plain = n_one - round(n_one * 2 / 3)
@@ -89,6 +105,26 @@ def eval_prompts(n: int, seed: int = 0, shapes: tuple[str, ...] = SHAPES) -> lis
                 "two_and" if relation == "and" else "two_relation",
             )
         prompts.append(EvalPrompt(caption, kind, IMAGE_SEED_BASE + 10_000 * seed + i))
+    return prompts + counting_prompts(counting, seed, shapes, first_index=n)
+
+
+def counting_prompts(count: int, seed: int, shapes: tuple[str, ...], first_index: int) -> list[EvalPrompt]:
+    """``count`` counting prompts, alternately a group alone and a group beside one object (module docstring)."""
+    rng = np.random.default_rng([seed, EVAL_STREAM, 1])
+    numbers = list(NUMBERS.values())
+
+    def obj() -> tuple[str, str]:
+        return str(rng.choice(list(COLOURS))), str(rng.choice(shapes))
+
+    prompts = []
+    for j in range(count):
+        objects = [obj()]
+        if j % 2:
+            while len(objects) < 2 or objects[1] == objects[0]:
+                objects[1:] = [obj()]
+        caption = format_caption(objects, relation="and" if j % 2 else None, count=numbers[(j // 2) % len(numbers)])
+        kind = "count_and" if j % 2 else "count"
+        prompts.append(EvalPrompt(caption, kind, IMAGE_SEED_BASE + 10_000 * seed + first_index + j))
     return prompts
 
 
@@ -123,8 +159,9 @@ def evaluate_batch(pipe, prompts: list[EvalPrompt], settings: EvalSettings, reso
 
 
 def accuracy_table(results: list[SampleResult]) -> dict[str, dict]:
-    """``{"one.colour": {"accuracy", "correct", "n"}, ..., "all": ...}`` plus per-position and
-    per-relation breakdowns (``"one.position[top left]"``, ``"two.relation[above]"``)."""
+    """``{"one.colour": {"accuracy", "correct", "n"}, ..., "all": ..., "exact": ...}`` plus per-position,
+    per-relation and per-number breakdowns (``"one.position[top left]"``, ``"two.relation[above]"``,
+    ``"count.counting[two]"``); ``exact`` over every prompt (nothing drawn but what it names)."""
     tally: dict[str, list[int]] = {}
 
     def add(key: str, ok: bool) -> None:
@@ -137,7 +174,10 @@ def accuracy_table(results: list[SampleResult]) -> dict[str, dict]:
         for category, ok in r.check.results.items():
             add(f"{group}.{category}", ok)
         add("all", r.check.passed)
+        add("exact", r.check.results["exact"])
         spec = r.check.spec
+        if spec.count > 1:
+            add(f"count.counting[{spec.words[0]}]", r.check.results["counting"])
         if spec.position is not None:
             add(f"one.position[{spec.position}]", r.check.results["position"])
         if "relation" in r.check.results:
@@ -146,10 +186,15 @@ def accuracy_table(results: list[SampleResult]) -> dict[str, dict]:
 
 
 def grounding_table(results: list[SampleResult]) -> dict[str, dict]:
-    """Mean IoU per word kind (``colour``, ``shape``, ``all``) with counts and skip reasons."""
+    """Mean IoU per word kind (``colour``, ``shape``, ``number``; ``all``: the colour and shape words,
+    as before counting) with counts and skip reasons; ``number`` only when some prompt counts."""
     table = {}
-    for kind in ("colour", "shape", "all"):
-        records = [w for r in results for w in r.words if kind in ("all", w["kind"])]
+    for kind in (*GROUNDING_KINDS, "all"):
+        records = [
+            w for r in results for w in r.words if w["kind"] == kind or (kind == "all" and w["kind"] != "number")
+        ]
+        if kind == "number" and not records:
+            continue
         ious = [w["iou"] for w in records if w["iou"] is not None]
         skipped: dict[str, int] = {}
         for w in records:
@@ -162,7 +207,7 @@ def grounding_table(results: list[SampleResult]) -> dict[str, dict]:
 def run_evaluation(pipe, settings: EvalSettings, trace=None, progress=None) -> tuple[list[SampleResult], float]:
     """All prompts in batches; returns the results and the seconds it took."""
     resolution = int(pipe.unet.config.sample_size)
-    prompts = eval_prompts(settings.n, settings.sampling.seed)
+    prompts = eval_prompts(settings.n, settings.sampling.seed, counting=settings.counting_prompts())
     batches = [prompts[i : i + settings.batch_size] for i in range(0, len(prompts), settings.batch_size)]
     start = time.perf_counter()
     results = []
