@@ -78,8 +78,8 @@ def add_adapter_flags(p) -> None:
     p.add_argument(
         "--lora-convs",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon): a new shape is drawn by them (default: on)",
+        help="LoRA: also adapt the U-Net's 3x3 resnet convolutions (LoCon): a new shape is drawn by them "
+        "(default: on for crossattn models, off for SD-1.5 / SDXL folders, whose LoRAs adapt attention)",
     )
     p.add_argument(
         "--lora-conv-rank",
@@ -95,6 +95,13 @@ def add_adapter_flags(p) -> None:
         help="images the base model draws of what it knows (DreamBooth prior preservation), trained on beside "
         "DATA so it is not forgotten; 0 = off (default: as many as DATA's images, at most 200, for LoRA; 0 with "
         "--full)",
+    )
+    p.add_argument(
+        "--new-word",
+        action="append",
+        metavar="WORD",
+        help="a caption word whose token-embedding rows train (on every CLIP tower) beside the LoRA; repeatable "
+        "(default: the caption words outside a crossattn model's vocabulary; none for SD-1.5 / SDXL)",
     )
     p.add_argument(
         "--no-new-words",
@@ -127,17 +134,25 @@ def sample_prompts(dataset) -> tuple[str, ...]:
 def new_words(args: argparse.Namespace, model: str | None, dataset) -> tuple[int, ...]:
     """LoRA mode: the token ids of caption words outside the base model's vocabulary, whose embedding
     rows train beside the adapter (none with ``--full``, where ``--train-text-encoder`` trains them)."""
+    return tuple(sorted({i for ids in new_word_ids(args, model, dataset).values() for i in ids}))
+
+
+def new_word_ids(args: argparse.Namespace, model: str | None, dataset) -> dict[str, list[int]]:
+    """Each new word (``--new-word``, else the captions' words outside a crossattn model's vocabulary) → its
+    token ids; empty with ``--full`` or ``--no-new-words``."""
     from transformers import CLIPTokenizer
 
     from ..models.vocabulary import load_vocabulary, unknown_words
     from ..training.lora import new_word_tokens
 
-    vocabulary = None if args.full or args.no_new_words or model is None else load_vocabulary(model)
-    if not vocabulary:
-        return ()
-    words = {w for record in dataset.records for w in unknown_words(record.text, vocabulary)}
+    if args.full or args.no_new_words or model is None:
+        return {}
+    words = {w.lower() for w in args.new_word or ()}
+    vocabulary = None if words else load_vocabulary(model)
+    if vocabulary:
+        words = {w for record in dataset.records for w in unknown_words(record.text, vocabulary)}
     tokenizer = CLIPTokenizer.from_pretrained(Path(model) / "tokenizer")  # as the pipeline loads it
-    return tuple(new_word_tokens(tokenizer, sorted(words)))
+    return {w: new_word_tokens(tokenizer, [w]) for w in sorted(words)}
 
 
 def training_config(
@@ -214,23 +229,43 @@ def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> N
 
 
 def export_lora(pipe, folder: Path, info: dict) -> None:
-    """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows, what they were trained on."""
+    """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows (every CLIP tower), what they
+    were trained on."""
     from ..training.lora import save_lora, save_token_rows
 
     save_lora(pipe, folder)
-    save_token_rows(pipe, folder, info["new_word_tokens"])
+    save_token_rows(pipe, folder, info["new_word_tokens"], info.get("new_words"))
     (folder / "lora_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def load_data(args: argparse.Namespace, model: str | None):
+    """The user's image folder at the resolution the model trains at (a latent family's: its VAE's input
+    side), the ``ModelConfig`` recorded with the run, and the latent family (None: pixel space)."""
+    from ..config import ModelConfig
+    from ..data.folder import ImageFolderDataset
+    from ..training.latent import latent_family, latent_resolution
+    from .train import model_config_from_folder
+
+    family = latent_family(model)
+    if family is not None and args.full:
+        raise BadArgument(f"--full on a {family} folder is not supported; fine-tune it with LoRA (--lora RANK)")
+    model_config = model_config_from_folder(model) if model and family is None else ModelConfig()
+    resolution = latent_resolution(model) if family else model_config.resolution
+    data = ImageFolderDataset(args.data, resolution, flip=args.flip, skip_bad=args.skip_bad)
+    if data.skipped:
+        warnings.warn(
+            f"skipped {data.skipped} bad entries of {args.data}; training on {len(data)} images", stacklevel=1
+        )
+    return data, model_config, family
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import ConcatDataset
 
-    from ..config import ModelConfig
-    from ..data.folder import ImageFolderDataset
+    from ..training.latent import LatentTrainer
     from ..training.lora import add_lora
     from ..training.train import train
-    from .train import model_config_from_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,21 +275,18 @@ def run(args: argparse.Namespace) -> int:
             "embeddings do not train)"
         )
     model = base_model(args)
-    model_config = model_config_from_folder(model) if model else ModelConfig()
-    data = ImageFolderDataset(args.data, model_config.resolution, flip=args.flip, skip_bad=args.skip_bad)
-    if data.skipped:
-        warnings.warn(
-            f"skipped {data.skipped} bad entries of {args.data}; training on {len(data)} images", stacklevel=1
-        )
-    token_ids = new_words(args, model, data)
+    data, model_config, family = load_data(args, model)
+    words = new_word_ids(args, model, data)
+    token_ids = tuple(sorted({i for ids in words.values() for i in ids}))
     config = training_config(args, model, sample_prompts(data), token_ids)
     out = Path(args.out)
-    prior = prior_data(args, model, data, out, model_config.resolution)
+    prior = prior_data(args, model, data, out, model_config.resolution) if family is None else None
     lora = None if args.full else args.lora
-    info = {"base_model": model, "rank": lora, "text_encoder": args.train_text_encoder, "data": str(args.data)}
-    convs = {"convs": args.lora_convs, "conv_rank": args.lora_conv_rank}
-    info["convs"] = args.lora_conv_rank if args.lora_convs else 0  # their rank; 0: none
-    info["new_word_tokens"] = list(token_ids)
+    convs = {"convs": family is None if args.lora_convs is None else args.lora_convs, "conv_rank": args.lora_conv_rank}
+    info = {"base_model": model, "family": family or "CrossAttnPipeline", "rank": lora}
+    info.update(text_encoder=args.train_text_encoder, data=str(args.data))
+    info["convs"] = args.lora_conv_rank if convs["convs"] else 0  # their rank; 0: none
+    info["new_word_tokens"], info["new_words"] = list(token_ids), words
     info["prior_images"] = len(prior) if prior is not None else 0
     result = train(
         model_config,
@@ -266,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         customize=(lambda pipe: add_lora(pipe, lora, args.train_text_encoder, **convs)) if lora else None,
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
+        trainer_cls=LatentTrainer if family else None,
     )
     if result.final is not None:
         if not args.no_samples and not (out / "samples" / "before.png").is_file():  # a resumed run's too

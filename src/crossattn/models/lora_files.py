@@ -17,6 +17,21 @@ from ..errors import BadModelFolder
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TOKENS_NAME = "learned_embeds.safetensors"  # new words' embedding rows, {token string: (D,)}
+#: the keys of each CLIP tower's rows in a per-word textual-inversion file (diffusers' advanced DreamBooth-LoRA script)
+TOWER_KEYS = ("clip_l", "clip_g")
+
+
+def tokens_file_name(tower: int) -> str:
+    """The new words' rows of CLIP tower ``tower`` (0: ``text_encoder``, 1: SDXL's ``text_encoder_2``)."""
+    return TOKENS_NAME if tower == 0 else TOKENS_NAME.replace(".safetensors", f"_{tower + 1}.safetensors")
+
+
+def text_towers(pipe) -> list[tuple]:
+    """``(tokenizer, text encoder)`` pairs of a pipeline's CLIP towers, in the pipeline's order (SDXL: two)."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "tokenizer_2", None) is not None:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
 
 
 def load_lora(pipe, folder: str | Path) -> None:
@@ -33,8 +48,9 @@ def load_lora(pipe, folder: str | Path) -> None:
             from .weight_files import load_error
 
             raise load_error(path, err, "LoRA folder") from err
-    if (path / TOKENS_NAME).is_file():
-        load_token_rows(pipe, path / TOKENS_NAME)
+    for tower, (tokenizer, encoder) in enumerate(text_towers(pipe)):
+        if (path / tokens_file_name(tower)).is_file():
+            load_token_rows(pipe, path / tokens_file_name(tower), tokenizer, encoder)
 
 
 class _NoTextEncoderKeys(logging.Filter):
@@ -60,18 +76,19 @@ def without_text_encoder_notice(weights: Path) -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
-def load_token_rows(pipe, path: str | Path) -> list[str]:
-    """Write the rows of a :func:`~crossattn.training.lora.save_token_rows` file into the pipeline's
-    embedding table (the tokens are in the CLIP vocabulary already; only their rows change). Returns the
-    tokens set."""
+def load_token_rows(pipe, path: str | Path, tokenizer=None, text_encoder=None) -> list[str]:
+    """Write the rows of a :func:`~crossattn.training.lora.save_token_rows` file into the embedding table of
+    ``text_encoder`` (default: the pipeline's first; the tokens are in the CLIP vocabulary already; only their
+    rows change). Returns the tokens set."""
     import torch
     from safetensors.torch import load_file
 
+    tokenizer = tokenizer or pipe.tokenizer
     rows = load_file(str(path))
-    table = pipe.text_encoder.get_input_embeddings().weight
-    unknown = pipe.tokenizer.unk_token_id
+    table = (text_encoder or pipe.text_encoder).get_input_embeddings().weight
+    unknown = tokenizer.unk_token_id
     for token, row in rows.items():
-        index = pipe.tokenizer.convert_tokens_to_ids(token)
+        index = tokenizer.convert_tokens_to_ids(token)
         if index is None or index == unknown or row.shape != table.shape[1:]:
             raise BadModelFolder(
                 f"{path}: token {token!r} (row {tuple(row.shape)}) does not fit this tokenizer/text encoder"

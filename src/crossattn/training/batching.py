@@ -66,27 +66,33 @@ class CaptionCollate:
 
     Procedural captions repeat a lot, so the cache makes tokenization free after the first few batches.
     Items with ``word_masks`` (procedural scenes asked for them) also give ``token_masks``
-    ``(B, T, H, W)`` for the grounding loss.
+    ``(B, T, H, W)`` for the grounding loss. Items of cached latents (latent families) are stacked as
+    ``latents``; a ``tokenizer_2`` (SDXL's second CLIP tower) adds ``input_ids_2``.
     """
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, tokenizer_2=None):
         from .grounding_loss import TokenMasks
 
-        self.tokenizer, self.max_length = tokenizer, max_length
-        self.cache: dict[str, list[int]] = {}
+        self.tokenizer, self.max_length, self.tokenizer_2 = tokenizer, max_length, tokenizer_2
+        self.cache: dict[tuple[int, str], list[int]] = {}
         self.token_masks = TokenMasks(tokenizer, max_length)
 
-    def ids(self, text: str) -> list[int]:
-        if text not in self.cache:
-            self.cache[text] = self.tokenizer(
+    def ids(self, text: str, second: bool = False) -> list[int]:
+        key = (int(second), text)
+        if key not in self.cache:
+            tokenizer = self.tokenizer_2 if second else self.tokenizer
+            self.cache[key] = tokenizer(
                 text, padding="max_length", max_length=self.max_length, truncation=True
             ).input_ids
-        return self.cache[text]
+        return self.cache[key]
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([torch.as_tensor(item["pixel_values"], dtype=torch.float32) for item in items])
+        key = "latents" if "latents" in items[0] else "pixel_values"
+        pixels = torch.stack([torch.as_tensor(item[key], dtype=torch.float32) for item in items])
         ids = torch.tensor([self.ids(item["text"]) for item in items], dtype=torch.long)
-        batch = {"pixel_values": pixels, "input_ids": ids}  # (B, C, H, W), (B, T)
+        batch = {key: pixels, "input_ids": ids}  # (B, C, H, W), (B, T)
+        if self.tokenizer_2 is not None:
+            batch["input_ids_2"] = torch.tensor([self.ids(item["text"], True) for item in items], dtype=torch.long)
         if "word_masks" in items[0]:
             masks = [self.token_masks(item["text"], torch.as_tensor(item["word_masks"])) for item in items]
             batch["token_masks"] = torch.stack(masks)  # (B, T, H, W) uint8

@@ -19,7 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 # the adapter's files and their loading live with the models; load_lora stays importable from here (public API)
-from ..models.lora_files import TOKENS_NAME, WEIGHT_NAME, load_lora  # noqa: F401
+from ..models.lora_files import (  # noqa: F401
+    TOKENS_NAME,
+    TOWER_KEYS,
+    WEIGHT_NAME,
+    load_lora,
+    text_towers,
+    tokens_file_name,
+)
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_CONV_TARGETS = ("conv1", "conv2")  # the resnets' 3x3 convolutions (peft Conv2d LoRA; diffusers loads it)
@@ -51,12 +58,14 @@ def add_lora(
     ``convs`` also adapts the U-Net's 3×3 resnet convolutions (LoCon): a new *shape* is drawn by the
     convolutions more than by the attention projections; ``conv_rank`` (0: ``rank``) is their rank, as
     LyCORIS' ``conv_dim`` is kept apart from the linear layers' rank."""
+    towers = [encoder for _, encoder in text_towers(pipe)]  # SDXL: both CLIP towers
     pipe.unet.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    for encoder in towers:
+        encoder.requires_grad_(False)
     conv_ranks = {t: conv_rank for t in UNET_CONV_TARGETS} if convs and conv_rank else None
     pipe.unet.add_adapter(lora_config(rank, UNET_TARGETS + (UNET_CONV_TARGETS if convs else ()), alpha, conv_ranks))
-    if text_encoder:
-        add_text_encoder_adapter(pipe.text_encoder, lora_config(rank, TEXT_TARGETS, alpha))
+    for encoder in towers if text_encoder else ():
+        add_text_encoder_adapter(encoder, lora_config(rank, TEXT_TARGETS, alpha))
 
 
 def add_text_encoder_adapter(text_encoder, config) -> None:
@@ -80,21 +89,29 @@ def lora_parameter_count(model, rank: int, targets: tuple[str, ...]) -> int:
 
 
 def save_lora(pipe, folder: str | Path) -> Path:
-    """Write the adapters of ``pipe`` in diffusers' LoRA layout (safetensors, with their configs)."""
-    from diffusers import StableDiffusionPipeline
+    """Write the adapters of ``pipe`` in diffusers' LoRA layout (safetensors, with their configs), through the
+    pipeline family's own ``save_lora_weights`` (SDXL's also takes the second text encoder's)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from peft.utils import get_peft_model_state_dict
 
-    unet_layers = get_peft_model_state_dict(pipe.unet)
-    te = pipe.text_encoder
-    te_layers = get_peft_model_state_dict(te) if getattr(te, "peft_config", None) else None
-    StableDiffusionPipeline.save_lora_weights(
-        folder,
+    def layers(model):
+        adapted = model is not None and getattr(model, "peft_config", None)
+        return (get_peft_model_state_dict(model), model.peft_config["default"].to_dict()) if adapted else (None, None)
+
+    unet_layers, unet_meta = layers(pipe.unet)
+    te_layers, te_meta = layers(pipe.text_encoder)
+    kwargs = dict(
         unet_lora_layers=unet_layers,
         text_encoder_lora_layers=te_layers,
-        unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict(),
-        text_encoder_lora_adapter_metadata=te.peft_config["default"].to_dict() if te_layers else None,
-        safe_serialization=True,
+        unet_lora_adapter_metadata=unet_meta,
+        text_encoder_lora_adapter_metadata=te_meta,
     )
+    saver = StableDiffusionPipeline
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        te2_layers, te2_meta = layers(pipe.text_encoder_2)
+        kwargs.update(text_encoder_2_lora_layers=te2_layers, text_encoder_2_lora_adapter_metadata=te2_meta)
+        saver = StableDiffusionXLPipeline
+    saver.save_lora_weights(folder, safe_serialization=True, **kwargs)
     return Path(folder) / WEIGHT_NAME
 
 
@@ -104,18 +121,30 @@ def new_word_tokens(tokenizer, words) -> list[int]:
     return sorted(ids - set(tokenizer.all_special_ids))
 
 
-def save_token_rows(pipe, folder: str | Path, token_ids) -> Path | None:
-    """The rows ``token_ids`` of the text encoder's embedding as ``learned_embeds.safetensors``,
-    keyed by token string (the layout of diffusers' textual-inversion files). diffusers'
-    ``load_lora_weights`` accepts only LoRA keys, so the rows live beside the adapter."""
+def save_token_rows(pipe, folder: str | Path, token_ids, words: dict[str, list[int]] | None = None) -> Path | None:
+    """The rows ``token_ids`` of every CLIP tower's embedding, as ``learned_embeds.safetensors`` (SDXL's second
+    tower: ``learned_embeds_2.safetensors``) keyed by token string, the layout of diffusers' textual-inversion
+    files, which :func:`~crossattn.models.lora_files.load_lora` writes back into the same tokens. diffusers'
+    ``load_lora_weights`` accepts only LoRA keys, so the rows live beside the adapter.
+
+    ``words`` (word → its token ids) also writes ``textual_inversion/<word>.safetensors`` with the word's rows
+    per tower as ``clip_l`` (and SDXL's ``clip_g``), the layout of diffusers' advanced DreamBooth-LoRA script,
+    which stock diffusers loads as a new token: ``pipe.load_textual_inversion(rows["clip_l"], token="<word>",
+    text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)``.
+    """
     from safetensors.torch import save_file
 
     if not token_ids:
         return None
     from .train_setup import embedding_weights
 
-    table = embedding_weights(pipe.text_encoder).detach()
+    tables = [embedding_weights(encoder).detach().to("cpu") for _, encoder in text_towers(pipe)]
     tokens = pipe.tokenizer.convert_ids_to_tokens(list(token_ids))
-    path = Path(folder) / TOKENS_NAME
-    save_file({t: table[i].to("cpu").clone().contiguous() for t, i in zip(tokens, token_ids, strict=True)}, str(path))
-    return path
+    for n, table in enumerate(tables):
+        rows = {t: table[i].clone().contiguous() for t, i in zip(tokens, token_ids, strict=True)}
+        save_file(rows, str(Path(folder) / tokens_file_name(n)))
+    for word, ids in (words or {}).items():
+        per_tower = {key: table[list(ids)].clone().contiguous() for key, table in zip(TOWER_KEYS, tables, strict=False)}
+        (Path(folder) / "textual_inversion").mkdir(exist_ok=True)
+        save_file(per_tower, str(Path(folder) / "textual_inversion" / f"{word}.safetensors"))  # (k, D) each
+    return Path(folder) / TOKENS_NAME

@@ -17,12 +17,15 @@ from .grounding_loss import grounding_loss, signal_weights
 
 def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config: TrainingConfig, empty_ids):
     """Mean (optionally min-SNR weighted) MSE between the U-Net's output and the schedule's target,
-    plus ``config.grounding_weight`` × the grounding loss when the batch has ``token_masks``."""
-    x0 = batch["pixel_values"]  # (B, C, H, W)
-    ids = batch["input_ids"]  # (B, T)
+    plus ``config.grounding_weight`` × the grounding loss when the batch has ``token_masks``.
+
+    Pixel space takes ``batch["pixel_values"]``; latent families (SD-1.5, SDXL) give ``batch["latents"]``
+    (the frozen VAE's, already times ``vae.config.scaling_factor``) and, as ``text_encoder``, a
+    :class:`crossattn.training.latent.PromptEncoder`, which returns the U-Net's extra conditioning too
+    (SDXL's ``added_cond_kwargs``); the noise, timesteps and target are drawn alike in both spaces."""
+    x0 = batch["latents"] if "latents" in batch else batch["pixel_values"]  # (B, C, H, W)
     b, device = x0.shape[0], x0.device
     drop = torch.rand(b, generator=generator) < config.caption_dropout  # (B,)
-    ids = torch.where(drop.to(device)[:, None], empty_ids, ids)  # (B, T)
     noise = torch.randn(x0.shape, generator=generator).to(device)  # (B, C, H, W)
     t = sample_timesteps(b, noise_scheduler.config.num_train_timesteps, config.timestep_bias, generator).to(device)
     noisy = noise_scheduler.add_noise(x0, noise, t)
@@ -31,10 +34,10 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
     if target is None:
         target = noise_scheduler.get_velocity(x0, noise, t)
     with torch.set_grad_enabled(any(p.requires_grad for p in text_encoder.parameters())):  # LoRA, token rows
-        text = text_encoder(ids)[0]  # (B, T, D)
+        text, extra = encode_captions(text_encoder, batch, drop.to(device), empty_ids)  # (B, T, D), {...}
     masks = batch.get("token_masks") if config.grounding_weight > 0 else None  # (B, T, H, W)
     with record_cross_attention(unet, enabled=masks is not None) as records:
-        pred = unet(noisy, t, encoder_hidden_states=text).sample  # (B, C, H, W)
+        pred = unet(noisy, t, encoder_hidden_states=text, **extra).sample  # (B, C, H, W)
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if config.snr_gamma is not None:
         per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
@@ -43,6 +46,16 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
         masks = masks * (~drop).to(device)[:, None, None, None]  # a dropped caption names nothing
         loss = loss + config.grounding_weight * grounding_loss(records, masks, signal_weights(noise_scheduler, t))
     return loss
+
+
+def encode_captions(text_encoder, batch, drop: torch.Tensor, empty_ids) -> tuple[torch.Tensor, dict]:
+    """The text states ``(B, T, D)`` and the U-Net's other keyword arguments for a batch, captions
+    dropped to ``""`` where ``drop`` (B,) holds: a model's own prompt encoder where it has one (latent
+    families, :class:`crossattn.training.latent.PromptEncoder`), else a ``CLIPTextModel`` on ``input_ids``."""
+    if hasattr(text_encoder, "encode_batch"):
+        return text_encoder.encode_batch(batch, drop)
+    ids = torch.where(drop[:, None], empty_ids, batch["input_ids"])  # (B, T)
+    return text_encoder(ids)[0], {}
 
 
 def sample_timesteps(n: int, num_timesteps: int, bias: float, generator: torch.Generator) -> torch.Tensor:
