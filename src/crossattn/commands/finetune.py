@@ -20,9 +20,11 @@ from ..config import TrainingConfig
 from ..errors import BadArgument
 from .flags import (
     add_model_flag,
+    add_run_convention_flags,
     add_run_folder_flags,
     add_seed_flag,
     add_training_process_flags,
+    add_validation_flags,
     positive_int,
 )
 
@@ -56,6 +58,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: %(default)s)"
     )
+    add_validation_flags(p)
+    add_run_convention_flags(p, TrainingConfig)
     add_training_process_flags(p, "torch CPU threads (default: torch's choice)")
     return p
 
@@ -173,10 +177,42 @@ def training_config(
         data=str(args.data),
         init_from=model,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints or TrainingConfig.keep_checkpoints,
+        mixed_precision=args.mixed_precision or TrainingConfig.mixed_precision,
         sample_every=0 if args.no_samples else steps,  # the "after" grid, at the last step
         sample_prompts=prompts,
         save_fp16=False,
     )
+
+
+def validation(args: argparse.Namespace, config: TrainingConfig, out: Path):
+    """``--validation-prompt``'s word maps beside the base model's (:mod:`crossattn.training.validation`), or None."""
+    from ..training.validation import Validation, ValidationSettings
+
+    if not args.validation_prompt:
+        if args.validation_every:
+            raise BadArgument(f"--validation-every {args.validation_every} needs a --validation-prompt to draw")
+        return None
+    every = args.validation_every or max(1, config.steps // 4)
+    settings = ValidationSettings(
+        tuple(args.validation_prompt), every, args.seed, config.sample_steps, config.sample_guidance
+    )
+    return Validation(settings, out / "validation")
+
+
+def customizer(args: argparse.Namespace, family: str | None):
+    """What ``train`` does to the starting pipeline: LoRA adapters (unless ``--full``) and gradient checkpointing."""
+    from ..training.lora import add_lora
+
+    convs = {"convs": family is None if args.lora_convs is None else args.lora_convs, "conv_rank": args.lora_conv_rank}
+
+    def customize(pipe) -> None:
+        if not args.full:
+            add_lora(pipe, args.lora, args.train_text_encoder, **convs)
+        if args.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+
+    return customize, convs["convs"]
 
 
 def prior_count(args: argparse.Namespace, images: int) -> int:
@@ -264,7 +300,6 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import ConcatDataset
 
     from ..training.latent import LatentTrainer
-    from ..training.lora import add_lora
     from ..training.train import train
 
     if args.threads:
@@ -282,10 +317,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     prior = prior_data(args, model, data, out, model_config.resolution) if family is None else None
     lora = None if args.full else args.lora
-    convs = {"convs": family is None if args.lora_convs is None else args.lora_convs, "conv_rank": args.lora_conv_rank}
+    customize, convs = customizer(args, family)
     info = {"base_model": model, "family": family or "CrossAttnPipeline", "rank": lora}
     info.update(text_encoder=args.train_text_encoder, data=str(args.data))
-    info["convs"] = args.lora_conv_rank if convs["convs"] else 0  # their rank; 0: none
+    info["convs"] = args.lora_conv_rank if convs else 0  # their rank; 0: none
     info["new_word_tokens"], info["new_words"] = list(token_ids), words
     info["prior_images"] = len(prior) if prior is not None else 0
     result = train(
@@ -296,9 +331,11 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        customize=(lambda pipe: add_lora(pipe, lora, args.train_text_encoder, **convs)) if lora else None,
+        customize=customize if lora or args.gradient_checkpointing else None,
         export=(lambda pipe, folder: export_lora(pipe, folder, info)) if lora else None,
         trainer_cls=LatentTrainer if family else None,
+        validation=validation(args, config, out),
+        report_to=args.report_to,
     )
     if result.final is not None:
         if not args.no_samples and not (out / "samples" / "before.png").is_file():  # a resumed run's too

@@ -209,7 +209,7 @@ def add_optimizer_flags(p, d) -> None:
     p.add_argument(
         "--max-grad-norm", metavar="F", type=float, help=f"gradient clipping norm, 0 = off (default: {d.max_grad_norm})"
     )
-    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {d.mixed_precision})")
+    add_mixed_precision_flag(p, d.mixed_precision)
     p.add_argument(
         "--ema-decay", metavar="F", type=float, help=f"EMA decay of the saved weights, 0 = off (default: {d.ema_decay})"
     )
@@ -259,3 +259,51 @@ def add_training_process_flags(p, threads_help: str) -> None:
     """``--threads`` (its help names what the threads are per) and ``--no-progress``."""
     p.add_argument("--threads", metavar="N", type=thread_count, help=threads_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_mixed_precision_flag(p, default: str) -> None:
+    p.add_argument("--mixed-precision", metavar="NAME", help=f"auto, no, fp16 or bf16 (default: {default})")
+
+
+# ---------------------------------------------------------------------- the conventions of diffusers' training scripts
+
+
+def add_validation_flags(p) -> None:
+    """``--validation-prompt P`` (repeatable) and ``--validation-every N``: word maps beside the base model's."""
+    p.add_argument(
+        "--validation-prompt",
+        action="append",
+        metavar="P",
+        help="a prompt whose word maps are drawn under the current weights beside the base model's (same seed) at "
+        "each validation, into OUT/validation/step-N/, with how far each word's map moved and how concentrated it "
+        "is (OUT/validation/metrics.json, .csv, .png); repeatable (default: no validation)",
+    )
+    p.add_argument(
+        "--validation-every",
+        type=positive_int,
+        metavar="N",
+        help="steps between validations, and the last step (default: a quarter of --steps)",
+    )
+
+
+def add_run_convention_flags(p, d) -> None:
+    """What users of diffusers' training scripts expect: trackers, checkpoint limits, precision, memory."""
+    p.add_argument(
+        "--report-to",
+        choices=("tensorboard", "none"),
+        help="accelerate's tracker for losses and validation numbers, written to OUT/ (default: tensorboard when "
+        "installed, else none)",
+    )
+    p.add_argument(
+        "--checkpoints-limit",
+        dest="keep_checkpoints",
+        type=positive_int,
+        metavar="K",
+        help=f"checkpoints kept, the oldest deleted first (default: {d.keep_checkpoints})",
+    )
+    add_mixed_precision_flag(p, d.mixed_precision)
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute the U-Net's activations in the backward pass: less memory, ~30 %% slower steps",
+    )

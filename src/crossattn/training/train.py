@@ -37,6 +37,7 @@ from .losses import diffusion_loss
 from .runs import RunDir
 from .train_outputs import TrainerOutputs, write_sample_grid
 from .train_setup import initial_pipeline, make_accelerator, train_token_rows
+from .validation import MAP_NUMBERS, Validation
 
 #: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
 #: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
@@ -89,6 +90,8 @@ def train(
     customize: Customize | None = None,
     export: Export | None = None,
     trainer_cls: type[Trainer] | None = None,
+    validation: Validation | None = None,
+    report_to: str | None = None,
 ) -> TrainResult:
     """Train and write the run folder (see :mod:`crossattn.training.runs`); returns where ``final`` went.
 
@@ -98,9 +101,13 @@ def train(
     With ``config.init_from`` the models come from that pipeline folder and ``model_config`` is only
     recorded; ``customize`` (see :data:`Customize`) adapts them before training. ``trainer_cls``
     swaps the objective (:class:`crossattn.training.clip_training.ClipTrainer` trains the mini-CLIP).
+    ``validation`` draws word maps beside the base model's on its own schedule
+    (:mod:`crossattn.training.validation`). ``report_to``: accelerate's tracker, ``"tensorboard"`` or ``"none"``
+    (None: TensorBoard when it is installed).
     """
     cls = trainer_cls or Trainer
-    trainer = cls(model_config, config, RunDir(Path(out)), sample_writers, customize, export)
+    trainer = cls(model_config, config, RunDir(Path(out)), sample_writers, customize, export, report_to)
+    trainer.validation = validation
     trainer.setup(dataset, resume, overwrite)
     try:
         return trainer.run(on_step_end, progress)
@@ -111,12 +118,21 @@ def train(
 class Trainer(TrainerOutputs):
     """The loop's state and its steps; :func:`train` is the way in."""
 
+    validation: Validation | None = None  # validation maps (fine-tuning), set by train()
+
     def __init__(
-        self, model_config: ModelConfig, config: TrainingConfig, run: RunDir, writers=(), customize=None, export=None
+        self,
+        model_config: ModelConfig,
+        config: TrainingConfig,
+        run: RunDir,
+        writers=(),
+        customize=None,
+        export=None,
+        report_to: str | None = None,
     ):
         self.model_config, self.config, self.run_dir, self.writers = model_config, config, run, list(writers)
         self.customize, self.export = customize, export
-        self.accelerator = make_accelerator(config, run)
+        self.accelerator = make_accelerator(config, run, report_to)
         self.state = TrainState()
 
     # ------------------------------------------------------------------ setup
@@ -137,6 +153,8 @@ class Trainer(TrainerOutputs):
         self.loader = self.build_loader(dataset)
         if acc.log_with:
             acc.init_trackers("tensorboard", config={k: str(v) for k, v in cfg.to_dict().items()})
+        if self.validation is not None:
+            self.validate(start=True)
 
     def check_run_folder(self, resume: str | None, overwrite: bool) -> Path | None:
         """Refuse to clobber a run; clear it on ``overwrite``; find the checkpoint to resume."""
@@ -345,8 +363,20 @@ class Trainer(TrainerOutputs):
             window.clear()
         if cfg.sample_every and (step % cfg.sample_every == 0 or last):
             self.sample()
+        if self.validation is not None and self.validation.due(step, last):
+            self.validate()
         if step % cfg.checkpoint_every == 0 or last:
             self.save_checkpoint()
+
+    def validate(self, start: bool = False) -> None:
+        """Validation maps on the main process with the EMA weights: the base model's at ``start`` (drawn at
+        step 0, read back when resumed), else the current weights' beside them; their numbers to the tracker."""
+        acc, step = self.accelerator, self.state.step
+        if acc.is_main_process:
+            with self.evaluating():
+                rows = (self.validation.start if start else self.validation.run)(self.pipeline(), step)
+            acc.log({f"maps/{r['prompt']}/{r['word']}/{k}": r[k] for r in rows for k in MAP_NUMBERS}, step=step)
+        acc.wait_for_everyone()
 
     def log(self, window: list[float], rate: float) -> None:
         acc = self.accelerator

@@ -91,15 +91,23 @@ def swap_text_encoder(pipe, folder: str | Path) -> None:
     pipe.text_encoder = encoder
 
 
-def make_accelerator(config: TrainingConfig, run: RunDir):
-    """One ``Accelerator``: CPU processes talk over gloo (``cpu=True``), GPUs over NCCL."""
+def make_accelerator(config: TrainingConfig, run: RunDir, report_to: str | None = None):
+    """One ``Accelerator``: CPU processes talk over gloo (``cpu=True``), GPUs over NCCL. ``report_to``:
+    ``"tensorboard"`` (refused, naming the package, where it is not installed), ``"none"``, or None: TensorBoard
+    when it is installed."""
     from accelerate import Accelerator
 
+    from ..errors import BadArgument
+
     tensorboard = importlib.util.find_spec("tensorboard") is not None
+    if report_to == "tensorboard" and not tensorboard:
+        raise BadArgument("--report-to tensorboard needs the tensorboard package (pip install tensorboard)")
+    if report_to not in (None, "tensorboard", "none"):
+        raise BadArgument(f"--report-to {report_to!r} is not accepted; choices: tensorboard, none")
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
-        log_with="tensorboard" if tensorboard else None,
+        log_with="tensorboard" if tensorboard and report_to != "none" else None,
         project_dir=str(run.root),
     )

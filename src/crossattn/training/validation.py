@@ -1,0 +1,262 @@
+"""Validation maps: where each word of a validation prompt attends, under the weights being trained and
+under the base model, with the same seed, drawn side by side while fine-tuning runs.
+
+No trainer shows this (kohya-ss/sd-scripts #949, custom-diffusion #54 / #70 asked): a new word can learn
+to draw its object while its map stays diffuse, or a known word's map can drift away from its object.
+At every validation (``every`` steps and the last), for each prompt:
+
+```
+OUT/validation/base/<slug>-<seed>.png + .maps.safetensors/.maps.json/.maps.png   the base model, drawn once
+OUT/validation/step-NNNNNN/<slug>-<seed>.png + .maps.*                            the current (EMA) weights
+OUT/validation/step-NNNNNN/<slug>-<seed>.compare.png                              base row over tuned row
+OUT/validation/metrics.json, metrics.csv, metrics.png                             two numbers per word, per step
+```
+
+The two numbers per word (:func:`word_numbers`):
+
+- **moved**: the Jensen–Shannon divergence (bits, in [0, 1]) between the word's map, normalised to sum to 1,
+  and the base model's (Lin, 1991). Chosen over 1 − IoU of the top-τ regions because it needs no
+  threshold (on 16×16 to 32×32 maps a top-τ region gains or loses whole pixels at the cut, so IoU jumps
+  in steps), it counts where all of the mass went rather than only the top region, is symmetric, bounded,
+  and 0 exactly when the maps agree.
+- **concentration**: the share of the map's mass in its top 10 % of pixels (0.1: spread evenly, 1: all
+  of it in a tenth of the image); a word that found its object rises.
+
+The base model's maps depend on nothing that trains, so they are drawn once, at step 0 from the
+starting weights (a LoRA's ``B`` and the new words' row deltas start at zero, so those *are* the base
+model), saved, and read back on ``--resume``; every later validation costs one traced sample per prompt.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+TOP_SHARE = 0.10  # concentration: the share of pixels whose mass is counted
+MAP_NUMBERS = ("moved", "concentration")  # what each metrics row gives per word (and the base's concentration)
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """What is drawn at each validation: ``prompts`` with one ``seed``, every ``every`` steps (and the last)."""
+
+    prompts: tuple[str, ...]
+    every: int
+    seed: int = 0
+    steps: int = 20  # sampling steps of each validation image
+    guidance: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"validation every {self.every} steps: must be at least 1")
+        if not self.prompts or not all(p.strip() for p in self.prompts):
+            raise ValueError(f"validation prompts must be non-empty text, got {list(self.prompts)}")
+
+
+def normalised(heat: torch.Tensor) -> torch.Tensor:
+    """``heat`` ``(H, W)`` as a distribution over pixels (float64, sums to 1; uniform if it is all zero)."""
+    flat = heat.detach().double().flatten().clamp(min=0)  # (H·W,)
+    total = flat.sum()
+    return flat / total if total > 0 else torch.full_like(flat, 1.0 / flat.numel())
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen–Shannon divergence in bits (0 … 1) of two maps, each normalised first."""
+    p, q = normalised(p), normalised(q)
+    m = (p + q) / 2
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        keep = a > 0
+        return (a[keep] * (a[keep] / m[keep]).log2()).sum()
+
+    return float(((kl(p) + kl(q)) / 2).clamp(0.0, 1.0))
+
+
+def top_share(heat: torch.Tensor, share: float = TOP_SHARE) -> float:
+    """The share of a map's mass in its top ``share`` of pixels."""
+    p = normalised(heat)
+    k = max(1, round(share * p.numel()))
+    return float(p.topk(k).values.sum())
+
+
+def word_numbers(base, tuned, words: list[str]) -> dict[str, dict[str, float]]:
+    """Per word of ``words``: ``moved`` (JS divergence from the base map) and ``concentration`` of the tuned
+    and the base map; ``base`` and ``tuned`` are one image's :class:`~crossattn.attention.maps.AttentionMaps`."""
+    numbers = {}
+    for word in words:
+        b, t = base.word_map(word), tuned.word_map(word)  # (H, W) each
+        numbers[word] = {
+            "moved": js_divergence(b, t),
+            "concentration": top_share(t),
+            "base_concentration": top_share(b),
+        }
+    return numbers
+
+
+def traced_sample(pipe, prompt: str, seed: int, steps: int, guidance: float):
+    """One image of ``prompt`` (seed ``seed``) and its cross-attention maps."""
+    from ..attention.trace import trace
+
+    with trace(pipe) as tracer:
+        image = pipe(
+            [prompt],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=[torch.Generator(device="cpu").manual_seed(seed)],
+        ).images[0]
+    return image, tracer.maps()
+
+
+def compare_figure(base, base_image, tuned, tuned_image, words: list[str], numbers: dict | None = None):
+    """Two rows, the base model's image and word overlays over the tuned model's (same seed); the tuned
+    panels' titles carry ``numbers`` (moved, concentration) where given."""
+    from .. import viz
+
+    fig, axes = viz.figure(2, len(words) + 1)
+    viz.draw_word_row(axes[0], base, base_image, words)
+    viz.draw_word_row(axes[1], tuned, tuned_image, words)
+    axes[0][0].set_title("base", fontsize=8)
+    axes[1][0].set_title("tuned", fontsize=8)
+    for ax, word in zip(axes[1][1:], words, strict=True):
+        if numbers and word in numbers:
+            n = numbers[word]
+            ax.set_title(f"{word}\nmoved {n['moved']:.2f} top10 {n['concentration']:.2f}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_maps_files(maps, image, png: Path, meta: dict) -> list[Path]:
+    """The image and its maps in the files ``crossattn maps`` writes (``.png``, ``.maps.safetensors``,
+    ``.maps.json``, ``.maps.png``)."""
+    from .. import viz
+    from ..files import atomic_write
+
+    maps.meta["sampling"] = meta
+    written = [atomic_write(png, lambda tmp: image.save(tmp, format="PNG"))]
+    written += list(maps.save(png.with_suffix(".maps.safetensors")))
+    written.append(viz.save_figure(viz.word_row(maps, [image]), png.with_suffix(".maps.png")))
+    return written
+
+
+@dataclass
+class Validation:
+    """Draws the validation maps into ``root`` (``OUT/validation``); :class:`crossattn.training.train.Trainer`
+    calls :meth:`start` once before its first step and :meth:`run` when :meth:`due`."""
+
+    settings: ValidationSettings
+    root: Path
+    base: dict[str, tuple] = field(default_factory=dict)  # prompt → (image, maps) of the base model
+    rows: list[dict] = field(default_factory=list)  # metrics so far
+    enabled: bool = True
+
+    def stem(self, folder: Path, prompt: str) -> Path:
+        from ..files import slugify
+
+        return folder / f"{slugify(prompt)}-{self.settings.seed}.png"
+
+    def due(self, step: int, last: bool) -> bool:
+        return self.enabled and (step % self.settings.every == 0 or last)
+
+    def start(self, pipe, step: int) -> list[dict]:
+        """The base maps: drawn now from the starting weights (step 0; returns their rows), or read back (a
+        resumed run; returns none)."""
+        from PIL import Image
+
+        from ..attention.maps import AttentionMaps
+
+        folder = self.root / "base"
+        if step == 0:
+            for prompt in self.settings.prompts:
+                image, maps = traced_sample(
+                    pipe, prompt, self.settings.seed, self.settings.steps, self.settings.guidance
+                )
+                write_maps_files(maps, image, self.stem(folder, prompt), self.meta(prompt, 0))
+                self.base[prompt] = (image, maps)
+            self.rows = [r for p, (_, m) in self.base.items() for r in self.metric_rows(0, p, m, m)]
+            self.write_metrics()
+            return self.rows
+        stems = [self.stem(folder, p) for p in self.settings.prompts]
+        if not all(s.with_suffix(".maps.safetensors").is_file() for s in stems):
+            warnings.warn(
+                "no base maps in OUT/validation/base (the run started without validation): none drawn", stacklevel=3
+            )
+            self.enabled = False
+            return []
+        for prompt, stem in zip(self.settings.prompts, stems, strict=True):
+            with Image.open(stem) as image:
+                self.base[prompt] = (image.convert("RGB"), AttentionMaps.load(stem.with_suffix(".maps.safetensors")))
+        previous = self.root / "metrics.json"
+        rows = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else []
+        self.rows = [r for r in rows if r["step"] <= step]  # a resumed run redraws what came after its checkpoint
+        return []
+
+    def meta(self, prompt: str, step: int) -> dict:
+        s = self.settings
+        return {"prompt": prompt, "seed": s.seed, "steps": s.steps, "guidance_scale": s.guidance, "train_step": step}
+
+    def metric_rows(self, step: int, prompt: str, base, tuned) -> list[dict]:
+        numbers = word_numbers(base, tuned, base.words)
+        return [{"step": step, "prompt": prompt, "word": w, **n} for w, n in numbers.items()]
+
+    def run(self, pipe, step: int) -> list[dict]:
+        """Draw each prompt under the current weights, beside the base model's, and update the metrics;
+        returns this step's rows."""
+        from .. import viz
+
+        folder = self.root / f"step-{step:06d}"
+        self.rows = [r for r in self.rows if r["step"] != step]
+        for prompt in self.settings.prompts:
+            image, maps = traced_sample(pipe, prompt, self.settings.seed, self.settings.steps, self.settings.guidance)
+            png = self.stem(folder, prompt)
+            write_maps_files(maps, image, png, self.meta(prompt, step))
+            base_image, base_maps = self.base[prompt]
+            rows = self.metric_rows(step, prompt, base_maps, maps)
+            self.rows += rows
+            numbers = {r["word"]: r for r in rows}
+            fig = compare_figure(base_maps, base_image, maps, image, base_maps.words, numbers)
+            viz.save_figure(fig, png.with_suffix(".compare.png"))
+        self.write_metrics()
+        return [r for r in self.rows if r["step"] == step]
+
+    def write_metrics(self) -> None:
+        """``metrics.json`` and ``metrics.csv`` (one row per step, prompt and word) and ``metrics.png``."""
+        from ..files import atomic_write, atomic_write_json
+
+        rows = sorted(self.rows, key=lambda r: (r["step"], r["prompt"]))
+        atomic_write_json(self.root / "metrics.json", rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(
+            text, fieldnames=["step", "prompt", "word", "moved", "concentration", "base_concentration"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.root / "metrics.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
+        plot_metrics(rows, self.root / "metrics.png")
+
+
+def plot_metrics(rows: list[dict], path: Path) -> Path:
+    """Each word's ``moved`` and ``concentration`` over the steps, one line per (prompt, word)."""
+    from .. import viz
+
+    fig, axes = viz.figure(1, 2, size=3.2)
+    series: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        series.setdefault((r["prompt"], r["word"]), []).append(r)
+    many = len({p for p, _ in series}) > 1
+    for (prompt, word), points in series.items():
+        label = f"{word} ({prompt})" if many else word
+        for ax, key in zip(axes[0], ("moved", "concentration"), strict=True):
+            ax.plot([p["step"] for p in points], [p[key] for p in points], marker="o", label=label)
+    axes[0][0].set_title("moved from the base map (JS, bits)", fontsize=9)
+    axes[0][1].set_title(f"concentration (mass in top {TOP_SHARE:.0%} px)", fontsize=9)
+    for ax in axes[0]:
+        ax.set_xlabel("step", fontsize=8)
+    axes[0][1].legend(fontsize=7)
+    fig.tight_layout()
+    return viz.save_figure(fig, path)
