@@ -159,3 +159,19 @@ def test_eval_prompts_append_counting_prompts():
     assert [p.kind for p in extra] == ["count", "count_and"] * 6
     assert [parse_caption(p.caption).count for p in extra[::2]] == [2, 3, 4, 2, 3, 4]
     assert len({p.seed for p in counted}) == 42
+
+
+def test_speedrun_counting_recipe_feeds_counting_scenes():
+    from crossattn.commands.train import make_dataset
+    from crossattn.config import ModelConfig, TrainingConfig
+    from crossattn.models.vocabulary import dataset_words
+    from crossattn.training.recipes import get_recipe
+
+    model, training = get_recipe("speedrun-counting").apply(ModelConfig(), TrainingConfig())
+    assert training.counting == 0.25 and training.recipe == "speedrun-counting"
+    assert get_recipe("speedrun").apply(ModelConfig(), TrainingConfig())[1].counting == 0.0
+    data = make_dataset(model, training)(100)
+    assert any(data.scene(i).kind in COUNT_KINDS for i in range(20))
+    assert {"two", "three", "four", "circles", "squares", "triangles"} <= dataset_words(data)
+    with pytest.raises(ValueError, match="counting must be a share"):
+        TrainingConfig(counting=-0.1)

@@ -252,6 +252,8 @@ class TrainingConfig(JsonConfig):
     text_encoder_from: str | None = None
     # shares of scene kinds (one, one_position, two_relation, two_and) in procedural data; None: the dataset's
     scene_mix: tuple[float, ...] | None = None
+    # share of counting scenes ("two red circles [and a blue square]", issue 40) in procedural data; 0 = none
+    counting: float = 0.0
     save_fp16: bool = False
     time_limit: float = 0.0  # minutes; 0 = none. Past it the run checkpoints, writes final and stops
     # minutes of the training clock (kept across --resume) at which the EMA weights are written to
@@ -299,5 +301,7 @@ class TrainingConfig(JsonConfig):
                 f"scene_mix must be 4 non-negative shares (one, one_position, two_relation, two_and) "
                 f"summing to 1, got {self.scene_mix}"
             )
+        if not 0 <= self.counting <= 1:
+            raise ValueError(f"counting must be a share in [0, 1] of counting scenes (0 = none), got {self.counting}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r}; accepted: {', '.join(LR_SCHEDULES)}")

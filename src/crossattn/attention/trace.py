@@ -10,14 +10,14 @@ entry it installs a :class:`CaptureProcessor` on the chosen layers through ``une
 (every other layer keeps its processor object; on SD3 and Flux a joint capture processor of
 :mod:`crossattn.attention.joint` on each chosen attention module of ``pipe.transformer``), adds a
 forward pre-hook on the denoiser (to see the latent size and, for Flux, the text length) and, for a pipeline, records the arguments of each ``pipe(...)`` call (prompt, negative
-prompt, images per prompt) by giving the pipeline object a one-method subclass for the duration. On
+prompt, images per prompt) through :func:`~crossattn.attention.steps.watch_calls` (a one-method subclass of
+the pipeline's class for the duration, shared with the hooks that are told the sampling step). On
 exit — also after an exception — it puts back the very same processor objects, removes the hook and
 restores the class. Tracing a pipeline that is already traced raises.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from contextlib import ExitStack
@@ -26,6 +26,7 @@ from .install import HookError, ProcessorHook, denoiser_of, installed
 from .joint import JointCapture, JointContext, joint_capture_class
 from .layers import LayerInfo, attention_layers, is_joint, select_layers
 from .processor import CaptureProcessor, supported_reference
+from .steps import WATCHERS, watch_calls
 from .store import AttentionStore
 from .text_layout import prompt_tokens
 
@@ -86,7 +87,8 @@ class Tracer(ProcessorHook):
     # ------------------------------------------------------------------ install / restore
 
     def check_free(self) -> None:
-        if installed(self.unet, Tracer) or getattr(type(self.pipe), "_crossattn_traced", False):
+        watchers = getattr(self.pipe, "__dict__", {}).get(WATCHERS, ())
+        if installed(self.unet, Tracer) or any(isinstance(getattr(w, "__self__", None), Tracer) for w in watchers):
             raise TraceError("this pipeline is already being traced; exit the other trace first")
 
     def prepare(self, current: dict) -> dict:
@@ -123,26 +125,10 @@ class Tracer(ProcessorHook):
         return processors
 
     def add_hooks(self, undo: ExitStack) -> None:
-        """A pre-hook that sees the latent size; for a pipeline, the calls' arguments (:meth:`_intercept_calls`)."""
+        """A pre-hook that sees the latent size; for a pipeline, the calls' arguments (:meth:`_see_call`)."""
         undo.callback(self.unet.register_forward_pre_hook(self._see_latents, with_kwargs=True).remove)
         if self.pipe is not self.unet:
-            self._intercept_calls(undo)
-
-    def _intercept_calls(self, undo: ExitStack) -> None:
-        """Give the pipeline object a subclass whose ``__call__`` first tells the tracer its arguments."""
-        original = type(self.pipe)
-        tracer = self
-
-        @functools.wraps(original.__call__)  # inspect.signature(pipe.__call__) still shows the pipeline's arguments
-        def __call__(pipe, *args, **kwargs):
-            tracer._see_call(original.__call__, pipe, args, kwargs)
-            return original.__call__(pipe, *args, **kwargs)
-
-        namespace = {"__call__": __call__, "__module__": original.__module__, "_crossattn_traced": True}
-        traced = type(original.__name__, (original,), namespace)
-        traced.__qualname__ = original.__qualname__
-        undo.callback(setattr, self.pipe, "__class__", original)
-        self.pipe.__class__ = traced
+            watch_calls(self.pipe, self._see_call, undo)
 
     # ------------------------------------------------------------------ what the pipeline does
 

@@ -217,6 +217,7 @@ def make_dataset(model: ModelConfig, training: TrainingConfig):
                 with_masks=training.grounding_weight > 0,
                 kind_mix=training.scene_mix,
                 position_masks=training.ground_positions,
+                counting=training.counting,
             )
 
         return scenes

@@ -95,6 +95,11 @@ def plural(shape: str) -> str:
     return f"{shape}s"
 
 
+def counting_words(shapes: tuple[str, ...] = SHAPES) -> set[str]:
+    """The words counting captions add to the grammar: the numbers and the shapes' plurals."""
+    return set(NUMBERS) | {plural(s) for s in shapes}
+
+
 def number_name(count: int) -> str:
     """``2`` → ``"two"``; a ``ValueError`` naming the numbers the grammar has otherwise."""
     names = {v: k for k, v in NUMBERS.items()}

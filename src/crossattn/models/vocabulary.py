@@ -47,8 +47,11 @@ def dataset_words(dataset) -> set[str] | None:
     ``text``): its captions; a ``Subset``-like wrapper: its ``dataset``'s; a ``ConcatDataset``: its
     ``datasets``' together; a ``Dataset`` of up to 10,000 items: each item's ``"text"``.
     """
-    if hasattr(dataset, "shapes"):
-        return grammar_words(dataset.shapes)
+    if hasattr(dataset, "shapes"):  # with counting scenes (issue 40) also the numbers and plurals
+        from ..data.captions import counting_words
+
+        extra = counting_words(dataset.shapes) if getattr(dataset, "counting", 0) > 0 else set()
+        return grammar_words(dataset.shapes) | extra
     if hasattr(dataset, "records"):
         return {w for record in dataset.records for w in words_of(record.text)}
     if hasattr(dataset, "dataset"):
