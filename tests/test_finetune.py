@@ -254,17 +254,18 @@ def test_lora_trains_the_new_words_rows_and_they_load_back(tiny_model_dir, tmp_p
 
 
 def test_lora_and_full_defaults_differ_and_flags_override_them():
-    """LoRA: rank 16 with LoCon, 1,200 steps of 4 at 1e-3 (the new-word recipe); --full keeps 300 of 16 at 5e-5."""
+    """LoRA: rank 16 with LoCon (on crossattn models; SD-1.5 / SDXL LoRAs adapt attention only), 1,200 steps
+    of 4 at 1e-3 (the new-word recipe); --full keeps 300 of 16 at 5e-5."""
     from crossattn.cli import build_parser
-    from crossattn.commands.finetune import training_config
+    from crossattn.commands.finetune import customizer, training_config
 
     parse = build_parser().parse_args
     lora = parse(["finetune", "data"])
     config = training_config(lora, None, ())
     assert lora.lora_conv_rank == 16
-    assert (lora.lora, lora.lora_convs, config.steps, config.batch_size, config.learning_rate) == (
+    assert (customizer(lora, None)[1], customizer(lora, "StableDiffusionPipeline")[1]) == (True, False)
+    assert (lora.lora, config.steps, config.batch_size, config.learning_rate) == (
         16,
-        True,
         1200,
         4,
         1e-3,

@@ -47,6 +47,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         p, "any local diffusers text-to-image folder with a UNet2DConditionModel (or a run folder: its final/)"
     )
     add_lora_flag(p)
+    p.add_argument(
+        "--compare-base",
+        action="store_true",
+        help="with --lora: also draw the base model (no LoRA), same seed, as <name>.base.png + .base.maps.*, and "
+        "<name>.compare.png (base row over tuned row) with, per word, how far its map moved from the base's "
+        "(Jensen-Shannon, bits) and how concentrated it is (mass in its top 10%% pixels) in <name>.compare.json",
+    )
     add_given_image_flags(p)
     add_relation_guidance_flag(p)
     add_seed_flag(p)
@@ -163,12 +170,54 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
     return paths
 
 
+def compare_paths(png: Path) -> dict[str, Path]:
+    """``--compare-base``'s files beside ``x.png``: the base image, its sidecar and maps, the figure, the numbers."""
+    base = png.with_suffix(".base.png")
+    paths = {"base_png": base, "base_sidecar": base.with_suffix(".json"), "compare": png.with_suffix(".compare.png")}
+    paths.update(zip(("base_maps", "base_maps_json", "base_row"), maps_paths(base), strict=True))
+    paths["compare_json"] = png.with_suffix(".compare.json")
+    return paths
+
+
+def check_compare(args: argparse.Namespace) -> None:
+    """``--compare-base`` compares a LoRA with its base model, on generated images."""
+    if args.compare_base and not args.lora:
+        raise BadArgument("--compare-base needs --lora DIR: it draws the base model beside the LoRA's")
+    if args.compare_base and args.image:
+        raise BadArgument(f"--compare-base draws generated images; it does not take --image {args.image}")
+
+
+def write_comparison(request: SamplingRequest, model, paths, tuned, words, quiet: bool) -> list[Path]:
+    """The base model (``model`` without its LoRA), same prompt and seed, traced; its files, the side-by-side
+    figure and each word's numbers (:func:`crossattn.training.validation.word_numbers`)."""
+    import dataclasses
+
+    from .. import viz
+    from ..files import atomic_write_json
+    from ..sampling import ImageJob, image_sidecar, load, sample, write_image, write_maps
+    from ..training.validation import compare_figure, word_numbers
+
+    base_model = dataclasses.replace(model, lora=None, lora_hash=None)
+    pipe = load(request, base_model, quiet=quiet)
+    job = ImageJob(request.prompts[0], 0, request.seed, paths["base_png"], paths["base_sidecar"], None)
+    images, maps = sample(pipe, [job], request)
+    meta = image_sidecar(pipe, job, request, base_model, images[0].size)
+    written = write_image(job, images[0], meta) + write_maps(maps, images[0], job.png, meta, words)
+    numbers = word_numbers(maps, tuned[1], words)
+    figure = compare_figure(maps, images[0], tuned[1], tuned[0], words, numbers)
+    written.append(viz.save_figure(figure, paths["compare"]))
+    record = {"prompt": job.prompt, "seed": request.seed, "base": base_model.identity(), "tuned": model.identity()}
+    written.append(atomic_write_json(paths["compare_json"], {**record, "words": numbers}))
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwrite, slugify
     from ..sampling import ImageJob, MapsOptions, load, sample
     from ..sampling.given_image import read_image
     from .shared import model_from_args, request_from_args, set_threads
 
+    check_compare(args)
     options = MapsOptions.from_flags(vars(args), layers=parse_layers(args.layers))
     request = request_from_args(args, [args.prompt], maps=options)
     model = model_from_args(args)
@@ -182,11 +231,14 @@ def run(args: argparse.Namespace) -> int:
     if options.gif:
         for word in words:
             paths[f"gif:{word}"] = paths["png"].with_suffix(f".{slugify(word)}.gif")
-    refuse_overwrite(list(paths.values()), request.overwrite)
+    compare = compare_paths(paths["png"]) if args.compare_base else {}
+    refuse_overwrite(list(paths.values()) + list(compare.values()), request.overwrite)
     job = ImageJob(args.prompt, 0, request.seed, paths["png"], paths["sidecar"], None)
     if request.image is None:
         images, maps = sample(pipe, [job], request)
         written = write_views(pipe, job, request, model, paths, images[0], maps, words)
+        if compare:
+            written += write_comparison(request, model, compare, (images[0], maps), words, args.quiet)
     else:
         written = write_given(pipe, job, request, model, paths, words)
     for path in written:

@@ -36,8 +36,10 @@ controlled layers only (every other layer keeps its processor object, fused atte
 restored on exit and after an exception, refusing to stack on itself. Inside a trace
 (``with trace(pipe) as t, control(pipe, ...)``, trace first) a controlled layer hands the edited
 probabilities to the tracer, so the maps recorded are those the edited sampling used.
-The step is counted by a U-Net forward pre-hook: a timestep larger than the last one starts a
-sampling, whose length is ``len(pipe.scheduler.timesteps)`` (or ``num_steps`` for a bare U-Net).
+The step is the sampling loop's, handed down (:mod:`crossattn.attention.steps`: ours directly, a stock
+pipeline through its ``callback_on_step_end``); step 0 starts a sampling, whose length is
+``len(pipe.scheduler.timesteps)``. A bare U-Net (with ``num_steps``) has no loop to tell it: there the steps
+are counted from the timesteps, by that module's one fallback.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from ..attention.processor import (
     attention_prologue,
     supported_reference,
 )
+from ..attention.steps import LoopStep
 from .local_blend import LocalBlend
 from .settings import EditSettings
 from .shared_rows import fill_output, shared_layout, take_rows
@@ -170,7 +173,7 @@ class Controller(ProcessorHook):
         self.local_blend = self._local_blend() if settings.blend else None
         self.layers = self._choose_layers(self_max_positions)
         self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop, self.pinned_stop = 0, None, 0, 0, 0, 0
-        self._last_t: float | None = None
+        self.clock = LoopStep()  # the step each U-Net call belongs to
         self._traced = False  # a tracer's capture is installed: shared steps compute every row
         self._index: torch.Tensor | None = None  # during a shared step: the row each output row takes
         self._dropped = False  # during a shared step: the targets' rows are not in the U-Net batch
@@ -205,12 +208,12 @@ class Controller(ProcessorHook):
                     "AttnProcessor2_0 or a tracer's capture only (call unet.set_default_attn_processor() first)"
                 )
             processors[layer.key] = ControlProcessor(layer, self, inner)  # a capture: record the edit
-        self._last_t = None
         self._traced = any(isinstance(p, CaptureProcessor) for p in current.values())
         return processors
 
     def add_hooks(self, undo: ExitStack) -> None:
-        """The step counter before each U-Net call and the shared rows' fill after it."""
+        """The step (as the loop hands it down) before each U-Net call and the shared rows' fill after it."""
+        self.clock.listen(self.pipe, undo)
         undo.callback(self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True).remove)
         undo.callback(self.unet.register_forward_hook(self._fill_shared, with_kwargs=True).remove)
 
@@ -220,8 +223,8 @@ class Controller(ProcessorHook):
     # ------------------------------------------------------------------ steps
 
     def _see_step(self, module, args, kwargs):
-        """Count U-Net calls (a timestep above the last one starts a new sampling); check the batch.
-        During a shared step, untraced, return the arguments without the targets' rows."""
+        """Take the call's step from the loop (step 0 starts a sampling); check the batch. During a shared
+        step, untraced, return the arguments without the targets' rows."""
         self._index, self._dropped = None, False
         sample = args[0] if args else kwargs["sample"]
         if sample.requires_grad:
@@ -231,13 +234,10 @@ class Controller(ProcessorHook):
             )
         batch = sample.shape[0]
         groups = [first for first, _ in self.halves_of(batch)]  # [source, targets, extra] (× 2 under guidance)
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        t = float(torch.as_tensor(t).flatten()[0])
-        if self._last_t is None or t > self._last_t:
+        step, starts = self.clock.take(args[1] if len(args) > 1 else kwargs["timestep"])
+        if starts:
             self._start_sampling()
-        else:
-            self.step += 1
-        self._last_t = t
+        self.step = step
         if self.step >= self.shared_stop:
             return None
         # traced: the tracer records every row, so compute them and overwrite the targets' outputs
