@@ -11,7 +11,13 @@ With ``--shapes`` the scenes draw only those shapes and the analyzer chooses amo
 three plus those (e.g. ``--shapes ring`` for the fine-tuning example's new shape, or
 ``--shapes circle square triangle ring`` for all four mixed).
 
+Then, per scene kind (``--per-kind`` scenes each, clean renders; 0 skips it): how often the analyzer
+finds exactly as many objects as were drawn (1 for one-object scenes, 2 for two, 2–4 for a counted
+group alone, 3–5 beside one more object: issue 40's counting scenes), and how often the scene's own
+caption passes ``exact`` and every check (``caption``), with the colour and shape attributes above.
+
     PYTHONPATH=src python benchmarks/analyzer_accuracy.py [--n 1000] [--seed 0] [--resolution 32] [--shapes ...]
+        [--per-kind 500]
 """
 
 from __future__ import annotations
@@ -21,13 +27,22 @@ import time
 
 import numpy as np
 
-from crossattn.data.captions import ALL_SHAPES, SHAPES, satisfies_position, satisfies_relation, vocabulary_with
+from crossattn.data.captions import (
+    ALL_SHAPES,
+    COUNT_KINDS,
+    KINDS,
+    SHAPES,
+    satisfies_position,
+    satisfies_relation,
+    vocabulary_with,
+)
 from crossattn.data.shapes import Scene, make_scene, scene_rng
 from crossattn.evaluation.analyzer import analyze
 from crossattn.evaluation.checks import check_caption
 
 CONDITIONS = {"clean": {}, "noise 8/255": {"noise": 8 / 255}, "blur 0.7": {"blur": 0.7}, "blur 1.0": {"blur": 1.0}}
 ATTRIBUTES = ("count", "colour", "shape", "position", "relation", "caption")
+KIND_ATTRIBUTES = ("count", "colour", "shape", "exact", "caption")
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -50,8 +65,8 @@ def score_scene(
 ) -> tuple[dict[str, bool], list[float], list[float]]:
     """Per-attribute correctness for one scene, and per true object the mask IoU and centroid error."""
     found = analyze(image, shapes=shapes)
-    caption_ok = check_caption(image, scene.caption, shapes=shapes).passed
-    ok = {"count": len(found) == len(scene.objects), "caption": caption_ok}
+    check = check_caption(image, scene.caption, shapes=shapes)
+    ok = {"count": len(found) == len(scene.objects), "caption": check.passed, "exact": check.results["exact"]}
     matched = [max(found, key=lambda d, o=o: (d.mask & o.mask).sum()) if found else None for o in scene.objects]
     ok["colour"] = all(d is not None and d.colour == o.colour for d, o in zip(matched, scene.objects, strict=True))
     ok["shape"] = all(d is not None and d.shape == o.shape for d, o in zip(matched, scene.objects, strict=True))
@@ -70,16 +85,26 @@ def score_scene(
 
 
 def measure(
-    n: int, seed: int, resolution: int, noise: float = 0.0, blur: float = 0.0, shapes: tuple[str, ...] = SHAPES
+    n: int,
+    seed: int,
+    resolution: int,
+    noise: float = 0.0,
+    blur: float = 0.0,
+    shapes: tuple[str, ...] = SHAPES,
+    kind: str | None = None,
+    attributes: tuple[str, ...] = ATTRIBUTES,
 ) -> dict:
-    tally = {a: [0, 0] for a in ATTRIBUTES}
+    """Per-attribute accuracy over ``n`` seeded scenes (of ``kind``; None: the training mix)."""
+    tally = {a: [0, 0] for a in attributes}
     ious, errors = [], []
     start = time.perf_counter()
     for i in range(n):
-        scene = make_scene(scene_rng(seed, i), resolution, noise=noise, shapes=shapes)
+        scene = make_scene(scene_rng(seed, i), resolution, kind=kind, noise=noise, shapes=shapes)
         image = gaussian_blur(scene.image, blur) if blur else scene.image
         ok, iou, err = score_scene(scene, image, vocabulary_with(shapes))
         for attribute, value in ok.items():
+            if attribute not in tally:
+                continue
             tally[attribute][0] += int(value)
             tally[attribute][1] += 1
         ious += iou
@@ -99,6 +124,7 @@ def main() -> None:
     parser.add_argument(
         "--shapes", nargs="+", choices=ALL_SHAPES, default=list(SHAPES), help="shapes drawn (default: %(default)s)"
     )
+    parser.add_argument("--per-kind", type=int, default=500, help="clean scenes per kind (default: %(default)s)")
     args = parser.parse_args()
     shapes = tuple(args.shapes)
     rows = {name: measure(args.n, args.seed, args.resolution, shapes=shapes, **kw) for name, kw in CONDITIONS.items()}
@@ -113,6 +139,19 @@ def main() -> None:
     for name, bar in bars.items():
         worst = min(rows[name][a][0] for a in ATTRIBUTES)
         print(f"{name}: worst attribute {worst:.4f} (bar {bar}) -> {'PASS' if worst >= bar else 'FAIL'}")
+    if args.per_kind > 0:
+        print_per_kind(args.per_kind, args.seed, args.resolution, shapes)
+
+
+def print_per_kind(n: int, seed: int, resolution: int, shapes: tuple[str, ...]) -> None:
+    """Object counting (and exact, caption) per scene kind on clean renders, counting kinds included."""
+    print(f"\nper kind, {n} clean scenes each:")
+    print(f"{'kind':<14}{'objects':>9}" + "".join(f"{a:>10}" for a in KIND_ATTRIBUTES) + f"{'ms/scene':>10}")
+    objects = {"one": "1", "one_position": "1", "two_relation": "2", "two_and": "2", "count": "2-4", "count_and": "3-5"}
+    for kind in KINDS + COUNT_KINDS:
+        row = measure(n, seed, resolution, shapes=shapes, kind=kind, attributes=KIND_ATTRIBUTES)
+        cells = "".join(f"{row[a][0]:>10.4f}" for a in KIND_ATTRIBUTES)
+        print(f"{kind:<14}{objects[kind]:>9}{cells}{row['ms/scene'][0]:>10.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from .captions import (
     ALL_SHAPES,
     BACKGROUND,
     COLOURS,
+    COUNT_KINDS,
     KINDS,
     POSITIONS,
     RELATIONS,
@@ -280,13 +281,13 @@ def make_scene(
     kind_mix: tuple[float, ...] | None = None,
     counting: float = 0.0,
 ) -> Scene:
-    """A random scene of ``kind`` ("one", "one_position", "two_relation", "two_and"; None = drawn from
-    ``kind_mix``, default :data:`KIND_MIX`). With ``kind=None`` and ``counting`` > 0 a counting scene
+    """A random scene of ``kind`` ("one", "one_position", "two_relation", "two_and", the counting kinds
+    "count", "count_and"; None = drawn from ``kind_mix``, default :data:`KIND_MIX`). With ``kind=None`` and ``counting`` > 0 a counting scene
     (:mod:`crossattn.data.counting`) comes with that probability instead; 0 draws nothing for it."""
-    if kind is None and counting > 0 and rng.random() < counting:
+    if kind in COUNT_KINDS or (kind is None and counting > 0 and rng.random() < counting):
         from .counting import counting_spec
 
-        return render_layout(rng, counting_spec(rng, shapes), resolution, noise)
+        return render_layout(rng, counting_spec(rng, shapes, kind), resolution, noise)
     return render_layout(rng, random_spec(rng, kind, shapes, kind_mix), resolution, noise)
 
 
