@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .processor import Sink
-from .scores import add_joint_blocks
+from .scores import add_joint_blocks, store_behind
 
 
 @dataclass
@@ -49,7 +49,11 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[
 
 def record_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str], hand) -> None:
     """``hand(name, probs)`` the image→text (``names["cross"]``) and image→image (``names["self"]``) blocks
-    of ``softmax(q·kᵀ·scale)`` over all keys, each ``(B, H, N, K)``; ``q``, ``k``: ``(B, H, S, d)``."""
+    of ``softmax(q·kᵀ·scale)`` over all keys, each ``(B, H, N, K)``; ``q``, ``k``: ``(B, H, S, d)``. Handed a store's
+    ``add``, the blocks go in bounded float32 chunks, head-averaged as the store keeps them (:mod:`.scores`)."""
+    store = store_behind(hand)
+    if store is not None:
+        return add_joint_blocks(q, k, lse, image, text, names, store)
     scale = q.shape[-1] ** -0.5
     q_img = q[:, :, image].float()  # (B, H, N, d): the image queries
     if lse is None:  # normaliser over every key, image and text

@@ -120,3 +120,15 @@ def add_joint_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str]
         if kind in names:
             block = joint_block(q_img, k[:, :, keys], lse, sink.per_head, budget)  # (R, H or 1, N, K)
             sink.add(names[kind], block, heads=q.shape[1])
+
+
+def store_behind(hand):
+    """The store whose ``add`` method ``hand`` is (it takes bounded, head-reduced blocks: :func:`add_joint_blocks`),
+    else None: any other callable is handed whole blocks."""
+    owner = getattr(hand, "__self__", None)
+    method = getattr(type(owner), "add", None)
+    return (
+        owner
+        if method is not None and getattr(hand, "__func__", None) is method and hasattr(owner, "per_head")
+        else None
+    )
