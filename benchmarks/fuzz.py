@@ -1,22 +1,30 @@
 """Drive many generated bad inputs through crossattn's surfaces and count how each was answered (issue 43).
 
-Surfaces: the CLI in-process (``crossattn.cli.main`` with stderr captured), the CLI as real subprocesses
-(a few), and the Python API (``SamplingRequest``, ``read_image``, ``check_model_folder``,
-``load_pipeline``). Each case is *refused cleanly* (the CLI: one ``crossattn: error:`` line, exit 2 or 1,
-not an internal error; the API: an error of the crossattn family), *succeeded*, or *failed* (a traceback,
-an internal error, any other exception, or a partial file left in the output folder). Cases use a tiny
-model folder built here (channels 8/16, 16×16), so one costs milliseconds to a few tenths of a second.
+Surfaces, in turn: the CLI in-process (``crossattn.cli.main``, the code path of ``crossattn ...``, stderr
+captured), of which every ``--subprocess-every``-th case runs as a real ``python -m crossattn`` process
+instead (exit codes and stderr as a user sees them); the Python API (``SamplingRequest``, ``read_image``,
+``check_model_folder``, ``load_pipeline``); and a running ``crossattn serve`` on 127.0.0.1 driven with
+``gradio_client`` (``benchmarks/fuzz_server.py``: bad values in every input of ``/generate`` and ``/edit``,
+and a good request answered at the end). Each case is *refused cleanly* (the CLI: exit 2 or 1 and one
+``crossattn: error:`` line that is not an internal error; the API: an error of the crossattn family; the
+server: an answer naming the value), *succeeded*, or *failed* (a traceback, an internal error, any other
+exception, an unclear answer, a partial file left in the output folder, a new file after a refusal, or a
+file that was there before, the user's, changed). Cases use the suite's tiny model (``tests/conftest.py``),
+so one costs milliseconds to a few tenths of a second; a real process ~1 s.
 
-    PYTHONPATH=src python benchmarks/fuzz.py [--cases 3000] [--seed 0] [--subprocesses 6] [--show 5]
+    PYTHONPATH=src python benchmarks/fuzz.py [--cases 3000] [--seed 0] [--subprocess-every 20] [--no-server]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
+import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -75,7 +83,9 @@ def image_file(rng: random.Random, folder: Path) -> Path:
     size = rng.choice([(16, 16), (1, 1), (1, 9), (40, 3), (300, 200), (3, 3)])
     if mode == "CMYK" or path.suffix != ".jpg" or mode in ("RGB", "L"):
         try:
-            Image.new(mode, size, rng.randrange(256) if mode in ("L", "P", "1", "I", "I;16") else None).save(path)
+            with warnings.catch_warnings():  # Pillow deprecates writing some modes (I as PNG): they are still read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                Image.new(mode, size, rng.randrange(256) if mode in ("L", "P", "1", "I", "I;16") else None).save(path)
         except (OSError, ValueError, KeyError):  # a mode this format cannot hold
             Image.new("RGB", size).save(path)
     else:
@@ -106,41 +116,70 @@ def damaged_model(rng: random.Random, model: Path, folder: Path) -> Path:
     return copy
 
 
-def cli_case(rng: random.Random, model: Path, folder: Path) -> list[str]:
-    """One command line with one or two bad (or odd) inputs; it samples at most one tiny image."""
+def cli_case(rng: random.Random, model: Path, folder: Path) -> tuple[list[str], list[str] | None]:
+    """One command line with one or two bad (or odd) inputs (it samples at most one tiny image), and the command
+    to run before it, if any. Some cases find the output folder there already with a file of the user's in it;
+    some first write a good image and then ask again for the same file without ``--overwrite``."""
     out = ["--out", str(folder / "out"), "--steps", "1", "--quiet"]
-    kind = rng.choice(["number", "number", "prompt", "image", "model", "edit", "lora"])
+    if rng.random() < 0.3:
+        (folder / "out").mkdir()
+        (folder / "out" / rng.choice(["notes.txt", "a-red-circle.png", ".hidden"])).write_bytes(b"the user's")
+    kind = rng.choice(["number", "number", "prompt", "image", "model", "edit", "lora", "again"])
     if kind == "number":
         flags = [a for _ in range(rng.randint(1, 2)) for a in (rng.choice(NUMBER_FLAGS), rng.choice(NUMBERS))]
-        return ["generate", "a red circle", "--model", str(model), *out, *flags]
+        return ["generate", "a red circle", "--model", str(model), *out, *flags], None
     if kind == "prompt":
-        return [rng.choice(["generate", "maps"]), random_text(rng), "--model", str(model), *out]
+        return [rng.choice(["generate", "maps"]), random_text(rng), "--model", str(model), *out], None
     if kind == "image":
         image = image_file(rng, folder)
         extra = rng.choice([[], ["--strength", rng.choice(NUMBERS)], ["--samples", rng.choice(NUMBERS)]])
-        return ["maps", "a red circle", "--model", str(model), "--image", str(image), *out, *extra]
+        return ["maps", "a red circle", "--model", str(model), "--image", str(image), *out, *extra], None
     if kind == "model":
-        return ["generate", "a red circle", "--model", str(damaged_model(rng, model, folder)), *out]
+        return ["generate", "a red circle", "--model", str(damaged_model(rng, model, folder)), *out], None
     if kind == "edit":
-        return ["edit", "a red circle", "--to", random_text(rng), "--model", str(model), *out]
+        return ["edit", "a red circle", "--to", random_text(rng), "--model", str(model), *out], None
+    if kind == "again":
+        argv = [rng.choice(["generate", "maps"]), "a red circle", "--model", str(model), *out]
+        return argv, argv
     lora = folder / "lora"
     lora.mkdir()
     (lora / "pytorch_lora_weights.safetensors").write_bytes(damaged_bytes(rng, (model / WEIGHTS).read_bytes()))
-    return ["generate", "a red circle", "--model", str(model), "--lora", str(lora), *out]
+    return ["generate", "a red circle", "--model", str(model), "--lora", str(lora), *out], None
 
 
-def verdict(code, err: str, out_dir: Path) -> str:
-    """``refused``, ``succeeded`` or ``failed`` for a CLI run's exit code, stderr and output folder."""
-    files = [p for p in out_dir.rglob("*") if p.is_file()] if out_dir.exists() else []
-    partial = any(p.name.startswith(".") or p.suffix in (".tmp", ".part") for p in files)
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file under ``folder``: its path relative to ``folder`` and a hash of its bytes."""
+    files = (p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else ()
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
+
+
+def verdict(code, err: str, case: Path, before: dict[str, str]) -> str:
+    """``refused``, ``succeeded`` or ``failed: <kind>: <why>`` for a CLI run's exit code and stderr, from the
+    case folder now and as it was before (``before``, :func:`files_of`). Kinds: traceback, unclear, partial,
+    touched."""
+    now = files_of(case)
+    touched = sorted(name for name, digest in before.items() if now.get(name) != digest)
+    new = sorted(set(now) - set(before))
+    partial = [n for n in new if Path(n).name.startswith(".") or Path(n).suffix in (".tmp", ".part")]
     lines = [line for line in err.splitlines() if line.strip() and ": warning:" not in line]
+    if touched:
+        return f"failed: touched: the user's {touched} changed or gone"
+    if partial or any(not n.startswith("out/") for n in new):
+        return f"failed: partial: {new} left behind"
+    if any("Traceback" in line or "internal error" in line for line in lines) or code == "raised":
+        return f"failed: traceback: {lines[-1:]}"
     if code == 0:
-        return "failed" if partial or any("Traceback" in line for line in lines) else "succeeded"
-    clean = len(lines) == 1 and lines[0].startswith("crossattn") and ": error:" in lines[0]
-    return "refused" if clean and "internal error" not in lines[0] and code in (1, 2) and not files else "failed"
+        return "succeeded"
+    if len(lines) != 1 or not re.match(r"crossattn( [a-z-]+)?: error: ", lines[0]) or code not in (1, 2):
+        return f"failed: unclear: exit {code}, {lines[:3]}"
+    return f"failed: partial: a refusal left {new}" if new else "refused"
 
 
 def run_cli(argv: list[str]) -> tuple[object, str]:
+    """``crossattn.cli.main(argv)`` in this process: its exit code (``"raised"`` if an exception escaped it,
+    the case then failed) and what it wrote on stderr."""
+    import torch
+
     from crossattn.cli import main
 
     err = io.StringIO()
@@ -151,7 +190,15 @@ def run_cli(argv: list[str]) -> tuple[object, str]:
             code = exit.code
         except BaseException as error:  # noqa: BLE001 (a case that escapes main is a failure to count)
             code, err = "raised", io.StringIO(f"Traceback: {type(error).__name__}: {error}")
+    torch.set_num_threads(1)  # a case's --threads stays with its case
     return code, err.getvalue()
+
+
+def run_process(argv: list[str]) -> tuple[object, str]:
+    """``python -m crossattn argv`` as a real process (one torch thread): its exit code and stderr."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "crossattn", *argv], capture_output=True, text=True, env=env)
+    return done.returncode, done.stderr
 
 
 def api_case(rng: random.Random, model: Path, folder: Path):
@@ -181,51 +228,120 @@ def run_api(call, args, kwargs) -> str:
         except CrossattnError:
             return "refused"
         except Exception as error:  # noqa: BLE001
-            return f"failed: {type(error).__name__}: {str(error)[:200]}"
+            return f"failed: not-family: {type(error).__name__}: {str(error)[:200]}"
     return "succeeded"
 
 
+TAGS = ("traceback", "not-family", "unclear", "partial", "touched")
+
+
 def table(results: dict[str, Counter]) -> str:
-    rows = [f"{'surface':<12} {'tried':>7} {'refused':>8} {'succeeded':>10} {'failed':>7}"]
+    """Per surface: cases tried, refused cleanly, succeeded, failed, and the failures by kind."""
+    rows = [f"| surface | tried | refused cleanly | succeeded | failed | {' | '.join(TAGS)} |"]
+    rows.append("|---" * (5 + len(TAGS)) + "|")
     for surface, counts in results.items():
-        tried = sum(counts.values())
-        rows.append(f"{surface:<12} {tried:>7} {counts['refused']:>8} {counts['succeeded']:>10} {counts['failed']:>7}")
+        tried = sum(counts[k] for k in ("refused", "succeeded", "failed"))
+        cells = [surface, tried, counts["refused"], counts["succeeded"], counts["failed"], *(counts[t] for t in TAGS)]
+        rows.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(rows)
+
+
+class Surfaces:
+    """The surfaces a case goes to, and the state they share: the tiny model, the server and its client."""
+
+    def __init__(self, tmp: Path, subprocess_every: int, server: bool):
+        self.model, self.every, self.cli_cases = tiny_model(tmp), subprocess_every, 0
+        self.model_files = files_of(self.model)
+        self.proc = self.client = None
+        if server:
+            self.start_server(tmp)
+
+    def start_server(self, tmp: Path) -> None:
+        import socket
+
+        from gradio_client import Client
+        from serve_load import start_server
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc, line = start_server(port, 1, 16, tmp / "gradio", self.model)
+        print(line, flush=True)
+        self.client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+
+    def names(self) -> list[str]:
+        return ["cli", "api", "server"] if self.client else ["cli", "api"]
+
+    def cli(self, rng: random.Random, case: Path) -> tuple[str, str, object]:
+        """One CLI case, in this process or (every ``every``-th) as a real process: (surface, outcome, what)."""
+        argv, first = cli_case(rng, self.model, case)
+        if first:
+            run_cli(first)
+        before = files_of(case)
+        self.cli_cases += 1
+        real = self.every and self.cli_cases % self.every == 0
+        code, err = (run_process if real else run_cli)(argv)
+        return ("subprocess" if real else "cli"), verdict(code, err, case, before), (argv, err.strip()[-300:])
+
+    def api(self, rng: random.Random, case: Path) -> tuple[str, str, object]:
+        call, a, kw = api_case(rng, self.model, case)
+        return "api", run_api(call, a, kw), (call.__name__, a, kw)
+
+    def server(self, rng: random.Random, case: Path) -> tuple[str, str, object]:
+        import fuzz_server
+
+        api, inputs, changed = fuzz_server.server_case(rng, case, random_text, image_file)
+        return "server", fuzz_server.ask(self.client, self.proc, api, inputs, changed), (api, changed)
+
+    def close(self) -> str:
+        """The server answering a good request at the end (and stopped), in words; the model folder unchanged."""
+        import fuzz_server
+
+        if files_of(self.model) != self.model_files:
+            print("FAILED: the model folder the cases read changed")
+        if not self.client:
+            return "no server (--no-server)"
+        alive = self.proc.poll() is None
+        answered, seconds = fuzz_server.good_request(self.client) if alive else (False, 0.0)
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return f"server alive at the end: {alive}; a good /generate answered: {answered} ({seconds:.1f} s)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=3000, help="cases in all, shared by the surfaces (default: 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default: 0)")
-    parser.add_argument("--subprocesses", type=int, default=6, help="of the CLI cases, run as real processes")
+    parser.add_argument("--subprocess-every", type=int, default=20, help="every Nth CLI case is a real process")
+    parser.add_argument("--no-server", action="store_true", help="leave out the running-server surface")
     parser.add_argument("--show", type=int, default=5, help="failures shown per surface (default: 5)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # serve_load, fuzz_server
     rng, results, failures = random.Random(args.seed), {}, {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model = tiny_model(Path(tmp))
-        for i in range(args.cases):
-            case = Path(tmp) / f"case{i}"
-            case.mkdir()
-            surface = "api" if i % 2 else "cli"
-            if surface == "cli" and i // 2 < args.subprocesses:
-                surface, argv = "subprocess", cli_case(rng, model, case)
-                done = subprocess.run([sys.executable, "-m", "crossattn", *argv], capture_output=True, text=True)
-                outcome, what = verdict(done.returncode, done.stderr, case / "out"), argv
-            elif surface == "cli":
-                argv = cli_case(rng, model, case)
-                code, err = run_cli(argv)
-                outcome, what = verdict(code, err, case / "out"), (argv, err.strip()[-300:])
-            else:
-                call, a, kw = api_case(rng, model, case)
-                outcome, what = run_api(call, a, kw), (call.__name__, a, kw)
-            short = outcome.split(":")[0]
-            results.setdefault(surface, Counter())[short] += 1
-            if short == "failed":
-                failures.setdefault(surface, []).append((what, outcome))
-            shutil.rmtree(case, ignore_errors=True)
+        surfaces = Surfaces(Path(tmp), args.subprocess_every, not args.no_server)
+        try:
+            for i in range(args.cases):
+                case = Path(tmp) / f"case{i}"
+                case.mkdir()
+                name = surfaces.names()[i % len(surfaces.names())]
+                surface, outcome, what = getattr(surfaces, name)(rng, case)
+                counts = results.setdefault(surface, Counter())
+                counts[outcome.split(":")[0]] += 1
+                if outcome.startswith("failed"):
+                    counts[outcome.split(":")[1].strip()] += 1
+                    failures.setdefault(surface, []).append((what, outcome))
+                shutil.rmtree(case, ignore_errors=True)
+                if (i + 1) % 300 == 0:
+                    print(f"{i + 1} cases, {time.perf_counter() - start:.0f} s", flush=True)
+        finally:
+            ending = surfaces.close()
     print(table(results))
-    print(f"({args.cases} cases in {time.perf_counter() - start:.0f} s, seed {args.seed})")
+    print(f"({args.cases} cases in {time.perf_counter() - start:.0f} s, seed {args.seed}); {ending}")
     for surface, found in failures.items():
         for what, outcome in found[: args.show]:
             print(f"FAILED {surface}: {what!r} -> {outcome}")

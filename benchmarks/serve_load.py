@@ -106,9 +106,13 @@ class RssSampler(threading.Thread):
             time.sleep(self.every)
 
 
-def start_server(port: int, threads: int, max_queue: int, cache: Path) -> tuple[subprocess.Popen, str]:
-    """``crossattn serve`` on the default model, Gradio's files in ``cache``; the process and its first line."""
+def start_server(
+    port: int, threads: int, max_queue: int, cache: Path, model: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``crossattn serve`` on ``model`` (default: the shipped one), Gradio's files in ``cache``; the process and its
+    first line."""
     cmd = [sys.executable, "-m", "crossattn", "serve", "--port", str(port), "--threads", str(threads)]
+    cmd += ["--model", str(model)] if model else []
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache)}
     proc = subprocess.Popen([*cmd, "--max-queue", str(max_queue)], stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # printed once the server accepts connections
