@@ -7,9 +7,9 @@ At every validation (``every`` steps and the last), for each prompt:
 
 ```
 OUT/validation/base/<slug>-<seed>.png + .maps.safetensors/.maps.json/.maps.png   the base model, drawn once
-OUT/validation/step-NNNNNN/<slug>-<seed>.png + .maps.*                            the current (EMA) weights
+OUT/validation/step-NNNNNN/<slug>-<seed>.png + .maps.safetensors/.maps.json         the current (EMA) weights
 OUT/validation/step-NNNNNN/<slug>-<seed>.compare.png                              base row over tuned row
-OUT/validation/metrics.json, metrics.csv, metrics.png                             two numbers per word, per step
+OUT/validation/metrics.json, metrics.csv (each validation), metrics.png (the last)  two numbers per word, per step
 ```
 
 The two numbers per word (:func:`word_numbers`):
@@ -131,16 +131,17 @@ def compare_figure(base, base_image, tuned, tuned_image, words: list[str], numbe
     return fig
 
 
-def write_maps_files(maps, image, png: Path, meta: dict) -> list[Path]:
+def write_maps_files(maps, image, png: Path, meta: dict, row: bool = True) -> list[Path]:
     """The image and its maps in the files ``crossattn maps`` writes (``.png``, ``.maps.safetensors``,
-    ``.maps.json``, ``.maps.png``)."""
+    ``.maps.json``, and with ``row`` the overlays ``.maps.png``)."""
     from .. import viz
     from ..files import atomic_write
 
     maps.meta["sampling"] = meta
     written = [atomic_write(png, lambda tmp: image.save(tmp, format="PNG"))]
     written += list(maps.save(png.with_suffix(".maps.safetensors")))
-    written.append(viz.save_figure(viz.word_row(maps, [image]), png.with_suffix(".maps.png")))
+    if row:
+        written.append(viz.save_figure(viz.word_row(maps, [image]), png.with_suffix(".maps.png")))
     return written
 
 
@@ -154,6 +155,7 @@ class Validation:
     base: dict[str, tuple] = field(default_factory=dict)  # prompt → (image, maps) of the base model
     rows: list[dict] = field(default_factory=list)  # metrics so far
     enabled: bool = True
+    last: bool = False  # whether the validation :meth:`due` last said yes to is the session's last (plots then)
 
     def stem(self, folder: Path, prompt: str) -> Path:
         from ..files import slugify
@@ -161,6 +163,7 @@ class Validation:
         return folder / f"{slugify(prompt)}-{self.settings.seed}.png"
 
     def due(self, step: int, last: bool) -> bool:
+        self.last = last
         return self.enabled and (step % self.settings.every == 0 or last)
 
     def start(self, pipe, step: int) -> list[dict]:
@@ -206,7 +209,8 @@ class Validation:
 
     def run(self, pipe, step: int) -> list[dict]:
         """Draw each prompt under the current weights, beside the base model's, and update the metrics;
-        returns this step's rows."""
+        returns this step's rows. The tuned overlays are drawn once, in ``.compare.png`` (no ``.maps.png``), and
+        ``metrics.png`` is drawn at the session's last validation: matplotlib cost more than the sampling."""
         from .. import viz
 
         folder = self.root / f"step-{step:06d}"
@@ -214,18 +218,18 @@ class Validation:
         for prompt in self.settings.prompts:
             image, maps = traced_sample(pipe, prompt, self.settings.seed, self.settings.steps, self.settings.guidance)
             png = self.stem(folder, prompt)
-            write_maps_files(maps, image, png, self.meta(prompt, step))
+            write_maps_files(maps, image, png, self.meta(prompt, step), row=False)
             base_image, base_maps = self.base[prompt]
             rows = self.metric_rows(step, prompt, base_maps, maps)
             self.rows += rows
             numbers = {r["word"]: r for r in rows}
             fig = compare_figure(base_maps, base_image, maps, image, base_maps.words, numbers)
             viz.save_figure(fig, png.with_suffix(".compare.png"))
-        self.write_metrics()
+        self.write_metrics(plot=self.last)
         return [r for r in self.rows if r["step"] == step]
 
-    def write_metrics(self) -> None:
-        """``metrics.json`` and ``metrics.csv`` (one row per step, prompt and word) and ``metrics.png``."""
+    def write_metrics(self, plot: bool = False) -> None:
+        """``metrics.json`` and ``metrics.csv`` (one row per step, prompt and word), and with ``plot`` ``metrics.png``."""
         from ..files import atomic_write, atomic_write_json
 
         rows = sorted(self.rows, key=lambda r: (r["step"], r["prompt"]))
@@ -237,7 +241,8 @@ class Validation:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.root / "metrics.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
-        plot_metrics(rows, self.root / "metrics.png")
+        if plot:
+            plot_metrics(rows, self.root / "metrics.png")
 
 
 def plot_metrics(rows: list[dict], path: Path) -> Path:
