@@ -324,8 +324,22 @@ FAMILIES = {
 }
 
 
+def _families_2026() -> dict:
+    """Qwen-Image, Flux.2 (Klein), SD3.5, PixArt-Σ (``tests.family_pipelines_2026``, which imports this module)."""
+    from . import family_pipelines_2026 as new
+
+    return {
+        "qwenimage": new.tiny_qwenimage_pipeline,
+        "flux2": new.tiny_flux2_pipeline,
+        "sd35": new.tiny_sd35_pipeline,
+        "pixart-sigma": new.tiny_pixart_sigma_pipeline,
+    }
+
+
 def build_family(name: str):
-    """The tiny pipeline of family ``name`` (one of :data:`FAMILIES`)."""
+    """The tiny pipeline of family ``name`` (one of :data:`FAMILIES`, or of the 2026 families)."""
+    if name not in FAMILIES and name in _families_2026():
+        return _families_2026()[name]()
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose from {sorted(FAMILIES)}")
     return FAMILIES[name]()
@@ -369,5 +383,7 @@ def sample(pipe, prompts=PROMPTS, *, steps: int = 2, height: int = 64, width: in
     """
     if "max_sequence_length" in inspect.signature(pipe.__call__).parameters:
         kwargs.setdefault("max_sequence_length", CLIP_LENGTH)
-    out = pipe(prompts, num_inference_steps=steps, height=height, width=width, generator=generator(seed), **kwargs)
+    out = pipe(
+        prompt=prompts, num_inference_steps=steps, height=height, width=width, generator=generator(seed), **kwargs
+    )
     return out.images

@@ -26,13 +26,13 @@ from ..errors import HookError
 
 def unet_of(target):
     """The U-Net of a diffusers pipeline (or ``target`` itself when it is the U-Net)."""
+    from .families import EDIT_NEEDS_UNET, family_of
+
     unet = getattr(target, "unet", target)
     if unet is target and getattr(target, "transformer", None) is not None:
-        raise ValueError(
-            f"{type(target).__name__} is not supported here: attention control (edit) needs a U-Net's separate "
-            "cross-attention layers, and SD3 / Flux join text and image in one attention; edit works on SD-1.5, "
-            "SDXL and crossattn models (maps work on every family)"
-        )
+        family = family_of(target.transformer)
+        why = family.edit_refusal() if family is not None else EDIT_NEEDS_UNET.format(name=type(target).__name__)
+        raise ValueError(f"{type(target).__name__} is not supported here: {why}")
     if not hasattr(unet, "set_attn_processor") or not hasattr(unet, "attn_processors"):
         raise ValueError(
             f"cannot trace {type(target).__name__}: expected a diffusers pipeline with a UNet2DConditionModel "
@@ -44,15 +44,17 @@ def unet_of(target):
 def denoiser_of(target):
     """The denoiser of a diffusers pipeline: its U-Net, or the joint-attention ``transformer`` of an SD3 /
     Flux pipeline; or ``target`` itself when it is one."""
+    from .families import family_of
     from .layers import is_joint
 
     model = getattr(target, "unet", None) or getattr(target, "transformer", None) or target
     has_api = hasattr(model, "attn_processors") and hasattr(model, "set_attn_processor")
-    if has_api and (type(model).__name__ == "UNet2DConditionModel" or is_joint(model) or model is target):
+    if has_api and (family_of(model) is not None or is_joint(model) or model is target):
         return model
     raise ValueError(
         f"cannot trace {type(target).__name__}: expected a diffusers pipeline whose denoiser is a "
-        "UNet2DConditionModel (SD-1.5, SDXL, crossattn) or a joint-attention transformer (SD3, Flux), "
+        "UNet2DConditionModel (SD-1.5, SDXL, crossattn) or a transformer of a traced family (SD3, SD3.5, Flux, "
+        "Flux.2, Qwen-Image, PixArt-Σ, Sana), "
         "or that denoiser itself"
     )
 

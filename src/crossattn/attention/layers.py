@@ -7,7 +7,10 @@ In a U-Net a layer is named by its processor key without the ``.processor`` suff
 In a joint-attention transformer (SD3, Flux: :mod:`crossattn.attention.joint`) one attention module
 holds both: its image→text block is the layer ``<module>.text`` (kind ``cross``), its image→image
 block ``<module>.image`` (kind ``self``), e.g. ``transformer_blocks.0.attn.text``. SD3.5's extra
-image-only ``attn2`` layers are not listed.
+image-only ``attn2`` holds image tokens only: it is the self-attention layer ``transformer_blocks.0.attn2.image``.
+Cross-attention transformers (PixArt-Σ, Sana) name ``attn1`` / ``attn2`` as a U-Net does, at the patch grid's
+resolution; a module without a softmax map (Sana's linear ``attn1``) is not listed
+(:mod:`crossattn.attention.families` declares which).
 """
 
 from __future__ import annotations
@@ -60,11 +63,14 @@ def is_joint(model) -> bool:
 
 
 def joint_patch(model) -> int:
-    """Latent pixels per token side of a joint transformer: SD3's patch size; Flux packs 2×2 latents
-    into a token (its config's ``patch_size`` is 1: the packing is the pipeline's)."""
-    if "FluxTransformer" in type(model).__name__:
-        return 2
-    return int(getattr(model.config, "patch_size", 1))
+    """Latent pixels per token side of a transformer: SD3's patch size; Flux, Flux.2 and Qwen-Image pack 2×2
+    latents into a token (the packing is the pipeline's: their families declare it)."""
+    from .families import family_of
+
+    family = family_of(model)
+    if family is not None and family.patch > 1:
+        return family.patch
+    return int(getattr(model.config, "patch_size", 1) or 1)
 
 
 def joint_side(model) -> int:
@@ -75,11 +81,17 @@ def joint_side(model) -> int:
 
 def joint_layers(model) -> list[LayerInfo]:
     """The ``.text`` (cross) and ``.image`` (self) layers of every joint attention module, in processor order."""
+    from .families import family_of
+
+    family = family_of(model)
+    image_only = family.image_only if family is not None else ()
     layers, side = [], joint_side(model)
     for key in model.attn_processors:
         module = key.removesuffix(".processor")
         attn = model.get_submodule(module)
-        if getattr(attn, "add_k_proj", None) is not None or module.startswith("single_transformer_blocks."):
+        if module.rsplit(".", 1)[-1] in image_only:  # SD3.5's attn2: image tokens only
+            layers.append(LayerInfo(f"{module}.image", "self", side, module))
+        elif getattr(attn, "add_k_proj", None) is not None or module.startswith("single_transformer_blocks."):
             layers.append(LayerInfo(f"{module}.text", "cross", side, module))
             layers.append(LayerInfo(f"{module}.image", "self", side, module))
     return layers
@@ -87,14 +99,20 @@ def joint_layers(model) -> list[LayerInfo]:
 
 def attention_layers(unet) -> list[LayerInfo]:
     """Every ``attn1`` / ``attn2`` layer of a U-Net (or joint layer of a transformer), in processor order."""
+    from .families import family_of
+
     if is_joint(unet):
         return joint_layers(unet)
+    family = family_of(unet)
+    flat = not hasattr(unet.config, "block_out_channels")  # a transformer (PixArt-Σ, Sana): one resolution
+    skipped = family.no_softmax if family is not None else ()
     layers = []
     for key in unet.attn_processors:
         name = key.removesuffix(".processor")
-        kind = {"attn1": "self", "attn2": "cross"}.get(name.rsplit(".", 1)[-1])
-        if kind is not None:
-            layers.append(LayerInfo(name, kind, layer_resolution(unet, name)))
+        last = name.rsplit(".", 1)[-1]
+        kind = {"attn1": "self", "attn2": "cross"}.get(last)
+        if kind is not None and last not in skipped:
+            layers.append(LayerInfo(name, kind, joint_side(unet) if flat else layer_resolution(unet, name)))
     return layers
 
 

@@ -6,6 +6,15 @@
   along the features), then the T5 tokens padded to ``max_sequence_length``; a folder saved without
   T5 feeds zeros there (tokens ``<pad>``, encoder ``none``).
 - Flux: the keys are the T5 tokens padded to ``max_sequence_length`` (CLIP gives only the pooled vector).
+- PixArt-Σ: the T5 tokens padded to ``max_sequence_length`` (the pads are masked out of ``attn2``).
+- Qwen-Image: the Qwen2.5-VL tokens of the prompt in its chat template, less the template's first
+  ``prompt_template_encode_start_idx`` tokens (system turn), then the template's closing tokens; pads masked.
+- Flux.2 (Klein): the Qwen3 tokens of the prompt in its chat template, padded to ``max_sequence_length``.
+
+LLM templates wrap the prompt in tokens of their own (``<|im_start|>``, ``user``, ``assistant``...): they are
+keys like any other but no word of the prompt, so their encoder is ``none`` (:data:`NO_ENCODER`) and
+:func:`~crossattn.attention.words.merge_words` leaves them out; a token is the prompt's when its character
+offsets lie inside the prompt's span of the templated text.
 
 Tokens are the tokenizer's own pieces (``</w>``-ending BPE for CLIP, ``▁``-starting SentencePiece for
 T5); :func:`crossattn.attention.words.merge_words` joins them into words per encoder.
@@ -13,8 +22,7 @@ T5); :func:`crossattn.attention.words.merge_words` joins them into words per enc
 
 from __future__ import annotations
 
-#: encoder name of the keys SD3 fills with zeros when its folder has no T5
-NO_ENCODER = "none"
+from .words import NO_ENCODER  # noqa: F401 (the encoder of keys that are no prompt token: SD3's zeros, templates)
 
 
 def clip_tokens(tokenizer, prompt: str, pad: bool = False) -> list[str]:
@@ -47,17 +55,77 @@ def joint_tokens(pipe, prompt: str, text_length: int) -> tuple[list[str], list[s
 
 
 def prompt_tokens(pipe, tokenizer, prompt: str | None, joint: bool, text_length: int | None):
-    """``(tokens, encoders)`` of ``prompt``: the keys' tokens, and for joint models each one's encoder
-    (None for U-Net models, whose keys are all the CLIP tokenizer's). ``pipe``: the pipeline (None for
-    a bare denoiser); ``text_length``: the joint attention's text keys. ``(None, None)`` when the prompt or
-    a tokenizer is unknown."""
+    """``(tokens, encoders)`` of ``prompt``: the keys' tokens, and for joint and LLM-encoded models each one's
+    encoder (None for CLIP-read U-Net models, whose keys are all the CLIP tokenizer's). ``pipe``: the pipeline
+    (None for a bare denoiser); ``text_length``: the attention's text keys. ``(None, None)`` when the prompt or a
+    tokenizer is unknown."""
     if prompt is None:
         return None, None
-    if joint:  # a bare transformer has no tokenizers
-        return joint_tokens(pipe, prompt, text_length) if pipe is not None else (None, None)
-    if tokenizer is None:
+    layout = LAYOUTS.get(_layout_name(pipe)) if pipe is not None else None
+    if layout is not None:
+        return layout(pipe, prompt, text_length)
+    if joint or tokenizer is None:  # a bare transformer has no tokenizers
         return None, None
     return clip_tokens(tokenizer, prompt), None
+
+
+def _layout_name(pipe) -> str | None:
+    from .families import family_of
+    from .install import denoiser_of
+
+    family = family_of(denoiser_of(pipe))
+    return None if family is None else family.tokens
+
+
+def _t5_only(pipe, prompt: str, text_length: int | None):
+    """Flux (``tokenizer_2``) and PixArt-Σ (``tokenizer``): T5 tokens padded to the keys' length."""
+    tokenizer = getattr(pipe, "tokenizer_2", None) or pipe.tokenizer
+    length = text_length or tokenizer.model_max_length
+    t5 = t5_tokens(tokenizer, prompt, length)
+    return t5, ["t5"] * len(t5)
+
+
+def templated_tokens(tokenizer, text: str, span: tuple[int, int], encoder: str, length: int | None = None):
+    """The tokens of ``text`` (a template around the prompt at characters ``span``): ``(tokens, encoders)``, the
+    prompt's tokens named ``encoder`` and the template's :data:`NO_ENCODER`; padded to ``length`` when given."""
+    padding = "max_length" if length else False
+    enc = tokenizer(text, padding=padding, max_length=length, truncation=length is not None,
+                    return_offsets_mapping=True)  # fmt: skip
+    tokens = tokenizer.convert_ids_to_tokens(enc.input_ids)
+    inside = [span[0] <= a and b <= span[1] and a < b for a, b in enc.offset_mapping]
+    return tokens, [encoder if i else NO_ENCODER for i in inside]
+
+
+def _qwen_image(pipe, prompt: str, text_length: int | None):
+    """Qwen-Image: the templated prompt's tokens after the system turn, padded (masked) to the keys' length."""
+    template, drop = pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx
+    start = template.index("{}")
+    tokens, encoders = templated_tokens(pipe.tokenizer, template.format(prompt), (start, start + len(prompt)), "qwen")
+    tokens, encoders = (
+        tokens[drop : drop + pipe.tokenizer_max_length],
+        encoders[drop : drop + pipe.tokenizer_max_length],
+    )
+    pad = max(0, (text_length or len(tokens)) - len(tokens))
+    return (tokens + ["<pad>"] * pad)[: text_length or None], (encoders + [NO_ENCODER] * pad)[: text_length or None]
+
+
+def _chat(pipe, prompt: str, text_length: int | None):
+    """Flux.2 Klein: the prompt in the tokenizer's chat template (a user turn, no thinking), padded to the keys'
+    length (the pipeline's ``max_sequence_length``)."""
+    message = [{"role": "user", "content": prompt}]
+    text = pipe.tokenizer.apply_chat_template(
+        message, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+    start = text.rfind(prompt)
+    return templated_tokens(pipe.tokenizer, text, (start, start + len(prompt)), "qwen", text_length)
+
+
+def _sd3_or_flux(pipe, prompt: str, text_length: int | None):
+    return joint_tokens(pipe, prompt, text_length)
+
+
+#: a family's ``tokens`` (crossattn.attention.families) → ``(pipe, prompt, text keys) -> (tokens, encoders)``
+LAYOUTS = {"sd3": _sd3_or_flux, "flux": _t5_only, "t5": _t5_only, "qwen-image": _qwen_image, "chat": _chat}
 
 
 def prompt_words(pipe, prompt: str) -> list[str]:

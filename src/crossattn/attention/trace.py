@@ -22,8 +22,10 @@ import inspect
 import math
 from contextlib import ExitStack
 
+from .dispatch_capture import DispatchCapture, TraceContext, TrueCfgSink, calls_dispatch
+from .families import family_of, image_tokens, latent_grid, output_size, true_cfg_on
 from .install import HookError, ProcessorHook, denoiser_of, installed
-from .joint import JointCapture, JointContext, joint_capture_class
+from .joint import JointCapture, joint_capture_class
 from .layers import LayerInfo, attention_layers, is_joint, select_layers
 from .processor import CaptureProcessor, supported_reference
 from .steps import WATCHERS, watch_calls
@@ -74,7 +76,8 @@ class Tracer(ProcessorHook):
         self.unet = denoiser_of(pipe)  # the denoiser: a U-Net, or an SD3 / Flux transformer
         super().__init__(self.unet)
         self.joint = is_joint(self.unet)
-        self.context = JointContext()
+        self.family = family_of(self.unet)  # what the denoiser's family declares (families.py)
+        self.context = TraceContext()
         self.kind = kind
         self.layers: list[LayerInfo] = select_layers(attention_layers(self.unet), kind, layers)
         self.store = AttentionStore(guidance_half, per_step=per_step, per_head=per_head)
@@ -83,6 +86,8 @@ class Tracer(ProcessorHook):
         self.prompts: list[str | None] | None = None  # one per image, from the last pipeline call
         self.negative_prompts: list[str] | None = None
         self.latent_size: tuple[int, int] | None = None
+        self.text_keys = 0  # text keys of the prompt's denoiser calls
+        self.output_size: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ install / restore
 
@@ -114,14 +119,19 @@ class Tracer(ProcessorHook):
         for layer in self.layers:
             kinds.setdefault(layer.key, {})[layer.kind] = layer.name
         processors = {}
+        sink = TrueCfgSink(self.store, self.context) if self.family and self.family.true_cfg else self.store
         for key, names in kinds.items():
             capture = joint_capture_class(current[key])
-            if capture is None:
+            if capture is not None:
+                processors[key] = capture(names, sink, self.context)
+            elif calls_dispatch(current[key]):  # any processor that attends through diffusers' dispatch
+                processors[key] = DispatchCapture(names, sink, self.context, current[key], self.family.text_first)
+            else:
                 raise ValueError(
                     f"layer {key.removesuffix('.processor')} uses {type(current[key]).__name__}; tracing stands in "
-                    "for JointAttnProcessor2_0 (SD3) or FluxAttnProcessor (Flux) only"
+                    "for JointAttnProcessor2_0 (SD3), FluxAttnProcessor (Flux) or a processor that calls diffusers' "
+                    "dispatch_attention_fn (Flux.2, Qwen-Image)"
                 )
-            processors[key] = capture(names, self.store, self.context)
         return processors
 
     def add_hooks(self, undo: ExitStack) -> None:
@@ -149,6 +159,8 @@ class Tracer(ProcessorHook):
         else:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             self.start_call(prompts, arguments.get("negative_prompt"), per_prompt)
+        self.context.sequential_cfg = true_cfg_on(self.family, pipe, arguments)  # a second, negative call a step
+        self.output_size = output_size(self.family, arguments)  # PixArt-Σ, Sana: resized from a binned size
 
     def start_call(self, prompts, negative_prompts=None, images_per_prompt: int = 1) -> None:
         """Start a new record for a sampling of ``prompts`` (each giving ``images_per_prompt`` images).
@@ -164,18 +176,19 @@ class Tracer(ProcessorHook):
         self.prompts = [p for p in prompts for _ in range(images_per_prompt)]
         self.negative_prompts = [n or "" for n in negative for _ in range(images_per_prompt)]
         self.store.reset(len(self.prompts))
+        self.context.calls = 0
 
     def _see_latents(self, module, args, kwargs) -> None:
-        """The latent size ``(h, w)`` from the denoiser's input; Flux's is packed 2×2 into ``(B, h*w/4, C*4)``,
-        its grid read from the image positions ``img_ids`` ``(h/2 * w/2, 3)``, and its text length noted."""
+        """The latent size ``(h, w)`` from the denoiser's input (packed ``(B, N, C)`` tokens: the family's grid,
+        :func:`~crossattn.attention.families.latent_grid`), its image token and text lengths, and one more call."""
         sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-        if sample.ndim == 3:  # Flux: (B, N, C) tokens of 2×2 latent patches
-            ids = kwargs["img_ids"].reshape(-1, 3)  # (N, 3): (0, row, column)
-            self.latent_size = (2 * (int(ids[:, 1].max()) + 1), 2 * (int(ids[:, 2].max()) + 1))
-        else:
-            self.latent_size = tuple(sample.shape[-2:])
+        self.latent_size = latent_grid(self.family, sample, kwargs)
         states = kwargs.get("encoder_hidden_states")
         self.context.text_length = 0 if states is None else states.shape[1]
+        self.context.image_tokens = image_tokens(self.family, sample)
+        self.context.calls += 1
+        if self.context.half == "cond":  # the prompt's text keys (a true-CFG negative call may have fewer)
+            self.text_keys = self.context.text_length
 
     # ------------------------------------------------------------------ results
 
@@ -207,6 +220,8 @@ class Tracer(ProcessorHook):
 
     def image_size(self) -> tuple[int, int]:
         """Output image size: latent size × the VAE's scale factor (1 for pixel-space pipelines)."""
+        if self.output_size is not None:  # sampled at a binned size, then resized to this
+            return self.output_size
         scale = getattr(self.pipe, "vae_scale_factor", 1) if self.pipe is not self.unet else 1
         h, w = self.latent_size
         return h * scale, w * scale
@@ -229,7 +244,7 @@ class Tracer(ProcessorHook):
                 source = self.negative_prompts if half == "uncond" else self.prompts
                 prompt = source[i % len(self.prompts)]
             pipe = self.pipe if self.pipe is not self.unet else None
-            tokens, encoders = prompt_tokens(pipe, self.tokenizer, prompt, self.joint, self.context.text_length)
+            tokens, encoders = prompt_tokens(pipe, self.tokenizer, prompt, self.joint, self.text_keys)
             images.append({"prompt": prompt, "tokens": tokens, "half": half})
             if encoders is not None:  # joint models: which encoder made each token
                 images[-1]["encoders"] = encoders

@@ -1,7 +1,8 @@
 """Tokens → words: which prompt tokens make up each word, per tokenizer.
 
-CLIP's BPE marks a word's last token with ``</w>``; T5's SentencePiece marks a word's first piece
-with ``▁``. Joint-attention models (SD3) feed both encoders' tokens in one sequence: ``encoders``
+CLIP's BPE marks a word's last token with ``</w>``; T5's and Gemma's SentencePiece mark a word's first
+piece with ``▁``; the byte-level BPE of GPT-2-style LLM tokenizers (Qwen2, Qwen3, Mistral's Tekken) with
+``Ġ`` (the space byte), its pieces spelled one character a byte. Joint-attention models (SD3) feed both encoders' tokens in one sequence: ``encoders``
 names each token's encoder, and each run of one encoder's tokens is merged by its own rule.
 
 Its own module, free of torch, because the maps, the HTML page, the token alignment of the control
@@ -15,6 +16,10 @@ import functools
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "</s>", "<pad>")
 WORD_END = "</w>"
 WORD_START = "▁"
+#: GPT-2's byte-level spelling of a leading space: starts a word in Qwen's and Mistral's tokens
+BYTE_WORD_START = "Ġ"
+#: encoder name of keys that are no token of the prompt (SD3's zeros without T5, an LLM's chat template)
+NO_ENCODER = "none"
 
 
 def merge_words(tokens: list[str], encoders: list[str] | None = None) -> list[tuple[str, list[int]]]:
@@ -29,7 +34,8 @@ def merge_words(tokens: list[str], encoders: list[str] | None = None) -> list[tu
     words, start = [], 0
     for end in range(1, len(tokens) + 1):
         if end == len(tokens) or encoders[end] != encoders[start]:
-            words += _merge_run(tokens, range(start, end))
+            if encoders[start] != NO_ENCODER:
+                words += _merge_run(tokens, range(start, end))
             start = end
     return words
 
@@ -44,7 +50,10 @@ def primary_words(tokens: list[str], encoders: list[str] | None = None) -> list[
 
 
 def _merge_run(tokens: list[str], positions: range) -> list[tuple[str, list[int]]]:
-    """One encoder's tokens merged: SentencePiece (a ``▁`` piece starts a word) or BPE (``</w>`` ends one)."""
+    """One encoder's tokens merged: SentencePiece (a ``▁`` piece starts a word), byte-level BPE (a ``Ġ`` piece
+    starts one) or CLIP's BPE (``</w>`` ends one)."""
+    if any(tokens[i].startswith(BYTE_WORD_START) for i in positions):
+        return _merge_byte_level(tokens, positions)
     pieces_style = any(tokens[i].startswith(WORD_START) for i in positions)
     words, pieces, indices = [], [], []
     for i in positions:
@@ -63,6 +72,25 @@ def _merge_run(tokens: list[str], positions: range) -> list[tuple[str, list[int]
         words.append(("".join(pieces), indices))
     if not pieces_style:
         words = [(bpe_text(word), idx) for word, idx in words]
+    return [(word, idx) for word, idx in words if word]
+
+
+def _merge_byte_level(tokens: list[str], positions: range) -> list[tuple[str, list[int]]]:
+    """Byte-level BPE tokens (``['a', 'Ġgreen', 'Ġtri', 'angle']``) merged into lower-cased words: a ``Ġ`` piece
+    (or the run's first) starts a word; pieces that spell no letter or digit (punctuation) end one and are no word."""
+    words: list[tuple[str, list[int]]] = []
+    for i in positions:
+        token = tokens[i]
+        if token in SPECIAL_TOKENS:
+            continue
+        text = bpe_text(token).strip()
+        if not any(c.isalnum() for c in text):
+            words.append(("", []))  # a word ends here (the empty one is dropped below)
+            continue
+        if token.startswith(BYTE_WORD_START) or not words or not words[-1][0]:
+            words.append(("", []))
+        word, indices = words[-1]
+        words[-1] = (word + text.lower(), [*indices, i])
     return [(word, idx) for word, idx in words if word]
 
 

@@ -16,13 +16,18 @@ from .model import set_scheduler  # noqa: F401 (loading's own name for it since 
 from .weight_files import check_weight_files, load_error
 
 PLACEHOLDER = "untrained-placeholder"
-#: The pipeline classes ``--model`` loads: ours, and the four families whose attention crossattn traces.
+#: The pipeline classes ``--model`` loads: ours, and the text-to-image pipelines of the families whose attention
+#: crossattn traces (:mod:`crossattn.attention.families`; SD3.5 folders are ``StableDiffusion3Pipeline`` ones).
 SUPPORTED_PIPELINES = (
     "CrossAttnPipeline",
     "StableDiffusionPipeline",
     "StableDiffusionXLPipeline",
     "StableDiffusion3Pipeline",
     "FluxPipeline",
+    "Flux2KleinPipeline",
+    "QwenImagePipeline",
+    "PixArtSigmaPipeline",
+    "SanaPipeline",
 )
 
 

@@ -28,27 +28,32 @@ from .request import DEFAULT_BATCH_SIZE, SamplingRequest
 
 def check_unet(pipe) -> None:
     """Maps need a ``UNet2DConditionModel`` or a joint-attention transformer (SD3, Flux); say so for any other."""
-    from diffusers import UNet2DConditionModel
-
+    from ..attention.families import family_of
     from ..attention.layers import is_joint
 
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if not isinstance(denoiser, UNet2DConditionModel) and not is_joint(denoiser):
+    if family_of(denoiser) is None and not is_joint(denoiser):
         found = type(denoiser).__name__ if denoiser is not None else "no unet"
         raise ValueError(
             f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser "
-            "(SD-1.5, SDXL, crossattn) or a joint-attention transformer (SD3, Flux)"
+            "(SD-1.5, SDXL, crossattn) or a transformer of a traced family (SD3, SD3.5, Flux, Flux.2, Qwen-Image, "
+            "PixArt-Σ, Sana)"
         )
 
 
 def call_kwargs(pipe, request: SamplingRequest) -> dict[str, Any]:
     """The request's pipeline arguments the pipeline takes: relation guidance is crossattn's own, so a
     diffusers pipeline (SD3 and Flux take no ``**kwargs``) is not handed it."""
+    from ..errors import BadArgument
     from ..models.loading import takes_argument
 
     kwargs = request.pipeline_kwargs()
     if not takes_argument(pipe, "relation_guidance"):
         kwargs.pop("relation_guidance")
+    if kwargs.get("negative_prompt") is None:  # the pipeline's own default (PixArt-Σ's and Sana's is "", not None)
+        kwargs.pop("negative_prompt", None)
+    elif not takes_argument(pipe, "negative_prompt"):  # Flux.2 Klein: its guidance runs an empty prompt of its own
+        raise BadArgument(f"{type(pipe).__name__} takes no negative prompt; leave out --negative")
     return kwargs
 
 
@@ -84,7 +89,7 @@ def sample(pipe, jobs: list[ImageJob], request: SamplingRequest):
     generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
     traced = trace(pipe, **request.maps.trace_kwargs()) if request.maps is not None else contextlib.nullcontext()
     with traced as tracer:
-        images = pipe([j.prompt for j in jobs], generator=generators, **call_kwargs(pipe, request)).images
+        images = pipe(prompt=[j.prompt for j in jobs], generator=generators, **call_kwargs(pipe, request)).images
     return images, tracer.maps() if tracer is not None else None
 
 

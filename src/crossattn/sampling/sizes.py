@@ -28,7 +28,9 @@ def default_size(pipe) -> tuple[int, int]:
     """``(height, width)`` the pipeline makes when none is named: its model's own size."""
     scale = int(getattr(pipe, "vae_scale_factor", 1) or 1)
     unet = getattr(pipe, "unet", None)
-    side = _side(unet.config.sample_size) if unet is not None else int(pipe.default_sample_size)
+    model = unet if unet is not None else pipe.transformer
+    own = getattr(pipe, "default_sample_size", None)  # SD3, Flux, Flux.2, Qwen-Image; PixArt-Σ, Sana: the config's
+    side = _side(model.config.sample_size) if unet is not None or own is None else int(own)
     return side * scale, side * scale
 
 

@@ -1,0 +1,155 @@
+"""The families added in 2026 (Qwen-Image, Flux.2, SD3.5, PixArt-Σ) on every surface, on tiny random pipelines: the one
+dispatch capture point gives the untraced image bit for bit, true CFG keeps the negative call apart, LLM tokens are
+merged into the prompt's words, and a surface that cannot work says why in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossattn.attention.dispatch_capture import DispatchCapture
+from crossattn.attention.families import family_of
+from crossattn.attention.maps import AttentionMaps
+from crossattn.attention.trace import trace
+from crossattn.attention.words import merge_words
+from crossattn.cli import main
+
+from .family_pipelines import PROMPTS, build_family, sample
+
+NEW = ("qwenimage", "flux2", "sd35", "pixart-sigma")
+SIZE = ["--height", "64", "--width", "96"]
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    """Each new family's tiny pipeline, built once for the module."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = build_family(name)
+        return built[name]
+
+    return get
+
+
+def sample_prompt(pipe, **kwargs):
+    """The longer prompt, 2 steps at 64×96 (seeded)."""
+    return np.asarray(sample(pipe, [PROMPTS[1]], **kwargs)[0])
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_trace_draws_the_untraced_image_and_records_probabilities(pipes, name):
+    pipe = pipes(name)
+    plain = sample_prompt(pipe)
+    with trace(pipe, kind="both") as tracer:
+        traced = sample_prompt(pipe)
+    assert np.array_equal(plain, traced)
+    maps = tracer.maps()
+    assert maps.words == PROMPTS[1].split() and maps.image_size == (64, 96)
+    for layer, tensor in maps.tensors.items():  # (1, R, 1, N, K) probabilities of one softmax
+        assert torch.isfinite(tensor).all() and (tensor >= 0).all(), layer
+        assert (tensor.sum(-1) <= 1 + 1e-4).all(), layer
+
+
+def test_dispatch_families_use_the_one_capture_point(pipes):
+    for name in ("qwenimage", "flux2"):
+        pipe = pipes(name)
+        with trace(pipe, kind="both"):
+            kinds = {type(p) for p in pipe.transformer.attn_processors.values()}
+        assert kinds == {DispatchCapture}, name
+        assert family_of(pipe.transformer).text_first
+
+
+def test_sd35_image_only_attn2_is_recorded_as_self_attention(pipes):
+    pipe = pipes("sd35")
+    with trace(pipe, kind="self", layers="attn2") as tracer:
+        sample_prompt(pipe)
+    maps = tracer.maps()
+    assert list(maps.meta["layers"]) == ["transformer_blocks.0.attn2.image"]
+    layer = maps.meta["layers"]["transformer_blocks.0.attn2.image"]
+    assert layer["kind"] == "self" and (layer["height"], layer["width"]) == (16, 24)
+    rows = maps.tensors["transformer_blocks.0.attn2.image"].sum(-1)  # image-only softmax: every row sums to 1
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["qwenimage", "flux2"])
+def test_true_cfg_keeps_the_negative_call_apart(pipes, name):
+    """Qwen-Image (``true_cfg_scale``) and Flux.2 Klein (``guidance_scale``) call the transformer twice a step: the
+    prompt's maps are the first call's, the negative prompt's the second's, and ``both`` holds the two apart."""
+    pipe = pipes(name)
+    extra = (
+        dict(true_cfg_scale=4.0, negative_prompt="a yellow star") if name == "qwenimage" else dict(guidance_scale=4.0)
+    )
+    halves = {}
+    for half in ("cond", "uncond", "both"):
+        with trace(pipe, kind="cross", guidance_half=half) as tracer:
+            sample(pipe, [PROMPTS[0]], **extra)
+        maps = tracer.maps()
+        assert maps.meta["guided"] and [i["half"] for i in maps.meta["images"]] == (
+            ["uncond", "cond"] if half == "both" else [half]
+        )
+        halves[half] = {n: maps.tensors[n] for n in maps.meta["layers"]}
+    for layer, both in halves["both"].items():
+        cond, uncond = halves["cond"][layer], halves["uncond"][layer]
+        torch.testing.assert_close(both[:, 1:], cond)
+        torch.testing.assert_close(both[:, :1][..., : uncond.shape[-1]], uncond)
+        assert not torch.equal(cond[..., : min(cond.shape[-1], uncond.shape[-1])], uncond[..., : cond.shape[-1]])
+
+
+def test_qwen_text_mask_gives_masked_keys_no_attention(pipes):
+    """Two prompts of different lengths: the shorter one's padded text keys are masked, so they get 0."""
+    pipe = pipes("qwenimage")
+    with trace(pipe, kind="cross") as tracer:
+        sample(pipe, PROMPTS)
+    maps = tracer.maps()
+    short = maps.meta["images"][0]
+    pads = [i for i, token in enumerate(short["tokens"]) if token == "<pad>"]
+    assert pads
+    for layer in maps.meta["layers"]:
+        assert maps.tensors[layer][:, 0, ..., pads].abs().max() == 0
+
+
+def test_llm_byte_level_tokens_merge_into_words():
+    tokens = ["<|im_start|>", "user", "Ċ", "a", "Ġgreen", "Ġtri", "angle", ",", "Ġred", "<|im_end|>"]
+    encoders = ["none"] * 3 + ["qwen"] * 6 + ["none"]
+    assert merge_words(tokens, encoders) == [("a", [3]), ("green", [4]), ("triangle", [5, 6]), ("red", [8])]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_generate_maps_on_a_new_family_folder(family_dir, name, tmp_path):
+    args = ["generate", *PROMPTS, "--model", str(family_dir(name)), "--steps", "2", "--maps", "--quiet"]
+    assert main([*args, *SIZE, "--out", str(tmp_path)]) == 0
+    for prompt in PROMPTS:
+        stem = tmp_path / f"{prompt.replace(' ', '-')}-0-0"
+        assert Image.open(stem.with_suffix(".png")).size == (96, 64)
+        maps = AttentionMaps.load(stem.with_suffix(".maps.safetensors"))
+        assert maps.image_size == (64, 96) and maps.words == prompt.split()
+        heat = maps.word_map(prompt.split()[-1])
+        assert heat.shape == (64, 96) and torch.isfinite(heat).all() and heat.max() > 0
+        assert json.loads(stem.with_suffix(".maps.json").read_text())["images"][0]["encoders"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_maps_writes_every_view_on_a_new_family(family_dir, name, tmp_path):
+    args = ["maps", "a red circle", "--model", str(family_dir(name)), "--steps", "2", "--out", str(tmp_path), *SIZE]
+    assert main([*args, "--per-step", "--gif", "--html", "--self-attn-pixel", "90", "60", "--quiet"]) == 0
+    stem = tmp_path / "a-red-circle-0"
+    for suffix in (".png", ".maps.png", ".grid.png", ".self-90-60.png", ".maps.html"):
+        assert stem.with_suffix(suffix).is_file(), suffix
+    assert Image.open(stem.with_suffix(".circle.gif")).n_frames == 2
+    assert '"circle"' in stem.with_suffix(".maps.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_edit_on_a_new_family_is_one_clear_line(family_dir, name, tmp_path, capsys):
+    code = main(
+        ["edit", "a red circle", "--to", "a blue circle", "--model", str(family_dir(name)), "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "attention control (edit) needs a U-Net" in err[0]
+    assert not any(tmp_path.iterdir())
