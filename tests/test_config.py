@@ -38,3 +38,22 @@ def test_invalid_values_name_the_problem(overrides, message):
 def test_unknown_keys_are_listed():
     with pytest.raises(ValueError, match="unknown ModelConfig keys \\['colour'\\]"):
         ModelConfig.from_dict({"colour": 1})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"guidance_scale": -1}, r"guidance -1 is not accepted; give a finite number >= 0 and <= 100"),
+        ({"guidance_scale": 101}, "guidance 101 is not accepted"),
+        ({"relation_guidance": 2e6}, "relation guidance 2000000.0 is not accepted"),
+        ({"steps": 1001}, "steps 1001 is not accepted"),
+        ({"scheduler": "plms"}, "unknown scheduler 'plms'"),
+    ],
+)
+def test_sampling_settings_are_checked_once_for_every_front(overrides, message):
+    """The web page, the CLI and training samples all build a SamplingConfig: a negative guidance is refused
+    there (pipelines would sample it unguided, as 1), not sampled."""
+    from crossattn.errors import BadArgument
+
+    with pytest.raises(BadArgument, match=message):
+        SamplingConfig(**overrides)

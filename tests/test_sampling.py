@@ -101,8 +101,9 @@ def test_the_web_session_and_the_cli_build_the_same_job(tiny_pipe, tmp_path):
     from crossattn.web.session import Request
 
     cli = cli_request(tmp_path)
-    form = Request(PROMPT, negative_prompt="green", seed=5, steps=3, guidance=2.5, scheduler="ddim")
+    form = Request.of(PROMPT, negative_prompt="green", seed=5, steps=3, guidance=2.5, scheduler="ddim")
     web = form.check(tiny_pipe.tokenizer, tiny_pipe.max_length).sampling_request(tmp_path)
+    assert form.sampling == cli.config  # the page's settings are a SamplingConfig: the CLI request's own shape
     assert plan(web) == plan(cli)
     assert web.pipeline_kwargs() == cli.pipeline_kwargs()
     (job,) = plan(cli)

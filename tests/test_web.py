@@ -30,20 +30,22 @@ PROMPT = "a red circle left of a blue square"
         ({"scheduler": "plms"}, "unknown scheduler 'plms'"),
         ({"guidance": float("nan")}, "guidance nan"),
         ({"relation_guidance": -1}, "relation guidance -1"),
+        ({"guidance": -1}, r"guidance -1 is not accepted; give a finite number >= 0 and <= 100"),  # as the CLI's
+        ({"steps": 201}, r"steps 201 is not accepted; give a whole number from 1 to 200"),  # the server's limit
     ],
 )
 def test_bad_requests_name_the_value(explorer, change, message):
     from crossattn.web.session import Request
 
-    request = Request(**{"prompt": PROMPT, **change})
+    # the settings when made (SamplingConfig's checks and the server's step limit), the rest on check
     with pytest.raises(ValueError, match=message):
-        request.check(explorer.pipe.tokenizer, explorer.max_length)
+        Request.of(**{"prompt": PROMPT, **change}).check(explorer.pipe.tokenizer, explorer.max_length)
 
 
 def test_request_files_are_generate_maps_files_byte_for_byte(explorer, tiny_model_dir, tmp_path):
     from crossattn.web.session import Request
 
-    result = explorer.run(Request(PROMPT, negative_prompt="green", seed=5, steps=3, scheduler="ddim"))
+    result = explorer.run(Request.of(PROMPT, negative_prompt="green", seed=5, steps=3, scheduler="ddim"))
     args = ["generate", PROMPT, "--model", str(tiny_model_dir), "--seed", "5", "--steps", "3", "--scheduler", "ddim"]
     assert main([*args, "--negative", "green", "--maps", "--quiet", "--out", str(tmp_path)]) == 0
     names = [p.name for p in result.files]
@@ -60,7 +62,7 @@ def test_request_files_are_generate_maps_files_byte_for_byte(explorer, tiny_mode
 def test_default_scheduler_matches_generate_without_scheduler(explorer, tiny_model_dir, tmp_path):
     from crossattn.web.session import Request
 
-    result = explorer.run(Request("a blue square", seed=1, steps=2))
+    result = explorer.run(Request.of("a blue square", seed=1, steps=2))
     args = ["generate", "a blue square", "--model", str(tiny_model_dir), "--seed", "1", "--steps", "2", "--quiet"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     assert result.files[0].read_bytes() == (tmp_path / result.files[0].name).read_bytes()
@@ -86,9 +88,9 @@ def test_aggregate_equals_a_plain_trace(explorer):
 def test_requests_do_not_share_maps_or_scheduler_state(explorer):
     from crossattn.web.session import Request
 
-    first = explorer.run(Request("a red circle", steps=2, scheduler="euler"))
+    first = explorer.run(Request.of("a red circle", steps=2, scheduler="euler"))
     before = {name: t.clone() for name, t in first.cross.tensors.items()}
-    second = explorer.run(Request("a blue square above a green triangle", steps=3))
+    second = explorer.run(Request.of("a blue square above a green triangle", steps=3))
     assert first.words == ["a", "red", "circle"] and second.words[-1] == "triangle"
     assert first.cross.num_steps == 2 and second.cross.num_steps == 3
     assert all(torch.equal(before[n], first.cross.tensors[n]) for n in before)
@@ -99,7 +101,7 @@ def test_pictures_and_pixel_rows(explorer):
     from crossattn.web import render
     from crossattn.web.session import Request
 
-    result = explorer.run(Request(PROMPT, steps=2))
+    result = explorer.run(Request.of(PROMPT, steps=2))
     side = result.image.width
     assert render.upscaled(result.image).size == (side * render.SCALE,) * 2
     captions = [c for _, c in render.word_overlays(result.cross, result.image)]

@@ -108,10 +108,10 @@ def test_a_request_keeps_no_tracer_or_maps_once_answered(explorer):
         gc.collect()
         return sum(type(o) is Tracer for o in gc.get_objects())
 
-    explorer.run(Request("a red circle", steps=1))
+    explorer.run(Request.of("a red circle", steps=1))
     before = tracers()
     for seed in range(3):
-        explorer.run(Request("a red circle", seed=seed, steps=1))
+        explorer.run(Request.of("a red circle", seed=seed, steps=1))
     assert tracers() == before  # was +1 a request: the per-class signature cache kept each traced class
 
 

@@ -46,7 +46,7 @@ def test_a_request_writes_generate_maps_files_at_the_servers_size(family_explore
     from crossattn.attention.maps import AttentionMaps
     from crossattn.web.session import Request
 
-    result = family_explorer(name).run(Request(PROMPT, seed=3, steps=2))
+    result = family_explorer(name).run(Request.of(PROMPT, seed=3, steps=2))
     assert result.image.size == (WIDTH, HEIGHT)
     assert result.words == PROMPT.split()
     stem = "a-red-circle-left-of-a-blue-square-3-0"
@@ -68,7 +68,7 @@ def test_every_view_and_a_click_near_the_right_edge(family_explorer, name):
     from crossattn.web.handlers import Handlers
     from crossattn.web.session import Request
 
-    result = family_explorer(name).run(Request(PROMPT, steps=2))
+    result = family_explorer(name).run(Request.of(PROMPT, steps=2))
     scale = render.display_scale(result.image)
     shown = (WIDTH * scale, HEIGHT * scale)
     image, overlays, grid, _, steps, _, heads, *_ = Handlers(family_explorer(name)).views(result)
@@ -96,7 +96,7 @@ def test_text_share_is_one_on_a_unet_and_the_joint_rows_text_block(family_explor
     from crossattn.web import render
     from crossattn.web.session import Request
 
-    result = family_explorer(name).run(Request("a red circle", steps=1))
+    result = family_explorer(name).run(Request.of("a red circle", steps=1))
     share = render.text_share(result.cross)  # (H, W)
     assert share.shape == (HEIGHT, WIDTH)
     if name == "sd15":
@@ -121,13 +121,13 @@ def test_bad_sizes_are_value_errors_naming_them(family_explorer, change, message
     from crossattn.web.session import Request
 
     with pytest.raises(ValueError, match=message):
-        family_explorer("flux").run(Request(PROMPT, steps=1, **change))
+        family_explorer("flux").run(Request.of(PROMPT, steps=1, **change))
 
 
 def test_a_request_of_another_size(family_explorer):
     from crossattn.web.session import Request
 
-    result = family_explorer("sd3").run(Request("a red circle", steps=1, height=32, width=48))
+    result = family_explorer("sd3").run(Request.of("a red circle", steps=1, height=32, width=48))
     assert result.image.size == (48, 32) and result.cross.word_map("circle").shape == (32, 48)
 
 
@@ -180,6 +180,6 @@ def test_an_upload_on_a_joint_model_is_read_at_its_own_size(family_explorer):
     upload = Image.new("RGB", (40, 40), "white")
     upload.paste((220, 30, 30), (8, 8, 24, 24))
     with pytest.warns(UserWarning, match="resized to the model's 256x256"):
-        result = family_explorer("flux").run(Request(PROMPT, steps=2, image=upload))
+        result = family_explorer("flux").run(Request.of(PROMPT, steps=2, image=upload))
     assert result.image.size == (256, 256) and result.words == PROMPT.split()
     assert result.cross.word_map("red").shape == (256, 256)

@@ -43,7 +43,7 @@ def test_uploaded_image_maps_are_drawn_on_it_and_are_maps_image_files(explorer, 
 
     picture = upload()
     with pytest.warns(UserWarning) as caught:
-        result = explorer.run(Request(PROMPT, seed=3, steps=4, image=picture, strength=0.5))
+        result = explorer.run(Request.of(PROMPT, seed=3, steps=4, image=picture, strength=0.5))
     notes = [str(w.message) for w in caught]
     assert "the image is RGBA; converted to RGB (transparency on white)" in notes
     assert "the image is 40x24; resized to the model's 16x16" in notes
@@ -75,7 +75,7 @@ def test_every_view_of_an_uploaded_image(explorer, handlers):
     from crossattn.web import render
     from crossattn.web.session import Request
 
-    result = explorer.run(Request("a red circle", steps=4, image=upload("RGB", (16, 16)), strength=1.0))
+    result = explorer.run(Request.of("a red circle", steps=4, image=upload("RGB", (16, 16)), strength=1.0))
     views = handlers.views(result)
     assert views[0].size == (128, 128) and len(views[1]) == 3  # a, red, circle
     assert result.cross.num_steps == 4 and len(handlers.show_step(result, 4)) == 3
@@ -91,7 +91,7 @@ def test_an_upload_png_cannot_hold_is_saved_as_the_rgb_the_model_reads(explorer)
     from crossattn.web.session import Request
 
     with pytest.warns(UserWarning, match="the image is CMYK; converted to RGB"):
-        result = explorer.run(Request("a red circle", steps=2, image=upload("RGB", (16, 16)).convert("CMYK")))
+        result = explorer.run(Request.of("a red circle", steps=2, image=upload("RGB", (16, 16)).convert("CMYK")))
     saved = Image.open(result.files[-1])
     assert result.files[-1].name == "upload.png" and saved.mode == "RGB"
     assert np.array_equal(np.array(saved), np.array(result.image))
@@ -109,10 +109,11 @@ def test_an_upload_png_cannot_hold_is_saved_as_the_rgb_the_model_reads(explorer)
 def test_bad_uploads_name_the_value(explorer, change, message):
     from crossattn.web.session import Request
 
-    request = Request(**{"prompt": PROMPT, "image": upload("RGB"), **change})
+    request = Request.of(**{"prompt": PROMPT, "image": upload("RGB"), **change})
     with pytest.raises(ValueError, match=message):
         request.check(explorer.pipe.tokenizer, explorer.max_length)
-    assert Request(PROMPT, strength=0).check(explorer.pipe.tokenizer, explorer.max_length).strength == 0.5  # no image
+    no_image = Request.of(PROMPT, strength=0).check(explorer.pipe.tokenizer, explorer.max_length)
+    assert no_image.strength == 0.5
 
 
 def test_edit_without_an_image_is_crossattn_edit(handlers, tiny_model_dir, tmp_path):
@@ -140,7 +141,7 @@ def test_edit_of_an_uploaded_image(handlers, explorer, null_text):
     assert [c.split(":")[0] for _, c in gallery] == ["reconstruction", "edited", "plain"] and len(gallery) == 3
     assert "dB" in info and ("null-text" in info) == null_text
     with pytest.warns(UserWarning):
-        edited = run_edit(explorer, Request("a red circle", steps=3, image=upload("L")), "a blue circle", null_text)
+        edited = run_edit(explorer, Request.of("a red circle", steps=3, image=upload("L")), "a blue circle", null_text)
     assert math.isfinite(edited.psnr) and f"{edited.psnr:.2f} dB" in info
     assert edited.given.mode == "RGB" and edited.given.size == edited.edited.size == (16, 16)
 

@@ -54,6 +54,17 @@ def finite(value: Any, name: str, low: float = -math.inf, high: float = math.inf
     return float(value)
 
 
+def check_strength(value: Any) -> float:
+    """How far a given image is noised before it is denoised (img2img, maps of an image): a number in (0, 1];
+    a ``BadArgument`` naming it otherwise. The one check of every front's strength (pipeline, request, page)."""
+    from .errors import BadArgument
+
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or not 0 < value <= 1:
+        raise BadArgument(f"strength {value!r} is not accepted; give a number in (0, 1] (how far the image is noised)")
+    return float(value)
+
+
 class JsonConfig:
     """Mixin: ``to_dict`` / ``from_dict`` / ``save`` / ``load`` for a dataclass config."""
 
@@ -143,6 +154,9 @@ class ModelConfig(JsonConfig):
 MAX_SEED = 2**63 - 1
 #: The most sampling steps: the schedules are trained on 1,000 timesteps, so more steps repeat timesteps.
 MAX_STEPS = 1000
+#: The largest guidance scales: far past what any model draws with (SD 7.5, ours 4), a slip of the keyboard
+MAX_GUIDANCE = 100.0
+MAX_RELATION_GUIDANCE = 1e6
 
 
 @dataclass
@@ -161,8 +175,9 @@ class SamplingConfig(JsonConfig):
         check_scheduler(self.scheduler)
         self.seed = whole(self.seed, "seed", 0, high=MAX_SEED)
         self.steps = whole(self.steps, "steps", 1, high=MAX_STEPS)
-        self.guidance_scale = finite(self.guidance_scale, "guidance")
-        self.relation_guidance = finite(self.relation_guidance, "relation guidance", 0.0)
+        # below 0 is refused, not sampled unguided: pipelines guide only above 1, so -1 would silently mean 1
+        self.guidance_scale = finite(self.guidance_scale, "guidance", 0.0, MAX_GUIDANCE)
+        self.relation_guidance = finite(self.relation_guidance, "relation guidance", 0.0, MAX_RELATION_GUIDANCE)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The pipeline-call arguments these settings stand for (the seed makes the generators; the

@@ -24,7 +24,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..attention.steps import announce
-from ..config import SamplingConfig
+from ..config import SamplingConfig, check_strength
 from .relation_guidance import RelationGuidance, guide_latents, parse_relation, warn_unparsed
 from .tokenizer import WordSpans
 
@@ -34,9 +34,8 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 def image_timesteps(scheduler, num_steps: int, strength: float) -> torch.Tensor:
     """The last ``strength`` share of ``scheduler``'s timesteps (at least one), as diffusers' img2img
     pipelines take them (``get_timesteps``); sets the begin index so multistep solvers start there.
-    Call after ``scheduler.set_timesteps(num_steps)``; a strength outside (0, 1] is a ``ValueError``."""
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
-        raise ValueError(f"strength {strength!r} is not accepted; give a number in (0, 1]")
+    Call after ``scheduler.set_timesteps(num_steps)``; a strength outside (0, 1] is a ``BadArgument``."""
+    check_strength(strength)
     kept = max(1, min(int(num_steps * strength), num_steps))
     start = (num_steps - kept) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SamplingConfig, check_scheduler, finite, whole  # noqa: F401 (check_scheduler: re-exported)
+from ..config import SamplingConfig, check_scheduler, check_strength, whole  # noqa: F401 (check_scheduler: re-exported)
 from ..errors import BadArgument
 
 #: Images sampled together when ``batch_size`` is None. On CPU throughput grows with the batch up to
@@ -201,9 +201,7 @@ class SamplingRequest:
 
             error, why = (BadImage, "is a folder") if path.exists() else (MissingFile, "does not exist")
             raise error(f"image {path} {why}; give an image file (PNG, JPEG, ...)")
-        strength = DEFAULT_STRENGTH if self.strength is None else finite(self.strength, "strength")
-        if not 0 < strength <= 1:
-            raise BadArgument(f"strength {self.strength!r} is not accepted; give a number in (0, 1]")
+        strength = DEFAULT_STRENGTH if self.strength is None else check_strength(self.strength)
         object.__setattr__(self, "image", path)
         object.__setattr__(self, "strength", strength)
         object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True))
@@ -245,6 +243,19 @@ class SamplingRequest:
                 f"{gigabytes(need)} of memory; this machine has {gigabytes(free)} free: give a smaller "
                 "--height/--width, --batch-size or --upscale"
             )
+
+    @classmethod
+    def with_config(cls, prompts, config: SamplingConfig, **fields: Any) -> SamplingRequest:
+        """A request for ``prompts`` with ``config``'s sampler settings and ``fields`` (the inverse of
+        :attr:`config`: the one place a config's fields become a request's)."""
+        settings = {
+            "seed": config.seed,
+            "steps": config.steps,
+            "guidance": config.guidance_scale,
+            "scheduler": config.scheduler,
+            "relation_guidance": config.relation_guidance,
+        }
+        return cls(prompts=prompts, **settings, **fields)
 
     @property
     def config(self) -> SamplingConfig:

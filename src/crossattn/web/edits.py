@@ -56,14 +56,15 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     request = explorer.check(request)  # checked, at the server's size unless it names its own
     target = check_prompt(target, "edit-to prompt", explorer.pipe.tokenizer, explorer.max_length)
     warn_unknown_words([request.prompt, target], explorer.vocabulary)
-    pipe = explorer.request_pipe(request.scheduler)
+    settings = request.sampling
+    pipe = explorer.request_pipe(settings.scheduler)
     common = dict(
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
         negative_prompt=request.negative_prompt or None,
     )
     if request.image is None:
-        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         size = dict(height=request.height, width=request.width)
         result = edit(pipe, request.prompt, target, generator=generator, **common, **size)
         return Edited(result.source, result.edited, result.plain, request.prompt, target)

@@ -63,9 +63,10 @@ class Handlers:
         """Sample one traced image at ``height`` × ``width`` pixels (None or 0: the server's size), or read the
         uploaded ``image`` (its maps, noised by ``strength``); returns the image, word overlays, grid, step
         and head views, files, state."""
-        request = Request(
-            prompt, negative_prompt, seed, steps, guidance, scheduler, relation_guidance, image, strength, height, width
-        )
+        request = Request.of(
+            prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
+            relation_guidance=relation_guidance, image=image, strength=strength, height=height, width=width,
+        )  # fmt: skip
         progress(0, desc="sampling" if image is None else "reading the image")
         result = _shown(self.explorer.run, request)
         progress(1.0, desc="drawing")
@@ -87,7 +88,10 @@ class Handlers:
     ):
         """The edit box: ``prompt`` (describing ``image`` when one is uploaded) edited to ``target``;
         returns the gallery (source or reconstruction, edited, plain) and a line with the PSNR."""
-        request = Request(prompt, negative_prompt, seed, steps, guidance, scheduler, 0.0, image)
+        request = Request.of(
+            prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
+            relation_guidance=0.0, image=image,
+        )  # fmt: skip
         progress(0, desc="editing" if image is None else "inverting the image")
         edited = _shown(run_edit, self.explorer, request, target, bool(null_text))
         if edited.psnr is None:

@@ -27,20 +27,18 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SCHEDULER_NAMES, SamplingConfig, finite, whole
+from ..config import SamplingConfig, check_strength, whole
 from ..errors import BadArgument
 from ..sampling import MapsOptions, ModelRef, SamplingRequest
 from ..sampling.request import DEFAULT_STRENGTH
 
-DEFAULT_SCHEDULER = "default"  # the model folder's own scheduler, as `generate` without --scheduler
+DEFAULT_SCHEDULER = "default"  # the page's name for the model folder's own scheduler (SamplingConfig's None)
+#: The server's limits, bounding one request's work (the sampler settings' own checks are SamplingConfig's)
 MAX_STEPS = 200
 MAX_PROMPT_CHARS = 1000
+MAX_SIDE = 4096  # pixels: a bigger side is refused before the model would run out of memory
 KEEP_REQUESTS = 32  # request folders kept on disk (older ones are removed)
 UPLOAD = "upload.png"  # an uploaded image, as received, in its request folder (the CLI's --image FILE)
-MAX_SIDE = 4096  # pixels: a bigger side is refused before the model would run out of memory
-MAX_SEED = 2**63 - 1  # torch.Generator's seeds
-MAX_GUIDANCE = 100.0
-MAX_RELATION_GUIDANCE = 1e6
 
 
 def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
@@ -60,46 +58,59 @@ def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
     return prompt
 
 
-@dataclass
+#: the page's names of the sampler settings (the CLI's flags), in ``/generate``'s order
+PAGE_SETTINGS = ("seed", "steps", "guidance", "scheduler", "relation_guidance")
+
+
+def served(**page) -> SamplingConfig:
+    """The sampler settings of one page request, given by the page's (and the CLI's) names ``seed``,
+    ``steps``, ``guidance``, ``scheduler`` (:data:`DEFAULT_SCHEDULER`: the folder's own) and
+    ``relation_guidance``, the rest at :class:`~crossattn.config.SamplingConfig`'s defaults: checked there,
+    as every front's are, then against the server's step limit."""
+    scheduler = page.pop("scheduler", DEFAULT_SCHEDULER)
+    if "guidance" in page:
+        page["guidance_scale"] = page.pop("guidance")
+    config = SamplingConfig(scheduler=None if scheduler == DEFAULT_SCHEDULER else scheduler, **page)
+    whole(config.steps, "steps", 1, high=MAX_STEPS)  # the server's bound on one request's work
+    return config
+
+
+@dataclass(frozen=True)
 class Request:
-    """What one ``/generate`` call asks for; :meth:`check` turns bad input into a clear ``ValueError``."""
+    """What one ``/generate`` or ``/edit`` call asks for: a prompt, the sampler settings (a
+    :class:`~crossattn.config.SamplingConfig`, checked when made: :func:`served`) and, for ``/generate``, an
+    upload or a size. :meth:`check` checks the rest against the model (a ``ValueError`` naming the value)."""
 
     prompt: str
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     negative_prompt: str = ""
-    seed: int = SamplingConfig.seed
-    steps: int = SamplingConfig.steps
-    guidance: float = SamplingConfig.guidance_scale
-    scheduler: str = DEFAULT_SCHEDULER
-    relation_guidance: float = SamplingConfig.relation_guidance
     image: object = None  # an uploaded PIL image: its maps instead of a sampled image's
     strength: float = DEFAULT_STRENGTH  # with image: how far it is noised, in (0, 1] (maps --image --strength)
     height: int | None = None  # pixels; None or 0: the server's size (Explorer.check fills it in)
     width: int | None = None
 
+    @classmethod
+    def of(cls, prompt: str, **page) -> Request:
+        """A request from the page's values by the page's names (``/generate``'s parameters): the sampler
+        settings among them (:data:`PAGE_SETTINGS`) made by :func:`served`, the rest this request's fields."""
+        settings = {name: page.pop(name) for name in PAGE_SETTINGS if name in page}
+        return cls(prompt, served(**settings), **page)
+
     def check(self, tokenizer, max_length: int) -> Request:
-        """Validated copy (whole numbers as ``int``); errors name the bad value and what is accepted. The
-        checks are the library's (:func:`crossattn.config.whole`, :func:`~crossattn.config.finite`), with the
-        server's upper limits."""
-        check_prompt(self.prompt, "prompt", tokenizer, max_length)
-        if self.scheduler not in (DEFAULT_SCHEDULER, *SCHEDULER_NAMES):
-            raise ValueError(
-                f"unknown scheduler {self.scheduler!r}; choices: {DEFAULT_SCHEDULER}, {', '.join(SCHEDULER_NAMES)}"
-            )
+        """Validated copy (sizes as ``int``); errors name the bad value and what is accepted."""
+        if not isinstance(self.sampling, SamplingConfig):
+            raise BadArgument(f"sampling {self.sampling!r} is not accepted; give a SamplingConfig (see served())")
+        check_prompt(self.prompt, "prompt", tokenizer, max_length)  # sampled as given, as the CLI samples it
         if self.image is not None and (self.height or self.width):
             raise ValueError(
                 f"height {self.height!r} / width {self.width!r} with an image: an uploaded image is read at the "
                 "model's own size; leave height and width at 0 (or None)"
             )
-        return Request(
-            prompt=self.prompt,
+        return dataclasses.replace(
+            self,
             negative_prompt=self.negative_prompt or "",
-            seed=whole(self.seed, "seed", 0, high=MAX_SEED),
-            steps=whole(self.steps, "steps", 1, high=MAX_STEPS),
-            guidance=finite(self.guidance, "guidance", 0.0, MAX_GUIDANCE),
-            scheduler=self.scheduler,
-            relation_guidance=finite(self.relation_guidance, "relation guidance", 0.0, MAX_RELATION_GUIDANCE),
             image=_picture(self.image),
-            strength=DEFAULT_STRENGTH if self.image is None else _strength(self.strength),
+            strength=DEFAULT_STRENGTH if self.image is None else check_strength(self.strength),
             height=_side(self.height, "height"),
             width=_side(self.width, "width"),
         )
@@ -111,14 +122,10 @@ class Request:
         the plain ones)."""
         sized = {"height": self.height, "width": self.width}
         given = {"image": image, "strength": self.strength} if image is not None else sized
-        return SamplingRequest(
-            prompts=(self.prompt,),
+        return SamplingRequest.with_config(
+            (self.prompt,),
+            self.sampling,
             negative_prompt=self.negative_prompt or None,
-            seed=self.seed,
-            steps=self.steps,
-            guidance=self.guidance,
-            scheduler=None if self.scheduler == DEFAULT_SCHEDULER else self.scheduler,
-            relation_guidance=self.relation_guidance,
             maps=MapsOptions(kind="both", per_step=True, per_head=True),
             out=out,
             **given,
@@ -129,12 +136,6 @@ def _side(value, name: str) -> int | None:
     """None (the server's size; 0 says the same, as the page's number box sends it) or a whole number of
     pixels; the model's multiple is checked by the explorer (:meth:`Explorer.check`)."""
     return None if value is None or value == 0 else whole(value, name, 0, high=MAX_SIDE)
-
-
-def _strength(value) -> float:
-    if value is None or not 0 < finite(value, "strength") <= 1:
-        raise BadArgument(f"strength {value!r} is not accepted; give a number in (0, 1] (how far the image is noised)")
-    return float(value)
 
 
 def _picture(image):
@@ -246,12 +247,12 @@ class Explorer:
         pipe = self.pipe
         return getattr(pipe, "max_length", None) or pipe.tokenizer.model_max_length
 
-    def request_pipe(self, scheduler: str):
-        """A pipeline object for one request: the loaded components, a new scheduler in its initial state."""
+    def request_pipe(self, scheduler: str | None):
+        """A pipeline object for one request: the loaded components, a new scheduler in its initial state
+        (``scheduler``: a name, as ``generate --scheduler``; None: the folder's own)."""
         from ..models.model import fresh_scheduler
 
-        # a name: as `load_pipeline(scheduler=name)` does for `generate --scheduler name`
-        fresh = fresh_scheduler(self.scheduler, None if scheduler == DEFAULT_SCHEDULER else scheduler)
+        fresh = fresh_scheduler(self.scheduler, scheduler)
         pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": fresh})
         pipe.set_progress_bar_config(**getattr(self.pipe, "_progress_bar_config", {}))
         return pipe
@@ -282,7 +283,7 @@ class Explorer:
             return self.run_image(request)
         job_request = request.sampling_request(self.out / uuid.uuid4().hex)
         (job,) = plan(job_request)
-        pipe = self.request_pipe(request.scheduler)
+        pipe = self.request_pipe(request.sampling.scheduler)
         images, maps = sample(pipe, [job], job_request)
         cross = only(maps, "cross")
         files = self.write_files(pipe, job_request, job, images[0], maps, cross)
@@ -305,11 +306,12 @@ class Explorer:
         folder = self.out / uuid.uuid4().hex
         upload = save_upload(request.image, folder / UPLOAD)
         job_request = request.sampling_request(folder, image=upload)
-        stem = folder / f"{slugify(request.prompt)}-{slugify(upload.stem)}-{request.seed}"  # as `maps --image`
-        job = ImageJob(request.prompt, 0, request.seed, stem.with_suffix(".png"), stem.with_suffix(".json"), None)
-        pipe = self.request_pipe(request.scheduler)
+        seed = request.sampling.seed
+        stem = folder / f"{slugify(request.prompt)}-{slugify(upload.stem)}-{seed}"  # as `maps --image`
+        job = ImageJob(request.prompt, 0, seed, stem.with_suffix(".png"), stem.with_suffix(".json"), None)
+        pipe = self.request_pipe(request.sampling.scheduler)
         # `maps --image`'s call, with the upload itself (its notes name no server path)
-        given = sample_given(pipe, request.prompt, request.seed, job_request, image=request.image)
+        given = sample_given(pipe, request.prompt, seed, job_request, image=request.image)
         cross = only(given.maps, "cross")
         files = self.write_given_files(pipe, job_request, job, given, cross) + [upload]
         return Result(
