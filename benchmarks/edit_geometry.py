@@ -49,7 +49,15 @@ from crossattn.sampling.inversion import Inversion  # noqa: E402
 MODES = ("ddim", "null-text")
 OUTLINE_SHADE = 0.55  # drawings.py's outline darkening
 #: edit settings compared (``crossattn.edit_image`` keywords); ``default``: what a user gets
-VARIANTS: dict[str, dict] = {"default": {}}
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "before": {"direct_inversion": False},  # the edit before issue 41: the source row alone pinned
+    "direct": {"direct_inversion": True},  # Direct Inversion: the targets get the source's correction
+    "direct-self": {"direct_inversion": True, "self_steps": 0.6},  # and the source's self-attention longer
+    "direct-noblend": {"direct_inversion": True, "blend": False},
+    "object": {"object_blend": True},  # the blend over the object's own pixels, the source alone pinned
+    "direct-object": {"direct_inversion": True, "object_blend": True},
+}
 SWAP_STREAM = 0x41
 
 
@@ -173,7 +181,7 @@ def load_inversion(path: Path, image) -> GivenInversion | None:
         keys = sorted((k for k in tensors if k.startswith(prefix + ".")), key=lambda k: int(k.rsplit(".", 1)[1]))
         return [tensors[k] for k in keys]
 
-    nulls = {int(k.split(".")[1]): v for k, v in tensors.items() if k.startswith("null.")}
+    nulls = {t: tensors[f"null.{t}"] for t in meta["timesteps"] if f"null.{t}" in tensors}  # sampling order
     inv = Inversion(
         tensors["latents"], series("trajectory"), meta["timesteps"], nulls, meta["losses"], meta["fixed_point_steps"]
     )

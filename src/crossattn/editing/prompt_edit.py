@@ -129,6 +129,7 @@ def edit(
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
     from .control import Controller
+    from .direct_inversion import given_image_callback
 
     settings = EditSettings.taken(settings, kwargs)
     kwargs = pipe_arguments(pipe, kwargs)
@@ -137,7 +138,10 @@ def edit(
     generators = row_generators(generator, len(prompts))
     with controller:
         if controller.needs_step_callback:
-            kwargs.update(callback_on_step_end=controller.step_callback, callback_on_step_end_tensor_inputs=["latents"])
+            callback = controller.step_callback
+            if source_path and (settings.direct_inversion or settings.object_blend):
+                callback = given_image_callback(controller)  # direct_inversion.py: what a given image adds
+            kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
         if latents is not None:
             kwargs["latents"] = latents.expand(len(prompts), *latents.shape[1:])  # (rows, C, h, w)
         images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images

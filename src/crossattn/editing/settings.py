@@ -21,6 +21,8 @@ HALVES = ("both", "cond")
 #: noise on x_T swapped its two objects (40.7 → 18.4 dB, Adam at 3e-2), and so did the float differences
 #: of the edit's batch (docs/commands/edit.md)
 PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT = 0.4, 1.0
+#: with ``direct_inversion`` the source row is on the path, and the targets corrected alike, at every step
+PINNED_DIRECT = 1.0
 
 
 def check_fraction(name: str, value) -> float:
@@ -41,7 +43,11 @@ class EditSettings:
     steps after which the source row is put back on the image's inversion path (Direct Inversion: Ju et
     al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
     source's maps and latents, which the target takes, are the given image's (no effect elsewhere);
-    ``None``: chosen by the inversion (:meth:`pinned_for`).
+    ``None``: chosen by the inversion (:meth:`pinned_for`); ``direct_inversion``, during those steps each
+    target row is moved by the source row's correction too (:mod:`crossattn.editing.direct_inversion`), so
+    the targets keep the given image's geometry instead of only taking its maps; ``object_blend``, the local
+    blend's region narrowed to the given image's object under it (every pixel outside the object the
+    source's: :func:`crossattn.editing.local_blend.object_region`).
     The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -51,6 +57,8 @@ class EditSettings:
     blend: bool = True
     shared_steps: float = 0.3
     pinned_steps: float | None = None
+    direct_inversion: bool = False
+    object_blend: bool = False
 
     def __post_init__(self):
         checked = {
@@ -60,6 +68,9 @@ class EditSettings:
             "pinned_steps": None if self.pinned_steps is None else check_fraction("pinned_steps", self.pinned_steps),
             "reweight": dict(self.reweight or {}),
         }
+        for name in ("direct_inversion", "object_blend"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} is {getattr(self, name)!r}; accepted: True or False")
         if self.halves not in HALVES:
             raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
         for name, value in checked.items():
@@ -71,6 +82,8 @@ class EditSettings:
         for a ``source_path`` given without saying). The one place that default is chosen."""
         if self.pinned_steps is not None:
             return self
+        if self.direct_inversion:  # the targets follow the path's corrections at every step (Ju et al.)
+            return replace(self, pinned_steps=PINNED_DIRECT)
         return replace(self, pinned_steps=PINNED_AFTER_NULL_TEXT if null_text else PINNED_AFTER_DDIM)
 
     @classmethod
