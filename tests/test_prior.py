@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from crossattn.cli import main
+from crossattn.config import SamplingConfig
 from crossattn.data.folder import FolderWriter
 from crossattn.files import ExistsError
 from crossattn.models.vocabulary import grammar_words, words_of, write_vocabulary
@@ -48,12 +49,13 @@ def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_
     import crossattn.training.prior as prior
 
     run, vocabulary = tmp_path / "run", grammar_words()
-    settings = PriorSettings(count=3, base_model=str(grammar_model), steps=2)
+    settings = PriorSettings(count=3, base_model=str(grammar_model), sampling=SamplingConfig(steps=2))
     folder = prior_folder(run, settings, vocabulary, replace=False, progress=False)
     lines = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     assert [line["text"] for line in lines] == prior_captions(3, 0, vocabulary)
     assert all((folder / line["file_name"]).is_file() for line in lines)
-    assert json.loads((folder / INFO_NAME).read_text())["count"] == 3
+    info = {"count": 3, "base_model": str(grammar_model), "seed": 0, "steps": 2, "guidance": 4.0}
+    assert json.loads((folder / INFO_NAME).read_text()) == info  # the keys folders drawn before hold: reused
 
     def no_drawing(*args, **kwargs):
         raise AssertionError("drew again")
@@ -62,7 +64,7 @@ def test_prior_folder_is_drawn_once_reused_and_not_clobbered(grammar_model, tmp_
     assert prior_folder(run, settings, vocabulary, replace=False, progress=False) == folder  # reused
     with pytest.raises(AssertionError, match="drew again"):  # --overwrite starts over: drawn afresh
         prior_folder(run, settings, vocabulary, replace=True, progress=False)
-    other = PriorSettings(count=2, base_model=str(grammar_model), steps=2)
+    other = PriorSettings(count=2, base_model=str(grammar_model), sampling=SamplingConfig(steps=2))
     with pytest.raises(ExistsError, match="--overwrite"):
         prior_folder(run, other, vocabulary, replace=False, progress=False)
     assert len((folder / "metadata.jsonl").read_text().splitlines()) == 3  # the old images are intact

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import torch
 
-from crossattn.config import TrainingConfig
+from crossattn.config import SamplingConfig, TrainingConfig
+from crossattn.errors import BadArgument
 from crossattn.models.model import make_scheduler
 from crossattn.training.losses import min_snr_weights
 from crossattn.training.probes import ink_centre, predicted_clean
@@ -59,6 +61,27 @@ def test_training_config_json_round_trip(tmp_path):
     cfg = TrainingConfig(steps=7, snr_gamma=5.0, sample_prompts=("a red circle",))
     cfg.save(tmp_path / "t.json")
     assert TrainingConfig.load(tmp_path / "t.json") == cfg
+    cfg = TrainingConfig(sample_settings=SamplingConfig(steps=3, guidance_scale=2.5, scheduler="ddim"))
+    cfg.save(tmp_path / "t.json")
+    assert TrainingConfig.load(tmp_path / "t.json") == cfg
+
+
+def test_a_config_saved_before_sample_settings_loads_into_them(tmp_path):
+    """Run folders and model folders written before the sample grids' settings were a SamplingConfig hold
+    ``sample_steps`` / ``sample_guidance``: they load into ``sample_settings``, and save in the new shape."""
+    from importlib.resources import files
+
+    shipped = json.loads(files("crossattn.pretrained").joinpath("training_config.json").read_text())
+    assert shipped["sample_steps"] == 20 and "sample_settings" not in shipped  # written by an older version
+    assert TrainingConfig.from_dict(shipped).sample_settings == SamplingConfig(steps=20, guidance_scale=4.0)
+    old = {**TrainingConfig().to_dict(), "sample_steps": 5, "sample_guidance": 1.5}
+    del old["sample_settings"]
+    (tmp_path / "config.json").write_text(json.dumps({"training": old}))
+    loaded = TrainingConfig.from_dict(json.loads((tmp_path / "config.json").read_text())["training"])
+    assert loaded.sample_settings == SamplingConfig(steps=5, guidance_scale=1.5)
+    assert TrainingConfig.from_dict(loaded.to_dict()) == loaded  # saved again in the new shape, read back
+    with pytest.raises(BadArgument, match="steps 0 is not accepted"):
+        TrainingConfig.from_dict({"sample_steps": 0})
     with pytest.raises(ValueError, match="unknown TrainingConfig keys"):
         TrainingConfig.from_dict({"stepz": 3})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -206,6 +206,8 @@ CLIP_TRAINING_DEFAULTS = dict(
 )
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+#: keys of TrainingConfig files written before the sample grids' settings were a SamplingConfig → its fields
+OLD_SAMPLE_KEYS = {"sample_steps": "steps", "sample_guidance": "guidance_scale"}
 LR_SCHEDULES = ("cosine", "linear", "constant_with_warmup", "constant")
 
 
@@ -259,8 +261,9 @@ class TrainingConfig(JsonConfig):
         "an orange triangle above a blue circle",
         "a purple square and a green circle",
     )
-    sample_steps: int = SamplingConfig.steps
-    sample_guidance: float = SamplingConfig.guidance_scale
+    # the sampler settings of the sample grids (their seeds are train_outputs.SAMPLE_SEEDS); in config files
+    # written before they were a SamplingConfig, the keys sample_steps and sample_guidance (read into it)
+    sample_settings: SamplingConfig = field(default_factory=SamplingConfig)
     log_every: int = 10
     init_from: str | None = None  # a pipeline folder to start from (fine-tuning)
     # a CLIPTextModel or CLIP folder whose text tower replaces the starting text encoder (e.g. the mini-CLIP)
@@ -279,12 +282,24 @@ class TrainingConfig(JsonConfig):
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Build from a dict (a saved ``config.json`` / ``training_config.json``), the sample grids' settings
+        a nested :class:`SamplingConfig`; an older file's ``sample_steps`` / ``sample_guidance`` are read into it."""
+        data = dict(data)
+        old = {new: data.pop(key) for key, new in OLD_SAMPLE_KEYS.items() if key in data}
+        if old or isinstance(data.get("sample_settings"), dict):
+            data["sample_settings"] = SamplingConfig.from_dict({**old, **data.get("sample_settings", {})})
+        return super().from_dict(data)
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first impossible value and what is accepted."""
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "dataset_size", "num_workers", "sample_every", "sample_steps", "seed"):
+        if not isinstance(self.sample_settings, SamplingConfig):
+            raise ValueError(f"sample_settings must be a SamplingConfig, got {self.sample_settings!r}")
+        for name in ("warmup_steps", "dataset_size", "num_workers", "sample_every", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.time_limit < 0:

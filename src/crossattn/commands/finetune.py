@@ -16,7 +16,7 @@ import json
 import warnings
 from pathlib import Path
 
-from ..config import TrainingConfig
+from ..config import SamplingConfig, TrainingConfig
 from ..errors import BadArgument
 from .flags import (
     add_model_flag,
@@ -193,9 +193,9 @@ def validation(args: argparse.Namespace, config: TrainingConfig, out: Path):
         if args.validation_every:
             raise BadArgument(f"--validation-every {args.validation_every} needs a --validation-prompt to draw")
         return None
-    every = args.validation_every or max(1, config.steps // 4)
+    every, sampled = args.validation_every or max(1, config.steps // 4), config.sample_settings
     settings = ValidationSettings(
-        tuple(args.validation_prompt), every, args.seed, config.sample_steps, config.sample_guidance
+        tuple(args.validation_prompt), every, args.seed, sampled.steps, sampled.guidance_scale
     )
     return Validation(settings, out / "validation")
 
@@ -240,7 +240,7 @@ def prior_data(args: argparse.Namespace, model: str | None, data, out: Path, res
         return None
     if args.resume is None:
         RunDir(out).check_new(args.overwrite)  # before drawing anything into OUT
-    settings = PriorSettings(count=count, base_model=model, seed=args.seed)
+    settings = PriorSettings(count=count, base_model=model, sampling=SamplingConfig(seed=args.seed))
     folder = prior_folder(out, settings, vocabulary, replace=args.overwrite, progress=not args.no_progress)
     if folder is None:
         warnings.warn(

@@ -16,7 +16,7 @@ on the very same ones.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +38,20 @@ class PriorSettings:
 
     count: int
     base_model: str
-    seed: int = 0
-    steps: int = SamplingConfig.steps
-    guidance: float = SamplingConfig.guidance_scale
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # its seed also picks the captions
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_PRIOR:
             raise BadArgument(f"prior image count {self.count} is not accepted; give 1–{MAX_PRIOR}")
-        self.sampling  # noqa: B018 (checks seed, steps and guidance as every sampling job's are checked)
+        if not isinstance(self.sampling, SamplingConfig):
+            raise BadArgument(f"prior sampling {self.sampling!r} is not accepted; give a SamplingConfig")
 
-    @property
-    def sampling(self) -> SamplingConfig:
-        """The sampler settings the images are drawn with (the other fields stay flat: ``prior_info.json``
-        keeps its keys, so a folder drawn before is still recognised)."""
-        return SamplingConfig(steps=self.steps, guidance_scale=self.guidance, seed=self.seed)
+    def info(self) -> dict:
+        """What ``prior_info.json`` holds: the keys it has had since the prior was added (``count``,
+        ``base_model``, ``seed``, ``steps``, ``guidance``), so a folder drawn before is still recognised."""
+        config = self.sampling
+        sampled = {"seed": config.seed, "steps": config.steps, "guidance": config.guidance_scale}
+        return {"count": self.count, "base_model": self.base_model, **sampled}
 
 
 def prior_captions(count: int, seed: int, vocabulary: set[str]) -> list[str] | None:
@@ -75,7 +75,7 @@ def reusable(folder: Path, settings: PriorSettings) -> bool:
     if not info.is_file() or not (folder / "metadata.jsonl").is_file():
         return False
     try:
-        return json.loads(info.read_text(encoding="utf-8")) == asdict(settings)
+        return json.loads(info.read_text(encoding="utf-8")) == settings.info()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
 
@@ -97,7 +97,7 @@ def draw_prior(
     with new_image_folder(out, replace=replace) as writer:
         for start in tqdm(range(0, len(captions), BATCH), desc="prior images", unit="batch", disable=not progress):
             batch = captions[start : start + BATCH]
-            seeds = [IMAGE_SEED_BASE + 10_000 * settings.seed + start + i for i in range(len(batch))]
+            seeds = [IMAGE_SEED_BASE + 10_000 * settings.sampling.seed + start + i for i in range(len(batch))]
             images = pipe(
                 batch,
                 **settings.sampling.pipeline_kwargs(),
@@ -106,7 +106,7 @@ def draw_prior(
             ).images  # (B, H, W, 3) in [0, 1]
             for image, caption in zip(images, batch, strict=True):
                 writer.add((np.asarray(image) * 255).round().astype(np.uint8), caption)
-        (writer.folder / INFO_NAME).write_text(json.dumps(asdict(settings), indent=2) + "\n", encoding="utf-8")
+        (writer.folder / INFO_NAME).write_text(json.dumps(settings.info(), indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -122,7 +122,7 @@ def prior_folder(
     folder = run / PRIOR_DIR
     if not replace and reusable(folder, settings):
         return folder
-    captions = prior_captions(settings.count, settings.seed, vocabulary)
+    captions = prior_captions(settings.count, settings.sampling.seed, vocabulary)
     if captions is None:
         return None
     if folder.exists() and not replace:

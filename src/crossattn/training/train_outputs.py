@@ -181,12 +181,22 @@ def image_grid(images: list, rows: int, cols: int, scale: int = 1):
 
 
 def write_sample_grid(pipe, config: TrainingConfig, path: Path) -> None:
-    """The sample grid (rows: ``config.sample_prompts``, columns: :data:`SAMPLE_SEEDS`) as a PNG, atomically."""
+    """The sample grid (rows: ``config.sample_prompts``, columns: :data:`SAMPLE_SEEDS`) as a PNG, atomically,
+    drawn with ``config.sample_settings`` (a scheduler named there replaces ``pipe``'s; relation guidance only
+    where the pipeline takes it: a diffusers pipeline's grid is drawn without)."""
+    from ..models.loading import takes_argument
+    from ..models.model import set_scheduler
+
     prompts, seeds = list(config.sample_prompts), list(SAMPLE_SEEDS)
+    settings = config.sample_settings
+    if settings.scheduler is not None:
+        set_scheduler(pipe, settings.scheduler)
+    kwargs = settings.pipeline_kwargs()
+    if not takes_argument(pipe, "relation_guidance"):
+        kwargs.pop("relation_guidance")
     images = pipe(
         prompts,
-        num_inference_steps=config.sample_steps,
-        guidance_scale=config.sample_guidance,
+        **kwargs,
         num_images_per_prompt=len(seeds),
         generator=[torch.Generator().manual_seed(s) for _ in prompts for s in seeds],
     ).images
