@@ -105,6 +105,15 @@ def test_a_config_that_disagrees_with_its_weights_names_the_component(broken_cop
         load_pipeline(broken_copy)
 
 
+def test_a_config_value_of_the_wrong_type_is_a_bad_model_folder(broken_copy):
+    """Found by benchmarks/fuzz.py: ``"act_fn": 0`` made diffusers raise AttributeError (a bare traceback)."""
+    config = json.loads((broken_copy / "unet/config.json").read_text())
+    config["act_fn"] = 0
+    (broken_copy / "unet/config.json").write_text(json.dumps(config))
+    with pytest.raises(BadModelFolder, match=f"model folder {broken_copy} cannot be loaded: 'int' object"):
+        load_pipeline(broken_copy)
+
+
 def test_a_broken_lora_folder_names_the_file(tmp_path):
     folder = tmp_path / "lora"
     folder.mkdir()

@@ -198,7 +198,7 @@ def load_resolved(
                 pipe = pipeline_class(folder).from_pretrained(
                     folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
                 )
-            except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:  # the folder's, not ours
+            except (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:  # the folder's
                 raise load_error(folder, err) from err
     if lora is not None:
         from .lora_files import load_lora
