@@ -152,3 +152,18 @@ def test_memory_holds_only_what_is_asked_for(pipes):
     with trace(pipe) as plain:
         sample(pipe, ["a red circle"], steps=3)
     assert tracer.nbytes() == 3 * plain.nbytes()
+
+
+def test_explorer_word_shares_on_a_joint_model_are_renormalised_over_the_text(pipes):
+    """Issue 38: the image keeps most of a joint softmax, so the words' raw probabilities showed as 0 %; the bars are
+    their shares of the pixel's attention to text, and the label says so with the text's share of the whole."""
+    from crossattn.web import render
+
+    _, maps = traced(pipes["flux"])
+    raw = float(maps.word_map("circle", 0)[10, 20])
+    reads = render.pixel_words(maps, 20, 10)
+    text = float(render.text_share(maps)[10, 20])
+    assert sum(reads.values()) == pytest.approx(1.0, abs=1e-4) and render.IMAGE_TOKENS not in reads
+    assert reads["circle"] == pytest.approx(raw / text, rel=1e-5) and reads["circle"] > raw
+    label = render.reads_label(maps, 20, 10)
+    assert "shares of its attention to text" in label and f"text {text:.1%}" in label

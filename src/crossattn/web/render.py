@@ -141,9 +141,10 @@ def pixel_words(cross_maps, x: int, y: int) -> dict[str, float]:
     """What pixel (x, y) reads: its cross-attention row, summed per word (mean over layers, steps, heads).
 
     U-Net models: the start token and the end/padding tokens take the rest of the probability, so the
-    bars sum to 1. Joint models (one softmax over text and image tokens): each word's probability (all
-    its tokens, every encoder's), the other text tokens' (start, end, padding) and the image tokens'
-    (the pixel's self-attention), which together sum to 1.
+    bars sum to 1. Joint models (one softmax over text and image tokens, where the image keeps most of
+    it and every word's probability would show as 0 %): each word's share (all its tokens, every
+    encoder's) of the pixel's attention to text, and the other text tokens' (start, end, padding), which
+    together sum to 1; :func:`reads_label` gives the text's share of the whole.
     """
     words = {word: float(cross_maps.word_map(word)[y, x]) for word in dict.fromkeys(cross_maps.words_for(0))}
     if not joint(cross_maps):
@@ -152,7 +153,8 @@ def pixel_words(cross_maps, x: int, y: int) -> dict[str, float]:
         return row
     text = float(text_share(cross_maps)[y, x])
     other = max(0.0, text - sum(words.values()))
-    return {**words, "<other text tokens>": other, IMAGE_TOKENS: max(0.0, 1.0 - text)}
+    per_text = 1.0 / text if text > 0 else 0.0  # renormalised over the text keys, for display
+    return {**{word: p * per_text for word, p in words.items()}, "<other text tokens>": other * per_text}
 
 
 def text_share(cross_maps):
@@ -171,6 +173,11 @@ def text_share(cross_maps):
 
 def reads_label(cross_maps, x: int, y: int) -> str:
     """The title of pixel (x, y)'s word bars: which attention they are (joint models: one softmax over
-    text and image tokens, so the bars include ``<image tokens>``, the share that stays in the image)."""
-    kind = "joint attention" if joint(cross_maps) else "cross-attention"
-    return f"{kind} of pixel ({x}, {y}): what it reads"
+    text and image tokens, the bars renormalised over the text, and the text's and the image's share)."""
+    if not joint(cross_maps):
+        return f"cross-attention of pixel ({x}, {y}): what it reads"
+    text = float(text_share(cross_maps)[y, x])
+    return (
+        f"joint attention of pixel ({x}, {y}): what it reads, as shares of its attention to text "
+        f"(text {text:.1%} of all, {IMAGE_TOKENS} {1 - text:.1%})"
+    )
