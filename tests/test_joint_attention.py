@@ -167,3 +167,24 @@ def test_explorer_word_shares_on_a_joint_model_are_renormalised_over_the_text(pi
     assert reads["circle"] == pytest.approx(raw / text, rel=1e-5) and reads["circle"] > raw
     label = render.reads_label(maps, 20, 10)
     assert "shares of its attention to text" in label and f"text {text:.1%}" in label
+
+
+@pytest.mark.parametrize("name", ["sd15", "flux"])
+def test_a_lora_on_the_attention_still_applies_under_the_trace(name):
+    """Issue 38: a peft LoRA on the attention projections (``add_adapter``) changes the image, and the traced image is
+    the untraced one, bit for bit: the capture processors call the wrapped ``to_q``/``to_k``/``to_v``/``to_out``."""
+    from peft import LoraConfig
+
+    pipe = build_family(name)
+    plain = sample(pipe, ["a red circle"])
+    denoiser = pipe.unet if name == "sd15" else pipe.transformer
+    torch.manual_seed(1)  # init_lora_weights=False: A and B random, so the adapter is not a no-op at the start
+    denoiser.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    )
+    lora = sample(pipe, ["a red circle"])
+    with trace(pipe, kind="both") as tracer:
+        lora_traced = sample(pipe, ["a red circle"])
+    assert not np.array_equal(np.asarray(plain[0]), np.asarray(lora[0]))  # the LoRA draws another image
+    assert np.array_equal(np.asarray(lora[0]), np.asarray(lora_traced[0]))  # and the trace does not undo it
+    assert tracer.maps().layer_names
