@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import SamplingConfig, TrainingConfig
 from ..errors import BadArgument
 from .flags import (
+    add_dataset_column_flags,
     add_model_flag,
     add_run_convention_flags,
     add_run_folder_flags,
@@ -43,10 +44,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "finetune",
         help="fine-tune a pipeline folder on an image folder (LoRA or full)",
-        description="Fine-tune on DATA (images + metadata.jsonl with file_name and text). "
+        description="Fine-tune on DATA (images + metadata.jsonl with file_name and text, .txt captions, or a "
+        "datasets folder); --model may be a crossattn, Stable Diffusion 1.x/2.x or SDXL pipeline folder. "
         "Writes OUT/final: a LoRA adapter (default) or, with --full, a pipeline folder.",
     )
-    p.add_argument("data", metavar="DATA", help="image folder with metadata.jsonl (or metadata.csv)")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="image folder with metadata.jsonl (or metadata.csv, or a .txt caption beside each image), or a local "
+        "datasets folder (save_to_disk or parquet files)",
+    )
+    add_dataset_column_flags(p)
     add_model_flag(p, "pipeline folder to start from (default: the shipped model)")
     add_adapter_flags(p)
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: 4 LoRA, 16 full)")
@@ -287,7 +295,8 @@ def load_data(args: argparse.Namespace, model: str | None):
         raise BadArgument(f"--full on a {family} folder is not supported; fine-tune it with LoRA (--lora RANK)")
     model_config = model_config_from_folder(model) if model and family is None else ModelConfig()
     resolution = latent_resolution(model) if family else model_config.resolution
-    data = ImageFolderDataset(args.data, resolution, flip=args.flip, skip_bad=args.skip_bad)
+    columns = {"image_column": args.image_column, "caption_column": args.caption_column}
+    data = ImageFolderDataset(args.data, resolution, flip=args.flip, skip_bad=args.skip_bad, **columns)
     if data.skipped:
         warnings.warn(
             f"skipped {data.skipped} bad entries of {args.data}; training on {len(data)} images", stacklevel=1

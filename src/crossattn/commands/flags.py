@@ -307,3 +307,19 @@ def add_run_convention_flags(p, d) -> None:
         action="store_true",
         help="recompute the U-Net's activations in the backward pass: less memory, ~30 %% slower steps",
     )
+
+
+def add_dataset_column_flags(p) -> None:
+    """``--image-column`` / ``--caption-column`` of a local Hugging Face ``datasets`` folder given as DATA."""
+    p.add_argument(
+        "--image-column",
+        metavar="NAME",
+        default="image",
+        help="DATA as a datasets folder (save_to_disk or parquet): the image column (default: %(default)s)",
+    )
+    p.add_argument(
+        "--caption-column",
+        metavar="NAME",
+        default="text",
+        help="DATA as a datasets folder: the caption column (default: %(default)s)",
+    )

@@ -1,7 +1,10 @@
 """A user's image folder with captions, in the ``datasets`` imagefolder convention.
 
 A folder of images plus ``metadata.jsonl`` (one ``{"file_name": ..., "text": ...}`` per line) or
-``metadata.csv`` with the same two columns. Before training, the whole folder is checked and every
+``metadata.csv`` with the same two columns; or, without either, a ``.txt`` caption file beside each image
+(``0001.png`` + ``0001.txt``, the DreamBooth / kohya convention); or a local Hugging Face ``datasets`` folder
+(``Dataset.save_to_disk``, or ``.parquet`` files) with an image and a caption column
+(:func:`read_datasets_folder`, read through the ``datasets`` package). Before training, the whole folder is checked and every
 problem is reported at once (missing file, unreadable or non-image file, empty caption, duplicate
 entry, image without a caption line, malformed metadata line). Nothing in the folder is modified.
 
@@ -97,8 +100,8 @@ def metadata_path(folder: Path) -> Path:
         if (folder / name).is_file():
             return folder / name
     raise FileNotFoundError(
-        f"no metadata.jsonl or metadata.csv in {folder}; expected lines like "
-        '{"file_name": "0001.png", "text": "a red ring"}'
+        f"no metadata.jsonl or metadata.csv in {folder}, and no .txt caption beside any image; expected lines like "
+        '{"file_name": "0001.png", "text": "a red ring"}, or 0001.png with 0001.txt'
     )
 
 
@@ -127,6 +130,21 @@ def read_metadata(folder: Path) -> tuple[list[dict], list[Problem]]:
     return rows, problems
 
 
+def caption_rows(root: Path) -> tuple[list[dict], list[Problem]]:
+    """The ``file_name``/``text`` rows of ``metadata.jsonl``/``.csv``, else of the ``.txt`` files beside the images."""
+    if any((root / name).is_file() for name in METADATA_FILES):
+        return read_metadata(root)
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    captioned = [p for p in images if p.with_suffix(".txt").is_file()]
+    if not captioned:
+        metadata_path(root)  # raises, naming what is expected
+    rows = [
+        {"file_name": p.relative_to(root).as_posix(), "text": p.with_suffix(".txt").read_text("utf-8")}
+        for p in captioned
+    ]
+    return rows, []
+
+
 def check_image(path: Path, name: str) -> Problem | None:
     """None if Pillow can fully decode the file, else the problem."""
     if not path.is_file():
@@ -144,7 +162,7 @@ def validate_folder(folder: str | Path) -> tuple[list[Record], list[Problem]]:
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
-    rows, problems = read_metadata(root)
+    rows, problems = caption_rows(root)
     records, seen = [], set()
     for row in rows:
         name, text = str(row["file_name"]), str(row["text"] or "")
@@ -190,24 +208,71 @@ def load_image(path: str | Path, resolution: int) -> np.ndarray:
         return np.asarray(resize_center_crop(to_rgb(image), resolution))
 
 
+def is_datasets_folder(root: Path) -> bool:
+    """A ``save_to_disk`` folder (``state.json``) or one of ``.parquet`` files (top level or ``data/``)."""
+    return (root / "state.json").is_file() or any(root.glob("*.parquet")) or any(root.glob("data/*.parquet"))
+
+
+def read_datasets_folder(root: Path, image_column: str, caption_column: str):
+    """The records (``file_name`` = ``row N``), the PIL images and the problems of a local ``datasets`` folder."""
+    try:
+        import datasets
+    except ImportError:
+        raise BadDataset(f"{root} is a Hugging Face datasets folder; reading it needs: pip install datasets") from None
+    if (root / "state.json").is_file():
+        table = datasets.load_from_disk(str(root))
+    else:
+        files = sorted(str(p) for p in [*root.glob("*.parquet"), *root.glob("data/*.parquet")])
+        table = datasets.load_dataset("parquet", data_files=files, split="train")
+    for column in (image_column, caption_column):
+        if column not in table.column_names:
+            raise BadDataset(f"{root} has no column {column!r}; its columns are: {', '.join(table.column_names)}")
+    if not isinstance(table.features[image_column], datasets.Image):
+        table = table.cast_column(image_column, datasets.Image())  # e.g. parquet's {"bytes", "path"} structs
+    records, images, problems = [], [], []
+    for i, row in enumerate(table):
+        text = str(row[caption_column] or "").strip()
+        if not text:
+            problems.append(Problem("empty caption", f"row {i}"))
+            continue
+        records.append(Record(f"row {i}", text))
+        images.append(row[image_column])
+    return records, images, problems
+
+
 class ImageFolderDataset:
     """Items ``{"pixel_values": (3, H, W) float in [-1, 1], "text": caption}``, like the scenes dataset.
 
     The images are decoded once and kept in memory (small datasets: tens to hundreds of images).
+    ``image_column`` and ``caption_column`` name the columns of a local ``datasets`` folder.
     """
 
-    def __init__(self, folder: str | Path, resolution: int = 32, flip: bool = False, skip_bad: bool = False):
+    def __init__(
+        self,
+        folder: str | Path,
+        resolution: int = 32,
+        flip: bool = False,
+        skip_bad: bool = False,
+        image_column: str = "image",
+        caption_column: str = "text",
+    ):
         self.folder = Path(folder)
-        self.records, self.problems = validate_folder(self.folder)
+        if is_datasets_folder(self.folder):
+            self.records, images, self.problems = read_datasets_folder(self.folder, image_column, caption_column)
+        else:
+            self.records, self.problems = validate_folder(self.folder)
+            images = None
         if self.problems and not skip_bad:
             raise FolderError(self.folder, self.problems)
         if not self.records:
             raise ValueError(f"no usable images in {self.folder}")
         self.skipped = len(self.problems)
         self.flip = flip
-        self.images = np.stack(
-            [load_image(self.folder / r.file_name, resolution) for r in self.records]
-        )  # (N, H, W, 3)
+        if images is None:
+            loaded = [load_image(self.folder / r.file_name, resolution) for r in self.records]
+        else:
+            loaded = [np.asarray(resize_center_crop(to_rgb(image), resolution)) for image in images]
+        self.images = np.stack(loaded)  # (N, H, W, 3)
 
     def __len__(self) -> int:
         return len(self.records)
