@@ -29,6 +29,15 @@ DEFAULT_STRENGTH = 0.5
 KINDS = ("cross", "self", "both")
 #: torch dtypes a pipeline may be loaded in (``--dtype``); float16 needs a GPU.
 DTYPES = ("float32", "float16", "bfloat16")
+#: A request's sampler fields (named as the CLI's flags and the page's inputs) → their SamplingConfig names:
+#: the one place the two spellings meet
+CONFIG_FIELDS = {
+    "seed": "seed",
+    "steps": "steps",
+    "guidance": "guidance_scale",
+    "scheduler": "scheduler",
+    "relation_guidance": "relation_guidance",
+}
 #: The most images per prompt in one request (each is planned before the first is sampled).
 MAX_IMAGES = 10_000
 
@@ -246,27 +255,13 @@ class SamplingRequest:
 
     @classmethod
     def with_config(cls, prompts, config: SamplingConfig, **fields: Any) -> SamplingRequest:
-        """A request for ``prompts`` with ``config``'s sampler settings and ``fields`` (the inverse of
-        :attr:`config`: the one place a config's fields become a request's)."""
-        settings = {
-            "seed": config.seed,
-            "steps": config.steps,
-            "guidance": config.guidance_scale,
-            "scheduler": config.scheduler,
-            "relation_guidance": config.relation_guidance,
-        }
-        return cls(prompts=prompts, **settings, **fields)
+        """A request for ``prompts`` with ``config``'s sampler settings and ``fields`` (the inverse of :attr:`config`)."""
+        return cls(prompts=prompts, **{name: getattr(config, key) for name, key in CONFIG_FIELDS.items()}, **fields)
 
     @property
     def config(self) -> SamplingConfig:
         """The sampler settings of this request (seed, steps, guidance, scheduler, relation guidance)."""
-        return SamplingConfig(
-            steps=self.steps,
-            guidance_scale=self.guidance,
-            scheduler=self.scheduler,
-            seed=self.seed,
-            relation_guidance=self.relation_guidance,
-        )
+        return SamplingConfig(**{key: getattr(self, name) for name, key in CONFIG_FIELDS.items()})
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The settings every pipeline call of this job passes (prompts and generators apart)."""

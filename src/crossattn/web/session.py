@@ -30,7 +30,7 @@ from pathlib import Path
 from ..config import SamplingConfig, check_strength, whole
 from ..errors import BadArgument
 from ..sampling import MapsOptions, ModelRef, SamplingRequest
-from ..sampling.request import DEFAULT_STRENGTH
+from ..sampling.request import CONFIG_FIELDS, DEFAULT_STRENGTH
 
 DEFAULT_SCHEDULER = "default"  # the page's name for the model folder's own scheduler (SamplingConfig's None)
 #: The server's limits, bounding one request's work (the sampler settings' own checks are SamplingConfig's)
@@ -58,19 +58,15 @@ def check_prompt(text: str, name: str, tokenizer, max_length: int) -> str:
     return prompt
 
 
-#: the page's names of the sampler settings (the CLI's flags), in ``/generate``'s order
-PAGE_SETTINGS = ("seed", "steps", "guidance", "scheduler", "relation_guidance")
-
-
 def served(**page) -> SamplingConfig:
-    """The sampler settings of one page request, given by the page's (and the CLI's) names ``seed``,
-    ``steps``, ``guidance``, ``scheduler`` (:data:`DEFAULT_SCHEDULER`: the folder's own) and
-    ``relation_guidance``, the rest at :class:`~crossattn.config.SamplingConfig`'s defaults: checked there,
-    as every front's are, then against the server's step limit."""
+    """The sampler settings of one page request, given by the page's (and the CLI's) names
+    (:data:`~crossattn.sampling.request.CONFIG_FIELDS`: ``seed``, ``steps``, ``guidance``, ``scheduler``,
+    :data:`DEFAULT_SCHEDULER` for the folder's own, ``relation_guidance``), the rest at
+    :class:`~crossattn.config.SamplingConfig`'s defaults: checked there, as every front's are, then against
+    the server's step limit."""
     scheduler = page.pop("scheduler", DEFAULT_SCHEDULER)
-    if "guidance" in page:
-        page["guidance_scale"] = page.pop("guidance")
-    config = SamplingConfig(scheduler=None if scheduler == DEFAULT_SCHEDULER else scheduler, **page)
+    page["scheduler"] = None if scheduler == DEFAULT_SCHEDULER else scheduler
+    config = SamplingConfig(**{CONFIG_FIELDS[name]: value for name, value in page.items()})
     whole(config.steps, "steps", 1, high=MAX_STEPS)  # the server's bound on one request's work
     return config
 
@@ -92,8 +88,9 @@ class Request:
     @classmethod
     def of(cls, prompt: str, **page) -> Request:
         """A request from the page's values by the page's names (``/generate``'s parameters): the sampler
-        settings among them (:data:`PAGE_SETTINGS`) made by :func:`served`, the rest this request's fields."""
-        settings = {name: page.pop(name) for name in PAGE_SETTINGS if name in page}
+        settings among them (:data:`~crossattn.sampling.request.CONFIG_FIELDS`) made by :func:`served`, the rest
+        this request's fields."""
+        settings = {name: page.pop(name) for name in CONFIG_FIELDS if name in page}
         return cls(prompt, served(**settings), **page)
 
     def check(self, tokenizer, max_length: int) -> Request:
