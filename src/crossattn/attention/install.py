@@ -1,7 +1,9 @@
 """One way to put attention processors on a model and take them off again: :class:`ProcessorHook`.
 
-The tracer (capture) and the controller (prompt-to-prompt) are both ``ProcessorHook`` s: context
-managers whose state lives on the hook object (DAAM's rule). On entry a hook saves the model's
+The tracer (capture), the controller (prompt-to-prompt) and null-text inversion's ``NullText`` (a hook
+that installs no processor, only a pre-hook) are ``ProcessorHook`` s: context managers whose state lives
+on the hook object (DAAM's rule). A hook that acts per sampling step is told the step by the sampling
+loop (:mod:`crossattn.attention.steps`). On entry a hook saves the model's
 processors, installs its own on the layers it works on through the public
 ``model.set_attn_processor`` (never by patching ``forward``: every other layer keeps its processor
 object, fused attention included) and adds its forward hooks, each with its undo. On exit, also
