@@ -299,3 +299,44 @@ def test_pinned_steps_keep_the_source_on_the_inversion_path(tiny_pipe, picture):
             source_path=given.inversion.trajectory[-2:-5:-1],
             num_inference_steps=6,
         )
+
+
+def test_direct_inversion_moves_the_targets_by_the_sources_correction():
+    from crossattn.editing.direct_inversion import put_on_path
+
+    latents = torch.arange(4 * 2 * 2 * 2, dtype=torch.float32).view(4, 2, 2, 2)  # [source, target, target, plain]
+    on_path = torch.full((1, 2, 2, 2), 0.5)  # the path keeps (1, C, H, W)
+    out = put_on_path(latents.clone(), on_path, targets=2, carry=True)
+    correction = on_path[0] - latents[0]
+    assert torch.equal(out[0], on_path[0])
+    assert torch.equal(out[1:3], latents[1:3] + correction)  # the edit's difference from the source kept
+    assert torch.equal(out[3], latents[3])  # the plain row is left alone
+    alone = put_on_path(latents.clone(), on_path, targets=2, carry=False)
+    assert torch.equal(alone[1:], latents[1:])  # the source alone pinned (the edit before issue 41)
+
+
+def test_object_region_is_the_given_objects_pixels_under_the_word_region():
+    from crossattn.editing.local_blend import object_region
+
+    image = torch.ones(3, 16, 16)  # white paper in [-1, 1]
+    image[:, 6:10, 5:9] = torch.tensor([0.7, -0.6, -0.6])[:, None, None]  # a red square
+    image[:, 2:4, 12:14] = torch.tensor([-0.7, -0.3, 0.7])[:, None, None]  # a blue one, outside the region
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[4:9, 3:10] = True  # a coarse, shifted map region: over most of the red square only
+    mask = object_region(region, image, grow=0)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[6:10, 5:9] = True
+    assert torch.equal(mask, expected)  # the whole red square, nothing of the paper or the blue square
+    assert object_region(region, image, grow=1).sum() == 6 * 6
+    assert torch.equal(object_region(region, torch.ones(3, 16, 16)), region)  # nothing stands out: the region
+
+
+def test_direct_inversion_pins_every_step_and_keeps_the_plain_row(tiny_pipe, picture):
+    given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0)
+    runs = {
+        flag: edit_image(tiny_pipe, given, "a red square", "a blue square", direct_inversion=flag, object_blend=flag)
+        for flag in (False, True)
+    }
+    assert runs[True].result.settings.pinned_steps == 1.0 and runs[True].psnr == float("inf")
+    assert np.array_equal(np.asarray(runs[True].result.plain), np.asarray(runs[False].result.plain))
+    assert not np.array_equal(np.asarray(runs[True].result.edited), np.asarray(runs[False].result.edited))
