@@ -108,6 +108,9 @@ def test_family_finetune_validates_resumes_and_loads_everywhere(family, family_d
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     final = out / "final"
+    card = (final / "README.md").read_text()
+    assert "tags:\n- text-to-image" in card and "- lora" in card and "url: image_0.png" in card
+    assert (final / "image_0.png").is_file()
     pipe = load_family(model)
     pipe.load_lora_weights(str(final))
     rows = load_file(final / "textual_inversion" / "ring.safetensors")

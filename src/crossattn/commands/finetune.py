@@ -275,11 +275,24 @@ def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> N
 def export_lora(pipe, folder: Path, info: dict) -> None:
     """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows (every CLIP tower), what they
     were trained on."""
-    from ..training.lora import save_lora, save_token_rows
+    from ..training.lora import save_lora, save_token_rows, write_model_card
 
     save_lora(pipe, folder)
     save_token_rows(pipe, folder, info["new_word_tokens"], info.get("new_words"))
     (folder / "lora_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_model_card(folder, info, validation_images(Path(info["out"])))
+
+
+def validation_images(out: Path) -> list[tuple[str, Path]]:
+    """The last validation's images with their prompts (from their maps metadata): the model card's widget."""
+    steps = sorted((out / "validation").glob("step-*"))
+    if not steps:
+        return []
+    found = []
+    for meta in sorted(steps[-1].glob("*.maps.json")):
+        png = meta.with_name(meta.name.removesuffix(".maps.json") + ".png")
+        found.append((json.loads(meta.read_text(encoding="utf-8"))["sampling"]["prompt"], png))
+    return found
 
 
 def load_data(args: argparse.Namespace, model: str | None):
@@ -332,6 +345,9 @@ def run(args: argparse.Namespace) -> int:
     info["convs"] = args.lora_conv_rank if convs else 0  # their rank; 0: none
     info["new_word_tokens"], info["new_words"] = list(token_ids), words
     info["prior_images"] = len(prior) if prior is not None else 0
+    info.update(
+        images=len(data), steps=config.steps, batch_size=config.batch_size, lr=config.learning_rate, out=str(out)
+    )
     result = train(
         model_config,
         config,

@@ -148,3 +148,62 @@ def save_token_rows(pipe, folder: str | Path, token_ids, words: dict[str, list[i
         (Path(folder) / "textual_inversion").mkdir(exist_ok=True)
         save_file(per_tower, str(Path(folder) / "textual_inversion" / f"{word}.safetensors"))  # (k, D) each
     return Path(folder) / TOKENS_NAME
+
+
+def write_model_card(folder: str | Path, info: dict, samples: list[tuple[str, Path]] = ()) -> Path:
+    """``README.md`` beside the adapter, as diffusers' LoRA training scripts write it (huggingface_hub's
+    ``ModelCard`` from diffusers' template, offline): base model, data, settings, new words, how to load it,
+    tags; ``samples`` (prompt, image) are copied in as ``image_N.png`` and listed as the card's widget."""
+    import shutil
+
+    from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    widget = []
+    for i, (prompt, image) in enumerate(samples):
+        shutil.copyfile(image, folder / f"image_{i}.png")
+        widget.append({"text": prompt, "output": {"url": f"image_{i}.png"}})
+    data = ModelCardData(library_name="diffusers", base_model=str(info["base_model"]), widget=widget or None)
+    card = ModelCard.from_template(data, template_path=MODEL_CARD_TEMPLATE_PATH, model_description=card_text(info))
+    family = {"StableDiffusionXLPipeline": "stable-diffusion-xl"}.get(info.get("family"), "stable-diffusion")
+    tags = ["text-to-image", "diffusers", "lora", "diffusers-training", family, "crossattn"]
+    path = folder / "README.md"
+    path.write_text(str(populate_model_card(card, tags=tags)), encoding="utf-8")
+    return path
+
+
+def card_text(info: dict) -> str:
+    """The model card's description: what was trained on what, and the loading code for both libraries."""
+    words = info.get("new_words") or {}
+    lines = [
+        f"# LoRA of {info['base_model']}",
+        "",
+        f"Rank {info['rank']} LoRA (peft) of the U-Net's attention"
+        + (f" and its 3x3 convolutions (rank {info['convs']})" if info.get("convs") else "")
+        + (", and of the text encoders" if info.get("text_encoder") else "")
+        + f", fine-tuned with `crossattn finetune` on {info['data']} ({info.get('images', '?')} images"
+        + (f", {info['prior_images']} prior images" if info.get("prior_images") else "")
+        + f"); {info.get('steps', '?')} steps of {info.get('batch_size', '?')} at learning rate {info.get('lr', '?')}.",
+        "",
+    ]
+    if words:
+        lines += [f"New words (embedding rows trained on every CLIP tower): {', '.join(words)}.", ""]
+    lines += ["## Use it", "", "```python", "from diffusers import DiffusionPipeline", ""]
+    lines += [f'pipe = DiffusionPipeline.from_pretrained("{info["base_model"]}")', 'pipe.load_lora_weights("FOLDER")']
+    for word in words:
+        lines += [
+            "from safetensors.torch import load_file",
+            f'rows = load_file("FOLDER/textual_inversion/{word}.safetensors")',
+            f'pipe.load_textual_inversion(rows["clip_l"], token="<{word}>", text_encoder=pipe.text_encoder, '
+            "tokenizer=pipe.tokenizer)",
+        ]
+        if info.get("family") == "StableDiffusionXLPipeline":
+            lines.append(
+                f'pipe.load_textual_inversion(rows["clip_g"], token="<{word}>", text_encoder=pipe.text_encoder_2, '
+                "tokenizer=pipe.tokenizer_2)"
+            )
+    lines += ["```", "", "Or with crossattn, which writes the new words back into their own tokens:", ""]
+    lines += ["```", "crossattn maps PROMPT --model BASE --lora FOLDER --compare-base", "```", ""]
+    lines += ["Validation maps over the steps: the run folder's `validation/` (`metrics.png`)."]
+    return "\n".join(lines)
