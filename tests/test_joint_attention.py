@@ -188,3 +188,24 @@ def test_a_lora_on_the_attention_still_applies_under_the_trace(name):
     assert not np.array_equal(np.asarray(plain[0]), np.asarray(lora[0]))  # the LoRA draws another image
     assert np.array_equal(np.asarray(lora[0]), np.asarray(lora_traced[0]))  # and the trace does not undo it
     assert tracer.maps().layer_names
+
+
+def test_flux_true_cfg_keeps_the_negative_pass_apart(pipes):
+    """Issue 38: Flux with ``true_cfg_scale > 1`` calls the transformer twice a step (prompt, then negative prompt).
+    The prompt's maps are the first calls' only: with one step they equal the maps of the same sampling without true
+    CFG (the first call sees the same latents), and ``guidance_half="both"`` keeps the negative calls' apart."""
+    pipe = pipes["flux"]
+    extra = dict(true_cfg_scale=4.0, negative_prompt="a yellow star", steps=1)
+    with trace(pipe) as plain:
+        sample(pipe, [PROMPTS[0]], steps=1)
+    recorded = {}
+    for half in ("cond", "both"):
+        with trace(pipe, guidance_half=half) as tracer:
+            sample(pipe, [PROMPTS[0]], **extra)
+        recorded[half] = tracer.maps()
+    cond, both = recorded["cond"], recorded["both"]
+    assert cond.meta["steps"] == 1 and [image["half"] for image in both.meta["images"]] == ["uncond", "cond"]
+    for layer, tensor in plain.maps().tensors.items():
+        assert torch.equal(cond.tensors[layer], tensor)  # the negative pass is not averaged in
+        assert torch.equal(both.tensors[layer][:, 1:], tensor)
+        assert not torch.equal(both.tensors[layer][:, :1], tensor)  # the negative prompt's own maps

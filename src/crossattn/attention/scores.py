@@ -114,7 +114,10 @@ def joint_block(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, per_head: b
 def add_joint_blocks(q, k, lse, image: slice, text: slice, names: dict[str, str], sink, budget: int | None = None):
     """``sink.add`` the image→text (``names["cross"]``) and image→image (``names["self"]``) blocks of
     ``softmax(q·kᵀ·scale)`` over all keys, for ``(R, H, S, d)`` q, k of the rows the sink keeps and their log-sum-exp
-    ``(R, H, S)`` (None: computed here, in chunks); each block built by :func:`joint_block`."""
+    ``(R, H, S)`` (None: computed here, in chunks); each block built by :func:`joint_block`. No rows (a true-CFG call
+    of the half the sink does not record): nothing is handed."""
+    if q.shape[0] == 0:
+        return
     q_img = q[:, :, image]  # (R, H, N, d): the image queries (a view)
     lse = log_sum_exp(q_img, k, q.shape[-1] ** -0.5, budget) if lse is None else lse[:, :, image]  # (R, H, N)
     for kind, keys in (("cross", text), ("self", image)):
