@@ -20,8 +20,8 @@ Configurations (1024×1024: latent 128×128; the MM-DiTs patch it to 4096 image 
   tokens (77 CLIP + 256 T5);
 - ``flux1``: FLUX.1-dev's widths (24 heads × 128, rope 16+56+56), ``--flux-blocks`` double + single blocks,
   512 T5 tokens;
-- ``flux2``: FLUX.2-dev's widths (48 heads × 128, text width 15360, 4-axis rope), one double and one single
-  block, 512 text tokens (traced only where crossattn captures Flux.2).
+- ``flux2``: FLUX.2-dev's widths (48 heads × 128, text width 15360, 4-axis rope), ``--flux2-blocks`` double +
+  single blocks, 512 text tokens.
 
     PYTHONPATH=src:. python benchmarks/realsize.py [--tiny] [--configs sdxl,sd3,flux1] [--threads 1]
 
@@ -52,6 +52,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--sd3-blocks", type=int, default=4, help="SD3 joint blocks (real: 24; default: %(default)s)")
     p.add_argument(
         "--flux-blocks", default="1,2", help="Flux.1 double,single blocks (real: 19,38; default: %(default)s)"
+    )
+    p.add_argument(
+        "--flux2-blocks", default="1,1", help="Flux.2 double,single blocks (real: 8,48; default: %(default)s)"
     )
     p.add_argument("--steps", type=int, default=3, help="traced forwards (default: %(default)s)")
     p.add_argument("--child", choices=("untraced", "traced"), help=argparse.SUPPRESS)
@@ -176,7 +179,7 @@ def build(name: str, args: argparse.Namespace):
     elif name == "sd3":
         model, inputs = sd3(args.tiny, args.sd3_blocks)
     else:
-        double, single = (1, 1) if name == "flux2" else (int(n) for n in args.flux_blocks.split(","))
+        double, single = (int(n) for n in (args.flux2_blocks if name == "flux2" else args.flux_blocks).split(","))
         model, inputs = flux(args.tiny, 1 if name == "flux1" else 2, double, single)
     return model.eval(), inputs
 
@@ -218,6 +221,7 @@ def run_child(name: str, mode: str, args: argparse.Namespace) -> dict:
     """``name`` in a fresh Python process in ``mode``; its result (the last line it prints, JSON)."""
     argv = [sys.executable, __file__, "--child", mode, "--configs", name, "--threads", str(args.threads)]
     argv += ["--sd3-blocks", str(args.sd3_blocks), "--flux-blocks", args.flux_blocks, "--steps", str(args.steps)]
+    argv += ["--flux2-blocks", args.flux2_blocks]
     argv += ["--tiny"] if args.tiny else []
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
