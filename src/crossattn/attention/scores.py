@@ -88,7 +88,7 @@ def log_sum_exp(q: torch.Tensor, k: torch.Tensor, scale: float, budget: int | No
     keys; in chunks (where the attention kernel gave no log-sum-exp)."""
     rows, heads, queries, width = q.shape
     upcast = q.dtype != torch.float32
-    chunking = Chunking.plan((rows, heads, queries, k.shape[2]), width, upcast, budget)
+    chunking = Chunking.plan((rows, heads, queries, k.shape[2]), width, upcast, budget, copies=2)  # scores, exp
     lse = q.new_empty(rows, heads, queries, dtype=torch.float32)  # (R, H, N)
     for hs, qs in chunking.chunks(heads, queries):
         scores = q[:, hs, qs].float() @ k[:, hs].float().transpose(-1, -2)  # (R, h, n, S)
