@@ -325,7 +325,7 @@ FAMILIES = {
 
 
 def _families_2026() -> dict:
-    """Qwen-Image, Flux.2 (Klein), SD3.5, PixArt-Σ (``tests.family_pipelines_2026``, which imports this module)."""
+    """Qwen-Image, Flux.2 (Klein), SD3.5, PixArt-Σ, Sana (``tests.family_pipelines_2026``, which imports this one)."""
     from . import family_pipelines_2026 as new
 
     return {
@@ -333,6 +333,7 @@ def _families_2026() -> dict:
         "flux2": new.tiny_flux2_pipeline,
         "sd35": new.tiny_sd35_pipeline,
         "pixart-sigma": new.tiny_pixart_sigma_pipeline,
+        "sana": new.tiny_sana_pipeline,
     }
 
 

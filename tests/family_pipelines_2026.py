@@ -205,10 +205,12 @@ def tiny_sd35_pipeline():
 
 def tiny_pixart_sigma_pipeline():
     """``PixArtSigmaPipeline``: a 2-layer PixArt transformer (2 heads of 8, patch 2, T5 width 32 captions),
-    the offline T5 and a two-level VAE (factor 2). Sizes: multiples of ``vae_scale_factor * patch_size`` = 4."""
+    the offline T5 and a four-level VAE (factor 8, as the real one: the pipeline samples at the nearest of its
+    256-pixel aspect-ratio bins, 64×96 → 208×304, and resizes the image). Sizes: multiples of 8 × patch 2 = 16."""
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
 
     torch.manual_seed(0)
+    down, up = ("DownEncoderBlock2D",) * 4, ("UpDecoderBlock2D",) * 4
     transformer = PixArtTransformer2DModel(
         num_attention_heads=2,
         attention_head_dim=8,
@@ -226,8 +228,92 @@ def tiny_pixart_sigma_pipeline():
         PixArtSigmaPipeline(
             tokenizer=t5_tokenizer(),
             text_encoder=t5_encoder(32),
-            vae=tiny_vae(),
+            vae=tiny_vae(
+                block_out_channels=(8,) * 4, down_block_types=down, up_block_types=up
+            ),  # factor 8, as PixArt's
             transformer=transformer,
             scheduler=DPMSolverMultistepScheduler(),
+        )
+    )
+
+
+def _sana_instruction() -> str:
+    """The complex human instruction ``SanaPipeline.__call__`` puts before every prompt by default."""
+    import inspect
+
+    from diffusers import SanaPipeline
+
+    return "\n".join(inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+
+
+@functools.lru_cache(maxsize=1)
+def _gemma_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A ``▁``-marked BPE vocabulary (Gemma's normaliser: spaces → ``▁``), trained on the test prompts and Sana's
+    instruction; the trainer splits at ``▁`` so no merge spans two words."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(vocab_size=450, special_tokens=specials, show_progress=False)
+    bpe.train_from_iterator([_sana_instruction()] * 20 + [f" {p}" for p in T5_CORPUS], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    return model["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+
+
+def gemma_tokenizer():
+    """A ``GemmaTokenizer`` (``▁`` pieces, ``<bos>`` first) over :func:`_gemma_vocab`."""
+    from transformers import GemmaTokenizer
+
+    vocab, merges = _gemma_vocab()
+    return GemmaTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=1024, add_bos_token=True)
+
+
+def tiny_sana_pipeline():
+    """``SanaPipeline``: 2 layers (linear ``attn1``, 2 heads of 8; ``attn2`` over Gemma-2 captions of width 32),
+    patch 1, a six-level DC-AE (factor 32, as the real one: the pipeline bins 64×96 to 448×704 and resizes back),
+    Sana's flow DPM-Solver. Sizes: multiples of 32."""
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(0)
+    tokenizer = gemma_tokenizer()
+    transformer = SanaTransformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=32,
+        sample_size=16,  # the 512-pixel bins
+        patch_size=1,
+    )
+    vae = AutoencoderDC(
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock",
+        encoder_block_out_channels=(4, 4, 4, 4, 8, 8),
+        decoder_block_out_channels=(4, 4, 4, 4, 8, 8),
+        encoder_layers_per_block=(1,) * 6,
+        decoder_layers_per_block=(1,) * 6,
+        encoder_qkv_multiscales=((),) * 6,
+        decoder_qkv_multiscales=((),) * 6,
+        scaling_factor=0.41407,
+    )
+    config = Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )  # fmt: skip
+    scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return _ready(
+        SanaPipeline(
+            tokenizer=tokenizer, text_encoder=Gemma2Model(config), vae=vae, transformer=transformer, scheduler=scheduler
         )
     )

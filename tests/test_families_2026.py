@@ -20,7 +20,7 @@ from crossattn.cli import main
 
 from .family_pipelines import PROMPTS, build_family, sample
 
-NEW = ("qwenimage", "flux2", "sd35", "pixart-sigma")
+NEW = ("qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
 SIZE = ["--height", "64", "--width", "96"]
 
 
@@ -136,10 +136,12 @@ def test_generate_maps_on_a_new_family_folder(family_dir, name, tmp_path):
 
 @pytest.mark.parametrize("name", NEW)
 def test_maps_writes_every_view_on_a_new_family(family_dir, name, tmp_path):
+    """Every view; Sana's self-attention is linear (no softmax map), so it has no self-attention view."""
     args = ["maps", "a red circle", "--model", str(family_dir(name)), "--steps", "2", "--out", str(tmp_path), *SIZE]
-    assert main([*args, "--per-step", "--gif", "--html", "--self-attn-pixel", "90", "60", "--quiet"]) == 0
+    pixel = [] if name == "sana" else ["--self-attn-pixel", "90", "60"]
+    assert main([*args, "--per-step", "--gif", "--html", *pixel, "--quiet"]) == 0
     stem = tmp_path / "a-red-circle-0"
-    for suffix in (".png", ".maps.png", ".grid.png", ".self-90-60.png", ".maps.html"):
+    for suffix in (".png", ".maps.png", ".grid.png", ".maps.html") + ((".self-90-60.png",) if pixel else ()):
         assert stem.with_suffix(suffix).is_file(), suffix
     assert Image.open(stem.with_suffix(".circle.gif")).n_frames == 2
     assert '"circle"' in stem.with_suffix(".maps.html").read_text(encoding="utf-8")
@@ -153,3 +155,11 @@ def test_edit_on_a_new_family_is_one_clear_line(family_dir, name, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "attention control (edit) needs a U-Net" in err[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_self_attention_of_sana_is_one_line(family_dir, tmp_path, capsys):
+    args = ["maps", "a red circle", "--model", str(family_dir("sana")), "--self-attn-pixel", "10", "10"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Sana's self-attention (attn1) is linear attention: it has no softmax map" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -54,6 +54,13 @@ def calls_dispatch(processor) -> bool:
     return isinstance(call, types.FunctionType) and DISPATCH in call.__code__.co_names
 
 
+def calls_sdpa(processor) -> bool:
+    """Whether ``processor``'s ``__call__`` calls ``F.scaled_dot_product_attention`` itself (Sana's ``attn2``)."""
+    call = vars(type(processor)).get("__call__")
+    names = call.__code__.co_names if isinstance(call, types.FunctionType) else ()
+    return "F" in names and "scaled_dot_product_attention" in names
+
+
 def rebound(function: types.FunctionType, name: str, value) -> types.FunctionType:
     """``function`` with the global ``name`` bound to ``value`` (its own module's globals otherwise: a copy)."""
     namespace = {**function.__globals__, name: value}
@@ -69,16 +76,24 @@ class DispatchCapture(JointCapture):
     """Stands in for ``reference`` (a processor that calls diffusers' dispatch) and records its attention.
 
     ``names``: the layer name of each kind recorded (``cross``: image → text block, ``self``: image → image);
-    ``text_first``: the joint sequence is ``[text, image]`` (else ``[image, text]``). ``inspect.signature`` of
+    ``text_first``: the joint sequence is ``[text, image]`` (else ``[image, text]``); ``separate``: queries and keys
+    are different sequences (an ``attn2``: every key is text, or an ``attn1``: every key is image). A processor that
+    calls ``F.scaled_dot_product_attention`` itself (``(B, H, S, d)``; Sana's ``attn2``) is captured the same way,
+    its ``F`` bound to torch's functional module but for that one function. ``inspect.signature`` of
     ``capture.__call__`` is the reference's, so diffusers' ``Attention.forward`` passes it the same arguments."""
 
-    def __init__(self, names: dict[str, str], sink: Sink, context: TraceContext, reference, text_first: bool = True):
+    def __init__(self, names, sink: Sink, context: TraceContext, reference, text_first=True, separate=False):
         super().__init__(names, sink, context)
-        if not calls_dispatch(reference):
-            raise HookError(f"{type(reference).__name__} does not call {DISPATCH}; it cannot be traced here")
-        self.reference = reference
-        self.text_first = text_first
-        call = rebound(type(reference).__call__, DISPATCH, self.dispatch)
+        self.reference, self.text_first, self.separate = reference, text_first, separate
+        function = type(reference).__call__
+        if calls_dispatch(reference):
+            call = rebound(function, DISPATCH, self.dispatch)
+        elif calls_sdpa(reference):
+            functional = types.SimpleNamespace(**vars(torch.nn.functional))
+            functional.scaled_dot_product_attention = self.sdpa
+            call = rebound(function, "F", functional)
+        else:
+            raise HookError(f"{type(reference).__name__} calls neither {DISPATCH} nor F.scaled_dot_product_attention")
         self.__call__ = types.MethodType(call, reference)  # what Attention.forward inspects, and what runs
 
     def __call__(self, *args, **kwargs):  # the instance's own __call__ (set in __init__) is the reference's code
@@ -101,9 +116,21 @@ class DispatchCapture(JointCapture):
         self.record(q, k, lse, attn_mask)
         return out
 
+    def sdpa(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        """``F.scaled_dot_product_attention`` (``(B, H, S, d)`` in and out) with the blocks recorded."""
+        if is_causal or (scale is not None and scale != query.shape[-1] ** -0.5):
+            raise HookError("tracing causal attention, or attention scaled other than by 1/sqrt(d), is not supported")
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs
+        )
+        self.record(query, key, None, attn_mask)
+        return out
+
     def slices(self, length: int) -> dict[str, slice]:
         """Positions of the ``cross`` (text) and ``self`` (image) keys in a ``length``-token sequence whose image
-        tokens are the context's (all of them when the context has none)."""
+        tokens are the context's (all of them when the context has none); all keys for a ``separate`` layer."""
+        if self.separate:
+            return {"self": slice(None), "cross": slice(None)}
         n_image = self.context.image_tokens or length
         if self.text_first:
             return {"self": slice(length - n_image, None), "cross": slice(0, length - n_image)}
@@ -122,15 +149,15 @@ class DispatchCapture(JointCapture):
             parts = self.slices(q.shape[2])
             record_blocks(q, k, lse, parts["self"], parts["cross"], self.names, hand)
             return
-        keys = key_padding(mask, mask.shape[0], q.shape[2])[rows]  # (R, S): True where a key is attended
+        keys = key_padding(mask, mask.shape[0], k.shape[2])[rows]  # (R, S): True where a key is attended
         heads, blocks = q.shape[1], {}
         for r in range(q.shape[0]):  # each row over its own keys: the softmax the masked attention takes
             kept = keys[r].nonzero().squeeze(1)  # (S_r,)
             parts, got = self.slices(len(kept)), _Blocks(getattr(self.sink, "per_head", True))
-            record_blocks(q[r : r + 1, :, kept], k[r : r + 1, :, kept], None, parts["self"], parts["cross"],
-                          self.names, got.add)  # fmt: skip
+            q_r = q[r : r + 1] if self.separate else q[r : r + 1, :, kept]  # (1, H, N or S_r, d)
+            record_blocks(q_r, k[r : r + 1, :, kept], None, parts["self"], parts["cross"], self.names, got.add)
             for kind, name in self.names.items():  # (1, H or 1, N, K_r) → (1, H or 1, N, K): 0 at masked keys
-                where = keys[r][self.slices(q.shape[2])[kind]]  # (K,) which keys of this kind are attended
+                where = keys[r][self.slices(k.shape[2])[kind]]  # (K,) which keys of this kind are attended
                 full = got.blocks[name].new_zeros(*got.blocks[name].shape[:-1], where.shape[0])
                 full[..., where] = got.blocks[name]
                 blocks.setdefault(name, []).append(full)
@@ -183,7 +210,7 @@ class TrueCfgSink:
 def key_padding(mask: torch.Tensor, batch: int, length: int) -> torch.Tensor:
     """``(B, S)`` bool: which keys each row attends, from a boolean or additive mask that is the same for every
     head and query (``(B, 1, 1, S)``, ``(B, S)``); any other mask is a :class:`HookError`."""
-    if mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1:
+    if mask.dim() == 4 and mask.shape[2] == 1:  # (B, 1 or H, 1, S): diffusers repeats one mask over the heads
         mask = mask[:, 0, 0]  # (B, S)
     if mask.dim() != 2 or mask.shape[-1] != length:
         raise HookError(f"tracing attention with a mask of shape {tuple(mask.shape)}: only key-padding masks are")

@@ -10,6 +10,7 @@
 - Qwen-Image: the Qwen2.5-VL tokens of the prompt in its chat template, less the template's first
   ``prompt_template_encode_start_idx`` tokens (system turn), then the template's closing tokens; pads masked.
 - Flux.2 (Klein): the Qwen3 tokens of the prompt in its chat template, padded to ``max_sequence_length``.
+- Sana: ``<bos>`` and the last Gemma tokens of its instruction + the prompt (:func:`_gemma`); pads masked.
 
 LLM templates wrap the prompt in tokens of their own (``<|im_start|>``, ``user``, ``assistant``...): they are
 keys like any other but no word of the prompt, so their encoder is ``none`` (:data:`NO_ENCODER`) and
@@ -78,21 +79,21 @@ def _layout_name(pipe) -> str | None:
 
 
 def _t5_only(pipe, prompt: str, text_length: int | None):
-    """Flux (``tokenizer_2``) and PixArt-Σ (``tokenizer``): T5 tokens padded to the keys' length."""
-    tokenizer = getattr(pipe, "tokenizer_2", None) or pipe.tokenizer
-    length = text_length or tokenizer.model_max_length
-    t5 = t5_tokens(tokenizer, prompt, length)
+    """Flux: T5 tokens (``tokenizer_2``) padded to the keys' length."""
+    t5 = t5_tokens(pipe.tokenizer_2, prompt, text_length or pipe.tokenizer_2.model_max_length)
     return t5, ["t5"] * len(t5)
 
 
-def templated_tokens(tokenizer, text: str, span: tuple[int, int], encoder: str, length: int | None = None):
+def templated_tokens(tokenizer, text: str, span: tuple[int, int], encoder: str, length: int | None = None, **options):
     """The tokens of ``text`` (a template around the prompt at characters ``span``): ``(tokens, encoders)``, the
-    prompt's tokens named ``encoder`` and the template's :data:`NO_ENCODER`; padded to ``length`` when given."""
+    prompt's tokens named ``encoder`` and the template's :data:`NO_ENCODER`; padded to ``length`` when given.
+    ``options`` go to the tokenizer's call (``padding_side``)."""
     padding = "max_length" if length else False
     enc = tokenizer(text, padding=padding, max_length=length, truncation=length is not None,
-                    return_offsets_mapping=True)  # fmt: skip
+                    return_offsets_mapping=True, **options)  # fmt: skip
     tokens = tokenizer.convert_ids_to_tokens(enc.input_ids)
-    inside = [span[0] <= a and b <= span[1] and a < b for a, b in enc.offset_mapping]
+    starts = [a + len(text[a:b]) - len(text[a:b].lstrip()) for a, b in enc.offset_mapping]  # past a leading space
+    inside = [span[0] <= a and b <= span[1] and a < b for a, (_, b) in zip(starts, enc.offset_mapping, strict=True)]
     return tokens, [encoder if i else NO_ENCODER for i in inside]
 
 
@@ -120,12 +121,42 @@ def _chat(pipe, prompt: str, text_length: int | None):
     return templated_tokens(pipe.tokenizer, text, (start, start + len(prompt)), "qwen", text_length)
 
 
+def _pixart(pipe, prompt: str, text_length: int | None):
+    """PixArt-Σ: T5 tokens of the prompt as the pipeline cleans it (lower-cased, stripped), padded (masked)."""
+    t5 = t5_tokens(pipe.tokenizer, prompt.lower().strip(), text_length or pipe.tokenizer.model_max_length)
+    return t5, ["t5"] * len(t5)
+
+
+def _gemma(pipe, prompt: str, text_length: int | None):
+    """Sana: Gemma tokens of its complex human instruction + the prompt (lower-cased, stripped), padded to the
+    instruction's length + ``max_sequence_length`` − 2; the keys are ``<bos>`` and the last ``max_sequence_length``
+    − 1 of them (Sana's ``select_index``, section 3.1 of Xie et al., "SANA", ICLR 2025)."""
+    import inspect
+
+    default = inspect.signature(type(pipe).__call__).parameters.get("complex_human_instruction")
+    instruction = "\n".join(default.default or []) if default is not None else ""
+    length = text_length or 300
+    total = len(pipe.tokenizer.encode(instruction)) + length - 2 if instruction else length
+    text = instruction + prompt.lower().strip()
+    span = (len(instruction), len(text))
+    tokens, encoders = templated_tokens(pipe.tokenizer, text, span, "gemma", total, padding_side="right")
+    index = [0, *range(len(tokens) - length + 1, len(tokens))]  # (length,)
+    return [tokens[i] for i in index], [encoders[i] for i in index]
+
+
 def _sd3_or_flux(pipe, prompt: str, text_length: int | None):
     return joint_tokens(pipe, prompt, text_length)
 
 
 #: a family's ``tokens`` (crossattn.attention.families) → ``(pipe, prompt, text keys) -> (tokens, encoders)``
-LAYOUTS = {"sd3": _sd3_or_flux, "flux": _t5_only, "t5": _t5_only, "qwen-image": _qwen_image, "chat": _chat}
+LAYOUTS = {
+    "sd3": _sd3_or_flux,
+    "flux": _t5_only,
+    "t5": _pixart,
+    "qwen-image": _qwen_image,
+    "chat": _chat,
+    "gemma": _gemma,
+}
 
 
 def prompt_words(pipe, prompt: str) -> list[str]:

@@ -22,7 +22,7 @@ import inspect
 import math
 from contextlib import ExitStack
 
-from .dispatch_capture import DispatchCapture, TraceContext, TrueCfgSink, calls_dispatch
+from .dispatch_capture import DispatchCapture, TraceContext, TrueCfgSink, calls_dispatch, calls_sdpa
 from .families import family_of, image_tokens, latent_grid, output_size, true_cfg_on
 from .install import HookError, ProcessorHook, denoiser_of, installed
 from .joint import JointCapture, joint_capture_class
@@ -105,6 +105,12 @@ class Tracer(ProcessorHook):
         processors = {}
         for layer in self.layers:
             mode = supported_reference(current[layer.key])
+            if mode is None and (calls_sdpa(current[layer.key]) or calls_dispatch(current[layer.key])):
+                names = {layer.kind: layer.name}  # an attn1 / attn2 of a transformer's own processor (Sana's attn2)
+                processors[layer.key] = DispatchCapture(
+                    names, self.store, self.context, current[layer.key], separate=True
+                )
+                continue
             if mode is None:
                 raise ValueError(
                     f"layer {layer.name} uses {type(current[layer.key]).__name__}; tracing stands in for "

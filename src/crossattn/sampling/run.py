@@ -26,10 +26,12 @@ from .outputs import (
 from .request import DEFAULT_BATCH_SIZE, SamplingRequest
 
 
-def check_unet(pipe) -> None:
-    """Maps need a ``UNet2DConditionModel`` or a joint-attention transformer (SD3, Flux); say so for any other."""
+def check_unet(pipe, maps=None) -> None:
+    """Maps need a ``UNet2DConditionModel`` or a transformer of a traced family; say so for any other (and for
+    self-attention maps ``maps`` asks of a family whose self-attention has no softmax: Sana)."""
     from ..attention.families import family_of
     from ..attention.layers import is_joint
+    from ..errors import BadArgument
 
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     if family_of(denoiser) is None and not is_joint(denoiser):
@@ -38,6 +40,13 @@ def check_unet(pipe) -> None:
             f"{type(pipe).__name__} has {found}; attention maps need a UNet2DConditionModel denoiser "
             "(SD-1.5, SDXL, crossattn) or a transformer of a traced family (SD3, SD3.5, Flux, Flux.2, Qwen-Image, "
             "PixArt-Σ, Sana)"
+        )
+    family = family_of(denoiser)
+    wants_self = maps is not None and (maps.self_attn_pixel is not None or maps.kind == "self")
+    if wants_self and family is not None and family.no_softmax == ("attn1",):  # Sana: linear self-attention
+        raise BadArgument(
+            f"{family.name}'s self-attention (attn1) is linear attention: it has no softmax map to draw; leave out "
+            "--self-attn-pixel (its cross-attention maps work)"
         )
 
 
@@ -72,7 +81,7 @@ def load(request: SamplingRequest, model: ModelRef, quiet: bool = False):
     check_size(pipe, request.height, request.width)
     request.check_fits(pipe)  # a size or upscale the memory cannot hold: refused with the estimate
     if request.maps is not None:
-        check_unet(pipe)
+        check_unet(pipe, request.maps)
     return pipe
 
 
