@@ -74,3 +74,30 @@ def test_null_text_names_a_sampling_off_the_inversions_timesteps(tiny_pipe):
     states = {998: torch.zeros(1, 16, 32), 3: torch.zeros(1, 16, 32)}  # no schedule of 2 steps starts at 998
     with NullText(tiny_pipe, states), pytest.raises(HookError, match="fitted at timestep 998, the sampling is at"):
         tiny_pipe("a red circle", num_inference_steps=2, guidance_scale=2.0, output_type="pt")
+
+
+def test_a_diffusers_pipeline_callback_keeps_its_tensor_inputs():
+    """A ``PipelineCallback`` names its tensors on the object, which the pipeline no longer sees once chained."""
+    from diffusers.callbacks import SDCFGCutoffCallback
+
+    pipe = tiny_sd_pipeline()
+    cutoff = SDCFGCutoffCallback(cutoff_step_ratio=0.5)  # guidance off after half the steps: reads prompt_embeds
+    seen, _ = steps_seen(pipe, callback_on_step_end=cutoff)
+    assert [step for step, _ in seen] == [0, 1, 2] and pipe.guidance_scale == 0.0  # the cutoff ran
+
+
+def test_the_call_watch_is_one_subclass_put_back_by_the_last_one_out_in_any_order():
+    from crossattn.attention.steps import watch_calls
+
+    pipe, calls = tiny_sd_pipeline(), []
+    own = type(pipe)
+    first, second = ExitStack(), ExitStack()
+    watch_calls(pipe, lambda *a: calls.append("first"), first)
+    watched = type(pipe)
+    watch_calls(pipe, lambda *a: calls.append("second"), second)
+    assert type(pipe) is watched is not own and watched.__bases__ == (own,)
+    pipe("a red circle", num_inference_steps=1, output_type="pt")
+    first.close()  # out of order: the first in leaves first
+    assert type(pipe) is watched
+    second.close()
+    assert type(pipe) is own and calls == ["first", "second"] and "_crossattn_call_watchers" not in pipe.__dict__
