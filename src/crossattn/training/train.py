@@ -37,7 +37,7 @@ from .losses import diffusion_loss
 from .runs import RunDir
 from .train_outputs import TrainerOutputs, write_sample_grid
 from .train_setup import initial_pipeline, make_accelerator, train_token_rows
-from .validation import MAP_NUMBERS, Validation
+from .validation import Validation
 
 #: ``writer(pipe, prompts, seeds, stem)`` writes extra files for one sample round (e.g. attention
 #: overlays) beside ``stem.png``; it runs with the EMA weights loaded.
@@ -375,7 +375,7 @@ class Trainer(TrainerOutputs):
         if acc.is_main_process:
             with self.evaluating():
                 rows = (self.validation.start if start else self.validation.run)(self.pipeline(), step)
-            acc.log({f"maps/{r['prompt']}/{r['word']}/{k}": r[k] for r in rows for k in MAP_NUMBERS}, step=step)
+            self.validation.log(acc, rows, step)
         acc.wait_for_everyone()
 
     def log(self, window: list[float], rate: float) -> None:

@@ -228,6 +228,23 @@ class Validation:
         self.write_metrics(plot=self.last)
         return [r for r in self.rows if r["step"] == step]
 
+    def log(self, accelerator, rows: list[dict], step: int) -> None:
+        """The rows' numbers to accelerate's trackers (``maps/<prompt>/<word>/moved``), and on TensorBoard the
+        step's comparison figures as images."""
+        accelerator.log({f"maps/{r['prompt']}/{r['word']}/{k}": r[k] for r in rows for k in MAP_NUMBERS}, step=step)
+        if "tensorboard" not in [t.name for t in accelerator.trackers] or not rows:
+            return
+        import numpy as np
+        from PIL import Image
+
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        for prompt in self.settings.prompts:
+            figure = self.stem(self.root / f"step-{step:06d}", prompt).with_suffix(".compare.png")
+            if figure.is_file():
+                with Image.open(figure) as image:
+                    pixels = np.asarray(image.convert("RGB"))  # (H, W, 3)
+                writer.add_image(f"maps/{prompt}", pixels, step, dataformats="HWC")
+
     def write_metrics(self, plot: bool = False) -> None:
         """``metrics.json`` and ``metrics.csv`` (one row per step, prompt and word), and with ``plot`` ``metrics.png``."""
         from ..files import atomic_write, atomic_write_json
