@@ -26,6 +26,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -315,7 +316,9 @@ def main() -> None:
     parser.add_argument("--subprocess-every", type=int, default=20, help="every Nth CLI case is a real process")
     parser.add_argument("--no-server", action="store_true", help="leave out the running-server surface")
     parser.add_argument("--show", type=int, default=5, help="failures shown per surface (default: 5)")
+    parser.add_argument("--minutes", type=float, help="start no case after this many minutes (default: no limit)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still stops its server
     import torch
 
     torch.set_num_threads(1)
@@ -326,6 +329,9 @@ def main() -> None:
         surfaces = Surfaces(Path(tmp), args.subprocess_every, not args.no_server)
         try:
             for i in range(args.cases):
+                if args.minutes and time.perf_counter() - start > 60 * args.minutes:
+                    print(f"stopped after {args.minutes} minutes", flush=True)
+                    break
                 case = Path(tmp) / f"case{i}"
                 case.mkdir()
                 name = surfaces.names()[i % len(surfaces.names())]
@@ -337,11 +343,12 @@ def main() -> None:
                     failures.setdefault(surface, []).append((what, outcome))
                 shutil.rmtree(case, ignore_errors=True)
                 if (i + 1) % 300 == 0:
-                    print(f"{i + 1} cases, {time.perf_counter() - start:.0f} s", flush=True)
+                    print(f"{i + 1} cases, {time.perf_counter() - start:.0f} s\n{table(results)}", flush=True)
         finally:
             ending = surfaces.close()
     print(table(results))
-    print(f"({args.cases} cases in {time.perf_counter() - start:.0f} s, seed {args.seed}); {ending}")
+    tried = sum(sum(c[k] for k in ("refused", "succeeded", "failed")) for c in results.values())
+    print(f"({tried} cases in {time.perf_counter() - start:.0f} s, seed {args.seed}); {ending}")
     for surface, found in failures.items():
         for what, outcome in found[: args.show]:
             print(f"FAILED {surface}: {what!r} -> {outcome}")
