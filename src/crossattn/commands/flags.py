@@ -106,9 +106,13 @@ def add_relation_guidance_flag(p) -> None:
 
 
 def add_sampler_flags(p, guidance_help: str = "classifier-free guidance scale (default: %(default)s)") -> None:
-    """``--steps``, ``--guidance`` and ``--scheduler``: how a sampling command samples."""
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help=guidance_help)
+    """``--steps``, ``--guidance`` and ``--scheduler``: how a sampling command samples (defaults: SamplingConfig's)."""
+    from ..config import SamplingConfig
+
+    p.add_argument(
+        "--steps", type=positive_int, default=SamplingConfig.steps, help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument("--guidance", type=float, default=SamplingConfig.guidance_scale, help=guidance_help)
     p.add_argument("--scheduler", metavar="NAME", help="sampler: ddpm, ddim, dpm++ or euler (default: the model's own)")
 
 
