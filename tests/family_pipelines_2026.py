@@ -78,8 +78,9 @@ def qwen25_vl_encoder(vocab_size: int, hidden: int = 32):
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-        rope_theta=10000.0,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        bos_token_id=None,
+        eos_token_id=None,
     )
     vision = dict(
         depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=hidden, fullatt_block_indexes=[0]

@@ -149,6 +149,8 @@ def test_maps_writes_every_view_on_a_new_family(family_dir, name, tmp_path):
 
 @pytest.mark.parametrize("name", NEW)
 def test_edit_on_a_new_family_is_one_clear_line(family_dir, name, tmp_path, capsys):
+    family_dir(name)
+    capsys.readouterr()  # the folder's saving
     code = main(
         ["edit", "a red circle", "--to", "a blue circle", "--model", str(family_dir(name)), "--out", str(tmp_path)]
     )
@@ -158,8 +160,31 @@ def test_edit_on_a_new_family_is_one_clear_line(family_dir, name, tmp_path, caps
 
 
 def test_self_attention_of_sana_is_one_line(family_dir, tmp_path, capsys):
+    family_dir("sana")
+    capsys.readouterr()  # the folder's saving
     args = ["maps", "a red circle", "--model", str(family_dir("sana")), "--self-attn-pixel", "10", "10"]
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Sana's self-attention (attn1) is linear attention: it has no softmax map" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["qwenimage", "sd35"])
+def test_maps_of_a_given_image(family_dir, name, picture, tmp_path):
+    """``maps --image``: the family's img2img pipeline denoises the picture under the trace (Qwen-Image's encodes the
+    picture with its own VAE)."""
+    args = ["maps", "a red circle", "--image", str(picture), "--model", str(family_dir(name)), "--steps", "4"]
+    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 0
+    stem = tmp_path / "a-red-circle-scene-0"
+    maps = AttentionMaps.load(stem.with_suffix(".maps.safetensors"))
+    assert maps.image_size == Image.open(stem.with_suffix(".png")).size[::-1] and maps.words == ["a", "red", "circle"]
+
+
+@pytest.mark.parametrize("name", ["flux2", "pixart-sigma", "sana"])
+def test_maps_of_a_given_image_without_a_noising_path_is_one_line(family_dir, name, picture, tmp_path, capsys):
+    args = ["maps", "a red circle", "--image", str(picture), "--model", str(family_dir(name)), "--steps", "2"]
+    capsys.readouterr()  # the folder's saving
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "maps --image cannot read a given image with" in err[0], err
     assert not (tmp_path / "out").exists()

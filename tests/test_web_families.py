@@ -1,4 +1,5 @@
-"""``crossattn serve --model`` on every model family (SD-1.5, SDXL, SD3, Flux): tiny random pipelines served at a
+"""``crossattn serve --model`` on every model family (SD-1.5, SDXL, SD3, Flux, Qwen-Image, Flux.2, SD3.5, PixArt-Σ,
+Sana): tiny random pipelines served at a
 non-square 64×96 size. One request per family writes ``generate --maps --height 64 --width 96``'s files, and every view
 of the page draws: word overlays, the layer grid, steps, heads, and a click near the right edge (its self-attention
 panel and the words it reads). Sizes the model does not take are errors naming them, at load and per request; and
@@ -19,7 +20,8 @@ from .conftest import free_port
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
+JOINT = ("sd3", "flux", "qwenimage", "flux2", "sd35")  # text and image keys in one softmax
 HEIGHT, WIDTH = 64, 96  # non-square; every family takes it
 PROMPT = "a red circle left of a blue square"
 
@@ -80,11 +82,14 @@ def test_every_view_and_a_click_near_the_right_edge(family_explorer, name):
     assert grid.height > len(result.cross.cross_layers) * HEIGHT  # one row per layer, each panel 64 high or more
     x, y = render.to_pixel([shown[0] - 1, shown[1] // 2], result.image)  # the last column
     assert (x, y) == (WIDTH - 1, HEIGHT // 2)
-    assert render.pixel_panel(result.self_mean, result.image, x, y).size == shown
+    if name == "sana":  # linear self-attention: no map, the click shows the words only
+        assert result.self_mean is None
+    else:
+        assert render.pixel_panel(result.self_mean, result.image, x, y).size == shown
     reads = render.pixel_words(result.cross, x, y)
     assert all(word in reads for word in PROMPT.split())
     assert sum(reads.values()) == pytest.approx(1.0, abs=1e-4) and all(v >= 0 for v in reads.values())
-    joint = name in ("sd3", "flux")
+    joint = name in JOINT
     assert render.IMAGE_TOKENS not in reads  # joint models: words renormalised over the text keys (issue 38)
     assert ("joint attention" in render.reads_label(result.cross, x, y)) == joint
     with pytest.raises(ValueError, match=r"pixel \(96, 0\) is outside the 96x64 image"):

@@ -37,10 +37,18 @@ class Family:
     no_softmax: tuple[str, ...] = ()  # attention modules without a softmax map (linear attention): not recorded
     edit: str | None = EDIT_NEEDS_UNET  # why edit cannot work (None: it can)
     binned: bool = False  # the pipeline samples at the nearest size of its aspect-ratio bins, then resizes
+    given_image: str = "latents"  # maps --image: "latents" (its VAE's latents noised), "picture" (the family's
+    # img2img pipeline encodes the PIL picture: a VAE of its own), or why it cannot (no noising path)
 
     @property
     def joint(self) -> bool:
         return self.attention == "joint"
+
+    def image_refusal(self) -> str | None:
+        """The one line that says why ``maps --image`` cannot run on this family (None where it can)."""
+        if self.given_image in ("latents", "picture"):
+            return None
+        return f"maps --image cannot read a given image with {self.name}: {self.given_image}; its maps of generated images work"
 
     def edit_refusal(self) -> str | None:
         """The one line that says why ``edit`` cannot run on this family (None where it can)."""
@@ -50,10 +58,18 @@ class Family:
 UNET = Family("U-Net (SD-1.5, SDXL, crossattn)", "cross", "clip", edit=None)
 SD3 = Family("SD3 / SD3.5", "joint", "sd3", image_only=("attn2",))
 FLUX = Family("Flux", "joint", "flux", text_first=True, grid="img_ids", patch=2, true_cfg="true_cfg_scale")
-FLUX2 = Family("Flux.2", "joint", "chat", text_first=True, grid="img_ids", patch=2, true_cfg="guidance_scale")
-QWEN_IMAGE = Family("Qwen-Image", "joint", "qwen-image", text_first=True, grid="img_shapes", patch=2, true_cfg="true_cfg_scale")  # fmt: skip
-PIXART = Family("PixArt-Σ", "cross", "t5", binned=True, edit=EDIT_NEEDS_UNET.replace("joins text and image in one attention", "is a transformer"))  # fmt: skip
-SANA = Family("Sana", "cross", "gemma", no_softmax=("attn1",), binned=True, edit=PIXART.edit)
+NO_IMG2IMG = "diffusers has no image-to-image pipeline for it (no noising path without inversion)"
+FLUX2 = Family(
+    "Flux.2", "joint", "chat", text_first=True, grid="img_ids", patch=2, true_cfg="guidance_scale",
+    given_image="its pipeline takes an image as a reference to edit from (extra tokens), not as a noised start",
+)  # fmt: skip
+QWEN_IMAGE = Family(
+    "Qwen-Image", "joint", "qwen-image", text_first=True, grid="img_shapes", patch=2, true_cfg="true_cfg_scale",
+    given_image="picture",
+)  # fmt: skip
+NOT_A_UNET = EDIT_NEEDS_UNET.replace("joins text and image in one attention", "is a transformer crossattn's control does not drive")  # fmt: skip
+PIXART = Family("PixArt-Σ", "cross", "t5", binned=True, edit=NOT_A_UNET, given_image=NO_IMG2IMG)
+SANA = Family("Sana", "cross", "gemma", no_softmax=("attn1",), binned=True, edit=NOT_A_UNET, given_image=NO_IMG2IMG)
 
 #: denoiser class name → family
 FAMILIES: dict[str, Family] = {

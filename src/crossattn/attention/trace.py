@@ -221,6 +221,7 @@ class Tracer(ProcessorHook):
             "per_head": self.store.per_head,
             "guidance_half": self.store.guidance_half,
             "guided": self.store.guided,
+            "joint": self.joint,  # text and image keys in one softmax (SD3, Flux, Flux.2, Qwen-Image)
         }
         return AttentionMaps(tensors, meta)
 

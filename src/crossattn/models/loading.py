@@ -119,12 +119,16 @@ def check_lora_folder(path: str | Path) -> Path:
 #: transformers' logger of "`CLIPImageProcessor` requires torchvision (not installed); falling back to
 #: `CLIPImageProcessorPil`": SD3's and Flux's pipelines name image processors they load none of.
 IMPORT_NOTICES = "transformers.utils.import_utils"
+#: transformers' logger of "Unrecognized keys in `rope_parameters` for 'rope_type'='default': {'mrope_section'}":
+#: Qwen2.5-VL's own config (Qwen-Image's text encoder) carries the multimodal RoPE sections its validation does not list.
+ROPE_NOTICES = "transformers.modeling_rope_utils"
 
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' loading bars off while loading, and transformers' notice that an image
-    processor falls back to its PIL version (:data:`IMPORT_NOTICES`, warnings only); all put back after."""
+    """diffusers' and transformers' loading bars off while loading, and transformers' notices that an image
+    processor falls back to its PIL version (:data:`IMPORT_NOTICES`) and of Qwen2.5-VL's RoPE sections
+    (:data:`ROPE_NOTICES`), warnings only; all put back after."""
     import logging
 
     from diffusers.utils import logging as diffusers_logging
@@ -133,13 +137,15 @@ def quiet_loading() -> Iterator[None]:
     was_on = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
     for lib, _ in was_on:
         lib.disable_progress_bar()
-    notices = logging.getLogger(IMPORT_NOTICES)
-    level = notices.level
-    notices.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in (IMPORT_NOTICES, ROPE_NOTICES)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        notices.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         for lib, on in was_on:
             if on:
                 lib.enable_progress_bar()

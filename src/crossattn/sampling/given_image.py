@@ -251,7 +251,9 @@ def maps_of_image(
     ``trace_kwargs`` go to :func:`crossattn.trace` (``kind``, ``layers``, ``per_step``, ``per_head``).
     A prompt that does not describe the image still runs: its maps show where the words land anyway.
     """
+    from ..attention.families import family_of
     from ..attention.trace import trace
+    from ..errors import BadArgument
     from ..models.pipeline import image_timesteps
 
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
@@ -262,8 +264,12 @@ def maps_of_image(
             f"samples={samples}: the draws mode reads U-Net pipelines (noise at one ᾱ); {type(pipe).__name__} "
             "reads a given image by denoising it (samples=None)"
         )
+    family = family_of(getattr(pipe, "unet", None) or getattr(pipe, "transformer", None))
+    if family is not None and family.image_refusal() is not None:  # Flux.2, PixArt-Σ, Sana
+        raise BadArgument(family.image_refusal())
     given, notes = given_picture(pipe, image)
-    latents = image_latents(pipe, given)
+    picture = family is not None and family.given_image == "picture"  # Qwen-Image: its img2img encodes it
+    latents = given if picture else image_latents(pipe, given)
     t = None
     if not joint:  # Flux's scheduler sets its steps only with the image's size (mu): img2img says where it began
         pipe.scheduler.set_timesteps(num_inference_steps)

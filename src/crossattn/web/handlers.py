@@ -142,8 +142,10 @@ class Handlers:
         if result is None:
             raise gr.Error("generate an image first, then click one of its pixels")
         x, y = render.to_pixel(evt.index, result.image)
-        panel = render.pixel_panel(result.self_mean, result.image, x, y)
+        if result.self_mean is None:  # Sana: linear self-attention, no softmax map
+            panel, title = None, f"pixel ({x}, {y}): this model's self-attention is linear, it has no map"
+        else:
+            panel = render.pixel_panel(result.self_mean, result.image, x, y)
+            title = f"self-attention of pixel ({x}, {y}): where it looks"
         words = render.pixel_words(result.cross, x, y)
-        return gr.Image(value=panel, label=f"self-attention of pixel ({x}, {y}): where it looks"), gr.Label(
-            value=words, label=render.reads_label(result.cross, x, y)
-        )
+        return gr.Image(value=panel, label=title), gr.Label(value=words, label=render.reads_label(result.cross, x, y))

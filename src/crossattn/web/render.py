@@ -134,7 +134,7 @@ def pixel_panel(self_maps, image, x: int, y: int):
 
 def joint(cross_maps) -> bool:
     """Whether the maps come from a joint-attention model (SD3, Flux: tokens named by encoder)."""
-    return cross_maps.encoders_for(0) is not None
+    return cross_maps.meta.get("joint", cross_maps.encoders_for(0) is not None)  # PixArt-Σ, Sana: named, not joint
 
 
 def pixel_words(cross_maps, x: int, y: int) -> dict[str, float]:

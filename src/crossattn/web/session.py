@@ -166,7 +166,7 @@ class Result:
     image: object  # PIL image: the request's size (an upload: the model's own)
     files: list[Path]  # .png, .json, .maps.safetensors, .maps.json, .maps.png, .maps.html (and see run_image)
     cross: object  # AttentionMaps: cross-attention, per step and per head
-    self_mean: object  # AttentionMaps: self-attention, mean over steps and heads
+    self_mean: object  # AttentionMaps: self-attention, mean over steps and heads (None: linear, Sana)
     words: list[str] = field(default_factory=list)
     denoised: object = None  # with an uploaded image: what the model made of it (PIL)
 
@@ -180,6 +180,8 @@ def aggregate(maps, kind: str):
     from ..attention.maps import AttentionMaps
     from ..attention.store import AttentionStore
 
+    if kind == "self" and all(layer["kind"] != "self" for layer in maps.meta["layers"].values()):
+        return None  # Sana: its self-attention is linear, there is no map of it
     names = maps.select(None, kind)
     store = AttentionStore(maps.meta["guidance_half"])  # images unknown: every recorded row is kept
     for name in names:
