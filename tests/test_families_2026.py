@@ -188,3 +188,29 @@ def test_maps_of_a_given_image_without_a_noising_path_is_one_line(family_dir, na
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "maps --image cannot read a given image with" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_flux_through_the_dispatch_capture_point_gives_the_same_bits(monkeypatch):
+    """Flux keeps its own capture class (joint.py), but the one dispatch capture point records the very same maps
+    and image: the mechanism covers it (``joint_capture_class`` stood down for Flux's processor here)."""
+    import crossattn.attention.trace as tracing
+
+    pipe = build_family("flux")
+    own = tracing.joint_capture_class
+
+    def sd3_only(processor):
+        return None if "Flux" in type(processor).__name__ else own(processor)
+
+    results = []
+    for dispatch in (False, True):
+        if dispatch:
+            monkeypatch.setattr(tracing, "joint_capture_class", sd3_only)
+        with trace(pipe, kind="both") as tracer:
+            image = sample_prompt(pipe)
+            kinds = {type(p).__name__ for p in pipe.transformer.attn_processors.values()}
+        results.append((image, tracer.maps(), kinds))
+    (image, maps, kinds), (image_d, maps_d, kinds_d) = results
+    assert kinds == {"FluxCaptureProcessor"} and kinds_d == {"DispatchCapture"}
+    assert np.array_equal(image, image_d)
+    for layer, tensor in maps.tensors.items():
+        assert torch.equal(tensor, maps_d.tensors[layer]), layer

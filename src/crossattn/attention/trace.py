@@ -128,9 +128,9 @@ class Tracer(ProcessorHook):
         sink = TrueCfgSink(self.store, self.context) if self.family and self.family.true_cfg else self.store
         for key, names in kinds.items():
             capture = joint_capture_class(current[key])
-            if capture is not None:
+            if capture is not None:  # SD3 / SD3.5 and Flux: their own capture classes (joint.py)
                 processors[key] = capture(names, sink, self.context)
-            elif calls_dispatch(current[key]):  # any processor that attends through diffusers' dispatch
+            elif calls_dispatch(current[key]):  # Flux.2, Qwen-Image: the one capture point of diffusers' dispatch
                 processors[key] = DispatchCapture(names, sink, self.context, current[key], self.family.text_first)
             else:
                 raise ValueError(
