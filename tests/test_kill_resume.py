@@ -3,13 +3,17 @@ in the middle of writing one, or while fine-tuning draws its prior images) goes 
 and ends with the very weights of an uninterrupted run, bit for bit, for each loop: ``train``,
 ``finetune`` (LoRA, new words, prior images) and ``train-clip``.
 
-The reference run and the resumed one run in this process (``main``); only the killed one is a
-subprocess. A kill point is found by polling the run folder; the process is stopped (SIGSTOP) and the
-folder looked at again before the SIGKILL, so "killed while a temp checkpoint existed" is certain.
+The reference run and the resumed one run in this process (``main``); only the killed one is a separate
+process. To keep the suite fast it is forked from one process that imported crossattn's training code once
+(:data:`FORK_SERVER`; the imports are most of a short run's time) and runs ``crossattn.cli.main``, what
+``python -m crossattn`` runs; ``benchmarks/kill_resume.py`` kills 20 fresh ``python -m crossattn`` processes.
+A kill point is found by polling the run folder; the process is stopped (SIGSTOP) and the folder looked at
+again before the SIGKILL, so "killed while a temp checkpoint existed" is certain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,8 +35,35 @@ from .conftest import tiny_config
 from .test_finetune import ring_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STEPS = 6
+STEPS = 4
 COMMON = ["--threads", "1", "--no-progress"]
+#: Reads ``[argv, stderr file]`` lines; forks a child per line that runs ``crossattn.cli.main(argv)`` with its
+#: stderr in the file; answers the child's pid, then its exit code once reaped (-9: SIGKILLed).
+FORK_SERVER = """
+import json, os, sys
+from crossattn.cli import main
+# what a run imports when it starts (most of a short run's time): imported once here
+import crossattn.training.train, crossattn.training.clip_training, crossattn.training.prior, crossattn.training.lora
+import crossattn.models.loading, crossattn.models.pipeline, crossattn.models.vocabulary, crossattn.training.recipes
+import crossattn.data.shapes, accelerate.accelerator, peft, diffusers.optimization, diffusers.training_utils
+from diffusers import UNet2DConditionModel, DPMSolverMultistepScheduler
+from transformers import CLIPTextModel, CLIPTokenizer
+for line in sys.stdin:
+    argv, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT), 2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        code = 1
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            os._exit(code)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +74,17 @@ def fresh_accelerate_state():
     yield
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def fork_server():
+    """The process killed runs are forked from (:data:`FORK_SERVER`), one torch thread."""
+    env = os.environ | {"PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], env=env, **pipes)
+    yield server
+    server.stdin.close()
+    server.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -97,30 +139,29 @@ def assert_bit_identical(a: Path, b: Path) -> None:
             assert torch.equal(tensor, wb[name][key]), f"{name}: {key} differs"
 
 
-def kill_when(argv: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
-    """Start ``python -m crossattn argv``; SIGKILL it at the first moment ``ready()`` holds (checked again
+def kill_when(server: subprocess.Popen, argv: list[str], ready: Callable[[], bool], log: Path) -> None:
+    """Fork a run of ``argv`` from ``server``; SIGKILL it at the first moment ``ready()`` holds (checked again
     with the process stopped, so the kill lands while it still holds)."""
-    env = os.environ | {"PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "crossattn", *argv], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
+    server.stdin.write(json.dumps([argv, str(log)]) + "\n")
+    server.stdin.flush()
+    pid = int(server.stdout.readline())
+    deadline, killed = time.monotonic() + 300, False
     try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (rc {proc.returncode}) before the kill point: {proc.stderr.read()[-2000:]}")
+        while not killed and time.monotonic() < deadline:
+            os.kill(pid, 0)  # ProcessLookupError once the run has ended
             if ready():
-                proc.send_signal(signal.SIGSTOP)
-                if ready():
-                    proc.kill()
-                    proc.wait()
-                    return
-                proc.send_signal(signal.SIGCONT)
+                os.kill(pid, signal.SIGSTOP)
+                killed = ready()
+                os.kill(pid, signal.SIGKILL if killed else signal.SIGCONT)
             time.sleep(0.001)
-        pytest.fail("no kill point before the timeout")
+    except ProcessLookupError:  # the run ended (and was reaped) before the kill point
+        pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        if not killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        code = int(server.stdout.readline())
+    assert killed and code == -signal.SIGKILL, f"not killed at the point (exit {code}): {log.read_text()[-2000:]}"
 
 
 def after_checkpoint(run: RunDir) -> bool:
@@ -151,10 +192,12 @@ CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "moment"), CASES, ids=[f"{k}-{m.__name__}" for k, m in CASES])
-def test_sigkilled_run_resumes_to_the_uninterrupted_weights(kind, moment, setups, references, tmp_path, capsys):
+def test_sigkilled_run_resumes_to_the_uninterrupted_weights(
+    kind, moment, fork_server, setups, references, tmp_path, capsys
+):
     out = tmp_path / "run"
     run = RunDir(out)
-    kill_when(setups[kind](out), lambda: moment(run))
+    kill_when(fork_server, setups[kind](out), lambda: moment(run), tmp_path / "stderr.txt")
     assert not (out / "final").exists(), "killed before the end"
     if out.joinpath("log.jsonl").is_file():  # a line torn by the kill is dropped on resume
         with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
