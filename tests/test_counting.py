@@ -8,16 +8,9 @@ import pytest
 
 from crossattn.data.captions import COUNT_KINDS, format_caption, parse_caption
 from crossattn.data.counting import counting_spec
+from crossattn.data.drawing import composite, coverage
 from crossattn.data.negatives import applicable_kinds, hard_negative, training_negatives
-from crossattn.data.shapes import (
-    COLOURS,
-    ShapesDataset,
-    _composite,
-    coverage,
-    make_scene,
-    scene_from_caption,
-    scene_rng,
-)
+from crossattn.data.shapes import COLOURS, ShapesDataset, make_scene, scene_from_caption, scene_rng
 from crossattn.evaluation.analyzer import analyze, label_components
 from crossattn.evaluation.checks import check_caption
 from crossattn.evaluation.grounding import ground_words
@@ -27,7 +20,7 @@ from crossattn.evaluation.run import eval_prompts
 def draw(objects: list[tuple[str, str, tuple[float, float], float]], resolution: int = 32) -> np.ndarray:
     """A hand-placed scene: ``(colour, shape, centre, size)`` each, composited like the renderer's."""
     covers = [coverage(shape, centre, size, resolution) for _, shape, centre, size in objects]
-    return _composite(covers, [COLOURS[c] for c, *_ in objects], np.random.default_rng(0), 0.0)
+    return composite(covers, [COLOURS[c] for c, *_ in objects], np.random.default_rng(0), 0.0)
 
 
 def test_counting_captions_parse_and_format():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .captions import COLOURS, NUMBERS, SHAPES, CaptionSpec, check_shapes, format_caption
+from .drawing import SHAPE_DRAWERS, Scene, SceneObject, composite, coverage, mask_centroid
 
 SIZE_COUNT = (0.085, 0.11)  # object radius as a fraction of the side: five objects must fit apart at 32×32
 GAP = 2.0  # pixels between bounding circles, as in two-object scenes: edges never touch
@@ -63,11 +64,9 @@ def place_apart(rng: np.random.Generator, extents: np.ndarray, resolution: int) 
 
 def render_counting(
     rng: np.random.Generator, spec: CaptionSpec, resolution: int = 32, noise: float = 0.0, caption: str | None = None
-):
-    """The :class:`~crossattn.data.shapes.Scene` of a counting ``spec``: objects in caption order (the
+) -> Scene:
+    """The :class:`~crossattn.data.drawing.Scene` of a counting ``spec``: objects in caption order (the
     group's copies, then the single object), exact masks, group words → the union of the group's masks."""
-    from .shapes import SHAPE_DRAWERS, Scene, SceneObject, _composite, _mask_centroid, coverage
-
     instances = spec.instances()
     for _ in range(LAYOUT_TRIES):
         sizes = rng.uniform(*SIZE_COUNT, size=len(instances)) * resolution
@@ -81,9 +80,9 @@ def render_counting(
             break
     else:
         raise ValueError(f"could not place {len(instances)} objects apart at resolution {resolution}")
-    image = _composite(covers, [COLOURS[c] for c, _ in instances], rng, noise)
+    image = composite(covers, [COLOURS[c] for c, _ in instances], rng, noise)
     objects = [
-        SceneObject(c, s, m, _mask_centroid(m), float(z)) for (c, s), m, z in zip(instances, masks, sizes, strict=True)
+        SceneObject(c, s, m, mask_centroid(m), float(z)) for (c, s), m, z in zip(instances, masks, sizes, strict=True)
     ]
     group = np.any(masks[: spec.count], axis=0)  # (H, W): the counted group's pixels
     owners = [group, *masks[spec.count :]]  # caption object i → its pixels
