@@ -152,3 +152,21 @@ def test_the_cli_refuses_in_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "crossattn" in err
     assert __import__("re").search(message, err), err
+
+
+def test_a_long_prompt_is_our_one_line_warning_only(tiny_pipe):
+    """Found by benchmarks/fuzz.py: a real ``crossattn generate`` with a long prompt also printed transformers'
+    "Token indices sequence length is longer than ..." log line beside crossattn's own warning."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    tiny_pipe.tokenizer.deprecation_warnings.pop("sequence-length-is-longer-than-the-specified-maximum", None)
+    try:
+        with pytest.warns(UserWarning, match="is longer than the 16 tokens the text encoder reads; dropped: 'a a"):
+            tiny_pipe.encode_prompt(["a " * 100])
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [r.getMessage() for r in records if "sequence length" in r.getMessage()]

@@ -92,7 +92,7 @@ class CrossAttnPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Warn, naming the dropped words, when a prompt is longer than the text encoder reads."""
         keep = self.max_length - 2  # room left by <|startoftext|> and <|endoftext|>
         for prompt in dict.fromkeys(prompts):  # each distinct prompt once (prompts repeat per image)
-            ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+            ids = self.tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids  # our warning, not theirs
             if len(ids) > keep:
                 dropped = self.tokenizer.decode(ids[keep:]).strip()
                 warnings.warn(
