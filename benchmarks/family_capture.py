@@ -1,7 +1,7 @@
 """Cost and memory of recording attention on every model family, measured side by side in one run.
 
-For each family's tiny random pipeline (``tests/family_pipelines.py``: SD-1.5, SDXL, SD3, Flux; the
-shapes of the real models, a few channels wide) sample two prompts at a non-square size with and
+For each family's tiny random pipeline (``tests/family_pipelines.py``: SD-1.5, SDXL, SD3, Flux, and
+Qwen-Image, Flux.2, SD3.5, PixArt-Σ, Sana; the shapes of the real models, a few channels wide) sample two prompts at a non-square size with and
 without ``crossattn.trace(pipe)`` (the default capture: every cross-attention layer, mean over heads
 and steps), interleaved over repeats so load from other processes hits both alike, and print the
 median time of each and their ratio (targets: U-Net families <= 1.05, joint-attention <= 1.3).
@@ -11,7 +11,7 @@ SDXL-shaped U-Net at 1024×1024 (attention at 64×64 and 32×32 latents, as SDXL
 default capture holds against the sum of its layers' maps at their own resolutions and against one
 map per layer upsampled to the image.
 
-    PYTHONPATH=src:. python benchmarks/family_capture.py [--steps 20] [--repeats 7] [--threads 1]
+    PYTHONPATH=src:. python benchmarks/family_capture.py [--steps 20] [--repeats 7] [--threads 1] [--families ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.family_pipelines
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux")
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
 PROMPTS = ["a red circle left of a blue square", "a green triangle"]
 
 
@@ -38,15 +38,18 @@ def parse() -> argparse.Namespace:
     p.add_argument("--height", type=int, default=64, help="image height (default: %(default)s)")
     p.add_argument("--width", type=int, default=96, help="image width (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES, help="families (default: all)")
     return p.parse_args()
 
 
 def run_once(pipe, steps: int, size: tuple[int, int], prompts=PROMPTS) -> float:
     """Seconds for one sampling of ``prompts`` (latents out: no VAE decode in the timing)."""
-    kwargs = {"max_sequence_length": 77} if hasattr(pipe, "transformer") else {}
+    from crossattn.models.loading import takes_argument
+
+    kwargs = {"max_sequence_length": 77} if takes_argument(pipe, "max_sequence_length") else {}
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    pipe(prompts, num_inference_steps=steps, height=size[0], width=size[1], generator=generator,
+    pipe(prompt=prompts, num_inference_steps=steps, height=size[0], width=size[1], generator=generator,
          output_type="latent", **kwargs)  # fmt: skip
     return time.perf_counter() - start
 
@@ -109,7 +112,7 @@ def main() -> None:
     size = (args.height, args.width)
     print(f"{args.steps} steps, 2 prompts at {size[0]}x{size[1]}, {args.repeats} repeats, {args.threads} thread(s)")
     print(f"{'family':8} {'untraced s':>11} {'traced s':>9} {'ratio':>6} {'bytes @10':>10} {'bytes @50':>10}")
-    for name in FAMILIES:
+    for name in args.families:
         pipe = build_family(name)
         timing = overhead(pipe, args.steps, args.repeats, size)
         at10, at50 = memory_by_steps(pipe, size)

@@ -145,13 +145,19 @@ class DispatchCapture(JointCapture):
         if q.shape[0] == 0:  # the sink keeps none of this call (the other half of a true-CFG step)
             return
         hand = self.hand_all if keep is None else self.sink.add
-        if mask is None:
+        keys = None if mask is None else key_padding(mask, mask.shape[0], k.shape[2])[rows]  # (R, S) attended keys
+        if keys is None or bool(keys.all()):  # nothing masked (one prompt, or prompts of one length)
             parts = self.slices(q.shape[2])
             record_blocks(q, k, lse, parts["self"], parts["cross"], self.names, hand)
             return
-        keys = key_padding(mask, mask.shape[0], k.shape[2])[rows]  # (R, S): True where a key is attended
-        heads, blocks = q.shape[1], {}
-        for r in range(q.shape[0]):  # each row over its own keys: the softmax the masked attention takes
+        for name, block in self.masked_blocks(q, k, keys).items():
+            self.hand_all(name, block) if keep is None else self.sink.add(name, block, heads=q.shape[1])
+
+    def masked_blocks(self, q, k, keys) -> dict[str, torch.Tensor]:
+        """Each row's blocks over its own attended keys ``keys`` ``(R, S)`` (the softmax the masked attention
+        takes), widened to every key with 0 at the masked ones: ``(R, H or 1, N, K)`` by layer name."""
+        blocks: dict[str, list[torch.Tensor]] = {}
+        for r in range(q.shape[0]):
             kept = keys[r].nonzero().squeeze(1)  # (S_r,)
             parts, got = self.slices(len(kept)), _Blocks(getattr(self.sink, "per_head", True))
             q_r = q[r : r + 1] if self.separate else q[r : r + 1, :, kept]  # (1, H, N or S_r, d)
@@ -161,9 +167,7 @@ class DispatchCapture(JointCapture):
                 full = got.blocks[name].new_zeros(*got.blocks[name].shape[:-1], where.shape[0])
                 full[..., where] = got.blocks[name]
                 blocks.setdefault(name, []).append(full)
-        for name, parts in blocks.items():
-            block = torch.cat(parts)  # (R, H or 1, N, K)
-            self.hand_all(name, block) if keep is None else self.sink.add(name, block, heads=heads)
+        return {name: torch.cat(parts) for name, parts in blocks.items()}  # (R, H or 1, N, K)
 
 
 class _Blocks:
