@@ -116,22 +116,28 @@ def state(out: Path) -> dict:
     steps = [0, *logged_steps(run.log), *(step for step, _ in run.list_checkpoints())]
     temps = [p.name for p in run.checkpoints.glob(".step-*.tmp")] if run.checkpoints.is_dir() else []
     temps += [p.name for p in out.glob(".final.tmp-*")] + [p.name for p in out.glob(".prior.tmp-*")]
-    return {"step": max(steps), "checkpoints": len(run.list_checkpoints()), "writing": temps}
+    return {
+        "step": max(steps),
+        "checkpoints": len(run.list_checkpoints()),
+        "writing": temps,
+        "config": run.config.is_file(),
+    }
 
 
 def reached(marker: tuple[str, int], now: dict) -> bool:
     """Whether the run is at ``marker``: ``("step", k)`` k steps logged; ``("checkpoint", n)`` the checkpoint
     after n complete ones being written; ``("final", 0)`` the final weights being written; ``("prior", 0)``
-    fine-tuning's prior images being drawn; ``("setup", 0)`` the run folder made, no step logged yet."""
+    fine-tuning's prior images being drawn; ``("setup", 0)`` the run's config.json written, no step logged yet
+    (before config.json the folder holds no run: ``--resume latest`` says so and a plain start begins it)."""
     what, k = marker
     writing = " ".join(now["writing"])
     if what == "step":
         return now["step"] >= k
     if what == "checkpoint":
         return ".step-" in writing and now["checkpoints"] == k
-    return (
-        what in writing if what in ("final", "prior") else now["step"] == 0 and (now["checkpoints"], writing) == (0, "")
-    )
+    if what in ("final", "prior"):
+        return what in writing
+    return now["config"] and now["step"] == 0 and (now["checkpoints"], writing) == (0, "")
 
 
 def kill_at(argv, out: Path, marker: tuple[str, int], extra: float, threads: int) -> str:
