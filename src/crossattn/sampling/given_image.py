@@ -194,6 +194,7 @@ def draws(pipe, tracer, latents, prompt: str, t, samples: int, generator):
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
+    from .added_conditioning import added_conditioning
     from .inversion import prompt_states
 
     reader = "the draws mode (samples=N; samples=None denoises instead)"
@@ -202,7 +203,7 @@ def draws(pipe, tracer, latents, prompt: str, t, samples: int, generator):
     prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     tracer.start_call([prompt])
     clean = torch.zeros_like(latents)
-    with torch.no_grad():
+    with torch.no_grad(), added_conditioning(pipe, prompt, latents):  # SDXL: its text and time ids
         for _ in range(samples):
             noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
             noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise  # (1, C, h, w)

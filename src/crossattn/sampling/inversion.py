@@ -29,6 +29,7 @@ import torch
 
 from ..attention.install import ProcessorHook
 from ..config import SamplingConfig
+from .added_conditioning import added_conditioning, sdxl_prompt_states, takes_added_conditioning
 
 #: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
 #: stop when the step's loss is below 1e-5 + i·2e-5, i the step index). 3e-2 for every fit fits all 200
@@ -92,10 +93,13 @@ def prompt_states(
             return pipe.encode_prompt([prompt]), None
         states = pipe.encode_prompt([negative_prompt or "", prompt])  # (2, T, D)
         return states[1:], states[:1]
+    if takes_added_conditioning(pipe) and hasattr(pipe, "encode_prompt"):  # SDXL: its two text encoders
+        cond, uncond, _ = sdxl_prompt_states(pipe, prompt, negative_prompt, guided)  # added_conditioning.py
+        return cond, uncond
     if pipe.unet.config.addition_embed_type is not None or not hasattr(pipe, "encode_prompt"):
         raise BadArgument(
-            f"{type(pipe).__name__} needs added conditioning (SDXL-shaped); {reader} reads "
-            "CrossAttnPipeline and SD-1.5-shaped pipelines"
+            f"{type(pipe).__name__} needs added conditioning of kind {pipe.unet.config.addition_embed_type!r}; "
+            f"{reader} reads CrossAttnPipeline, SD-1.5- and SDXL-shaped pipelines"
         )
     cond, uncond = pipe.encode_prompt(prompt, pipe.device, 1, guided, negative_prompt)
     return cond, uncond
@@ -280,12 +284,15 @@ def invert(
         )
     cond, _ = prompt_states(pipe, prompt, negative_prompt)
     re_solves = NULL_TEXT_FIXED_POINT_STEPS if null_text_steps else FIXED_POINT_STEPS
-    path = ddim_invert(pipe, latents, cond, num_inference_steps, re_solves)
+    conditioning = added_conditioning(pipe, prompt, latents)  # SDXL: its text and time ids for the bare U-Net passes
+    with conditioning:
+        path = ddim_invert(pipe, latents, cond, num_inference_steps, re_solves)
     scheduler = ddim_scheduler(pipe)
     scheduler.set_timesteps(num_inference_steps)
     inversion = Inversion(path[-1], path, [int(t) for t in scheduler.timesteps], fixed_point_steps=re_solves)
     if null_text_steps:
-        fitted = fit_null_text(pipe, path, cond, guidance_scale, null_text_steps)
+        with conditioning:
+            fitted = fit_null_text(pipe, path, cond, guidance_scale, null_text_steps)
         inversion.null_embeddings, inversion.null_text_losses, inversion.null_text_path, inversion.null_text_lr = fitted
     elif guidance_scale > 1:
         inversion.null_embeddings = dict.fromkeys(inversion.timesteps, cond.detach())  # negative-prompt inversion
