@@ -23,6 +23,7 @@ from .conftest import generator, tiny_config
 __all__ = [
     "CLIP_LENGTH",
     "FAMILIES",
+    "FAMILIES_2026",
     "PROMPTS",
     "T5_CORPUS",
     "T5_VOCAB_SIZE",
@@ -322,6 +323,10 @@ FAMILIES = {
     "sd3-no-t5": functools.partial(tiny_sd3_pipeline, with_t5=False),
     "flux": tiny_flux_pipeline,
 }
+
+
+#: The families added in 2026 (built by ``tests.family_pipelines_2026``; ``build_family`` and ``save_family`` take them).
+FAMILIES_2026 = ("qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
 
 
 def _families_2026() -> dict:

@@ -10,6 +10,7 @@ import torch
 
 from .family_pipelines import (
     FAMILIES,
+    FAMILIES_2026,
     PROMPTS,
     build_family,
     load_family,
@@ -25,7 +26,14 @@ CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
     "sd3-no-t5": "StableDiffusion3Pipeline",
     "flux": "FluxPipeline",
+    "qwenimage": "QwenImagePipeline",
+    "flux2": "Flux2KleinPipeline",
+    "sd35": "StableDiffusion3Pipeline",
+    "pixart-sigma": "PixArtSigmaPipeline",
+    "sana": "SanaPipeline",
 }
+#: VAE factor of each family's tiny VAE: 2, but as the real ones where the pipeline bins sizes in pixels
+SCALE = {"pixart-sigma": 8, "sana": 32}
 
 
 def pixels(images):
@@ -73,13 +81,13 @@ def test_t5_tokenizer_folder_round_trip(tmp_path):
 # Pipelines
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", [*FAMILIES, *FAMILIES_2026])
 def test_family_samples_and_round_trips(name, tmp_path):
     """``save_family`` builds its own copy: equal pictures mean the builders are reproducible and the folder is whole."""
     from diffusers import DiffusionPipeline
 
     pipe = build_family(name)
-    assert type(pipe).__name__ == CLASSES[name] and pipe.vae_scale_factor == 2
+    assert type(pipe).__name__ == CLASSES[name] and pipe.vae_scale_factor == SCALE.get(name, 2)
     assert not any(isinstance(m, torch.nn.Module) and m.training for m in pipe.components.values())
     images = sample(pipe)
     assert len(images) == 2 and all(image.size == (96, 64) for image in images)
