@@ -214,3 +214,20 @@ def test_flux_through_the_dispatch_capture_point_gives_the_same_bits(monkeypatch
     assert np.array_equal(image, image_d)
     for layer, tensor in maps.tensors.items():
         assert torch.equal(tensor, maps_d.tensors[layer]), layer
+
+
+def test_true_cfg_both_halves_with_a_longer_negative_prompt(pipes):
+    """Qwen-Image trims each prompt's text keys to its own length: the two calls' blocks are joined padded with 0."""
+    pipe = pipes("qwenimage")
+    extra = dict(true_cfg_scale=4.0, negative_prompt="a yellow star above a blue square left of a green triangle")
+    maps = {}
+    for half in ("cond", "both"):
+        with trace(pipe, kind="cross", guidance_half=half) as tracer:
+            sample(pipe, [PROMPTS[0]], **extra)
+        maps[half] = tracer.maps()
+    for layer, cond in maps["cond"].tensors.items():
+        both = maps["both"].tensors[layer]  # (1, 2, 1, N, K_negative)
+        assert both.shape[-1] > cond.shape[-1]
+        torch.testing.assert_close(both[:, 1:, ..., : cond.shape[-1]], cond)
+        assert both[:, 1:, ..., cond.shape[-1] :].abs().max() == 0
+    assert maps["both"].words_for(1) == PROMPTS[0].split()

@@ -208,7 +208,9 @@ class TrueCfgSink:
             self._cond[name] = (block.clone(), heads)  # the model may reuse the buffer before the negative call
             return None
         cond, _ = self._cond.pop(name)
-        return self.store.add(name, torch.cat([block, cond]), heads=heads)  # (2R, ·, N, K): [uncond, cond]
+        keys = max(block.shape[-1], cond.shape[-1])  # Qwen-Image trims each prompt's text to its own length
+        pad = [torch.nn.functional.pad(x, (0, keys - x.shape[-1])) for x in (block, cond)]  # 0: no such key
+        return self.store.add(name, torch.cat(pad), heads=heads)  # (2R, ·, N, K): [uncond, cond]
 
 
 def key_padding(mask: torch.Tensor, batch: int, length: int) -> torch.Tensor:
