@@ -104,14 +104,20 @@ def test_true_cfg_keeps_the_negative_call_apart(pipes, name):
 def test_qwen_text_mask_gives_masked_keys_no_attention(pipes):
     """Two prompts of different lengths: the shorter one's padded text keys are masked, so they get 0."""
     pipe = pipes("qwenimage")
-    with trace(pipe, kind="cross") as tracer:
-        sample(pipe, PROMPTS)
+    plain = sample(pipe, PROMPTS)
+    with trace(pipe, kind="both") as tracer:
+        traced = sample(pipe, PROMPTS)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, traced, strict=True))
     maps = tracer.maps()
     short = maps.meta["images"][0]
     pads = [i for i, token in enumerate(short["tokens"]) if token == "<pad>"]
     assert pads
-    for layer in maps.meta["layers"]:
+    for layer in maps.cross_layers:
         assert maps.tensors[layer][:, 0, ..., pads].abs().max() == 0
+    for layer in maps.cross_layers:  # one softmax over the attended keys: text block + image block = 1 per row
+        image = maps.tensors[f"{layer.removesuffix('.text')}.image"]
+        total = maps.tensors[layer].sum(-1) + image.sum(-1)
+        torch.testing.assert_close(total, torch.ones_like(total), atol=1e-5, rtol=0)
 
 
 def test_llm_byte_level_tokens_merge_into_words():

@@ -106,10 +106,14 @@ class DispatchCapture(JointCapture):
         if is_causal or (scale is not None and scale != query.shape[-1] ** -0.5):
             raise HookError("tracing causal attention, or attention scaled other than by 1/sqrt(d), is not supported")
         q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, H, S, d)
-        plain = attn_mask is None and dropout_p == 0.0 and scale is None and not a
-        if plain and kw.get("backend") is None and _native_active():
+        plain = dropout_p == 0.0 and scale is None and not a and kw.get("backend") is None and _native_active()
+        if plain and attn_mask is None:
             out, lse = fused_attention(q, k, v)  # the kernel the native backend runs, with each query's lse
             out = out.transpose(1, 2)  # (B, S, H, d)
+        elif plain and q.device.type == "cpu" and not q.requires_grad and _key_padding(attn_mask):
+            bias = torch.zeros(attn_mask.shape, dtype=q.dtype).masked_fill_(~attn_mask, float("-inf"))  # (B, 1, 1, S)
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
+            out = out.transpose(1, 2)  # (B, S, H, d): the CPU kernel SDPA runs for a boolean mask, its lse masked
         else:
             out = dispatch_attention_fn(query, key, value, attn_mask, dropout_p, is_causal, scale, *a, **kw)
             lse = None
@@ -146,9 +150,14 @@ class DispatchCapture(JointCapture):
             return
         hand = self.hand_all if keep is None else self.sink.add
         keys = None if mask is None else key_padding(mask, mask.shape[0], k.shape[2])[rows]  # (R, S) attended keys
+        parts = self.slices(q.shape[2])
         if keys is None or bool(keys.all()):  # nothing masked (one prompt, or prompts of one length)
-            parts = self.slices(q.shape[2])
             record_blocks(q, k, lse, parts["self"], parts["cross"], self.names, hand)
+            return
+        if lse is not None:  # the kernel's lse is over the attended keys: only the masked keys' blocks need a 0
+            masked = {self.names[kind]: ~keys[:, part] for kind, part in parts.items() if kind in self.names}
+            zeroed = _Zeroed(hand, masked, getattr(self.sink, "per_head", True), store=keep is not None)
+            record_blocks(q, k, lse, parts["self"], parts["cross"], self.names, zeroed.add)
             return
         for name, block in self.masked_blocks(q, k, keys).items():
             self.hand_all(name, block) if keep is None else self.sink.add(name, block, heads=q.shape[1])
@@ -168,6 +177,18 @@ class DispatchCapture(JointCapture):
                 full[..., where] = got.blocks[name]
                 blocks.setdefault(name, []).append(full)
         return {name: torch.cat(parts) for name, parts in blocks.items()}  # (R, H or 1, N, K)
+
+
+class _Zeroed:
+    """A sink in front of ``hand`` that sets each block's masked keys to 0 (``masked``: ``(R, K)`` by layer name)."""
+
+    def __init__(self, hand, masked: dict[str, torch.Tensor], per_head: bool, store: bool):
+        self.hand, self.masked, self.per_head = hand, masked, per_head
+        self.per_head_sink = store  # ``hand`` is a store's add (takes ``heads``), else a plain sink's
+
+    def add(self, name: str, block: torch.Tensor, heads: int | None = None) -> None:
+        block = block.masked_fill(self.masked[name][:, None, None, :], 0.0)  # (R, H or 1, N, K)
+        self.hand(name, block) if heads is None or not self.per_head_sink else self.hand(name, block, heads=heads)
 
 
 class _Blocks:
@@ -222,6 +243,11 @@ def key_padding(mask: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         raise HookError(f"tracing attention with a mask of shape {tuple(mask.shape)}: only key-padding masks are")
     keys = mask if mask.dtype == torch.bool else mask > -1e4  # additive: diffusers writes -10000 or -inf
     return keys.expand(batch, length)
+
+
+def _key_padding(mask) -> bool:
+    """Whether ``mask`` is a boolean key-padding mask ``(B, 1, 1, S)`` (Qwen-Image's text mask)."""
+    return mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1
 
 
 def _native_active() -> bool:
