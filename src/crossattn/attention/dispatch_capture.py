@@ -124,10 +124,16 @@ class DispatchCapture(JointCapture):
         """``F.scaled_dot_product_attention`` (``(B, H, S, d)`` in and out) with the blocks recorded."""
         if is_causal or (scale is not None and scale != query.shape[-1] ** -0.5):
             raise HookError("tracing causal attention, or attention scaled other than by 1/sqrt(d), is not supported")
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs
-        )
-        self.record(query, key, None, attn_mask)
+        plain = dropout_p == 0.0 and scale is None and not kwargs and query.device.type == "cpu"
+        if plain and not query.requires_grad and (attn_mask is None or attn_mask.dtype == query.dtype):
+            flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # SDPA's CPU kernel, with each lse
+            out, lse = flash(query, key, value, 0.0, False, attn_mask=attn_mask)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs
+            )
+            lse = None
+        self.record(query, key, lse, attn_mask)
         return out
 
     def slices(self, length: int) -> dict[str, slice]:
