@@ -196,7 +196,9 @@ def run_cli(argv: list[str]) -> tuple[object, str]:
 
 
 def run_process(argv: list[str]) -> tuple[object, str]:
-    """``python -m crossattn argv`` as a real process (one torch thread): its exit code and stderr."""
+    """``python -m crossattn argv`` as a real process (one torch thread): its exit code and stderr. NUL and lone
+    surrogates are left out of the arguments: no process can be given them."""
+    argv = ["".join(c for c in a if c != "\x00" and not 0xD800 <= ord(c) <= 0xDFFF) for a in argv]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "crossattn", *argv], capture_output=True, text=True, env=env)
     return done.returncode, done.stderr

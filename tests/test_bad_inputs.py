@@ -170,3 +170,57 @@ def test_a_long_prompt_is_our_one_line_warning_only(tiny_pipe):
     finally:
         logging.getLogger("transformers").removeHandler(handler)
     assert not [r.getMessage() for r in records if "sequence length" in r.getMessage()]
+
+
+def test_draws_beyond_the_bound_are_refused(tmp_path):
+    """Found by benchmarks/fuzz.py: ``maps --image --samples 18446744073709551616`` ended in an OverflowError."""
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    with pytest.raises(BadArgument, match="samples 18446744073709551616 is not accepted; give a whole number from 1"):
+        SamplingRequest(("a red circle",), image=tmp_path / "x.png", samples=2**64)
+
+
+def test_a_dual_cross_attention_unet_is_a_bad_model_folder(broken_copy):
+    """Found by benchmarks/fuzz.py: a truthy ``dual_cross_attention`` loaded, then failed mid-sampling."""
+    config = json.loads((broken_copy / "unet/config.json").read_text())
+    config["dual_cross_attention"] = "x"
+    (broken_copy / "unet/config.json").write_text(json.dumps(config))
+    with pytest.raises(BadModelFolder, match="unet/config.json says dual_cross_attention 'x'"):
+        load_pipeline(broken_copy)
+
+
+def test_missing_weights_are_one_line_without_diffusers_own(broken_copy):
+    """Found by benchmarks/fuzz.py: diffusers logged "An error occurred while trying to fetch ..." on stderr
+    before the error crossattn reports in its one line."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addHandler(handler)
+    (broken_copy / WEIGHTS).unlink()
+    try:
+        with pytest.raises((BadModelFolder, MissingFile)):
+            load_pipeline(broken_copy)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "An error occurred" in r.getMessage()]
+
+
+def test_an_upload_damaged_past_its_header_is_named(tmp_path):
+    """Found by benchmarks/fuzz.py: Gradio opens an upload lazily; a body damaged past a whole header failed
+    later, inside the request, as Gradio's generic "Error"."""
+    gr = pytest.importorskip("gradio")
+    from gradio.data_classes import FileData
+
+    from crossattn.web.answers import reading
+
+    component = reading(gr.Image(type="pil"))
+    component.GRADIO_CACHE = str(tmp_path)
+    path = tmp_path / "upload" / "x.gif"  # a PNG or JPEG is decoded by Gradio itself: a GIF is opened lazily
+    path.parent.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.raises(gr.Error, match="cannot read the image 'x.gif'"):
+        component.preprocess(FileData(path=str(path), orig_name="x.gif"))

@@ -122,13 +122,21 @@ IMPORT_NOTICES = "transformers.utils.import_utils"
 #: transformers' logger of "Unrecognized keys in `rope_parameters` for 'rope_type'='default': {'mrope_section'}":
 #: Qwen2.5-VL's own config (Qwen-Image's text encoder) carries the multimodal RoPE sections its validation does not list.
 ROPE_NOTICES = "transformers.modeling_rope_utils"
+#: diffusers' logger of "An error occurred while trying to fetch FOLDER: ...", logged before the error it raises
+#: (which crossattn reports in its one line)
+FETCH_NOTICES = "diffusers.models.modeling_utils"
+
+
+def _not_fetch_error(record) -> bool:
+    return not record.getMessage().startswith("An error occurred while trying to fetch")
 
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """diffusers' and transformers' loading bars off while loading, and transformers' notices that an image
     processor falls back to its PIL version (:data:`IMPORT_NOTICES`) and of Qwen2.5-VL's RoPE sections
-    (:data:`ROPE_NOTICES`), warnings only; all put back after."""
+    (:data:`ROPE_NOTICES`), warnings only, and diffusers' error line before a load error (:data:`FETCH_NOTICES`);
+    all put back after."""
     import logging
 
     from diffusers.utils import logging as diffusers_logging
@@ -141,9 +149,12 @@ def quiet_loading() -> Iterator[None]:
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    fetch = logging.getLogger(FETCH_NOTICES)
+    fetch.addFilter(_not_fetch_error)
     try:
         yield
     finally:
+        fetch.removeFilter(_not_fetch_error)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
         for lib, on in was_on:
@@ -204,8 +215,14 @@ def load_resolved(
                 pipe = pipeline_class(folder).from_pretrained(
                     folder, use_safetensors=True, dtype=torch_dtype(dtype), **absent_components(folder)
                 )
-            except (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:  # the folder's
+            except (OSError, RuntimeError, ValueError, LookupError, TypeError, AttributeError) as err:  # the folder's
                 raise load_error(folder, err) from err
+        dual = getattr(getattr(pipe, "unet", None), "config", {}).get("dual_cross_attention")
+        if dual:  # diffusers builds a DualTransformer2DModel, whose forward the U-Net's own call does not fit
+            raise BadModelFolder(
+                f"model folder {folder}: unet/config.json says dual_cross_attention {dual!r}, which diffusers' "
+                "U-Net cannot run; give false"
+            )
     if lora is not None:
         from .lora_files import load_lora
 

@@ -40,6 +40,8 @@ CONFIG_FIELDS = {
 }
 #: The most images per prompt in one request (each is planned before the first is sampled).
 MAX_IMAGES = 10_000
+#: The most noise draws of ``samples`` (one U-Net pass each), as steps are at most 1000.
+MAX_SAMPLES = 1000
 
 
 def check_dtype(name: str | None, device: str | None) -> str | None:
@@ -213,7 +215,7 @@ class SamplingRequest:
         strength = DEFAULT_STRENGTH if self.strength is None else check_strength(self.strength)
         object.__setattr__(self, "image", path)
         object.__setattr__(self, "strength", strength)
-        object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True))
+        object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True, high=MAX_SAMPLES))
         object.__setattr__(self, "null_text_steps", whole(self.null_text_steps, "null_text_steps", 1, optional=True))
         object.__setattr__(self, "relation_guidance", 0.0)
 

@@ -100,7 +100,10 @@ def _image(component, read, payload):
         message = f"the image {name!r} was not uploaded to this server; send the file (gradio_client: handle_file)"
         raise user_error(BadImage(message))
     try:
-        return read(payload)
+        image = read(payload)
+        if hasattr(image, "load"):
+            image.load()  # Pillow opens lazily: a body damaged past a whole header shows only when decoded
+        return image
     except gr.Error:
         raise
     except Exception as err:  # noqa: BLE001 (Pillow raises many kinds for a broken file)
