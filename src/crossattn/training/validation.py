@@ -8,7 +8,7 @@ At every validation (``every`` steps and the last), for each prompt:
 ```
 OUT/validation/base/<slug>-<seed>.png + .maps.safetensors/.maps.json/.maps.png   the base model, drawn once
 OUT/validation/step-NNNNNN/<slug>-<seed>.png + .maps.safetensors/.maps.json         the current (EMA) weights
-OUT/validation/step-NNNNNN/<slug>-<seed>.compare.png                              base row over tuned row
+OUT/validation/step-NNNNNN/<slug>-<seed>.compare.png                              base row over tuned row (PIL)
 OUT/validation/metrics.json, metrics.csv (each validation), metrics.png (the last)  two numbers per word, per step
 ```
 
@@ -131,6 +131,21 @@ def compare_figure(base, base_image, tuned, tuned_image, words: list[str], numbe
     return fig
 
 
+def compare_grid(base, base_image, tuned, tuned_image, words: list[str]):
+    """:func:`compare_figure` without matplotlib, for validation during training (a PIL image, milliseconds
+    instead of ~1 s a figure): the same two rows (base, tuned) of the image and each word's overlay, each
+    panel scaled to its own maximum; the numbers are in ``metrics.csv``. Small images are upscaled to ≥ 128 px."""
+    from .. import viz
+    from .train_outputs import image_grid
+
+    scale = max(1, 128 // max(base_image.size))
+    tiles = []
+    for maps, image in ((base, base_image), (tuned, tuned_image)):
+        frames = [viz.heat_frame(maps.word_map(w), image, scale=scale) for w in words]
+        tiles += [image.convert("RGB").resize(frames[0].size, 0), *frames]  # 0: nearest
+    return image_grid(tiles, 2, len(words) + 1)
+
+
 def write_maps_files(maps, image, png: Path, meta: dict, row: bool = True) -> list[Path]:
     """The image and its maps in the files ``crossattn maps`` writes (``.png``, ``.maps.safetensors``,
     ``.maps.json``, and with ``row`` the overlays ``.maps.png``)."""
@@ -209,9 +224,10 @@ class Validation:
 
     def run(self, pipe, step: int) -> list[dict]:
         """Draw each prompt under the current weights, beside the base model's, and update the metrics;
-        returns this step's rows. The tuned overlays are drawn once, in ``.compare.png`` (no ``.maps.png``), and
-        ``metrics.png`` is drawn at the session's last validation: matplotlib cost more than the sampling."""
-        from .. import viz
+        returns this step's rows. The tuned overlays are drawn once, in ``.compare.png`` (:func:`compare_grid`,
+        no ``.maps.png``), and ``metrics.png`` at the session's last validation: matplotlib figures cost more than
+        the traced sample (0.5–0.9 s each against 0.65 s on the tiny SD-1.5)."""
+        from ..files import atomic_write
 
         folder = self.root / f"step-{step:06d}"
         self.rows = [r for r in self.rows if r["step"] != step]
@@ -222,9 +238,8 @@ class Validation:
             base_image, base_maps = self.base[prompt]
             rows = self.metric_rows(step, prompt, base_maps, maps)
             self.rows += rows
-            numbers = {r["word"]: r for r in rows}
-            fig = compare_figure(base_maps, base_image, maps, image, base_maps.words, numbers)
-            viz.save_figure(fig, png.with_suffix(".compare.png"))
+            grid = compare_grid(base_maps, base_image, maps, image, base_maps.words)
+            atomic_write(png.with_suffix(".compare.png"), lambda tmp, grid=grid: grid.save(tmp, format="PNG"))
         self.write_metrics(plot=self.last)
         return [r for r in self.rows if r["step"] == step]
 
