@@ -162,15 +162,18 @@ class CaptureProcessor:
         float32, in bounded chunks of query rows reduced over heads as they come (:mod:`~crossattn.attention.scores`),
         never the whole ``(R, h, N, K)`` at once unless the store keeps every head."""
         keep = getattr(self.sink, "keep", None)
-        if keep is None or mask is not None:  # every row (a mask is laid out per row and head)
+        if keep is None:  # a plain sink: every row, whole
             self.sink(self.name, attention_probs(attn, q.flatten(0, 1), k.flatten(0, 1), mask), heads)
             return
         rows = keep(q.shape[0])
         q, k = q[rows], k[rows]  # (R, h, N, d), (R, h, K, d)
         shape = (q.shape[0], heads, q.shape[2], k.shape[2])  # (R, h, N, K)
+        if mask is not None:  # (B*h, 1 or N, K) → the kept rows' (R, h, 1 or N, K), float32 as the scores
+            mask = mask.view(-1, heads, *mask.shape[1:])[rows].float()
 
         def probs(hs: slice, qs: slice) -> torch.Tensor:  # float32 (R, h', n, K), in float32 whatever the model's dtype
-            chunk = attention_probs(attn, q[:, hs, qs].float().flatten(0, 1), k[:, hs].float().flatten(0, 1), None)
+            m = None if mask is None else mask[:, hs, qs if mask.shape[2] > 1 else slice(None)].flatten(0, 1)
+            chunk = attention_probs(attn, q[:, hs, qs].float().flatten(0, 1), k[:, hs].float().flatten(0, 1), m)
             return chunk.view(shape[0], hs.stop - hs.start, -1, shape[3])  # (R*h', n, K) → (R, h', n, K)
 
         chunking = Chunking.plan(shape, q.shape[-1], q.dtype != torch.float32, copies=3)  # base, scores, softmax
