@@ -46,10 +46,16 @@ def test_counting_captions_parse_and_format():
             parse_caption(bad)
 
 
-def test_plural_words_tokenise_as_words():
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import CLIPTokenizer
+
     from crossattn.models.loading import PRETRAINED_DIR
 
-    tokenizer = pytest.importorskip("transformers").CLIPTokenizer.from_pretrained(PRETRAINED_DIR / "tokenizer")
+    return CLIPTokenizer.from_pretrained(PRETRAINED_DIR / "tokenizer")
+
+
+def test_plural_words_tokenise_as_words(tokenizer):
     assert tokenizer.tokenize("two circles three squares four") == [
         "two</w>", "circles</w>", "three</w>", "squares</w>", "four</w>"
     ]  # fmt: skip
@@ -59,7 +65,7 @@ def test_plural_words_tokenise_as_words():
 
 
 def test_counting_scenes_draw_the_named_objects_apart_with_exact_masks():
-    for i in range(30):
+    for i in range(12):  # the analyzer's count on 500 of each kind: benchmarks/analyzer_accuracy.py
         scene = make_scene(scene_rng(5, i), counting=1.0)
         spec = parse_caption(scene.caption)
         assert scene.kind == spec.kind and scene.kind in COUNT_KINDS
@@ -168,3 +174,16 @@ def test_speedrun_counting_recipe_feeds_counting_scenes():
     assert {"two", "three", "four", "circles", "squares", "triangles"} <= dataset_words(data)
     with pytest.raises(ValueError, match="counting must be a share"):
         TrainingConfig(counting=-0.1)
+
+
+def test_counting_word_masks_reach_every_token_of_their_words(tokenizer):
+    """What the grounding loss reads: the number, colour and two-token plural all hold the group's pixels."""
+    import torch
+
+    from crossattn.training.grounding_loss import TokenMasks
+
+    data = ShapesDataset(60, counting=1.0, with_masks=True)
+    item = next(data[i] for i in range(60) if data[i]["text"].split()[2] == "triangles")
+    masks = TokenMasks(tokenizer, 16)(item["text"], item["word_masks"])  # (T, H, W)
+    group = item["word_masks"][0]
+    assert group.sum() > 0 and all(torch.equal(masks[t], group) for t in (1, 2, 3, 4))  # two/…, colour, tri, angles
