@@ -237,3 +237,15 @@ def test_true_cfg_both_halves_with_a_longer_negative_prompt(pipes):
         torch.testing.assert_close(both[:, 1:, ..., : cond.shape[-1]], cond)
         assert both[:, 1:, ..., cond.shape[-1] :].abs().max() == 0
     assert maps["both"].words_for(1) == PROMPTS[0].split()
+
+
+def test_a_given_image_with_a_negative_prompt_keeps_true_cfg_apart(pipes, picture):
+    """Qwen-Image's img2img pipeline (made by ``from_pipe``, its calls unseen by the tracer) runs the negative prompt
+    as a second call a step: ``both`` gives it its own row instead of averaging it into the prompt's."""
+    from crossattn.sampling.given_image import maps_of_image
+
+    pipe = pipes("qwenimage")
+    got = maps_of_image(pipe, picture, "a red circle", negative_prompt="a blue square", num_inference_steps=2,
+                        guidance_half="both")  # fmt: skip
+    assert got.maps.meta["guided"] and [i["half"] for i in got.maps.meta["images"]] == ["uncond", "cond"]
+    assert got.maps.words_for(1) == ["a", "red", "circle"]

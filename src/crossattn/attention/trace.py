@@ -165,6 +165,19 @@ class Tracer(ProcessorHook):
         else:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             self.start_call(prompts, arguments.get("negative_prompt"), per_prompt)
+        self._note(pipe, arguments)
+
+    def note_call(self, pipe, **kwargs) -> None:
+        """Tell the tracer that ``pipe(**kwargs)`` runs next, for a pipeline whose calls it does not see (an
+        img2img pipeline ``from_pipe`` made of the traced one): whether its guidance is true CFG, its size."""
+        try:
+            bound = inspect.signature(type(pipe).__call__).bind(pipe, **kwargs)
+        except TypeError:
+            return  # the pipeline itself will report the bad call
+        bound.apply_defaults()
+        self._note(pipe, bound.arguments)
+
+    def _note(self, pipe, arguments: dict) -> None:
         self.context.sequential_cfg = true_cfg_on(self.family, pipe, arguments)  # a second, negative call a step
         self.output_size = output_size(self.family, arguments)  # PixArt-Σ, Sana: resized from a binned size
 

@@ -226,6 +226,7 @@ def denoise(pipe, tracer, latents, prompt: str, strength: float, generator, sett
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)  # the same modules: the tracer's processors stay
     img2img.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     tracer.start_call([prompt], settings.get("negative_prompt"))
+    tracer.note_call(img2img, prompt=prompt, **common)  # Qwen-Image: a negative prompt is a second call a step
     image = img2img(prompt, **common).images[0]
     scheduler = img2img.scheduler  # img2img starts at its begin index (the strength's share of the steps)
     return image, scheduler.timesteps[getattr(scheduler, "begin_index", None) or 0]
