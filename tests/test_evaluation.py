@@ -170,7 +170,8 @@ def test_run_evaluation_with_a_tracer_reports_grounding(tiny_model):
         pipe, EvalSettings(n=4, sampling=SamplingConfig(steps=1), batch_size=4, counting=2), trace=fake_trace
     )
     report = build_report(results, EvalSettings(n=4, counting=2), {"path": "x", "hash": "y"}, "ddim", seconds, None)
-    assert set(report["grounding"]) == {"colour", "shape", "number", "all"}
+    assert set(report["grounding"]) == {"colour", "shape", "all", "number", "group"}
+    assert report["grounding"]["all"]["n"] + sum(report["grounding"]["all"]["skipped"].values()) == 2 * 2 + 2 * 4
     words = [w for r in results for w in r.words]
     # two one-object and two two-object prompts, then "two X Ys" (3 words) and "three X Ys and a Y Z" (5)
     assert len(words) == 2 * 2 + 2 * 4 + 3 + 5

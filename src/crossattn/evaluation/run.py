@@ -29,7 +29,6 @@ EVAL_STREAM = 0xE7A1
 IMAGE_SEED_BASE = 1_000_000
 GROUPS = {"one": "one", "one_position": "one", "two_relation": "two", "two_and": "two", "count": "count"}
 GROUPS["count_and"] = "count"
-GROUNDING_KINDS = ("colour", "shape", "number")  # "all" in the grounding table: colour and shape words
 
 
 @dataclass
@@ -186,22 +185,32 @@ def accuracy_table(results: list[SampleResult]) -> dict[str, dict]:
 
 
 def grounding_table(results: list[SampleResult]) -> dict[str, dict]:
-    """Mean IoU per word kind (``colour``, ``shape``, ``number``; ``all``: the colour and shape words,
-    as before counting) with counts and skip reasons; ``number`` only when some prompt counts."""
-    table = {}
-    for kind in (*GROUNDING_KINDS, "all"):
-        records = [
-            w for r in results for w in r.words if w["kind"] == kind or (kind == "all" and w["kind"] != "number")
-        ]
-        if kind == "number" and not records:
-            continue
-        ious = [w["iou"] for w in records if w["iou"] is not None]
-        skipped: dict[str, int] = {}
-        for w in records:
-            if w["skipped"]:
-                skipped[w["skipped"]] = skipped.get(w["skipped"], 0) + 1
-        table[kind] = {"mean_iou": round(float(np.mean(ious)), 4) if ious else None, "n": len(ious), "skipped": skipped}
-    return table
+    """Mean IoU per word kind with counts and skip reasons: ``colour``, ``shape`` and ``all`` (both) over
+    the prompts without a number, as before counting came; over the counting prompts (when there are
+    any) ``number`` (the number word) and ``group`` (the colour and shape words, on the union of their
+    objects: the counted group's, or the single object's)."""
+    plain = [w for r in results if r.check.spec.count == 1 for w in r.words]
+    counted = [w for r in results if r.check.spec.count > 1 for w in r.words]
+    groups = {
+        "colour": [w for w in plain if w["kind"] == "colour"],
+        "shape": [w for w in plain if w["kind"] == "shape"],
+        "all": plain,
+        "number": [w for w in counted if w["kind"] == "number"],
+        "group": [w for w in counted if w["kind"] != "number"],
+    }
+    return {
+        kind: _mean_iou(records) for kind, records in groups.items() if records or kind in ("colour", "shape", "all")
+    }
+
+
+def _mean_iou(records: list[dict]) -> dict:
+    """``{"mean_iou", "n", "skipped": {reason: count}}`` of grounding records."""
+    ious = [w["iou"] for w in records if w["iou"] is not None]
+    skipped: dict[str, int] = {}
+    for w in records:
+        if w["skipped"]:
+            skipped[w["skipped"]] = skipped.get(w["skipped"], 0) + 1
+    return {"mean_iou": round(float(np.mean(ious)), 4) if ious else None, "n": len(ious), "skipped": skipped}
 
 
 def run_evaluation(pipe, settings: EvalSettings, trace=None, progress=None) -> tuple[list[SampleResult], float]:
