@@ -196,6 +196,7 @@ class Tracer(ProcessorHook):
         self.negative_prompts = [n or "" for n in negative for _ in range(images_per_prompt)]
         self.store.reset(len(self.prompts))
         self.context.calls = 0
+        self.context.sequential_cfg, self.output_size = False, None  # until the call's arguments say (_note)
 
     def _see_latents(self, module, args, kwargs) -> None:
         """The latent size ``(h, w)`` from the denoiser's input (packed ``(B, N, C)`` tokens: the family's grid,
