@@ -224,3 +224,24 @@ def test_an_upload_damaged_past_its_header_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
     with pytest.raises(gr.Error, match="cannot read the image 'x.gif'"):
         component.preprocess(FileData(path=str(path), orig_name="x.gif"))
+
+
+def test_weights_the_folder_lacks_are_one_warning_line(broken_copy, recwarn):
+    """Found by benchmarks/fuzz.py: a unet/config.json asking for weights the file lacks (``num_class_embeds``)
+    printed diffusers' two-line "Some weights ... newly initialized" notice beside crossattn's lines."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addHandler(handler)
+    config = json.loads((broken_copy / "unet/config.json").read_text())
+    config["num_class_embeds"] = 3
+    (broken_copy / "unet/config.json").write_text(json.dumps(config))
+    try:
+        load_pipeline(broken_copy)
+    finally:
+        logger.removeHandler(handler)
+    assert not records
+    assert [str(w.message) for w in recwarn if "newly initialized: ['class_embedding.weight']" in str(w.message)]

@@ -123,19 +123,24 @@ IMPORT_NOTICES = "transformers.utils.import_utils"
 #: Qwen2.5-VL's own config (Qwen-Image's text encoder) carries the multimodal RoPE sections its validation does not list.
 ROPE_NOTICES = "transformers.modeling_rope_utils"
 #: diffusers' logger of "An error occurred while trying to fetch FOLDER: ...", logged before the error it raises
-#: (which crossattn reports in its one line)
+#: (which crossattn reports in its one line), and of "Some weights of ... are newly initialized: [...]"
 FETCH_NOTICES = "diffusers.models.modeling_utils"
 
 
-def _not_fetch_error(record) -> bool:
-    return not record.getMessage().startswith("An error occurred while trying to fetch")
+def _loading_notice(record) -> bool:
+    """Whether diffusers' loading logger shows ``record``: the error line before a load error is dropped; "Some
+    weights ... are newly initialized" (they start random) becomes a one-line warning instead."""
+    message = record.getMessage()
+    if "newly initialized" in message:
+        warnings.warn(message.splitlines()[0], stacklevel=2)
+    return not (message.startswith("An error occurred while trying to fetch") or "newly initialized" in message)
 
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """diffusers' and transformers' loading bars off while loading, and transformers' notices that an image
     processor falls back to its PIL version (:data:`IMPORT_NOTICES`) and of Qwen2.5-VL's RoPE sections
-    (:data:`ROPE_NOTICES`), warnings only, and diffusers' error line before a load error (:data:`FETCH_NOTICES`);
+    (:data:`ROPE_NOTICES`), warnings only, and diffusers' loading notices in crossattn's form (:func:`_loading_notice`);
     all put back after."""
     import logging
 
@@ -150,11 +155,11 @@ def quiet_loading() -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     fetch = logging.getLogger(FETCH_NOTICES)
-    fetch.addFilter(_not_fetch_error)
+    fetch.addFilter(_loading_notice)
     try:
         yield
     finally:
-        fetch.removeFilter(_not_fetch_error)
+        fetch.removeFilter(_loading_notice)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
         for lib, on in was_on:
