@@ -57,6 +57,9 @@ VARIANTS: dict[str, dict] = {
     "direct-noblend": {"direct_inversion": True, "blend": False},
     "object": {"object_blend": True},  # the blend over the object's own pixels, the source alone pinned
     "direct-object": {"direct_inversion": True, "object_blend": True},
+    "direct-object-shared0.5": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.5},
+    "direct-object-shared0.6": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.6},
+    "direct-object-self1": {"direct_inversion": True, "object_blend": True, "self_steps": 1.0},
 }
 SWAP_STREAM = 0x41
 

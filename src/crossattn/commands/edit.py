@@ -260,6 +260,7 @@ def compare_figure(result, maps, pairs: list[tuple[str | None, str]]):
 def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path], result, maps) -> list[Path]:
     """The three PNGs, the comparison figure and the sidecar, each written atomically."""
     from .. import viz
+    from ..editing.settings import GIVEN_IMAGE_KNOBS
     from ..files import atomic_write, atomic_write_json
     from ..sampling import ImageJob, scheduler_name, sidecar
 
@@ -275,7 +276,7 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
     written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
     job = ImageJob(request.prompts[1], 0, request.seed, paths["edited"], paths["sidecar"], None)
     meta = sidecar(job, request, scheduler_name(pipe), model.identity(), result.edited.size)
-    settings = {k: v for k, v in vars(result.settings).items() if given is not None or k != "pinned_steps"}
+    settings = {k: v for k, v in vars(result.settings).items() if given is not None or k not in GIVEN_IMAGE_KNOBS}
     meta.update(
         source_prompt=result.source_prompt,
         target_prompt=result.target_prompt,
