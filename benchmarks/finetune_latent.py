@@ -81,8 +81,31 @@ def loop_step_seconds(data: Path, model: Path, steps: int) -> list[float]:
     return [(b - a) / LOG_EVERY for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
 
 
-def bare_step_seconds(data: Path, model: Path, steps: int) -> list[float]:
-    """Seconds per step of the bare diffusers + peft loop, per 10-step window."""
+def loop_cpu_per_step(data: Path, model: Path, steps: int) -> float:
+    """CPU seconds per step of a real run's whole loop (``Trainer.run``: steps, logging, checkpoints, final
+    export; set-up excluded), one thread: the process's own CPU time, which other processes' load does not add to."""
+    from crossattn.training.train import Trainer
+
+    inner, spent = Trainer.run, []
+
+    def timed(trainer, *args, **kwargs):
+        tick = time.process_time()
+        try:
+            return inner(trainer, *args, **kwargs)
+        finally:
+            spent.append(time.process_time() - tick)
+
+    Trainer.run = timed
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            finetune(data, model, Path(tmp) / "run", steps)
+    finally:
+        Trainer.run = inner
+    return spent[0] / steps
+
+
+def bare_step_seconds(data: Path, model: Path, steps: int, clock=time.perf_counter) -> list[float]:
+    """Seconds per step of the bare diffusers + peft loop, per 10-step window (``clock``: wall or CPU time)."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline
     from peft import LoraConfig, TrainableTokensConfig, inject_adapter_in_model
 
@@ -124,7 +147,7 @@ def bare_step_seconds(data: Path, model: Path, steps: int) -> list[float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % LOG_EVERY == 0:
-            stamps.append(time.perf_counter())
+            stamps.append(clock())
     return [(b - a) / LOG_EVERY for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
 
 
@@ -192,6 +215,14 @@ def main() -> None:
         print(f"bare diffusers + peft loop : {1000 * b:7.2f} ms/step")
         print(f"crossattn finetune         : {1000 * o:7.2f} ms/step")
         print(f"ratio finetune / bare      : {o / b:.3f}   (target <= 1.1)")
+        cpu = {"bare": [], "loop": []}
+        for _ in range(args.rounds):  # CPU time: the process's own, whatever else runs
+            cpu["bare"].append(
+                statistics.median(bare_step_seconds(data, model, args.step_steps + 1, time.process_time))
+            )
+            cpu["loop"].append(loop_cpu_per_step(data, model, args.step_steps))
+        b, o = statistics.median(cpu["bare"]), statistics.median(cpu["loop"])
+        print(f"CPU time per step: bare {1000 * b:.2f} ms, finetune's whole loop {1000 * o:.2f} ms, ratio {o / b:.3f}")
         if not args.skip_validation:
             walls, shares = validation_cost(data, model, args.steps, args.rounds)
             w, v = statistics.median(walls["without"]), statistics.median(walls["with validation"])
