@@ -71,7 +71,7 @@ def test_the_request_checks_image_strength_and_samples(picture, tmp_path):
     for strength in (0, -0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match=f"strength {strength!r} is not accepted"):
             SamplingRequest(("x",), image=picture, strength=strength)
-    with pytest.raises(ValueError, match="samples 0 is not accepted; give a whole number >= 1"):
+    with pytest.raises(ValueError, match="samples 0 is not accepted; give a whole number from 1 to 1000"):
         SamplingRequest(("x",), image=picture, samples=0)
     with pytest.raises(ValueError, match=r"strength 0.3 needs an image to read \(--image FILE\)"):
         SamplingRequest(("x",), strength=0.3)
