@@ -14,7 +14,7 @@ from PIL import Image
 from crossattn.cli import main
 from crossattn.errors import BadArgument, BadImage, BadModelFolder, MissingFile
 from crossattn.models.loading import check_lora_folder, check_model_folder, load_pipeline
-from crossattn.sampling import SamplingRequest
+from crossattn.sampling import MapsOptions, SamplingRequest
 from crossattn.sampling.given_image import read_image
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -126,8 +126,8 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate(tiny_pipe
     SamplingRequest(("a red circle",), upscale=4).check_fits(tiny_pipe)  # fits
     with pytest.raises(BadArgument, match=r"upscaled 100000x to 1600000x1600000, needs about [\d,]+ TB of memory"):
         SamplingRequest(("a red circle",), upscale=100_000).check_fits(tiny_pipe)
-    with pytest.raises(BadArgument, match=r"sampling 1 image of 100000x100000 at a time needs about .* free"):
-        SamplingRequest(("a red circle",), height=100_000, width=100_000).check_fits(tiny_pipe)
+    with pytest.raises(BadArgument, match=r"sampling 1 image of 4096x4096 at a time needs about .* free"):
+        SamplingRequest(("a red circle",), height=4096, width=4096, maps=MapsOptions(kind="both")).check_fits(tiny_pipe)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +245,22 @@ def test_weights_the_folder_lacks_are_one_warning_line(broken_copy, recwarn):
         logger.removeHandler(handler)
     assert not records
     assert [str(w.message) for w in recwarn if "newly initialized: ['class_embedding.weight']" in str(w.message)]
+
+
+@pytest.mark.parametrize(("key", "value"), [("resnet_out_scale_factor", [4, 8]), ("upcast_attention", "x")])
+def test_a_config_value_that_breaks_only_when_run_is_refused_at_load(broken_copy, key, value):
+    """Found by benchmarks/fuzz.py: ``"resnet_out_scale_factor": [4, 8]`` loaded, then failed mid-sampling."""
+    config = json.loads((broken_copy / "unet/config.json").read_text())
+    config[key] = value
+    (broken_copy / "unet/config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        BadModelFolder, match=rf"unet/config.json says {key} {value!r}; give a (float|bool)".replace("[", r"\[")
+    ):
+        load_pipeline(broken_copy)
+
+
+def test_a_side_beyond_the_bound_is_refused():
+    """Found by benchmarks/fuzz.py: ``generate --width 100000`` on a tiny model passed the memory check (fused
+    attention) and sampled for over 10 minutes in one attention call."""
+    with pytest.raises(BadArgument, match="width 100000 is not accepted; give a whole number from 1 to 4096"):
+        SamplingRequest(("a red circle",), width=100_000)

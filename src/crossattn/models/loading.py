@@ -196,6 +196,29 @@ def load_pipeline(
     return load_resolved(folder, scheduler, device, check_lora_folder(lora) if lora is not None else None, dtype)
 
 
+def check_config_types(folder: Path, pipe) -> None:
+    """Each model component's config values whose ``__init__`` argument is a plain ``bool``, ``int`` or ``float`` are
+    one (a finite number): diffusers builds a model from ``"resnet_out_scale_factor": [4, 8]`` and fails only when
+    it runs. A :class:`BadModelFolder` naming the file, the key and the value otherwise."""
+    import inspect
+    import math
+
+    for name, component in pipe.components.items():
+        config = getattr(component, "config", None)
+        if not hasattr(component, "forward") or not isinstance(config, dict):
+            continue
+        for key, arg in inspect.signature(type(component).__init__).parameters.items():
+            value = config.get(key, arg.default)
+            kind = arg.annotation if arg.annotation in (bool, int, float) else None
+            if kind is None or value is arg.default:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not (isinstance(value, bool) if kind is bool else number and (kind is float or isinstance(value, int))):
+                raise BadModelFolder(
+                    f"model folder {folder}: {name}/config.json says {key} {value!r}; give a {kind.__name__}"
+                )
+
+
 def load_resolved(
     folder: Path | None,
     scheduler: str | None = None,
@@ -222,6 +245,7 @@ def load_resolved(
                 )
             except (OSError, RuntimeError, ValueError, LookupError, TypeError, AttributeError) as err:  # the folder's
                 raise load_error(folder, err) from err
+        check_config_types(folder, pipe)
         dual = getattr(getattr(pipe, "unet", None), "config", {}).get("dual_cross_attention")
         if dual:  # diffusers builds a DualTransformer2DModel, whose forward the U-Net's own call does not fit
             raise BadModelFolder(

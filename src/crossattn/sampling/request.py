@@ -42,6 +42,8 @@ CONFIG_FIELDS = {
 MAX_IMAGES = 10_000
 #: The most noise draws of ``samples`` (one U-Net pass each), as steps are at most 1000.
 MAX_SAMPLES = 1000
+#: The largest side in pixels: a 16x100000 image fits in memory (fused attention) but samples for hours on a CPU.
+MAX_SIDE = 4096
 
 
 def check_dtype(name: str | None, device: str | None) -> str | None:
@@ -182,8 +184,8 @@ class SamplingRequest:
             "num_images": whole(self.num_images, "num_images", 1, high=MAX_IMAGES),
             "batch_size": whole(self.batch_size, "batch_size", 1, optional=True),
             "upscale": whole(self.upscale, "upscale", 1, optional=True),
-            "height": whole(self.height, "height", 1, optional=True),
-            "width": whole(self.width, "width", 1, optional=True),
+            "height": whole(self.height, "height", 1, optional=True, high=MAX_SIDE),
+            "width": whole(self.width, "width", 1, optional=True, high=MAX_SIDE),
             "dtype": check_dtype(self.dtype, self.device),
             "out": Path(self.out),
         }
