@@ -98,15 +98,13 @@ def test_no_chunk_allocates_more_than_the_budget(dtype):
     assert max(s for s in chunked.sizes if s != kept_bytes) <= budget
 
 
-@pytest.mark.parametrize("name", ["sd15", "flux"])
-def test_traced_maps_with_a_tiny_chunk_budget_equal_the_default(name, monkeypatch):
-    """Through the tracer (the U-Net's fused capture; Flux's joint capture, both kinds, every head)."""
-    pipe = build_family(name)
-    size = {"height": 16, "width": 16} if name == "sd15" else {"height": 64, "width": 64}
+def test_traced_maps_with_a_tiny_chunk_budget_equal_the_default(monkeypatch):
+    """Through the tracer: Flux's joint capture, both kinds, every head (the U-Net's fused capture: the next test)."""
+    pipe = build_family("flux")
 
     def maps():
-        with trace(pipe, kind="both", per_head=name == "flux") as tracer:
-            sample(pipe, ["a red circle"], output_type="latent", **size)
+        with trace(pipe, kind="both", per_head=True) as tracer:
+            sample(pipe, ["a red circle"], output_type="latent", height=64, width=64)
         return tracer.maps().tensors
 
     default = maps()
@@ -140,10 +138,11 @@ def test_half_precision_flux_maps_are_within_the_stated_tolerance_of_float32(hal
         assert (low[layer] - tensor).abs().max() <= HALF_TOLERANCE[half], layer
 
 
-@pytest.mark.parametrize("per_head", [False, True])
-def test_a_masked_unet_layer_is_recorded_in_chunks_like_get_attention_scores(per_head, monkeypatch):
-    """The fused capture with a key mask, the store keeping the last two of four rows (the conditional half of a
-    guided batch of two images), a 64-byte budget (one query row a chunk): the maps are the reference probabilities."""
+@pytest.mark.parametrize(("per_head", "masked"), [(False, True), (True, True), (False, False)])
+def test_a_unet_layer_is_recorded_in_chunks_like_get_attention_scores(per_head, masked, monkeypatch):
+    """The fused capture (with a key mask or none), the store keeping the last two of four rows (the conditional half
+    of a guided batch of two images), a 64-byte budget (one query row a chunk): the maps are the reference
+    probabilities."""
     from diffusers.models.attention_processor import Attention
 
     from crossattn.attention.processor import CaptureProcessor
@@ -153,16 +152,16 @@ def test_a_masked_unet_layer_is_recorded_in_chunks_like_get_attention_scores(per
     attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8)
     hidden, text = torch.randn(4, 20, 16), torch.randn(4, 7, 12)  # (B, N, C), (B, T, D)
     mask = torch.zeros(4, 1, 7)
-    mask[:, :, 5:] = -10000.0  # hide the last two text tokens
+    mask[:, :, 5:] = -10000.0 if masked else 0.0  # hide the last two text tokens
     store = AttentionStore(per_head=per_head)
     store.reset(images=2)
     monkeypatch.setattr(scores, "CHUNK_BYTES", 64)
     with torch.no_grad():
         attn.set_processor(CaptureProcessor("layer", store, mode="fused"))
-        attn(hidden, encoder_hidden_states=text, attention_mask=mask)
+        attn(hidden, encoder_hidden_states=text, attention_mask=mask if masked else None)
         q = attn.head_to_batch_dim(attn.to_q(hidden[2:]))  # (2*h, N, d): the kept rows
         k = attn.head_to_batch_dim(attn.to_k(text[2:]))  # (2*h, T, d)
         expected = attn.get_attention_scores(q, k, attn.prepare_attention_mask(mask[2:], 7, 2)).view(2, 2, 20, 7)
     got = store.tensor("layer")[0]  # (R, heads or 1, N, T)
-    assert store.layers["layer"].heads == 2 and got[..., 5:].max() < 1e-6
+    assert store.layers["layer"].heads == 2 and (got[..., 5:].max() < 1e-6) == masked
     torch.testing.assert_close(got, expected if per_head else expected.mean(1, keepdim=True), rtol=1e-5, atol=1e-7)
