@@ -270,6 +270,8 @@ def run(pipe, args) -> dict:
     rows = {f"{mode}/{variant}": [] for mode in args.modes for variant in args.variants}
     pictures = []
     for i, drawing in enumerate(drawing_set(args.n, args.seed)):
+        if i < args.start:
+            continue
         swap = colour_swap(drawing, i, args.seed)
         given_array = np.asarray(at_model_size(drawing))
         pictures.append([given_array])
@@ -287,15 +289,37 @@ def run(pipe, args) -> dict:
         print(i, drawing.style, swap["source"], "->", swap["target"], brief, flush=True)
         if args.json:
             atomic_write_json(args.json, {"args": vars(args), "rows": rows})
-        if args.sheet and i < args.sheet_rows:
+        if args.sheet and len(pictures) <= args.sheet_rows:
             save_sheet(args.sheet, pictures)
     return {k: summary(v) for k, v in rows.items() if v}
+
+
+def tables(paths: list[str]) -> None:
+    """Markdown tables of the rows of several runs' JSONs (a run in parts), each drawing counted once per key
+    (``mode/variant``; the ``default`` of a later commit named by its settings in the docs)."""
+    merged: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        for key, rows in json.loads(Path(path).read_text())["rows"].items():
+            merged.setdefault(key, {}).update({r["index"]: r for r in rows})
+    head = "| rows | n | in place | outline kept | IoU mean | attribute | other unchanged | background PSNR mean (min), ≥ 35 dB |"
+    for key, by_index in merged.items():
+        print(f"\n{key}: drawings {min(by_index)}–{max(by_index)}\n\n{head}\n|---|---|---|---|---|---|---|---|")
+        for name, r in summary(list(by_index.values())).items():
+            other = "–" if r["other_unchanged"] is None else f"{r['other_unchanged']:.2f}"
+            background = (
+                f"{r['background_psnr_mean']:.1f} ({r['background_psnr_min']:.1f}), {r['background_at_35']:.2f}"
+            )
+            print(
+                f"| {name} | {r['n']} | {r['in_place']:.2f} | {r['outline_kept']:.2f} | {r['iou_mean']:.2f} | "
+                f"{r['attribute_right']:.2f} | {other} | {background} |"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="drawings (each one colour swap)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="skip the drawings before this one (a run in parts)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
     parser.add_argument("--null-text-steps", type=int, default=10)
@@ -306,7 +330,10 @@ def main() -> None:
     parser.add_argument("--sheet", help="a PNG of the first drawings and their edits")
     parser.add_argument("--sheet-rows", type=int, default=20)
     parser.add_argument("--json", help="write the rows (after each drawing) and the summary here")
+    parser.add_argument("--tables", nargs="+", help="print the tables of these runs' JSONs (merged) and stop")
     args = parser.parse_args()
+    if args.tables:
+        return tables(args.tables)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     from crossattn.models.loading import load_pipeline
