@@ -18,6 +18,10 @@ as fitted only there, and freely sampled a Pillow drawing's source row swapped i
 against 41.9 dB with Adam at 3e-2: the float differences of the batch were enough); pinned to the DDIM
 path instead, one lost its layout (16 dB against 39.6: docs/benchmarks.md).
 A source prompt that does not describe the image still runs; the reconstruction's PSNR says how well.
+Local blending keeps, by default for a given image, every pixel outside the edited object the source's
+(``object_blend``: the changed word's region narrowed to the image's own object); Direct Inversion proper,
+the targets moved by the source row's corrections at every step too, is ``direct_inversion=True``
+(:mod:`crossattn.editing.direct_inversion`; issue 41, docs/benchmarks.md).
 """
 
 from __future__ import annotations
