@@ -306,6 +306,12 @@ def load_data(args: argparse.Namespace, model: str | None):
     family = latent_family(model)
     if family is not None and args.full:
         raise BadArgument(f"--full on a {family} folder is not supported; fine-tune it with LoRA (--lora RANK)")
+    if family is not None and (args.flip or args.prior):
+        flag = "--flip" if args.flip else f"--prior {args.prior}"
+        raise BadArgument(
+            f"{flag} is not supported on a {family} folder yet (its latents are encoded once, and prior images are "
+            "drawn from the crossattn scenes grammar); leave it out"
+        )
     model_config = model_config_from_folder(model) if model and family is None else ModelConfig()
     resolution = latent_resolution(model) if family else model_config.resolution
     columns = {"image_column": args.image_column, "caption_column": args.caption_column}
