@@ -38,6 +38,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import SamplingConfig
+from ..errors import BadArgument
+
 TOP_SHARE = 0.10  # concentration: the share of pixels whose mass is counted
 MAP_NUMBERS = ("moved", "concentration")  # what each metrics row gives per word (and the base's concentration)
 
@@ -48,15 +51,15 @@ class ValidationSettings:
 
     prompts: tuple[str, ...]
     every: int
-    seed: int = 0
-    steps: int = 20  # sampling steps of each validation image
-    guidance: float = 4.0
+    seed: int = SamplingConfig.seed
+    steps: int = SamplingConfig.steps  # sampling steps of each validation image
+    guidance: float = SamplingConfig.guidance_scale
 
     def __post_init__(self) -> None:
         if self.every < 1:
-            raise ValueError(f"validation every {self.every} steps: must be at least 1")
+            raise BadArgument(f"validation every {self.every} steps: must be at least 1")
         if not self.prompts or not all(p.strip() for p in self.prompts):
-            raise ValueError(f"validation prompts must be non-empty text, got {list(self.prompts)}")
+            raise BadArgument(f"validation prompts must be non-empty text, got {list(self.prompts)}")
 
 
 def normalised(heat: torch.Tensor) -> torch.Tensor:
