@@ -4,8 +4,6 @@ merged into the prompt's words, and a surface that cannot work says why in one l
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -124,20 +122,6 @@ def test_llm_byte_level_tokens_merge_into_words():
     tokens = ["<|im_start|>", "user", "Ċ", "a", "Ġgreen", "Ġtri", "angle", ",", "Ġred", "<|im_end|>"]
     encoders = ["none"] * 3 + ["qwen"] * 6 + ["none"]
     assert merge_words(tokens, encoders) == [("a", [3]), ("green", [4]), ("triangle", [5, 6]), ("red", [8])]
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_generate_maps_on_a_new_family_folder(family_dir, name, tmp_path):
-    args = ["generate", *PROMPTS, "--model", str(family_dir(name)), "--steps", "2", "--maps", "--quiet"]
-    assert main([*args, *SIZE, "--out", str(tmp_path)]) == 0
-    for prompt in PROMPTS:
-        stem = tmp_path / f"{prompt.replace(' ', '-')}-0-0"
-        assert Image.open(stem.with_suffix(".png")).size == (96, 64)
-        maps = AttentionMaps.load(stem.with_suffix(".maps.safetensors"))
-        assert maps.image_size == (64, 96) and maps.words == prompt.split()
-        heat = maps.word_map(prompt.split()[-1])
-        assert heat.shape == (64, 96) and torch.isfinite(heat).all() and heat.max() > 0
-        assert json.loads(stem.with_suffix(".maps.json").read_text())["images"][0]["encoders"]
 
 
 @pytest.mark.parametrize("name", NEW)
