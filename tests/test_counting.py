@@ -60,7 +60,7 @@ def test_plural_words_tokenise_as_words(tokenizer):
         "two</w>", "circles</w>", "three</w>", "squares</w>", "four</w>"
     ]  # fmt: skip
     assert tokenizer.tokenize("triangles") == ["tri", "angles</w>"]  # one word of two tokens (merge_words joins them)
-    longest = "four purple triangles and a orange triangle"
+    longest = "four purple triangles and an orange triangle"
     assert len(tokenizer(longest).input_ids) <= 16  # the text encoder's positions
 
 

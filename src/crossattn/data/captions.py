@@ -33,6 +33,8 @@ KINDS = ("one", "one_position", "two_relation", "two_and")
 #: Opt-in kinds, outside ``KINDS`` so every existing mix (four shares) keeps its meaning.
 NUMBERS = {"two": 2, "three": 3, "four": 4}
 COUNT_KINDS = ("count", "count_and")
+#: the articles that start an object ("an" before a vowel when formatting; either accepted when parsing)
+ARTICLES = ("a", "an")
 BACKGROUND = (255, 255, 255)
 
 
@@ -82,12 +84,20 @@ def format_caption(
 ) -> str:
     """The caption for a layout, e.g. ``"a red circle left of a blue square"``; ``count`` > 1 counts the
     first object (``"two red circles and a blue square"``: the shape's plural, relation ``and`` only)."""
-    first = f"a {objects[0][0]} {objects[0][1]}"
+    first = f"{article(objects[0][0])} {objects[0][0]} {objects[0][1]}"
     if count > 1:
         first = f"{number_name(count)} {objects[0][0]} {plural(objects[0][1])}"
     if len(objects) == 1:
         return f"{first} at the {position}" if position else first
-    return f"{first} {relation} a {objects[1][0]} {objects[1][1]}"
+    return f"{first} {relation} {article(objects[1][0])} {objects[1][0]} {objects[1][1]}"
+
+
+def article(colour: str) -> str:
+    """English's article before a colour word: ``"an"`` before a vowel sound (orange), ``"a"`` otherwise.
+
+    Parsing accepts either before any colour ("a orange circle" is how captions read before issue 42);
+    the shipped model's ``an`` token shares the row of ``a`` (``scripts/alias_token_rows.py``)."""
+    return "an" if colour[:1] in "aeiou" else "a"
 
 
 def plural(shape: str) -> str:
@@ -114,7 +124,7 @@ def vocabulary_text(shapes: tuple[str, ...] = SHAPES) -> str:
         "captions are 'a COLOUR SHAPE', 'a COLOUR SHAPE at the POSITION', 'a COLOUR SHAPE RELATION a COLOUR SHAPE', "
         "'NUMBER COLOUR SHAPEs' or 'NUMBER COLOUR SHAPEs and a COLOUR SHAPE'; "
         f"numbers: {', '.join(NUMBERS)}; colours: {', '.join(COLOURS)}; shapes: {', '.join(shapes)}; positions: {', '.join(POSITIONS)}; "
-        f"relations: {', '.join(RELATIONS)}"
+        f"relations: {', '.join(RELATIONS)}; 'an' may stand for 'a' (before orange)"
     )
 
 
@@ -140,7 +150,7 @@ def _object_at(
     words: list[str], start: int, caption: str, shapes: tuple[str, ...], counted: bool = False
 ) -> tuple[str, str]:
     """The (colour, shape) of ``a COLOUR SHAPE`` at ``start`` (``counted``: ``NUMBER COLOUR SHAPEs``)."""
-    article_ok = words[start] in NUMBERS if counted else words[start] == "a"
+    article_ok = words[start] in NUMBERS if counted else words[start] in ARTICLES
     if len(words) < start + 3 or not article_ok:
         raise ValueError(f"caption {caption!r} does not fit the scenes grammar; {vocabulary_text(shapes)}")
     colour, shape = words[start + 1], words[start + 2]

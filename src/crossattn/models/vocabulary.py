@@ -30,14 +30,14 @@ def words_of(text: str) -> list[str]:
 def grammar_words(shapes: Iterable[str] | None = None) -> set[str]:
     """Every word the procedural scenes grammar (:mod:`crossattn.data.captions`) can write, with
     ``shapes`` (default: the default model's three) as its shape words."""
-    from ..data.captions import COLOURS, POSITIONS, RELATIONS, SHAPES, check_shapes, format_caption
+    from ..data.captions import ARTICLES, COLOURS, POSITIONS, RELATIONS, SHAPES, check_shapes, format_caption
 
     shapes = check_shapes(tuple(shapes)) if shapes is not None else SHAPES
     colour = next(iter(COLOURS))
     captions = [format_caption([(colour, shapes[0])], position) for position in POSITIONS]
     captions += [format_caption([(colour, shapes[0])] * 2, relation=relation) for relation in RELATIONS]
     words = {w for caption in captions for w in words_of(caption)}
-    return words | set(COLOURS) | set(shapes)
+    return words | set(COLOURS) | set(shapes) | set(ARTICLES)  # "an" before orange
 
 
 def dataset_words(dataset) -> set[str] | None:
