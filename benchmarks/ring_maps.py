@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from finetune_common import load_models
 
-from crossattn.data.captions import ALL_SHAPES, COLOURS, SHAPES
+from crossattn.data.captions import ALL_SHAPES, COLOURS, SHAPES, format_caption
 from crossattn.evaluation.analyzer import analyze
 from crossattn.evaluation.grounding import map_iou
 from crossattn.training.validation import js_divergence, traced_sample
@@ -35,7 +35,7 @@ def ring_ious(tuned, per_colour: int, steps: int, guidance: float) -> tuple[list
     ious, samples = [], 0
     for colour in COLOURS:
         for seed in range(per_colour):
-            image, maps = traced_sample(tuned, f"a {colour} ring", seed, steps, guidance)
+            image, maps = traced_sample(tuned, format_caption([(colour, "ring")]), seed, steps, guidance)
             samples += 1
             rings = [o for o in analyze(np.asarray(image), shapes=ALL_SHAPES) if o.shape == "ring"]
             if len(rings) == 1:
@@ -47,7 +47,7 @@ def known_word_moves(base, tuned, steps: int, guidance: float) -> tuple[list[flo
     """Per colour and shape word of ``"a {colour} {shape}"``: JS(base, tuned) at one seed, JS(base, base) across two."""
     moved, noise = [], []
     for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
-        prompt = f"a {colour} {shape}"
+        prompt = format_caption([(colour, shape)])
         _, b = traced_sample(base, prompt, i, steps, guidance)
         _, t = traced_sample(tuned, prompt, i, steps, guidance)
         _, other = traced_sample(base, prompt, i + NOISE_SEED_OFFSET, steps, guidance)
