@@ -4,7 +4,8 @@ machine refused and recorded: both pages must work offline.
 
 Served page: type a prompt, press Generate, wait for the image and the word overlays, click a pixel,
 see the self-attention panel and the words that pixel reads; on the tiny crossattn U-Net, and on a
-tiny Flux folder (an MM-DiT: joint attention) served by ``crossattn serve --model`` at a non-square size. Upload an image through the file input:
+tiny Flux folder (an MM-DiT: joint attention) served by ``crossattn serve --model`` at a non-square size
+(``cli.main`` in a thread). Upload an image through the file input:
 its maps appear with the conversion notes as warnings, the downloads are ``maps --image``'s, and the
 edit box shows reconstruction, edited and plain with the PSNR. ``.maps.html``: switch word and step,
 and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file's uint8 storage).
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
@@ -176,34 +176,44 @@ def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
 
 
 @pytest.fixture
-def served_flux(family_dir, tmp_path):
-    """``crossattn serve --model FLUX --height 64 --width 96`` in its own process; its URL."""
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "crossattn.cli", "serve", "--model", str(family_dir("flux"))]
-    command += ["--height", "64", "--width", "96", "--port", str(free_port()), "--threads", "2"]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+def served_flux(family_dir, monkeypatch, capsys):
+    """``crossattn serve --model FLUX --height 64 --width 96``; its URL. The command runs as ``cli.main`` in a
+    thread of this process (a new interpreter spent ~5 s importing torch, diffusers and Gradio again): the
+    same argument parsing, size check, loading and printed line. Closing the app it built ends the command
+    (Gradio's ``block_thread`` returns once the app stops running)."""
+    from crossattn.cli import main
+    from crossattn.web import app as web_app
+
+    built = []
+    build_app = web_app.build_app
+    monkeypatch.setattr(web_app, "build_app", lambda explorer: built.append(build_app(explorer)) or built[-1])
+    argv = ["serve", "--model", str(family_dir("flux")), "--height", "64", "--width", "96"]
+    argv += ["--port", str(free_port()), "--threads", "1"]
+    ended = {}
+    command = threading.Thread(target=lambda: ended.setdefault("code", main(argv)), daemon=True)
+    command.start()
     try:
-        yield _served_url(process, log)
+        yield _served_url(command, capsys)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for app in built:
+            app.close()
+        command.join(timeout=20)
+    assert ended == {"code": 0}, "serve ends with exit code 0 once its app is closed"
 
 
-def _served_url(process, log, timeout_s: float = 120.0) -> str:
+def _served_url(command: threading.Thread, capsys, timeout_s: float = 120.0) -> str:
     """The URL of ``serve``'s "crossattn serve: URL (...)" line, once it is printed."""
     deadline = time.monotonic() + timeout_s
+    printed = ""
     while time.monotonic() < deadline:
-        found = re.search(r"crossattn serve: (http://\S+) \(", log.read_text())
+        captured = capsys.readouterr()
+        printed += captured.out + captured.err
+        found = re.search(r"crossattn serve: (http://\S+) \(", printed)
         if found:
             return found.group(1)
-        assert process.poll() is None, log.read_text()
+        assert command.is_alive(), printed
         time.sleep(0.2)
-    raise AssertionError(f"serve did not start in {timeout_s:.0f} s:\n{log.read_text()}")
+    raise AssertionError(f"serve did not start in {timeout_s:.0f} s:\n{printed}")
 
 
 def test_served_flux_folder_non_square_click_near_the_right_edge(served_flux, page, tmp_path):
