@@ -33,6 +33,7 @@ class Family:
     grid: str = "sample"  # the latent grid from: "sample" (B, C, h, w), "img_ids" ((N, ·) rows, cols), "img_shapes"
     patch: int = 1  # latent pixels per token side where the pipeline packs latents (Flux, Flux.2, Qwen-Image: 2)
     true_cfg: str | None = None  # the call argument that turns on a second, negative call per step (true CFG)
+    guidance: str = "guidance_scale"  # the call argument the user's guidance scale goes to (guided_arguments)
     image_only: tuple[str, ...] = ()  # attention modules (last name part) over image tokens only: recorded as self
     no_softmax: tuple[str, ...] = ()  # attention modules without a softmax map (linear attention): not recorded
     edit: str | None = EDIT_NEEDS_UNET  # why edit cannot work (None: it can)
@@ -65,7 +66,7 @@ FLUX2 = Family(
 )  # fmt: skip
 QWEN_IMAGE = Family(
     "Qwen-Image", "joint", "qwen-image", text_first=True, grid="img_shapes", patch=2, true_cfg="true_cfg_scale",
-    given_image="picture",
+    guidance="true_cfg_scale", given_image="picture",
 )  # fmt: skip
 NOT_A_UNET = EDIT_NEEDS_UNET.replace("joins text and image in one attention", "is a transformer crossattn's control does not drive")  # fmt: skip
 PIXART = Family("PixArt-Σ", "cross", "t5", binned=True, edit=NOT_A_UNET, given_image=NO_IMG2IMG)
@@ -100,6 +101,24 @@ def true_cfg_on(family: Family | None, pipe, arguments: dict[str, Any]) -> bool:
     if family.true_cfg == "guidance_scale":
         return not getattr(getattr(pipe, "config", None), "is_distilled", False)
     return arguments.get("negative_prompt") is not None or arguments.get("negative_prompt_embeds") is not None
+
+
+def guided_arguments(family: Family | None, denoiser, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` (a crossattn surface's pipeline call: ``guidance_scale``, ``negative_prompt``, ...) with the
+    guidance scale sent where the family's pipeline reads it. Qwen-Image's ``guidance_scale`` feeds only
+    guidance-distilled transformers (``guidance_embeds``); its classifier-free guidance is true CFG,
+    ``true_cfg_scale``, run only with a negative prompt: without one, the negative prompt is "" (the unconditional
+    prompt of classifier-free guidance, Ho & Salimans 2022; diffusers' docs say " " works too)."""
+    if family is None or family.guidance == "guidance_scale" or "guidance_scale" not in arguments:
+        return arguments
+    if getattr(getattr(denoiser, "config", None), "guidance_embeds", False):  # guidance-distilled: its own scale
+        return arguments
+    arguments = dict(arguments)
+    scale = arguments.pop("guidance_scale")
+    arguments[family.guidance] = scale
+    if scale is not None and scale > 1 and arguments.get("negative_prompt") is None:
+        arguments["negative_prompt"] = ""
+    return arguments
 
 
 def output_size(family: Family | None, arguments: dict[str, Any]) -> tuple[int, int] | None:

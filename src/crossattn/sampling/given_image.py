@@ -253,7 +253,7 @@ def maps_of_image(
     ``trace_kwargs`` go to :func:`crossattn.trace` (``kind``, ``layers``, ``per_step``, ``per_head``).
     A prompt that does not describe the image still runs: its maps show where the words land anyway.
     """
-    from ..attention.families import family_of
+    from ..attention.families import family_of, guided_arguments
     from ..attention.trace import trace
     from ..errors import BadArgument
     from ..models.pipeline import image_timesteps
@@ -278,6 +278,7 @@ def maps_of_image(
         t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
     settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
     settings["negative_prompt"] = negative_prompt
+    settings = guided_arguments(family, getattr(pipe, "transformer", None), settings)  # Qwen-Image: true CFG
     with trace(pipe, **trace_kwargs) as tracer:
         if samples is None:
             denoised, began = denoise(pipe, tracer, latents, prompt, strength, generator, settings)

@@ -52,13 +52,17 @@ def check_unet(pipe, maps=None) -> None:
 
 def call_kwargs(pipe, request: SamplingRequest) -> dict[str, Any]:
     """The request's pipeline arguments the pipeline takes: relation guidance is crossattn's own, so a
-    diffusers pipeline (SD3 and Flux take no ``**kwargs``) is not handed it."""
+    diffusers pipeline (SD3 and Flux take no ``**kwargs``) is not handed it; the guidance goes where the
+    family reads it (Qwen-Image: ``true_cfg_scale``, :func:`~crossattn.attention.families.guided_arguments`)."""
+    from ..attention.families import family_of, guided_arguments
     from ..errors import BadArgument
     from ..models.loading import takes_argument
 
     kwargs = request.pipeline_kwargs()
     if not takes_argument(pipe, "relation_guidance"):
         kwargs.pop("relation_guidance")
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    kwargs = guided_arguments(family_of(denoiser), denoiser, kwargs)
     if kwargs.get("negative_prompt") is None:  # the pipeline's own default (PixArt-Σ's and Sana's is "", not None)
         kwargs.pop("negative_prompt", None)
     elif not takes_argument(pipe, "negative_prompt"):  # Flux.2 Klein: its guidance runs an empty prompt of its own
