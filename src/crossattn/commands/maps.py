@@ -50,9 +50,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--compare-base",
         action="store_true",
-        help="with --lora: also draw the base model (no LoRA), same seed, as <name>.base.png + .base.maps.*, and "
-        "<name>.compare.png (base row over tuned row) with, per word, how far its map moved from the base's "
-        "(Jensen-Shannon, bits) and how concentrated it is (mass in its top 10%% pixels) in <name>.compare.json",
+        help="with --lora: also draw the base model (the same pipeline with the LoRA off), same seed, as "
+        "<name>.base.png + .base.maps.*, and <name>.compare.png (base row over tuned row) with, per word, how far "
+        "its map moved from the base's (Jensen-Shannon, bits) and how concentrated it is (mass in its top 10%% "
+        "pixels) in <name>.compare.json; with --html the page shows both maps side by side with those numbers",
     )
     add_given_image_flags(p)
     add_relation_guidance_flag(p)
@@ -170,15 +171,6 @@ def plan(request: SamplingRequest) -> dict[str, Path]:
     return paths
 
 
-def compare_paths(png: Path) -> dict[str, Path]:
-    """``--compare-base``'s files beside ``x.png``: the base image, its sidecar and maps, the figure, the numbers."""
-    base = png.with_suffix(".base.png")
-    paths = {"base_png": base, "base_sidecar": base.with_suffix(".json"), "compare": png.with_suffix(".compare.png")}
-    paths.update(zip(("base_maps", "base_maps_json", "base_row"), maps_paths(base), strict=True))
-    paths["compare_json"] = png.with_suffix(".compare.json")
-    return paths
-
-
 def check_compare(args: argparse.Namespace) -> None:
     """``--compare-base`` compares a LoRA with its base model, on generated images."""
     if args.compare_base and not args.lora:
@@ -187,33 +179,10 @@ def check_compare(args: argparse.Namespace) -> None:
         raise BadArgument(f"--compare-base draws generated images; it does not take --image {args.image}")
 
 
-def write_comparison(request: SamplingRequest, model, paths, tuned, words, quiet: bool) -> list[Path]:
-    """The base model (``model`` without its LoRA), same prompt and seed, traced; its files, the side-by-side
-    figure and each word's numbers (:func:`crossattn.training.validation.word_numbers`)."""
-    import dataclasses
-
-    from .. import viz
-    from ..files import atomic_write_json
-    from ..sampling import ImageJob, image_sidecar, load, sample, write_image, write_maps
-    from ..training.validation import compare_figure, word_numbers
-
-    base_model = dataclasses.replace(model, lora=None, lora_hash=None)
-    pipe = load(request, base_model, quiet=quiet)
-    job = ImageJob(request.prompts[0], 0, request.seed, paths["base_png"], paths["base_sidecar"], None)
-    images, maps = sample(pipe, [job], request)
-    meta = image_sidecar(pipe, job, request, base_model, images[0].size)
-    written = write_image(job, images[0], meta) + write_maps(maps, images[0], job.png, meta, words)
-    numbers = word_numbers(maps, tuned[1], words)
-    figure = compare_figure(maps, images[0], tuned[1], tuned[0], words, numbers)
-    written.append(viz.save_figure(figure, paths["compare"]))
-    record = {"prompt": job.prompt, "seed": request.seed, "base": base_model.identity(), "tuned": model.identity()}
-    written.append(atomic_write_json(paths["compare_json"], {**record, "words": numbers}))
-    return written
-
-
 def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwrite, slugify
     from ..sampling import ImageJob, MapsOptions, load, sample
+    from ..sampling.compare import compare_paths, compare_with_base, write_comparison
     from ..sampling.given_image import read_image
     from .shared import model_from_args, request_from_args, set_threads
 
@@ -236,9 +205,10 @@ def run(args: argparse.Namespace) -> int:
     job = ImageJob(args.prompt, 0, request.seed, paths["png"], paths["sidecar"], None)
     if request.image is None:
         images, maps = sample(pipe, [job], request)
-        written = write_views(pipe, job, request, model, paths, images[0], maps, words)
-        if compare:
-            written += write_comparison(request, model, compare, (images[0], maps), words, args.quiet)
+        found = compare_with_base(pipe, job, request, model, maps, words) if compare else None
+        written = write_views(pipe, job, request, model, paths, images[0], maps, words, base=found)
+        if found is not None:
+            written += write_comparison(pipe, job, request, model, (images[0], maps), found, words)
     else:
         written = write_given(pipe, job, request, model, paths, words)
     for path in written:
@@ -259,11 +229,13 @@ def write_given(pipe, job, request: SamplingRequest, model, paths: dict[str, Pat
 
 
 def write_views(
-    pipe, job, request: SamplingRequest, model, paths: dict[str, Path], image, maps, words, extra=None
+    pipe, job, request: SamplingRequest, model, paths: dict[str, Path], image, maps, words, extra=None, base=None
 ) -> list[Path]:
-    """Write the image + sidecar (with ``extra`` fields), the maps, the overlay row, the grid, the GIFs
-    and the self-attention map."""
+    """Write the image + sidecar (with ``extra`` fields), the maps, the overlay row, the grid, the GIFs, the
+    self-attention map and the page (with ``base``, a :class:`~crossattn.sampling.compare.BaseComparison`, the
+    base model's maps beside these and each word's numbers)."""
     from .. import viz
+    from ..attention.html import write_html
     from ..sampling import image_sidecar, write_image, write_maps
 
     meta = {**image_sidecar(pipe, job, request, model, image.size), **(extra or {})}
@@ -276,5 +248,6 @@ def write_views(
     if "self" in paths:
         written.append(viz.save_figure(viz.pixel_figure(maps, *request.maps.self_attn_pixel, image), paths["self"]))
     if "html" in paths:
-        written.append(maps.to_html(paths["html"], image))
+        compared = {"base": (base.maps, base.image), "numbers": base.numbers} if base is not None else {}
+        written.append(write_html(maps, paths["html"], image, **compared))
     return written

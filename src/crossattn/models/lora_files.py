@@ -84,8 +84,10 @@ def load_token_rows(pipe, path: str | Path, tokenizer=None, text_encoder=None) -
     from safetensors.torch import load_file
 
     tokenizer = tokenizer or pipe.tokenizer
+    encoder = text_encoder or pipe.text_encoder
     rows = load_file(str(path))
-    table = (text_encoder or pipe.text_encoder).get_input_embeddings().weight
+    table = encoder.get_input_embeddings().weight
+    replaced = base_rows(encoder)
     unknown = tokenizer.unk_token_id
     for token, row in rows.items():
         index = tokenizer.convert_tokens_to_ids(token)
@@ -94,5 +96,13 @@ def load_token_rows(pipe, path: str | Path, tokenizer=None, text_encoder=None) -
                 f"{path}: token {token!r} (row {tuple(row.shape)}) does not fit this tokenizer/text encoder"
             )
         with torch.no_grad():
+            replaced.setdefault(index, table[index].clone())  # the first load's: the base model's own row
             table[index] = row.to(table.dtype)
     return list(rows)
+
+
+def base_rows(text_encoder) -> dict[int, object]:
+    """The base model's rows that :func:`load_token_rows` replaced in ``text_encoder``'s embedding table,
+    ``{token id: (D,) row}``, kept on the encoder so that the base model can be drawn with the same pipeline
+    (:func:`crossattn.sampling.compare.lora_disabled` puts them back for a while); empty when none were."""
+    return text_encoder.__dict__.setdefault("_crossattn_base_rows", {})

@@ -52,9 +52,9 @@ def _size_inputs(explorer: Explorer) -> list:
 
 
 def _inputs(explorer: Explorer) -> list:
-    """The eleven ``/generate`` inputs, in the API's parameter order, with the CLI's defaults; the optional
-    upload and its strength, then height and width, come last, so API calls written for the first seven
-    (or nine) still work."""
+    """The twelve ``/generate`` inputs, in the API's parameter order, with the CLI's defaults; the optional
+    upload and its strength, then height and width, then the base-model comparison (shown with ``serve --lora``)
+    come last, so API calls written for the first seven (or nine, or eleven) still work."""
     own = type(explorer.scheduler).__name__
     d = SamplingConfig()
     prompt = gr.Textbox(label="prompt", value="", placeholder="a red circle left of a blue square", elem_id="prompt")
@@ -89,7 +89,13 @@ def _inputs(explorer: Explorer) -> list:
             info="with an image: how far it is noised, (0, 1]",
             elem_id="strength",
         )
-    return [prompt, negative, seed, steps, guidance, scheduler, relation, upload, strength, *size]
+    compare = gr.Checkbox(
+        label="compare with the base model (the LoRA off, same seed: maps --compare-base)",
+        value=False,
+        visible=explorer.model_ref.lora is not None,
+        elem_id="compare-base",
+    )
+    return [prompt, negative, seed, steps, guidance, scheduler, relation, upload, strength, *size, compare]
 
 
 def _edit_box() -> tuple[list, object, list]:
@@ -107,9 +113,10 @@ def _edit_box() -> tuple[list, object, list]:
     return [target, null_text], button, [gallery, info]
 
 
-def _views() -> tuple:
-    """The right column: the image, the clicked pixel's panels, word overlays and the step, head and
-    layer × word tabs; returns them in ``/generate``'s output order (less files and state)."""
+def _views(lora: bool) -> tuple:
+    """The right column: the image, the clicked pixel's panels, word overlays, with a LoRA (``lora``) the base
+    model beside it, and the step, head and layer × word tabs; returns them in ``/generate``'s output order
+    (less files and state)."""
     with gr.Column(scale=2):
         with gr.Row():
             image = gr.Image(
@@ -124,6 +131,15 @@ def _views() -> tuple:
             format="png",
             elem_id="overlays",
         )
+        compare = gr.Gallery(
+            label="base model (left, the LoRA off) and with the LoRA (right), same seed; each scaled to its own max",
+            columns=2,
+            height=420,
+            format="png",
+            visible=lora,
+            elem_id="compare",
+        )
+        numbers = gr.Markdown(visible=lora, elem_id="compare-numbers")
         with gr.Tab("steps"):
             step = gr.Slider(0, SamplingConfig.steps, value=0, step=1, label="sampling step (0 = mean)", elem_id="step")
             steps_gallery = gr.Gallery(
@@ -136,7 +152,7 @@ def _views() -> tuple:
             )
         with gr.Tab("layers x words"):
             grid = gr.Image(label="layer x word grid", format="png", interactive=False)
-    return image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads
+    return image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads, compare, numbers
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
@@ -154,10 +170,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     elem_id="files",
                 )
                 edit_inputs, edit_button, edit_outputs = _edit_box()
-            image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads = _views()
+            views = _views(explorer.model_ref.lora is not None)
+            image, overlays, grid, step, steps_gallery, layer, heads_gallery, pixel, reads, compare, numbers = views
         for component in inputs:
             reading(component)  # values Gradio cannot read: a message naming the input
         outputs = [image, overlays, grid, step, steps_gallery, layer, heads_gallery, files, pixel, reads, state]
+        outputs += [compare, numbers]  # after the state: the API's first eleven outputs stay where they were
         once = dict(concurrency_limit=1, concurrency_id=MODEL)  # generate and edit share the model: one at a time
         button.click(handlers.generate, inputs, outputs, api_name="generate", show_progress_on=image, **once)
         inputs[0].submit(

@@ -1,7 +1,8 @@
 """The Gradio request functions. :meth:`Handlers.generate` is the ``/generate`` API endpoint: its
 parameter names are the API's (``prompt``, ``negative_prompt``, ``seed``, ``steps``, ``guidance``,
-``scheduler``, ``relation_guidance``, then ``image`` and ``strength``, and ``height`` and ``width``,
-all optional: a size None or 0 samples at the server's) and its first output is the image.
+``scheduler``, ``relation_guidance``, then ``image`` and ``strength``, ``height`` and ``width`` (a size None
+or 0 samples at the server's) and ``compare_base``, all optional) and its first output is the image; with
+``compare_base`` (``serve --lora``) its last two are the base model beside the LoRA and each word's numbers.
 :meth:`Handlers.edit` is ``/edit``: the edit box.
 
 A user mistake (empty or too long prompt, steps 0, an unknown scheduler, ...) is a ``ValueError`` in
@@ -58,14 +59,17 @@ class Handlers:
         strength: float = DEFAULT_STRENGTH,
         height: float | None = None,
         width: float | None = None,
+        compare_base: bool = False,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's way to ask for a progress bar)
     ):
         """Sample one traced image at ``height`` × ``width`` pixels (None or 0: the server's size), or read the
-        uploaded ``image`` (its maps, noised by ``strength``); returns the image, word overlays, grid, step
-        and head views, files, state."""
+        uploaded ``image`` (its maps, noised by ``strength``); with ``compare_base`` also the same seed with the
+        server's LoRA off (``maps --compare-base``); returns the image, word overlays, grid, step and head views,
+        files, state, and the comparison's pairs and numbers."""
         request = Request.of(
             prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
             relation_guidance=relation_guidance, image=image, strength=strength, height=height, width=width,
+            compare_base=bool(compare_base),
         )  # fmt: skip
         progress(0, desc="sampling" if image is None else "reading the image")
         result = _shown(self.explorer.run, request)
@@ -117,6 +121,8 @@ class Handlers:
             None,  # the pixel panel: cleared until a pixel is clicked
             None,
             result,
+            render.compare_overlays(result.base, cross, image) if result.base is not None else None,
+            render.compare_table(result.base.numbers) if result.base is not None else "",
         )
 
     @answering

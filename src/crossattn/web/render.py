@@ -1,5 +1,6 @@
 """Pictures for the page: the upscaled image, word overlays (mean, one step, one head), the
-layer × word grid, a pixel's self-attention map and the words that pixel reads.
+layer × word grid, a pixel's self-attention map and the words that pixel reads; a LoRA's maps beside its base
+model's, with each word's numbers (``serve --lora``, "compare with the base model").
 
 Overlays are ``viz.heat_frame`` (the colour map and blend of the CLI's GIF frames), each scaled to
 its own maximum as everywhere in crossattn, so the small maps of joint-attention models (SD3, Flux:
@@ -181,3 +182,27 @@ def reads_label(cross_maps, x: int, y: int) -> str:
         f"joint attention of pixel ({x}, {y}): what it reads, as shares of its attention to text "
         f"(text {text:.1%} of all, {IMAGE_TOKENS} {1 - text:.1%})"
     )
+
+
+def compare_overlays(base, maps, image) -> list[tuple[object, str]]:
+    """Base model and LoRA side by side (pairs: the gallery has two columns), the same seed: the two images,
+    then each word's overlay under each, the LoRA's captioned with how far it moved (``base``: a
+    :class:`~crossattn.sampling.compare.BaseComparison`; ``maps``, ``image``: the LoRA's)."""
+    pairs = [(upscaled(base.image), "base model (LoRA off)"), (upscaled(image), "with the LoRA")]
+    words = dict.fromkeys(maps.words_for(0))  # word_overlays' order
+    drawn = zip(words, word_overlays(base.maps, base.image), word_overlays(maps, image), strict=True)
+    for word, (under, caption), (over, tuned) in drawn:
+        moved = f" · moved {base.numbers[word]['moved']:.3f} bits" if word in base.numbers else ""
+        pairs += [(under, f"base: {caption}"), (over, f"LoRA: {tuned}{moved}")]
+    return pairs
+
+
+def compare_table(numbers: dict[str, dict[str, float]]) -> str:
+    """The comparison's numbers per word as a Markdown table: how far the word's map moved from the base model's
+    (Jensen-Shannon divergence, bits, 0 … 1) and its mass in its top 10 % of pixels, base and LoRA."""
+    rows = [
+        f"| {word.replace('|', '&#124;')} | {n['moved']:.3f} | {n['base_concentration']:.2f} | {n['concentration']:.2f} |"
+        for word, n in numbers.items()
+    ]
+    head = "| word | moved from the base (JS, bits) | top-10 % mass, base | top-10 % mass, LoRA |\n|---|---|---|---|"
+    return "\n".join([head, *rows])

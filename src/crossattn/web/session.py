@@ -84,6 +84,7 @@ class Request:
     strength: float = DEFAULT_STRENGTH  # with image: how far it is noised, in (0, 1] (maps --image --strength)
     height: int | None = None  # pixels; None or 0: the server's size (Explorer.check fills it in)
     width: int | None = None
+    compare_base: bool = False  # also the base model (serve --lora without it), same seed: maps --compare-base
 
     @classmethod
     def of(cls, prompt: str, **page) -> Request:
@@ -98,6 +99,8 @@ class Request:
         if not isinstance(self.sampling, SamplingConfig):
             raise BadArgument(f"sampling {self.sampling!r} is not accepted; give a SamplingConfig (see served())")
         check_prompt(self.prompt, "prompt", tokenizer, max_length)  # sampled as given, as the CLI samples it
+        if self.image is not None and self.compare_base:
+            raise ValueError("comparing with the base model draws generated images; remove the uploaded image")
         if self.image is not None and (self.height or self.width):
             raise ValueError(
                 f"height {self.height!r} / width {self.width!r} with an image: an uploaded image is read at the "
@@ -169,6 +172,7 @@ class Result:
     self_mean: object  # AttentionMaps: self-attention, mean over steps and heads (None: linear, Sana)
     words: list[str] = field(default_factory=list)
     denoised: object = None  # with an uploaded image: what the model made of it (PIL)
+    base: object = None  # with compare_base: the base model's image, maps and numbers (sampling.compare.BaseComparison)
 
 
 def aggregate(maps, kind: str):
@@ -285,8 +289,17 @@ class Explorer:
         pipe = self.request_pipe(request.sampling.scheduler)
         images, maps = sample(pipe, [job], job_request)
         cross = only(maps, "cross")
-        files = self.write_files(pipe, job_request, job, images[0], maps, cross)
-        return Result(request, images[0], files, cross, aggregate(maps, "self"), cross.words_for(0))
+        base = self.compare(pipe, job, job_request, cross) if request.compare_base else None
+        files = self.write_files(pipe, job_request, job, images[0], maps, cross, base)
+        return Result(request, images[0], files, cross, aggregate(maps, "self"), cross.words_for(0), base=base)
+
+    def compare(self, pipe, job, job_request: SamplingRequest, cross):
+        """The same job with the LoRA off (:func:`~crossattn.sampling.compare.compare_with_base`, as ``maps
+        --compare-base`` draws it): its cross-attention, per step and head like ``cross``, and each word's numbers."""
+        from ..sampling.compare import compare_with_base
+
+        crossed = dataclasses.replace(job_request, maps=dataclasses.replace(job_request.maps, kind="cross"))
+        return compare_with_base(pipe, job, crossed, self.model_ref, cross, list(dict.fromkeys(cross.words_for(0))))
 
     def run_image(self, request: Request) -> Result:
         """The maps of a checked request's uploaded image, as ``crossattn maps PROMPT --image upload.png``
@@ -317,15 +330,23 @@ class Explorer:
             request, given.image, files, cross, aggregate(given.maps, "self"), cross.words_for(0), given.denoised
         )
 
-    def write_files(self, pipe, job_request: SamplingRequest, job, image, maps, cross) -> list[Path]:
-        """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view."""
+    def write_files(self, pipe, job_request: SamplingRequest, job, image, maps, cross, base=None) -> list[Path]:
+        """The files of ``crossattn generate --maps`` (same names, same bytes), plus the ``.maps.html`` view; with
+        ``base`` (:meth:`compare`) the page shows both models and ``maps --compare-base``'s files follow."""
         from ..attention.html import write_html
         from ..sampling import image_sidecar, write_image, write_maps
+        from ..sampling.compare import write_comparison
 
         meta = image_sidecar(pipe, job, job_request, self.model_ref, image.size)  # as generate does
         written = write_image(job, image, meta)
-        written += write_maps(aggregate(maps, "cross").subset([0]), image, job.png, meta)
-        written.append(write_html(cross, job.png.with_suffix(".maps.html"), image))
+        tuned = aggregate(maps, "cross").subset([0])
+        written += write_maps(tuned, image, job.png, meta)
+        compared = {"base": (base.maps, base.image), "numbers": base.numbers} if base is not None else {}
+        written.append(write_html(cross, job.png.with_suffix(".maps.html"), image, **compared))
+        if base is not None:
+            plain = dataclasses.replace(base, maps=aggregate(base.maps, "cross").subset([0]))
+            words = list(base.numbers)
+            written += write_comparison(pipe, job, job_request, self.model_ref, (image, tuned), plain, words)
         self.prune()
         return written
 
