@@ -326,16 +326,18 @@ FAMILIES = {
 
 
 #: The families added in 2026 (built by ``tests.family_pipelines_2026``; ``build_family`` and ``save_family`` take them).
-FAMILIES_2026 = ("qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
+FAMILIES_2026 = ("qwenimage", "flux2", "flux2-dev", "sd35", "pixart-sigma", "sana")
 
 
 def _families_2026() -> dict:
     """Qwen-Image, Flux.2 (Klein), SD3.5, PixArt-Σ, Sana (``tests.family_pipelines_2026``, which imports this one)."""
     from . import family_pipelines_2026 as new
+    from .family_pipelines_mistral import tiny_flux2_dev_pipeline
 
     return {
         "qwenimage": new.tiny_qwenimage_pipeline,
         "flux2": new.tiny_flux2_pipeline,
+        "flux2-dev": tiny_flux2_dev_pipeline,
         "sd35": new.tiny_sd35_pipeline,
         "pixart-sigma": new.tiny_pixart_sigma_pipeline,
         "sana": new.tiny_sana_pipeline,
@@ -382,13 +384,17 @@ def load_family(folder: str | Path, **kwargs):
     return _ready(DiffusionPipeline.from_pretrained(folder, use_safetensors=True, **kwargs))
 
 
+#: pipelines whose prompt follows a system message of more than CLIP_LENGTH tokens → their text length in ``sample``
+TEXT_LENGTHS = {"Flux2Pipeline": 128}
+
+
 def sample(pipe, prompts=PROMPTS, *, steps: int = 2, height: int = 64, width: int = 96, seed: int = 0, **kwargs):
     """``pipe(prompts, ...)`` with a seeded generator; ``max_sequence_length=16`` where the pipeline takes it.
 
     Returns the list of PIL images.
     """
     if "max_sequence_length" in inspect.signature(pipe.__call__).parameters:
-        kwargs.setdefault("max_sequence_length", CLIP_LENGTH)
+        kwargs.setdefault("max_sequence_length", TEXT_LENGTHS.get(type(pipe).__name__, CLIP_LENGTH))
     out = pipe(
         prompt=prompts, num_inference_steps=steps, height=height, width=width, generator=generator(seed), **kwargs
     )

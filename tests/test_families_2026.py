@@ -18,7 +18,7 @@ from crossattn.cli import main
 
 from .family_pipelines import PROMPTS, build_family, sample
 
-NEW = ("qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
+NEW = ("qwenimage", "flux2", "flux2-dev", "sd35", "pixart-sigma", "sana")
 SIZE = ["--height", "64", "--width", "96"]
 
 
@@ -55,7 +55,7 @@ def test_trace_draws_the_untraced_image_and_records_probabilities(pipes, name):
 
 
 def test_dispatch_families_use_the_one_capture_point(pipes):
-    for name in ("qwenimage", "flux2"):
+    for name in ("qwenimage", "flux2", "flux2-dev"):
         pipe = pipes(name)
         with trace(pipe, kind="both"):
             kinds = {type(p) for p in pipe.transformer.attn_processors.values()}
@@ -170,7 +170,7 @@ def test_maps_of_a_given_image(family_dir, name, picture, tmp_path):
     assert maps.image_size == Image.open(stem.with_suffix(".png")).size[::-1] and maps.words == ["a", "red", "circle"]
 
 
-@pytest.mark.parametrize("name", ["flux2", "pixart-sigma", "sana"])
+@pytest.mark.parametrize("name", ["flux2", "flux2-dev", "pixart-sigma", "sana"])
 def test_maps_of_a_given_image_without_a_noising_path_is_one_line(family_dir, name, picture, tmp_path, capsys):
     args = ["maps", "a red circle", "--image", str(picture), "--model", str(family_dir(name)), "--steps", "2"]
     capsys.readouterr()  # the folder's saving

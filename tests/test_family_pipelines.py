@@ -28,6 +28,7 @@ CLASSES = {
     "flux": "FluxPipeline",
     "qwenimage": "QwenImagePipeline",
     "flux2": "Flux2KleinPipeline",
+    "flux2-dev": "Flux2Pipeline",
     "sd35": "StableDiffusion3Pipeline",
     "pixart-sigma": "PixArtSigmaPipeline",
     "sana": "SanaPipeline",

@@ -20,8 +20,8 @@ from .conftest import free_port
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
-FAMILIES = ("sd15", "sdxl", "sd3", "flux", "qwenimage", "flux2", "sd35", "pixart-sigma", "sana")
-JOINT = ("sd3", "flux", "qwenimage", "flux2", "sd35")  # text and image keys in one softmax
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "qwenimage", "flux2", "flux2-dev", "sd35", "pixart-sigma", "sana")
+JOINT = ("sd3", "flux", "qwenimage", "flux2", "flux2-dev", "sd35")  # text and image keys in one softmax
 HEIGHT, WIDTH = 64, 96  # non-square; every family takes it
 PROMPT = "a red circle left of a blue square"
 

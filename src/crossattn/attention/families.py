@@ -12,7 +12,7 @@ cannot work on it and why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: why prompt-to-prompt (``edit``) cannot work on a family whose text and image share one attention
@@ -64,6 +64,9 @@ FLUX2 = Family(
     "Flux.2", "joint", "chat", text_first=True, grid="img_ids", patch=2, true_cfg="guidance_scale",
     given_image="its pipeline takes an image as a reference to edit from (extra tokens), not as a noised start",
 )  # fmt: skip
+#: Flux.2 [dev] (``Flux2Pipeline``): the same transformer, guidance-distilled (``guidance_embeds``: its guidance is an
+#: input, one call a step), its keys the Mistral tokens of a system message and the prompt (Mistral Small 3's Tekken)
+FLUX2_DEV = replace(FLUX2, name="Flux.2 [dev]", tokens="mistral", true_cfg=None)
 QWEN_IMAGE = Family(
     "Qwen-Image", "joint", "qwen-image", text_first=True, grid="img_shapes", patch=2, true_cfg="true_cfg_scale",
     guidance="true_cfg_scale", given_image="picture",
@@ -84,9 +87,17 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: denoiser class name → (a config flag, the family its models are when the flag is set): one class, two families
+VARIANTS: dict[str, tuple[str, Family]] = {"Flux2Transformer2DModel": ("guidance_embeds", FLUX2_DEV)}
+
+
 def family_of(model) -> Family | None:
-    """The family of a denoiser (a U-Net or a transformer), by its class name; None for any other model."""
-    return FAMILIES.get(type(model).__name__)
+    """The family of a denoiser (a U-Net or a transformer), by its class name (and for a class two families share,
+    a flag of its config: :data:`VARIANTS`); None for any other model."""
+    name = type(model).__name__
+    if name in VARIANTS and getattr(getattr(model, "config", None), VARIANTS[name][0], False):
+        return VARIANTS[name][1]
+    return FAMILIES.get(name)
 
 
 def true_cfg_on(family: Family | None, pipe, arguments: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@
 - Qwen-Image: the Qwen2.5-VL tokens of the prompt in its chat template, less the template's first
   ``prompt_template_encode_start_idx`` tokens (system turn), then the template's closing tokens; pads masked.
 - Flux.2 (Klein): the Qwen3 tokens of the prompt in its chat template, padded to ``max_sequence_length``.
+- Flux.2 [dev]: the Mistral tokens of its system message and the prompt in its chat template, padded likewise.
 - Sana: ``<bos>`` and the last Gemma tokens of its instruction + the prompt (:func:`_gemma`); pads masked.
 
 LLM templates wrap the prompt in tokens of their own (``<|im_start|>``, ``user``, ``assistant``...): they are
@@ -121,6 +122,22 @@ def _chat(pipe, prompt: str, text_length: int | None):
     return templated_tokens(pipe.tokenizer, text, (start, start + len(prompt)), "qwen", text_length)
 
 
+def _mistral(pipe, prompt: str, text_length: int | None):
+    """Flux.2 [dev]: the Mistral tokens of its system message and the prompt in the tokenizer's chat template,
+    padded to the keys' length, as ``Flux2Pipeline`` builds them (diffusers' ``format_input``: ``[IMG]`` taken out
+    of the prompt). The tokenizer is a ``PixtralProcessor`` (its ``tokenizer`` the text one) or the text tokenizer
+    itself; the template starts with ``<s>``, so no special token is added again, as the processor does."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+    messages = format_input([prompt], system_message=pipe.system_message)[0]
+    text = pipe.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    cleaned = messages[-1]["content"][0]["text"]
+    start = text.rfind(cleaned)
+    tokenizer = getattr(pipe.tokenizer, "tokenizer", pipe.tokenizer)
+    span = (start, start + len(cleaned))
+    return templated_tokens(tokenizer, text, span, "mistral", text_length, add_special_tokens=False)
+
+
 def _pixart(pipe, prompt: str, text_length: int | None):
     """PixArt-Σ: T5 tokens of the prompt as the pipeline cleans it (lower-cased, stripped), padded (masked)."""
     t5 = t5_tokens(pipe.tokenizer, prompt.lower().strip(), text_length or pipe.tokenizer.model_max_length)
@@ -155,6 +172,7 @@ LAYOUTS = {
     "t5": _pixart,
     "qwen-image": _qwen_image,
     "chat": _chat,
+    "mistral": _mistral,
     "gemma": _gemma,
 }
 

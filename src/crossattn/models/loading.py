@@ -24,6 +24,7 @@ SUPPORTED_PIPELINES = (
     "StableDiffusionXLPipeline",
     "StableDiffusion3Pipeline",
     "FluxPipeline",
+    "Flux2Pipeline",
     "Flux2KleinPipeline",
     "QwenImagePipeline",
     "PixArtSigmaPipeline",
