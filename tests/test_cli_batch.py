@@ -33,12 +33,16 @@ def pixels(path) -> np.ndarray:
 
 def test_batched_prompts_give_the_images_of_one_call_per_prompt(tiny_model_dir, tmp_path):
     """Across prompts in batches of 3 against one at a time: the float images agree to < 1e-4 (batched
-    CPU kernels sum in another order, so they are not bitwise equal), the PNGs to one grey level."""
+    CPU kernels sum in another order, so they are not bitwise equal), the PNGs to one grey level.
+    One at a time is one command with ``--batch-size 1`` (each prompt sampled alone, as by a command of
+    its own: the same seed, the same name; one model load instead of five)."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     assert generate(tiny_model_dir, tmp_path / "batched", "--prompts-file", str(prompts), "--batch-size", "3") == 0
-    for prompt in PROMPTS:
-        assert generate(tiny_model_dir, tmp_path / "single", prompt, "--batch-size", "1") == 0
+    assert generate(tiny_model_dir, tmp_path / "single", "--prompts-file", str(prompts), "--batch-size", "1") == 0
+    assert generate(tiny_model_dir, tmp_path / "alone", PROMPTS[-1]) == 0  # a command of its own: the same bytes
+    last = "a-green-triangle-above-a-blue-circle-0-0.png"
+    assert (tmp_path / "alone" / last).read_bytes() == (tmp_path / "single" / last).read_bytes()
     names = sorted(p.name for p in (tmp_path / "single").glob("*.png"))
     assert names == sorted(p.name for p in (tmp_path / "batched").glob("*.png")) and len(names) == 5
     for name in names:
