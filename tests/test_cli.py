@@ -56,14 +56,18 @@ def test_generate_is_reproducible_and_refuses_to_overwrite(tiny_model_dir, tmp_p
 
 
 def test_relation_guidance_flag_changes_only_relation_prompts(tiny_model_dir, tmp_path):
-    def png(prompt: str, folder: str, *flags: str) -> bytes:
-        argv = ["generate", prompt, "--model", str(tiny_model_dir), "--steps", "2", "--out", str(tmp_path / folder)]
-        assert main([*argv, *flags]) == 0
-        return next((tmp_path / folder).glob("*-0-0.png")).read_bytes()
-
+    """Each command samples both prompts, one at a time (``--batch-size 1``): one model load per setting."""
     relation, plain = "a red circle left of a blue square", "a red circle and a blue square"
-    assert png(relation, "on") != png(relation, "off", "--relation-guidance", "0")
-    assert png(plain, "plain-on") == png(plain, "plain-off", "--relation-guidance", "0")
+
+    def pngs(folder: str, *flags: str) -> list[bytes]:
+        argv = ["generate", relation, plain, "--model", str(tiny_model_dir), "--steps", "2", "--batch-size", "1"]
+        assert main([*argv, "--out", str(tmp_path / folder), *flags]) == 0
+        names = ("a-red-circle-left-of-a-blue-square-0-0.png", "a-red-circle-and-a-blue-square-0-0.png")
+        return [(tmp_path / folder / name).read_bytes() for name in names]
+
+    (relation_on, plain_on), (relation_off, plain_off) = pngs("on"), pngs("off", "--relation-guidance", "0")
+    assert relation_on != relation_off
+    assert plain_on == plain_off
 
 
 def test_prompts_file(tiny_model_dir, tmp_path):
