@@ -149,10 +149,12 @@ def test_explorer_answers_base_and_tuned_side_by_side(lora_explorer):
     offs, table = state(lora_explorer.pipe)
     before = table.clone()
     outputs = Handlers(lora_explorer).generate(PROMPT, steps=2, compare_base=True)
-    result, pairs, numbers = outputs[-3:]
+    result, gallery, numbers = outputs[-3:]
     assert result.base is not None and set(result.base.numbers) == set(WORDS)
-    assert len(pairs) == 2 + 2 * len(WORDS) and pairs[0][1].startswith("base model") and pairs[1][1] == "with the LoRA"
-    assert [c for _, c in pairs[2::2]][-1].startswith("base: ring") and "moved" in pairs[-1][1]
+    captions = [caption for _, caption in gallery["value"]]  # base row over LoRA row, one column per word + image
+    assert gallery["columns"] == 1 + len(WORDS) and len(captions) == 2 * gallery["columns"]
+    assert captions[0].startswith("base model") and captions[4] == "with the LoRA"
+    assert captions[3].startswith("base: ring") and captions[-1].startswith("LoRA: ring") and "moved" in captions[-1]
     assert numbers.count("\n") == 1 + len(WORDS) and "| ring |" in numbers
     names = {p.name for p in result.files}
     assert {"a-red-ring-0-0.base.png", "a-red-ring-0-0.compare.json", "a-red-ring-0-0.compare.png"} <= names

@@ -153,7 +153,7 @@ canvas{image-rendering:pixelated;border:1px solid #ccc;background:#000}
 .pair{display:flex;gap:16px}
 figure{margin:0;font-size:13px}
 .thumbs{display:flex;gap:8px;flex-wrap:wrap;margin-top:12px}
-.thumb{text-align:center;font-size:12px;cursor:pointer}
+.thumb{text-align:center;font-size:12px;cursor:pointer;min-width:104px}
 .thumb canvas{width:96px;height:auto}
 .thumb.on canvas{outline:3px solid #e66}
 #info{font-size:13px;margin:6px 0}
@@ -262,7 +262,8 @@ function thumbRow(row, S, wi, li, head, step, note) {
   row.innerHTML = "";
   D.words.forEach((w, i) => { const div = document.createElement("div"), c = document.createElement("canvas");
     div.className = "thumb" + (i === wi ? " on" : ""); div.dataset.word = w[0];
-    const t = draw(c, wordMap(S, w[0], li, head, step), S); div.append(c, document.createElement("br"), w[0] + " (max " + fixed(t) + ")" + note(w[0]));
+    const t = draw(c, wordMap(S, w[0], li, head, step), S); div.append(c, document.createElement("br"), w[0] + " (max " + fixed(t) + ")");
+    if (base) div.append(document.createElement("br"), note(w[0]) || "\u00a0");  // both rows the same height
     div.onclick = () => { $("word").value = i; render(); }; row.appendChild(div); });
 }
 function settings() { const s = +$("step").value; return [+$("layer").value, +$("head").value, s >= maxStep ? -1 : s]; }
@@ -273,7 +274,7 @@ function render() {
   let info = "'" + word + "' · " + (li < 0 ? "all layers" : D.layers[li].name) + " · " + (head < 0 ? "mean of heads" : "head " + head) + " · max " + top.toFixed(3);
   if (base) info += " · base max " + draw($("base"), wordMap(base, word, li, head, step), base).toFixed(3) + numbers(word) + " (all layers, steps, heads)";
   $("info").textContent = info;
-  const moved = (w) => (D.numbers && D.numbers[w] ? " moved " + D.numbers[w].moved.toFixed(2) : "");
+  const moved = (w) => (D.numbers && D.numbers[w] ? "moved " + D.numbers[w].moved.toFixed(3) : "");
   thumbRow($("thumbs"), tuned, wi, li, head, step, moved);
   if (base) thumbRow($("basethumbs"), base, wi, li, head, step, () => "");
   document.body.dataset.rendered = [wi, li, head, step].join(",");

@@ -132,9 +132,10 @@ def _views(lora: bool) -> tuple:
             elem_id="overlays",
         )
         compare = gr.Gallery(
-            label="base model (left, the LoRA off) and with the LoRA (right), same seed; each scaled to its own max",
-            columns=2,
-            height=420,
+            label="base model (top row, the LoRA off) and with the LoRA (bottom row), same seed; moved: JS divergence "
+            "(bits) of each word's map from the base's",
+            columns=7,
+            height="auto",  # both rows whole
             format="png",
             visible=lora,
             elem_id="compare",

@@ -184,17 +184,17 @@ def reads_label(cross_maps, x: int, y: int) -> str:
     )
 
 
-def compare_overlays(base, maps, image) -> list[tuple[object, str]]:
-    """Base model and LoRA side by side (pairs: the gallery has two columns), the same seed: the two images,
-    then each word's overlay under each, the LoRA's captioned with how far it moved (``base``: a
-    :class:`~crossattn.sampling.compare.BaseComparison`; ``maps``, ``image``: the LoRA's)."""
-    pairs = [(upscaled(base.image), "base model (LoRA off)"), (upscaled(image), "with the LoRA")]
-    words = dict.fromkeys(maps.words_for(0))  # word_overlays' order
-    drawn = zip(words, word_overlays(base.maps, base.image), word_overlays(maps, image), strict=True)
-    for word, (under, caption), (over, tuned) in drawn:
-        moved = f" · moved {base.numbers[word]['moved']:.3f} bits" if word in base.numbers else ""
-        pairs += [(under, f"base: {caption}"), (over, f"LoRA: {tuned}{moved}")]
-    return pairs
+def compare_rows(base, maps, image) -> list[tuple[object, str]]:
+    """Base model over LoRA, the same seed, for a gallery of ``len(words) + 1`` columns (the layout of ``maps
+    --compare-base``'s ``.compare.png``): the base image and each word's overlay (captioned with its maximum), then
+    the LoRA's (captioned with how far the word's map moved from the base's, JS bits); ``base``: a
+    :class:`~crossattn.sampling.compare.BaseComparison`, ``maps`` and ``image`` the LoRA's. Every overlay is
+    scaled to its own maximum."""
+    words = list(dict.fromkeys(maps.words_for(0)))  # word_overlays' order
+    under = [(frame, f"base: {caption}") for frame, caption in word_overlays(base.maps, base.image)]
+    moved = [f" · moved {base.numbers[w]['moved']:.3f}" if w in base.numbers else "" for w in words]
+    over = [(frame, f"LoRA: {w}{m}") for w, m, (frame, _) in zip(words, moved, word_overlays(maps, image), strict=True)]
+    return [(upscaled(base.image), "base model (LoRA off)"), *under, (upscaled(image), "with the LoRA"), *over]
 
 
 def compare_table(numbers: dict[str, dict[str, float]]) -> str:
