@@ -112,15 +112,17 @@ def test_the_web_session_and_the_cli_build_the_same_job(tiny_pipe, tmp_path):
     assert web.maps.trace_kwargs()["kind"] == "both"  # the page also needs self-attention
 
 
-@pytest.fixture
-def lora_dir(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def lora_dir(tiny_model_dir, tmp_path_factory):
+    """A LoRA run folder for the tiny model, made once for the module (the commands only read it)."""
     from crossattn.models.loading import load_pipeline
     from crossattn.training.lora import add_lora, save_lora
 
     pipe = load_pipeline(tiny_model_dir)
     add_lora(pipe, rank=2)
-    save_lora(pipe, tmp_path / "lora" / "final")
-    return tmp_path / "lora"
+    folder = tmp_path_factory.mktemp("lora")
+    save_lora(pipe, folder / "final")
+    return folder
 
 
 @pytest.fixture
