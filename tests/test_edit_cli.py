@@ -43,18 +43,6 @@ def test_writes_the_three_images_the_comparison_and_the_sidecar(tiny_model_dir, 
     assert len(meta["model"]["hash"]) == 16 and meta["files"]["edited"] == f"{stem.name}.edited.png"
 
 
-def test_files_are_what_the_library_edit_gives(tiny_model_dir, tmp_path):
-    import crossattn
-
-    assert run_edit(tiny_model_dir, tmp_path) == 0
-    pipe = crossattn.load_pipeline(tiny_model_dir)
-    pipe.set_progress_bar_config(disable=True)
-    result = crossattn.edit(pipe, "a red circle", "a blue circle", generator=generator(3), num_inference_steps=2)
-    for view in ("source", "plain", "edited"):
-        written = np.asarray(Image.open(tmp_path / f"a-blue-circle-3.{view}.png"))
-        assert np.array_equal(written, np.asarray(getattr(result, view))), view
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -71,13 +59,23 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, caps
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_refuses_to_overwrite_before_sampling(tiny_model_dir, tmp_path, capsys):
+def test_refuses_to_overwrite_before_sampling_and_writes_what_the_library_edit_gives(
+    tiny_pipe, tiny_model_dir, tmp_path, capsys
+):
+    """A file in the way: refused before sampling, nothing written; with ``--overwrite`` the command writes
+    the images :func:`crossattn.edit` gives (on the pipeline the model folder was saved from)."""
+    import crossattn
+
     (tmp_path / "a-blue-circle-3.json").write_text("mine")
     assert run_edit(tiny_model_dir, tmp_path) == 2
     assert "will not overwrite" in capsys.readouterr().err
     assert (tmp_path / "a-blue-circle-3.json").read_text() == "mine"
     assert not (tmp_path / "a-blue-circle-3.edited.png").exists()
     assert run_edit(tiny_model_dir, tmp_path, "--overwrite") == 0
+    result = crossattn.edit(tiny_pipe, "a red circle", "a blue circle", generator=generator(3), num_inference_steps=2)
+    for view in ("source", "plain", "edited"):
+        written = np.asarray(Image.open(tmp_path / f"a-blue-circle-3.{view}.png"))
+        assert np.array_equal(written, np.asarray(getattr(result, view))), view
 
 
 def test_relation_prompts_are_edited_with_relation_guidance_off(tiny_model_dir, tmp_path):
