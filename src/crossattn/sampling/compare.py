@@ -11,7 +11,7 @@ and puts back the base model's embedding rows of the new words the LoRA folder w
 as it was. A peft LoRA layer with its adapters off returns its base layer's output, so the base image and
 maps are the ones a pipeline loaded without the LoRA draws (``tests/test_compare_base.py`` checks them equal).
 
-Per word, two numbers (:func:`crossattn.training.validation.word_numbers`, the ones fine-tuning's
+Per word, two numbers (:func:`crossattn.attention.movement.word_numbers`, the ones fine-tuning's
 validation logs): how far its map moved from the base model's (Jensen–Shannon divergence, bits) and how
 concentrated it is (its mass in the top 10 % of pixels), tuned and base.
 """
@@ -91,7 +91,7 @@ class BaseComparison:
 def compare_with_base(pipe, job: ImageJob, request: SamplingRequest, model: ModelRef, tuned_maps, words):
     """Sample ``job`` again with ``pipe``'s LoRA off (:func:`lora_disabled`), traced as ``request`` asks, and
     compare each word of ``words`` with ``tuned_maps`` (the maps of the same job with the LoRA)."""
-    from ..training.validation import word_numbers
+    from ..attention.movement import word_numbers
     from .run import sample
 
     if model.lora is None:
@@ -117,7 +117,6 @@ def write_comparison(pipe, job: ImageJob, request: SamplingRequest, model: Model
     image, sidecar and maps, the side-by-side figure and the numbers, at :func:`compare_paths`; returns the paths."""
     from .. import viz
     from ..files import atomic_write_json
-    from ..training.validation import compare_figure
     from .outputs import write_image, write_maps
     from .run import image_sidecar
 
@@ -130,3 +129,21 @@ def write_comparison(pipe, job: ImageJob, request: SamplingRequest, model: Model
     record = {"prompt": job.prompt, "seed": job.seed, "base": found.model.identity(), "tuned": model.identity()}
     written.append(atomic_write_json(paths["compare_json"], {**record, "words": found.numbers}))
     return written
+
+
+def compare_figure(base, base_image, tuned, tuned_image, words: list[str], numbers: dict | None = None):
+    """Two rows, the base model's image and word overlays over the tuned model's (same seed); the tuned
+    panels' titles carry ``numbers`` (moved, concentration) where given."""
+    from .. import viz
+
+    fig, axes = viz.figure(2, len(words) + 1)
+    viz.draw_word_row(axes[0], base, base_image, words)
+    viz.draw_word_row(axes[1], tuned, tuned_image, words)
+    axes[0][0].set_title("base", fontsize=8)
+    axes[1][0].set_title("tuned", fontsize=8)
+    for ax, word in zip(axes[1][1:], words, strict=True):
+        if numbers and word in numbers:
+            n = numbers[word]
+            ax.set_title(f"{word}\nmoved {n['moved']:.2f} top10 {n['concentration']:.2f}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -12,15 +12,9 @@ OUT/validation/step-NNNNNN/<slug>-<seed>.compare.png                            
 OUT/validation/metrics.json, metrics.csv (each validation), metrics.png (the last)  two numbers per word, per step
 ```
 
-The two numbers per word (:func:`word_numbers`):
-
-- **moved**: the Jensen–Shannon divergence (bits, in [0, 1]) between the word's map, normalised to sum to 1,
-  and the base model's (Lin, 1991). Chosen over 1 − IoU of the top-τ regions because it needs no
-  threshold (on 16×16 to 32×32 maps a top-τ region gains or loses whole pixels at the cut, so IoU jumps
-  in steps), it counts where all of the mass went rather than only the top region, is symmetric, bounded,
-  and 0 exactly when the maps agree.
-- **concentration**: the share of the map's mass in its top 10 % of pixels (0.1: spread evenly, 1: all
-  of it in a tenth of the image); a word that found its object rises.
+Two numbers per word (:mod:`crossattn.attention.movement`, which says why these): **moved**, the Jensen–Shannon
+divergence (bits) of its map from the base model's, and **concentration**, its mass in its top 10 % of pixels;
+``crossattn maps --lora DIR --compare-base`` and the explorer give the same numbers.
 
 The base model's maps depend on nothing that trains, so they are drawn once, at step 0 from the
 starting weights (a LoRA's ``B`` and the new words' row deltas start at zero, so those *are* the base
@@ -38,10 +32,11 @@ from pathlib import Path
 
 import torch
 
+# js_divergence and top_share: benchmarks/ring_maps.py and tests import them from here
+from ..attention.movement import TOP_SHARE, js_divergence, top_share, word_numbers  # noqa: F401
 from ..config import SamplingConfig
 from ..errors import BadArgument
 
-TOP_SHARE = 0.10  # concentration: the share of pixels whose mass is counted
 MAP_NUMBERS = ("moved", "concentration")  # what each metrics row gives per word (and the base's concentration)
 
 
@@ -62,46 +57,6 @@ class ValidationSettings:
             raise BadArgument(f"validation prompts must be non-empty text, got {list(self.prompts)}")
 
 
-def normalised(heat: torch.Tensor) -> torch.Tensor:
-    """``heat`` ``(H, W)`` as a distribution over pixels (float64, sums to 1; uniform if it is all zero)."""
-    flat = heat.detach().double().flatten().clamp(min=0)  # (H·W,)
-    total = flat.sum()
-    return flat / total if total > 0 else torch.full_like(flat, 1.0 / flat.numel())
-
-
-def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
-    """Jensen–Shannon divergence in bits (0 … 1) of two maps, each normalised first."""
-    p, q = normalised(p), normalised(q)
-    m = (p + q) / 2
-
-    def kl(a: torch.Tensor) -> torch.Tensor:
-        keep = a > 0
-        return (a[keep] * (a[keep] / m[keep]).log2()).sum()
-
-    return float(((kl(p) + kl(q)) / 2).clamp(0.0, 1.0))
-
-
-def top_share(heat: torch.Tensor, share: float = TOP_SHARE) -> float:
-    """The share of a map's mass in its top ``share`` of pixels."""
-    p = normalised(heat)
-    k = max(1, round(share * p.numel()))
-    return float(p.topk(k).values.sum())
-
-
-def word_numbers(base, tuned, words: list[str]) -> dict[str, dict[str, float]]:
-    """Per word of ``words``: ``moved`` (JS divergence from the base map) and ``concentration`` of the tuned
-    and the base map; ``base`` and ``tuned`` are one image's :class:`~crossattn.attention.maps.AttentionMaps`."""
-    numbers = {}
-    for word in words:
-        b, t = base.word_map(word), tuned.word_map(word)  # (H, W) each
-        numbers[word] = {
-            "moved": js_divergence(b, t),
-            "concentration": top_share(t),
-            "base_concentration": top_share(b),
-        }
-    return numbers
-
-
 def traced_sample(pipe, prompt: str, seed: int, steps: int, guidance: float):
     """One image of ``prompt`` (seed ``seed``) and its cross-attention maps."""
     from ..attention.trace import trace
@@ -116,26 +71,8 @@ def traced_sample(pipe, prompt: str, seed: int, steps: int, guidance: float):
     return image, tracer.maps()
 
 
-def compare_figure(base, base_image, tuned, tuned_image, words: list[str], numbers: dict | None = None):
-    """Two rows, the base model's image and word overlays over the tuned model's (same seed); the tuned
-    panels' titles carry ``numbers`` (moved, concentration) where given."""
-    from .. import viz
-
-    fig, axes = viz.figure(2, len(words) + 1)
-    viz.draw_word_row(axes[0], base, base_image, words)
-    viz.draw_word_row(axes[1], tuned, tuned_image, words)
-    axes[0][0].set_title("base", fontsize=8)
-    axes[1][0].set_title("tuned", fontsize=8)
-    for ax, word in zip(axes[1][1:], words, strict=True):
-        if numbers and word in numbers:
-            n = numbers[word]
-            ax.set_title(f"{word}\nmoved {n['moved']:.2f} top10 {n['concentration']:.2f}", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def compare_grid(base, base_image, tuned, tuned_image, words: list[str]):
-    """:func:`compare_figure` without matplotlib, for validation during training (a PIL image, milliseconds
+    """:func:`crossattn.sampling.compare.compare_figure` without matplotlib, for validation during training (a PIL image, milliseconds
     instead of ~1 s a figure): the same two rows (base, tuned) of the image and each word's overlay, each
     panel scaled to its own maximum; the numbers are in ``metrics.csv``. Small images are upscaled to ≥ 128 px."""
     from .. import viz
