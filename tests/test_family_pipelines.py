@@ -15,9 +15,7 @@ from .family_pipelines import (
     build_family,
     load_family,
     sample,
-    save_family,
     t5_tokenizer,
-    tiny_sd3_pipeline,
 )
 
 CLASSES = {
@@ -39,6 +37,20 @@ SCALE = {"pixart-sigma": 8, "sana": 32}
 
 def pixels(images):
     return [np.asarray(image) for image in images]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """``built(name)``: the family's tiny pipeline, built once for the module (its tests sample it, encode prompts and
+    read its weights: none changes it)."""
+    pipes = {}
+
+    def get(name: str):
+        if name not in pipes:
+            pipes[name] = build_family(name)
+        return pipes[name]
+
+    return get
 
 
 # T5 tokenizer
@@ -83,18 +95,19 @@ def test_t5_tokenizer_folder_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("name", [*FAMILIES, *FAMILIES_2026])
-def test_family_samples_and_round_trips(name, tmp_path):
-    """``save_family`` builds its own copy: equal pictures mean the builders are reproducible and the folder is whole."""
+def test_family_samples_and_round_trips(built, family_dir, name):
+    """The session's folder (``family_dir``: ``save_family`` builds its own copy and saves it): equal pictures mean the
+    builders are reproducible and the folder is whole."""
     from diffusers import DiffusionPipeline
 
-    pipe = build_family(name)
+    pipe = built(name)
     assert type(pipe).__name__ == CLASSES[name] and pipe.vae_scale_factor == SCALE.get(name, 2)
     assert not any(isinstance(m, torch.nn.Module) and m.training for m in pipe.components.values())
     images = sample(pipe)
     assert len(images) == 2 and all(image.size == (96, 64) for image in images)
     assert not np.array_equal(*pixels(images))  # the two prompts give different pictures
 
-    folder = save_family(name, tmp_path / name)
+    folder = family_dir(name)
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == CLASSES[name]
     if name == "sd3-no-t5":
@@ -105,8 +118,8 @@ def test_family_samples_and_round_trips(name, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sd3_with_and_without_t5_share_the_other_weights():
-    with_t5, without = tiny_sd3_pipeline(), tiny_sd3_pipeline(with_t5=False)
+def test_sd3_with_and_without_t5_share_the_other_weights(built):
+    with_t5, without = built("sd3"), built("sd3-no-t5")  # tiny_sd3_pipeline() and tiny_sd3_pipeline(with_t5=False)
     assert without.text_encoder_3 is None and without.tokenizer_3 is None
     for key in ("transformer", "text_encoder", "text_encoder_2", "vae"):
         other = without.components[key].state_dict()
@@ -122,8 +135,8 @@ def test_sd3_with_and_without_t5_share_the_other_weights():
         ("sdxl", (2, 16, 16), (2, 16)),  # two CLIP towers of width 8, side by side
     ],
 )
-def test_text_states_shapes(name, prompt_shape, pooled_shape):
-    pipe = build_family(name)
+def test_text_states_shapes(built, name, prompt_shape, pooled_shape):
+    pipe = built(name)
     kwargs = {"max_sequence_length": 16} if name != "sdxl" else {}
     if name == "flux":
         out = pipe.encode_prompt(PROMPTS, prompt_2=None, **kwargs)
