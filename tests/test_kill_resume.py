@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,10 +31,10 @@ from crossattn.cli import main
 from crossattn.training.runs import RunDir
 
 from .conftest import tiny_config
-from .test_finetune import ring_folder
+from .test_finetune import model_copy, ring_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STEPS = 4
+STEPS = 3  # checkpoints at 1, 2, 3: a kill mid-write of 2 or 3 still follows a complete one
 COMMON = ["--threads", "1", "--no-progress"]
 #: Reads ``[argv, stderr file]`` lines; forks a child per line that runs ``crossattn.cli.main(argv)`` with its
 #: stderr in the file; answers the child's pid, then its exit code once reaped (-9: SIGKILLed).
@@ -90,14 +89,10 @@ def fork_server():
 @pytest.fixture(scope="module")
 def setups(tiny_model_dir, tmp_path_factory):
     """Per loop kind: ``argv(out)`` (the command line of a run into ``out``)."""
-    from crossattn.models.vocabulary import grammar_words, write_vocabulary
-
     root = tmp_path_factory.mktemp("kill")
     (root / "tiny.json").write_text(json.dumps(tiny_config().to_dict()))
-    base = root / "base"  # knows the scenes grammar (so the prior is drawn), not "ring" (a new word)
-    shutil.copytree(tiny_model_dir, base)
-    write_vocabulary(base, grammar_words())
-    data = ring_folder(root / "rings")
+    base = model_copy(tiny_model_dir, root / "base", grammar=True)  # the prior is drawn; "ring" is a new word
+    data = ring_folder(root / "rings", n=2)  # two images, so two prior images drawn
     every = ["--steps", str(STEPS), "--checkpoint-every", "1", "--batch-size", "2", *COMMON]
     train = ["train", "--model-config", str(root / "tiny.json"), "--sample-every", "0", "--log-every", "1"]
     finetune = ["finetune", str(data), "--model", str(base), "--lora", "2", "--no-samples"]

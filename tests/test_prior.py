@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -11,21 +10,19 @@ from crossattn.cli import main
 from crossattn.config import SamplingConfig
 from crossattn.data.folder import FolderWriter
 from crossattn.files import ExistsError
-from crossattn.models.vocabulary import grammar_words, words_of, write_vocabulary
+from crossattn.models.vocabulary import grammar_words, words_of
+from crossattn.training.lora import TOKENS_NAME
 from crossattn.training.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
 
-from .test_finetune import ring_folder
+from .test_finetune import model_copy, ring_folder
 
 pytest.importorskip("peft")
 
 
-@pytest.fixture
-def grammar_model(tiny_model_dir, tmp_path):
-    """The tiny pipeline with a vocabulary of the scenes grammar (circle, square, triangle)."""
-    base = tmp_path / "base"
-    shutil.copytree(tiny_model_dir, base)
-    write_vocabulary(base, grammar_words())
-    return base
+@pytest.fixture(scope="module")
+def grammar_model(tiny_model_dir, tmp_path_factory):
+    """The tiny pipeline with a vocabulary of the scenes grammar (circle, square, triangle); only read."""
+    return model_copy(tiny_model_dir, tmp_path_factory.mktemp("grammar") / "base", grammar=True)
 
 
 def test_prior_captions_are_seeded_grammar_captions_in_the_base_words():
@@ -93,7 +90,8 @@ def test_finetune_draws_prior_images_and_trains_on_them(grammar_model, tmp_path,
     assert json.loads((out / "final" / "lora_info.json").read_text())["prior_images"] == 3
     assert main([*argv, "--prior", "2"]) == 2  # a run is there: nothing redrawn without --overwrite
     assert len((out / "prior" / "metadata.jsonl").read_text().splitlines()) == 3
-    plain = tmp_path / "plain"
-    assert main([*argv[:-10], "--out", str(plain), *argv[-8:], "--prior", "0"]) == 0
+    plain = tmp_path / "plain"  # also the run that trains no new word: "ring" is new to the base, and stays untrained
+    assert main([*argv[:-10], "--out", str(plain), *argv[-8:], "--prior", "0", "--no-new-words"]) == 0
     assert not (plain / "prior").exists()
     assert json.loads((plain / "final" / "lora_info.json").read_text())["prior_images"] == 0
+    assert not (plain / "final" / TOKENS_NAME).exists()
