@@ -14,6 +14,7 @@ from crossattn.models.loading import load_pipeline, placeholder_pipeline
 from crossattn.training.lora import TEXT_TARGETS, UNET_TARGETS, add_lora, load_lora, lora_parameter_count, save_lora
 
 from .conftest import generator, tiny_config
+from .model_copies import bpe_copy
 
 pytest.importorskip("peft")
 
@@ -67,27 +68,10 @@ def test_load_lora_missing_weights(tiny_pipe, tmp_path):
         load_lora(tiny_pipe, tmp_path)
 
 
-def model_copy(model, folder, grammar: bool = False):
-    """A copy of the pipeline folder ``model`` at ``folder``, its tokenizer as the shipped default model holds it
-    (vocab.json + merges.txt: the same tokens, read 4x faster than the 3.6 MB tokenizer.json ``save_pretrained``
-    writes; fine-tuning reads it several times). ``grammar``: the model speaks the scenes grammar (circle, square,
-    triangle; not "ring"), so fine-tuning draws prior images and trains "ring" as a new word."""
-    import shutil
-
-    from crossattn.models.tokenizer import default_tokenizer_dir
-    from crossattn.models.vocabulary import grammar_words, write_vocabulary
-
-    shutil.copytree(model, folder, ignore=shutil.ignore_patterns("tokenizer"))
-    shutil.copytree(default_tokenizer_dir(), folder / "tokenizer")
-    if grammar:
-        write_vocabulary(folder, grammar_words())
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny pipeline folder (:func:`model_copy`); tests only read it."""
-    return model_copy(tiny_model_dir, tmp_path_factory.mktemp("model") / "tiny")
+    """The tiny pipeline folder, its tokenizer as BPE files (:func:`model_copies.bpe_copy`); tests only read it."""
+    return bpe_copy(tiny_model_dir, tmp_path_factory.mktemp("model") / "tiny")
 
 
 def ring_folder(folder, n=4):
@@ -248,7 +232,7 @@ def test_lora_trains_the_new_words_rows_and_they_load_back(model_dir, tmp_path):
 
     from crossattn.training.lora import TOKENS_NAME
 
-    base = model_copy(model_dir, tmp_path / "base", grammar=True)  # circle, square, triangle: no ring
+    base = bpe_copy(model_dir, tmp_path / "base", grammar=True)  # circle, square, triangle: no ring
     out = tmp_path / "o"
     argv = ["finetune", str(ring_folder(tmp_path / "rings")), "--model", str(base), "--out", str(out)]
     assert main([*argv, "--steps", "3", "--batch-size", "2", "--lora", "2", "--no-samples", "--no-progress"]) == 0

@@ -31,7 +31,8 @@ from crossattn.cli import main
 from crossattn.training.runs import RunDir
 
 from .conftest import tiny_config
-from .test_finetune import model_copy, ring_folder
+from .model_copies import bpe_copy
+from .test_finetune import ring_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 STEPS = 3  # checkpoints at 1, 2, 3: a kill mid-write of 2 or 3 still follows a complete one
@@ -91,7 +92,7 @@ def setups(tiny_model_dir, tmp_path_factory):
     """Per loop kind: ``argv(out)`` (the command line of a run into ``out``)."""
     root = tmp_path_factory.mktemp("kill")
     (root / "tiny.json").write_text(json.dumps(tiny_config().to_dict()))
-    base = model_copy(tiny_model_dir, root / "base", grammar=True)  # the prior is drawn; "ring" is a new word
+    base = bpe_copy(tiny_model_dir, root / "base", grammar=True)  # the prior is drawn; "ring" is a new word
     data = ring_folder(root / "rings", n=2)  # two images, so two prior images drawn
     every = ["--steps", str(STEPS), "--checkpoint-every", "1", "--batch-size", "2", *COMMON]
     train = ["train", "--model-config", str(root / "tiny.json"), "--sample-every", "0", "--log-every", "1"]

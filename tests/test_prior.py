@@ -14,7 +14,8 @@ from crossattn.models.vocabulary import grammar_words, words_of
 from crossattn.training.lora import TOKENS_NAME
 from crossattn.training.prior import INFO_NAME, PriorSettings, prior_captions, prior_folder
 
-from .test_finetune import model_copy, ring_folder
+from .model_copies import bpe_copy
+from .test_finetune import ring_folder
 
 pytest.importorskip("peft")
 
@@ -22,7 +23,7 @@ pytest.importorskip("peft")
 @pytest.fixture(scope="module")
 def grammar_model(tiny_model_dir, tmp_path_factory):
     """The tiny pipeline with a vocabulary of the scenes grammar (circle, square, triangle); only read."""
-    return model_copy(tiny_model_dir, tmp_path_factory.mktemp("grammar") / "base", grammar=True)
+    return bpe_copy(tiny_model_dir, tmp_path_factory.mktemp("grammar") / "base", grammar=True)
 
 
 def test_prior_captions_are_seeded_grammar_captions_in_the_base_words():
