@@ -13,7 +13,8 @@ from PIL import Image
 
 from crossattn.cli import main
 
-from .family_pipelines import build_family, load_family, save_family
+from .family_pipelines import build_family, load_family
+from .model_copies import bpe_copy
 
 pytest.importorskip("peft")
 
@@ -21,10 +22,11 @@ FAMILIES = ("sd15", "sdxl")
 
 
 @pytest.fixture(scope="module")
-def family_dirs(tmp_path_factory):
-    """The tiny SD-1.5 and SDXL pipelines saved once as diffusers folders."""
+def family_dirs(family_dir, tmp_path_factory):
+    """The tiny SD-1.5 and SDXL pipelines as diffusers folders: copies of the session's (``conftest.family_dir``, saved
+    once a suite run) with BPE-file tokenizers (:func:`model_copies.bpe_copy`: each run here reads them often)."""
     root = tmp_path_factory.mktemp("families")
-    return {name: save_family(name, root / name) for name in FAMILIES}
+    return {name: bpe_copy(family_dir(name), root / name) for name in FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +44,12 @@ def ring_data(tmp_path_factory):
     return folder
 
 
-def finetune(data, model, out, steps: int, *extra: str) -> int:
+def finetune(data, model, out, steps: int, *extra: str, validate: bool = True) -> int:
+    """A LoRA + new-word run; with ``validate``, validation maps of "a red ring" every 2 steps."""
     argv = ["finetune", str(data), "--model", str(model), "--out", str(out), "--steps", str(steps)]
     argv += ["--lora", "2", "--batch-size", "2", "--new-word", "ring", "--no-samples", "--no-progress"]
-    return main(
-        [*argv, "--checkpoint-every", "2", "--validation-prompt", "a red ring", "--validation-every", "2", *extra]
-    )
+    validation = ["--validation-prompt", "a red ring", "--validation-every", "2"] if validate else []
+    return main([*argv, "--checkpoint-every", "2", *validation, *extra])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -101,9 +103,10 @@ def test_family_finetune_validates_resumes_and_loads_everywhere(family, family_d
     assert all(0 <= r["moved"] <= 1 and 0.1 <= r["concentration"] <= 1 for r in rows)
     assert (validation / "metrics.png").is_file() and (validation / "metrics.csv").is_file()
 
-    if family == "sd15":  # one family suffices for the loop's resume: the same weights as without the stop
-        straight = tmp_path / "straight"
-        assert finetune(ring_data, model, straight, 4) == 0
+    if family == "sd15":  # one family suffices for the loop's resume: the same weights as without the stop,
+        straight = tmp_path / "straight"  # and without validation (it draws no number training uses)
+        assert finetune(ring_data, model, straight, 4, validate=False) == 0
+        assert not (straight / "validation").exists()
         a, b = (load_file(run / "final" / "pytorch_lora_weights.safetensors") for run in (out, straight))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
