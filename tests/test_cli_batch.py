@@ -3,6 +3,7 @@ run folders as --model / --lora, and a quiet command line."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -84,15 +85,15 @@ def test_prompts_with_the_same_slug_get_distinct_names(tiny_model_dir, tmp_path)
     }
 
 
-def test_run_folders_work_as_model_and_lora(tiny_model_dir, tmp_path):
-    """``--model RUN`` loads ``RUN/final``; ``--lora RUN`` loads ``RUN/final``'s adapter."""
+def test_run_folders_work_as_model_and_lora(tiny_pipe, tiny_model_dir, tmp_path):
+    """``--model RUN`` loads ``RUN/final``; ``--lora RUN`` loads ``RUN/final``'s adapter (made on a copy of the
+    pipeline the model folder was saved from: no load from disk)."""
     pytest.importorskip("peft")
-    from crossattn.models.loading import load_pipeline
     from crossattn.training.lora import add_lora, save_lora
 
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run / "final")
-    pipe = load_pipeline(tiny_model_dir)
+    pipe = copy.deepcopy(tiny_pipe)
     add_lora(pipe, rank=2)
     save_lora(pipe, tmp_path / "lora" / "final")
     for model, lora, folder in [(run, None, "a"), (run / "final", None, "b"), (tiny_model_dir, tmp_path / "lora", "c")]:
