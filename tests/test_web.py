@@ -4,9 +4,6 @@ endpoint through ``gradio_client`` (bad input is an error message, the server ke
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -140,7 +137,7 @@ def test_generate_endpoint_through_gradio_client(server, explorer):
     assert again[1][-1]["caption"].startswith("square")
 
 
-def test_server_binds_localhost_and_help_does_not_import_gradio(server):
+def test_server_binds_localhost(server):
+    """(That ``--help`` does not import Gradio is checked in the same fresh process as torch and diffusers:
+    test_cli.test_help_is_fast_and_imports_no_torch.)"""
     assert server.startswith("http://127.0.0.1:")
-    probe = "import sys, crossattn.cli as c; c.build_parser(); print('gradio' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
