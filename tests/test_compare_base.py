@@ -4,10 +4,10 @@ model's maps, the adapter is on again after (also when sampling raised), and eve
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,31 +141,6 @@ def lora_explorer(tiny_model_dir, lora_dir, tmp_path_factory):
     return ex
 
 
-def test_explorer_answers_base_and_tuned_side_by_side(lora_explorer):
-    """The "compare with the base model" box: the answer holds both models' overlays of one seed in pairs, each
-    word's numbers, the page with both sets, and ``maps --compare-base``'s files; the LoRA is on after."""
-    from crossattn.web.handlers import Handlers
-
-    offs, table = state(lora_explorer.pipe)
-    before = table.clone()
-    outputs = Handlers(lora_explorer).generate(PROMPT, steps=2, compare_base=True)
-    result, gallery, numbers = outputs[-3:]
-    assert result.base is not None and set(result.base.numbers) == set(WORDS)
-    captions = [caption for _, caption in gallery["value"]]  # base row over LoRA row, one column per word + image
-    assert gallery["columns"] == 1 + len(WORDS) and len(captions) == 2 * gallery["columns"]
-    assert captions[0].startswith("base model") and captions[4] == "with the LoRA"
-    assert captions[3].startswith("base: ring") and captions[-1].startswith("LoRA: ring") and "moved" in captions[-1]
-    assert numbers.count("\n") == 1 + len(WORDS) and "| ring |" in numbers
-    names = {p.name for p in result.files}
-    assert {"a-red-ring-0-0.base.png", "a-red-ring-0-0.compare.json", "a-red-ring-0-0.compare.png"} <= names
-    html = next(p for p in result.files if p.name.endswith(".maps.html"))
-    data = page_data(html)
-    assert data["numbers"] == result.base.numbers and data["base"]["per_step"]
-    assert state(lora_explorer.pipe)[0] == offs and torch.equal(state(lora_explorer.pipe)[1], before)
-    plain = Handlers(lora_explorer).views(dataclasses.replace(result, base=None))  # the box left unticked
-    assert plain[-2] is None and plain[-1] == ""
-
-
 def test_explorer_comparison_that_raises_leaves_the_lora_on(lora_explorer, monkeypatch):
     from crossattn.web.session import Request
 
@@ -195,3 +170,36 @@ def test_comparison_needs_a_lora_and_a_generated_image(tiny_model_dir, tiny_pipe
     request = Request.of(PROMPT, image=Image.new("RGB", (16, 16)), compare_base=True)
     with pytest.raises(ValueError, match="remove the uploaded image"):
         request.check(tiny_pipe.tokenizer, 77)
+
+
+def test_the_served_page_answers_base_and_tuned_side_by_side(lora_explorer):
+    """The "compare with the base model" box, through the page's own wiring (gradio_client on ``/generate``:
+    ``compare_base`` is its last parameter, the comparison its last two outputs): one picture per word, base left of
+    LoRA, with the numbers; the request folder holds the page with both sets and ``maps --compare-base``'s files;
+    the LoRA is on after."""
+    from gradio_client import Client
+
+    from crossattn.web.app import build_app, launch
+
+    from .conftest import free_port
+
+    offs, table = state(lora_explorer.pipe)
+    before = table.clone()
+    app = build_app(lora_explorer)
+    box = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "compare-base")
+    assert box.visible
+    _, url, _ = launch(app, port=free_port(), block=False)
+    try:
+        out = Client(url, verbose=False).predict(prompt=PROMPT, steps=2, compare_base=True, api_name="/generate")
+    finally:
+        app.close()
+    captions = [item["caption"] for item in out[-2]]
+    assert captions[0] == "base model (LoRA off) | with the LoRA" and len(captions) == 1 + len(WORDS)
+    assert captions[-1].startswith("ring: base | LoRA · moved") and "| ring |" in out[-1]
+    names = {Path(p).name for p in out[7]}
+    assert {"a-red-ring-0-0.base.png", "a-red-ring-0-0.compare.json", "a-red-ring-0-0.compare.png"} <= names
+    html = next(Path(p) for p in out[7] if p.endswith(".maps.html"))
+    numbers = json.loads(Path(next(p for p in out[7] if p.endswith(".compare.json"))).read_text())["words"]
+    data = page_data(html)
+    assert data["numbers"] == numbers and set(numbers) == set(WORDS) and data["base"]["per_step"]
+    assert state(lora_explorer.pipe)[0] == offs and torch.equal(state(lora_explorer.pipe)[1], before)

@@ -132,10 +132,10 @@ def _views(lora: bool) -> tuple:
             elem_id="overlays",
         )
         compare = gr.Gallery(
-            label="base model (top row, the LoRA off) and with the LoRA (bottom row), same seed; moved: JS divergence "
-            "(bits) of each word's map from the base's",
-            columns=7,
-            height="auto",  # both rows whole
+            label="each word: the base model (left, the LoRA off) | with the LoRA (right), same seed; moved: JS "
+            "divergence (bits) of the word's map from the base's",
+            columns=4,
+            height="auto",  # every pair whole
             format="png",
             visible=lora,
             elem_id="compare",

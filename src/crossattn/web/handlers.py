@@ -121,18 +121,8 @@ class Handlers:
             None,  # the pixel panel: cleared until a pixel is clicked
             None,
             result,
-            self.compared(result),
+            render.compare_pairs(result.base, cross, image) if result.base is not None else None,
             render.compare_table(result.base.numbers) if result.base is not None else "",
-        )
-
-    @staticmethod
-    def compared(result: Result):
-        """The comparison gallery's answer: base row over LoRA row (:func:`render.compare_rows`), one column per word
-        and one for the image (an update, so that the page's component draws it as PNG); None without one."""
-        if result.base is None:
-            return None
-        return gr.update(
-            value=render.compare_rows(result.base, result.cross, result.image), columns=len(set(result.words)) + 1
         )
 
     @answering

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 SCALE = 8  # 32×32 images are shown 256×256, nearest neighbour
 DISPLAY = 512  # pixels: bigger images are shown at a smaller scale (down to 1×), not 8× their size
+GAP = 6  # pixels of white between the base model's picture and the LoRA's
 IMAGE_TOKENS = "<image tokens>"  # joint models: the share of a pixel's attention that stays in the image
 
 
@@ -184,17 +185,25 @@ def reads_label(cross_maps, x: int, y: int) -> str:
     )
 
 
-def compare_rows(base, maps, image) -> list[tuple[object, str]]:
-    """Base model over LoRA, the same seed, for a gallery of ``len(words) + 1`` columns (the layout of ``maps
-    --compare-base``'s ``.compare.png``): the base image and each word's overlay (captioned with its maximum), then
-    the LoRA's (captioned with how far the word's map moved from the base's, JS bits); ``base``: a
-    :class:`~crossattn.sampling.compare.BaseComparison`, ``maps`` and ``image`` the LoRA's. Every overlay is
-    scaled to its own maximum."""
+def compare_pairs(base, maps, image) -> list[tuple[object, str]]:
+    """The base model beside the LoRA, the same seed: one picture per word, its base overlay left of its LoRA
+    overlay (each scaled to its own maximum), captioned with how far its map moved (JS, bits), after the two images
+    side by side; ``base``: a :class:`~crossattn.sampling.compare.BaseComparison`, ``maps`` and ``image`` the LoRA's."""
+    from PIL import Image
+
+    def side_by_side(left, right):
+        pair = Image.new("RGB", (left.width + GAP + right.width, max(left.height, right.height)), "white")
+        pair.paste(left, (0, 0))
+        pair.paste(right, (left.width + GAP, 0))
+        return pair
+
     words = list(dict.fromkeys(maps.words_for(0)))  # word_overlays' order
-    under = [(frame, f"base: {caption}") for frame, caption in word_overlays(base.maps, base.image)]
-    moved = [f" · moved {base.numbers[w]['moved']:.3f}" if w in base.numbers else "" for w in words]
-    over = [(frame, f"LoRA: {w}{m}") for w, m, (frame, _) in zip(words, moved, word_overlays(maps, image), strict=True)]
-    return [(upscaled(base.image), "base model (LoRA off)"), *under, (upscaled(image), "with the LoRA"), *over]
+    pairs = [(side_by_side(upscaled(base.image), upscaled(image)), "base model (LoRA off) | with the LoRA")]
+    drawn = zip(words, word_overlays(base.maps, base.image), word_overlays(maps, image), strict=True)
+    for word, (under, _), (over, _) in drawn:
+        moved = f" · moved {base.numbers[word]['moved']:.3f} bits" if word in base.numbers else ""
+        pairs.append((side_by_side(under, over), f"{word}: base | LoRA{moved}"))
+    return pairs
 
 
 def compare_table(numbers: dict[str, dict[str, float]]) -> str:
