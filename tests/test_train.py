@@ -213,13 +213,17 @@ def test_cli_train_then_generate(tmp_path, capsys):
     from crossattn.cli import main
 
     (tmp_path / "tiny.json").write_text(json.dumps(TINY.to_dict()))
+    grid = {"sample_prompts": ["a red circle"], "sample_settings": {"steps": 2}}  # a small sample grid
+    (tmp_path / "training.json").write_text(json.dumps(grid))
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--model-config", str(tmp_path / "tiny.json"), "--steps", "2"]
+    argv += ["--config", str(tmp_path / "training.json")]
     argv += ["--batch-size", "2", "--sample-every", "2", "--fp16", "--no-progress"]
     assert main(argv) == 0
     assert (out / "samples/step-000002.png").is_file()
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["resolution"] == 16 and saved["training"]["save_fp16"] is True
+    assert saved["training"]["sample_settings"]["steps"] == 2 and saved["training"]["steps"] == 2  # file, then flags
     weights = load_file(out / "final/unet/diffusion_pytorch_model.safetensors")
     assert all(w.dtype == torch.float16 for w in weights.values())
     gen = ["generate", "a red circle", "--model", str(out / "final"), "--steps", "2", "--out", str(tmp_path / "img")]
@@ -227,14 +231,21 @@ def test_cli_train_then_generate(tmp_path, capsys):
     assert (tmp_path / "img/a-red-circle-0-0.png").is_file()
 
 
-def test_init_from_a_pipeline_folder(tmp_path):
-    train(TINY, quick(steps=2), scenes(), tmp_path / "base", progress=False)
-    cfg = quick(steps=2, init_from=str(tmp_path / "base/final"), train_text_encoder=False)
-    before = load_file(tmp_path / "base/final/text_encoder/model.safetensors")
+@pytest.fixture(scope="module")
+def base_final(tmp_path_factory) -> Path:
+    """``RUN/final`` of a 2-step run of the tiny config (made once; tests only read it)."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    train(TINY, quick(steps=2), scenes(), run, progress=False)
+    return run / "final"
+
+
+def test_init_from_a_pipeline_folder(base_final, tmp_path):
+    cfg = quick(steps=2, init_from=str(base_final), train_text_encoder=False)
+    before = load_file(base_final / "text_encoder/model.safetensors")
     train(TINY, cfg, scenes(), tmp_path / "tuned", progress=False)
     after = load_file(tmp_path / "tuned/final/text_encoder/model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen text encoder untouched
-    a = load_file(tmp_path / "base/final/unet/diffusion_pytorch_model.safetensors")
+    a = load_file(base_final / "unet/diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "tuned/final/unet/diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the U-Net moved on from the base
 
@@ -257,7 +268,7 @@ def test_two_cpu_processes_share_the_run(tmp_path, launcher):
     (tmp_path / "tiny.json").write_text(json.dumps(TINY.to_dict()))
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--model-config", str(tmp_path / "tiny.json"), "--steps", "2"]
-    args += ["--batch-size", "2", "--checkpoint-every", "1", "--log-every", "1", "--sample-every", "0", "--no-progress"]
+    args += ["--batch-size", "2", "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0", "--no-progress"]
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = os.environ | {"PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", *LAUNCHERS[launcher], *args]
@@ -271,17 +282,15 @@ def test_two_cpu_processes_share_the_run(tmp_path, launcher):
     assert (out / "final/model_index.json").is_file()
 
 
-def test_cli_init_from_reads_the_folders_model_config(tmp_path):
+def test_cli_init_from_reads_the_folders_model_config(base_final, tmp_path):
     import shutil
 
     from crossattn.cli import main
     from crossattn.commands.train import model_config_from_folder
 
-    train(TINY, quick(steps=1), scenes(), tmp_path / "base", progress=False)
-    final = tmp_path / "base/final"
-    assert model_config_from_folder(final) == TINY
+    assert model_config_from_folder(base_final) == TINY
     bare = tmp_path / "bare"
-    shutil.copytree(final, bare)
+    shutil.copytree(base_final, bare)
     (bare / "crossattn_config.json").unlink()  # read off the component configs instead
     assert model_config_from_folder(bare) == TINY
     out = tmp_path / "tuned"
@@ -292,15 +301,16 @@ def test_cli_init_from_reads_the_folders_model_config(tmp_path):
     assert saved["training"]["train_text_encoder"] is False
 
 
-def test_final_tokenizer_keeps_the_bpe_files(tmp_path):
+def test_final_tokenizer_keeps_the_bpe_files(base_final, tmp_path):
     """``RUN/final/tokenizer`` holds vocab.json + merges.txt and loads from them alone."""
+    import shutil
+
     from transformers import CLIPTokenizer
 
     from crossattn.models.tokenizer import load_tokenizer
 
-    train(TINY, quick(steps=1), scenes(), tmp_path / "run", progress=False)
-    folder = tmp_path / "run/final/tokenizer"
-    assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    assert (base_final / "tokenizer/vocab.json").is_file() and (base_final / "tokenizer/merges.txt").is_file()
+    folder = shutil.copytree(base_final / "tokenizer", tmp_path / "tokenizer")
     (folder / "tokenizer.json").unlink()  # what shipping the default model drops
     prompt = "a red circle left of a blue square"
     assert CLIPTokenizer.from_pretrained(folder)(prompt).input_ids == load_tokenizer()(prompt).input_ids
