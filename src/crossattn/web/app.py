@@ -131,12 +131,11 @@ def _views(lora: bool) -> tuple:
             format="png",
             elem_id="overlays",
         )
-        compare = gr.Gallery(
-            label="each word: the base model (left, the LoRA off) | with the LoRA (right), same seed; moved: JS "
-            "divergence (bits) of the word's map from the base's",
-            columns=4,
-            height="auto",  # every pair whole
+        compare = gr.Image(
+            label="the base model over the LoRA",
+            show_label=False,  # a label would cover the grid's column headers; the table below says what it is
             format="png",
+            interactive=False,
             visible=lora,
             elem_id="compare",
         )

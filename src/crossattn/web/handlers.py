@@ -65,7 +65,7 @@ class Handlers:
         """Sample one traced image at ``height`` × ``width`` pixels (None or 0: the server's size), or read the
         uploaded ``image`` (its maps, noised by ``strength``); with ``compare_base`` also the same seed with the
         server's LoRA off (``maps --compare-base``); returns the image, word overlays, grid, step and head views,
-        files, state, and the comparison's pairs and numbers."""
+        files, state, and the comparison's grid (base row over LoRA row) and numbers."""
         request = Request.of(
             prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
             relation_guidance=relation_guidance, image=image, strength=strength, height=height, width=width,
@@ -121,7 +121,7 @@ class Handlers:
             None,  # the pixel panel: cleared until a pixel is clicked
             None,
             result,
-            render.compare_pairs(result.base, cross, image) if result.base is not None else None,
+            render.compare_grid(result.base, cross, image) if result.base is not None else None,
             render.compare_table(result.base.numbers) if result.base is not None else "",
         )
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 SCALE = 8  # 32×32 images are shown 256×256, nearest neighbour
 DISPLAY = 512  # pixels: bigger images are shown at a smaller scale (down to 1×), not 8× their size
-GAP = 6  # pixels of white between the base model's picture and the LoRA's
 IMAGE_TOKENS = "<image tokens>"  # joint models: the share of a pixel's attention that stays in the image
 
 
@@ -77,27 +76,34 @@ def layer_grid(maps, image, tile: int | None = None):
     The same panels as the CLI's ``.grid.png`` (``viz.layer_word_grid``), tiled with Pillow: a
     matplotlib figure of 7 × 7 axes takes ~2.5 s on a CPU, this ~0.1 s.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     from .. import viz
 
     tile = max(1, display_scale(image) // 2) if tile is None else tile
     words = list(dict.fromkeys(maps.words_for(0)))
     names = maps.select(None, "cross")
-    across, down = image.width * tile + 4, image.height * tile + 4  # one panel and its gap
+    labels = [f"{viz._short(name)}\n{_resolution(maps.meta['layers'][name])}" for name in names]
+    rows = [[viz.heat_frame(maps.word_map(w, layers=name), image, scale=tile) for w in words] for name in names]
+    return labelled_grid(rows, labels, words)
+
+
+def labelled_grid(rows: list[list], row_labels: list[str], column_labels: list[str]):
+    """Pictures of one size in a grid (Pillow), a label left of each row and above each column (lines split by
+    ``\\n``), 4 pixels between panels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    first = rows[0][0]
+    across, down = first.width + 4, first.height + 4  # one panel and its gap
     font = ImageFont.load_default(size=13)
-    left, top = 110, 22
-    grid = Image.new("RGB", (left + len(words) * across, top + len(names) * down), "white")
+    left, top = 110, 7 + 15 * max(label.count("\n") + 1 for label in column_labels)
+    grid = Image.new("RGB", (left + len(column_labels) * across, top + len(rows) * down), "white")
     draw = ImageDraw.Draw(grid)
-    for col, word in enumerate(words):
-        draw.text((left + col * across + 4, 4), word, fill="black", font=font)
-    for row, name in enumerate(names):
+    for col, label in enumerate(column_labels):
+        draw.multiline_text((left + col * across + 4, 4), label, fill="black", font=font)
+    for row, (label, panels) in enumerate(zip(row_labels, rows, strict=True)):
         y = top + row * down
-        label = f"{viz._short(name)}\n{_resolution(maps.meta['layers'][name])}"
         draw.multiline_text((4, y + (down - 4) // 2 - 14), label, fill="black", font=font)
-        for col, word in enumerate(words):
-            heat = maps.word_map(word, layers=name)  # (H, W), this layer only
-            grid.paste(viz.heat_frame(heat, image, scale=tile), (left + col * across, y))
+        for col, panel in enumerate(panels):
+            grid.paste(panel, (left + col * across, y))
     return grid
 
 
@@ -185,25 +191,21 @@ def reads_label(cross_maps, x: int, y: int) -> str:
     )
 
 
-def compare_pairs(base, maps, image) -> list[tuple[object, str]]:
-    """The base model beside the LoRA, the same seed: one picture per word, its base overlay left of its LoRA
-    overlay (each scaled to its own maximum), captioned with how far its map moved (JS, bits), after the two images
-    side by side; ``base``: a :class:`~crossattn.sampling.compare.BaseComparison`, ``maps`` and ``image`` the LoRA's."""
-    from PIL import Image
+def compare_grid(base, maps, image):
+    """The base model over the LoRA, the same seed (the layout of ``maps --compare-base``'s ``.compare.png``, drawn
+    with Pillow): the image and each word's overlay (each scaled to its own maximum) in a row per model, each word's
+    column headed by how far its map moved from the base's (JS, bits); ``base``: a
+    :class:`~crossattn.sampling.compare.BaseComparison`, ``maps`` and ``image`` the LoRA's."""
+    from .. import viz
 
-    def side_by_side(left, right):
-        pair = Image.new("RGB", (left.width + GAP + right.width, max(left.height, right.height)), "white")
-        pair.paste(left, (0, 0))
-        pair.paste(right, (left.width + GAP, 0))
-        return pair
-
-    words = list(dict.fromkeys(maps.words_for(0)))  # word_overlays' order
-    pairs = [(side_by_side(upscaled(base.image), upscaled(image)), "base model (LoRA off) | with the LoRA")]
-    drawn = zip(words, word_overlays(base.maps, base.image), word_overlays(maps, image), strict=True)
-    for word, (under, _), (over, _) in drawn:
-        moved = f" · moved {base.numbers[word]['moved']:.3f} bits" if word in base.numbers else ""
-        pairs.append((side_by_side(under, over), f"{word}: base | LoRA{moved}"))
-    return pairs
+    tile = max(1, display_scale(image) // 2)
+    words = list(dict.fromkeys(maps.words_for(0)))
+    rows = []
+    for m, picture in ((base.maps, base.image), (maps, image)):
+        frames = [viz.heat_frame(m.word_map(w), picture, scale=tile) for w in words]
+        rows.append([upscaled(picture, tile), *frames])
+    moved = [f"{w}\nmoved {base.numbers[w]['moved']:.3f}" if w in base.numbers else w for w in words]
+    return labelled_grid(rows, ["base model\n(LoRA off)", "with the LoRA"], ["image\n", *moved])
 
 
 def compare_table(numbers: dict[str, dict[str, float]]) -> str:
@@ -213,5 +215,6 @@ def compare_table(numbers: dict[str, dict[str, float]]) -> str:
         f"| {word.replace('|', '&#124;')} | {n['moved']:.3f} | {n['base_concentration']:.2f} | {n['concentration']:.2f} |"
         for word, n in numbers.items()
     ]
+    what = "**Above: the base model (top row, the LoRA off) over the LoRA (bottom row), same seed.**\n\n"
     head = "| word | moved from the base (JS, bits) | top-10 % mass, base | top-10 % mass, LoRA |\n|---|---|---|---|"
-    return "\n".join([head, *rows])
+    return what + "\n".join([head, *rows])
