@@ -14,7 +14,6 @@ from crossattn.cli import main
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.given_image import fit_image, maps_of_image, read_image
 
-from .attention_helpers import tiny_sd_pipeline
 from .conftest import generator
 
 
@@ -125,9 +124,8 @@ def test_maps_command_unreadable_image_is_one_line_exit_2(tiny_model_dir, tmp_pa
 
 
 @pytest.mark.parametrize("samples", [[], ["--samples", "2"]])
-def test_maps_command_with_image_on_a_stable_diffusion_folder(tmp_path, picture, samples):
-    folder = tmp_path / "sd"
-    tiny_sd_pipeline().save_pretrained(folder, safe_serialization=True)
+def test_maps_command_with_image_on_a_stable_diffusion_folder(family_dir, tmp_path, picture, samples):
+    folder = family_dir("sd15")  # attention_helpers.tiny_sd_pipeline saved as a diffusers folder, once a session
     out = tmp_path / "o"
     args = ["maps", "a red circle", "--model", str(folder), "--steps", "4", "--out", str(out), "--image", str(picture)]
     assert main([*args, *samples]) == 0
