@@ -84,7 +84,7 @@ def generate_on(page, url: str, steps: int) -> None:
     assert all(word in captions for word in ("red", "circle", "left", "blue", "square"))
 
 
-def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
+def test_served_page_generate_and_click_a_pixel(server, browser, page, tmp_path):
     generate_on(page, server, 3)
     assert page.locator("#files").inner_text().count("a-red-circle-left-of-a-blue-square-0-0") >= 3
 
@@ -96,7 +96,7 @@ def test_served_page_generate_and_click_a_pixel(server, page, tmp_path):
     side = round(box["width"] / 8)  # the image is shown 8x
     assert f"self-attention of pixel ({int(side * 0.3)}, {int(side * 0.6)})" in page.locator("#pixel").inner_text()
 
-    other = page.context.new_page()  # a second tab (its HTTP cache shared): its own request, its own maps
+    other = browser.new_page()  # a second tab: its own request, its own maps
     other.goto(server)
     other.fill("#prompt textarea", "a green triangle")
     other.fill("#steps input", "2")
