@@ -39,6 +39,15 @@ def pytest_configure(config):
     gc.set_threshold(first, second, 100)
 
 
+def pytest_collection_finish(session):
+    """Collected: every test module and what it imports is loaded, and lives as long as the session. ``gc.freeze()``
+    moves those objects (~340 000 here) out of the collector's sight, so each later full collection walks only what
+    the tests made (helper B's 9 files: 9.8 -> 6.0 s of CPU in the 21 full collections). Garbage is collected first;
+    ``gc.get_objects()`` no longer lists the frozen objects (no test counts objects made before the tests run)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     """One thread: CPU results do not depend on how work is split across cores."""
