@@ -156,13 +156,25 @@ def pixel_words(cross_maps, x: int, y: int) -> dict[str, float]:
     """
     words = {word: float(cross_maps.word_map(word)[y, x]) for word in dict.fromkeys(cross_maps.words_for(0))}
     if not joint(cross_maps):
-        row = {"<start>": float(cross_maps.token_map(0)[y, x]), **words}
+        row = {**start_token(cross_maps, x, y), **words}
         row["<end>/padding"] = max(0.0, 1.0 - sum(row.values()))
         return row
     text = float(text_share(cross_maps)[y, x])
     other = max(0.0, text - sum(words.values()))
     per_text = 1.0 / text if text > 0 else 0.0  # renormalised over the text keys, for display
     return {**{word: p * per_text for word, p in words.items()}, "<other text tokens>": other * per_text}
+
+
+def start_token(cross_maps, x: int, y: int) -> dict[str, float]:
+    """``{"<start>": p}`` when the prompt's first token is a start token outside every word (CLIP's); empty
+    when it is a word's first piece (T5 and other tokenizers without a start token: PixArt-Σ's "▁a"),
+    which the word's bar already counts."""
+    from ..attention.words import merge_words
+
+    spans = merge_words(cross_maps.tokens_for(0), cross_maps.encoders_for(0))
+    if any(0 in indices for _, indices in spans):
+        return {}
+    return {"<start>": float(cross_maps.token_map(0)[y, x])}
 
 
 def text_share(cross_maps):
