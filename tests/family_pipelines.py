@@ -389,10 +389,7 @@ TEXT_LENGTHS = {"Flux2Pipeline": 128}
 
 
 def sample(pipe, prompts=PROMPTS, *, steps: int = 2, height: int = 64, width: int = 96, seed: int = 0, **kwargs):
-    """``pipe(prompts, ...)`` with a seeded generator; ``max_sequence_length=16`` where the pipeline takes it.
-
-    Returns the list of PIL images.
-    """
+    """``pipe(prompts, ...)`` with a seeded generator (``max_sequence_length=16`` where it is taken): PIL images."""
     if "max_sequence_length" in inspect.signature(pipe.__call__).parameters:
         kwargs.setdefault("max_sequence_length", TEXT_LENGTHS.get(type(pipe).__name__, CLIP_LENGTH))
     out = pipe(
