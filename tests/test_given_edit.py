@@ -14,6 +14,7 @@ from crossattn.cli import main
 from crossattn.editing.image_edit import edit_image, invert_image
 from crossattn.editing.prompt_edit import edit
 from crossattn.editing.settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, PINNED_DIRECT
+from crossattn.errors import BadArgument
 from crossattn.sampling import SamplingRequest
 from crossattn.sampling.inversion import (
     FIXED_POINT_STEPS,
@@ -216,6 +217,12 @@ def test_bad_input_is_named(tiny_pipe, picture):
         invert_image(tiny_pipe, picture, "a red square", guidance_scale=1.0, null_text_steps=2)
     with pytest.raises(ValueError, match="null_text_steps -1"):
         invert_image(tiny_pipe, picture, "a red square", null_text_steps=-1)
+    with pytest.raises(BadArgument, match="null_text_steps 1000000; give a whole number from 0 to 1000"):
+        invert_image(tiny_pipe, picture, "a red square", null_text_steps=10**6)  # refused before any U-Net pass
+    with pytest.raises(
+        BadArgument, match="null_text_steps 1000000 is not accepted; give a whole number from 1 to 1000"
+    ):
+        SamplingRequest(("a", "b"), image=picture, null_text_steps=10**6)
     given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=2)
     with pytest.raises(ValueError, match="made with 'a red square'"):
         edit_image(tiny_pipe, given, "a red circle", "a blue circle")

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SamplingConfig
+from ..errors import BadArgument
 from ..sampling.given_image import given_picture, image_latents
 from ..sampling.inversion import Inversion, NullText, ddim_scheduler, invert, psnr, scheduler_swapped
+from ..sampling.request import MAX_NULL_TEXT_STEPS
 
 
 @dataclass
@@ -74,8 +76,12 @@ def invert_image(
     """Read ``image`` (a path or a PIL image), fit it to the model and invert it with ``prompt``.
 
     Run it outside a :func:`crossattn.trace`, whose maps should hold the edit's steps only."""
-    if isinstance(null_text_steps, bool) or not isinstance(null_text_steps, int) or null_text_steps < 0:
-        raise ValueError(f"null_text_steps {null_text_steps!r}; give a whole number >= 0 (0 = DDIM inversion alone)")
+    whole = isinstance(null_text_steps, int) and not isinstance(null_text_steps, bool)
+    if not whole or not 0 <= null_text_steps <= MAX_NULL_TEXT_STEPS:
+        raise BadArgument(
+            f"null_text_steps {null_text_steps!r}; give a whole number from 0 to {MAX_NULL_TEXT_STEPS} "
+            "(0 = DDIM inversion alone)"
+        )
     given, notes = given_picture(pipe, image)
     inversion = invert(
         pipe,

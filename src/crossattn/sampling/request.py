@@ -42,6 +42,8 @@ CONFIG_FIELDS = {
 MAX_IMAGES = 10_000
 #: The most noise draws of ``samples`` (one U-Net pass each), as steps are at most 1000.
 MAX_SAMPLES = 1000
+#: The most null-text optimiser steps per sampling step (Mokady et al. use 10; each is a U-Net forward and backward).
+MAX_NULL_TEXT_STEPS = 1000
 #: The largest side in pixels: a 16x100000 image fits in memory (fused attention) but samples for hours on a CPU.
 MAX_SIDE = 4096
 
@@ -218,7 +220,11 @@ class SamplingRequest:
         object.__setattr__(self, "image", path)
         object.__setattr__(self, "strength", strength)
         object.__setattr__(self, "samples", whole(self.samples, "samples", 1, optional=True, high=MAX_SAMPLES))
-        object.__setattr__(self, "null_text_steps", whole(self.null_text_steps, "null_text_steps", 1, optional=True))
+        object.__setattr__(
+            self,
+            "null_text_steps",
+            whole(self.null_text_steps, "null_text_steps", 1, optional=True, high=MAX_NULL_TEXT_STEPS),
+        )
         object.__setattr__(self, "relation_guidance", 0.0)
 
     @classmethod
