@@ -86,7 +86,7 @@ def test_debug_reraises(how, export_argv, monkeypatch):
 def test_a_real_bad_value_is_exit_2(export_argv, capsys):
     assert main([*export_argv, "--kind", "bogus"]) == 2
     assert stderr_line(capsys) == (
-        "crossattn: error: unknown scene kind 'bogus'; kinds: one, one_position, two_relation, two_and"
+        "crossattn: error: unknown scene kind 'bogus'; kinds: one, one_position, two_relation, two_and, count, count_and"
     )
 
 

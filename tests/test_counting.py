@@ -187,3 +187,17 @@ def test_counting_word_masks_reach_every_token_of_their_words(tokenizer):
     masks = TokenMasks(tokenizer, 16)(item["text"], item["word_masks"])  # (T, H, W)
     group = item["word_masks"][0]
     assert group.sum() > 0 and all(torch.equal(masks[t], group) for t in (1, 2, 3, 4))  # two/…, colour, tri, angles
+
+
+@pytest.mark.parametrize("kind", COUNT_KINDS)
+def test_export_writes_counting_scenes_with_a_mask_per_object(kind, tmp_path):
+    import json
+
+    from crossattn.cli import main
+
+    assert main(["export", "scenes", str(tmp_path / "data"), "--n", "3", "--kind", kind]) == 0
+    records = [json.loads(line) for line in (tmp_path / "data" / "metadata.jsonl").read_text().splitlines()]
+    masks = np.load(tmp_path / "data" / "masks.npz")
+    for record in records:
+        spec = parse_caption(record["text"])
+        assert spec.kind == kind and masks[record["file_name"]].shape[0] == len(spec.instances())

@@ -24,7 +24,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="a new or empty folder")
     p.add_argument("--n", type=positive_int, help="images (default: 50 scenes; every scan of the digits split)")
     p.add_argument("--shapes", nargs="+", metavar="SHAPE", help="scenes: shapes drawn, e.g. ring (default: the three)")
-    p.add_argument("--kind", metavar="KIND", help="scenes: one, one_position, two_relation or two_and (default: a mix)")
+    p.add_argument(
+        "--kind",
+        metavar="KIND",
+        help="scenes: one, one_position, two_relation, two_and, or the counting kinds count ('two red circles') "
+        "and count_and ('... and a blue square') (default: a mix of the first four)",
+    )
     p.add_argument(
         "--prior",
         type=non_negative_int,
@@ -65,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_scenes(args: argparse.Namespace, out: Path) -> int:
-    from ..data.captions import KINDS, SHAPES, check_shapes
+    from ..data.captions import COUNT_KINDS, KINDS, SHAPES, check_shapes
     from ..data.shapes import export_image_folder
 
-    if args.kind is not None and args.kind not in KINDS:
-        raise BadArgument(f"unknown scene kind {args.kind!r}; kinds: {', '.join(KINDS)}")
+    if args.kind is not None and args.kind not in KINDS + COUNT_KINDS:
+        raise BadArgument(f"unknown scene kind {args.kind!r}; kinds: {', '.join(KINDS + COUNT_KINDS)}")
     if args.split != "train":
         raise BadArgument(f"--split {args.split} is for digits; scenes are drawn from --seed (leave --split out)")
     shapes = check_shapes(tuple(args.shapes)) if args.shapes else SHAPES
