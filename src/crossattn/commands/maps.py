@@ -237,6 +237,7 @@ def write_views(
     from .. import viz
     from ..attention.html import write_html
     from ..sampling import image_sidecar, write_image, write_maps
+    from ..sampling.compare import html_arguments
 
     meta = {**image_sidecar(pipe, job, request, model, image.size), **(extra or {})}
     written = write_image(job, image, meta)
@@ -248,6 +249,5 @@ def write_views(
     if "self" in paths:
         written.append(viz.save_figure(viz.pixel_figure(maps, *request.maps.self_attn_pixel, image), paths["self"]))
     if "html" in paths:
-        compared = {"base": (base.maps, base.image), "numbers": base.numbers} if base is not None else {}
-        written.append(write_html(maps, paths["html"], image, **compared))
+        written.append(write_html(maps, paths["html"], image, **html_arguments(base)))
     return written

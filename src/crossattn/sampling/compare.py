@@ -88,6 +88,12 @@ class BaseComparison:
     numbers: dict[str, dict[str, float]]
 
 
+def html_arguments(found: BaseComparison | None) -> dict:
+    """:func:`~crossattn.attention.html.write_html`'s keyword arguments that draw ``found``'s base maps beside the
+    page's own with each word's numbers; none without a comparison."""
+    return {"base": (found.maps, found.image), "numbers": found.numbers} if found is not None else {}
+
+
 def compare_with_base(pipe, job: ImageJob, request: SamplingRequest, model: ModelRef, tuned_maps, words):
     """Sample ``job`` again with ``pipe``'s LoRA off (:func:`lora_disabled`), traced as ``request`` asks, and
     compare each word of ``words`` with ``tuned_maps`` (the maps of the same job with the LoRA)."""

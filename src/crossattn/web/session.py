@@ -335,14 +335,13 @@ class Explorer:
         ``base`` (:meth:`compare`) the page shows both models and ``maps --compare-base``'s files follow."""
         from ..attention.html import write_html
         from ..sampling import image_sidecar, write_image, write_maps
-        from ..sampling.compare import write_comparison
+        from ..sampling.compare import html_arguments, write_comparison
 
         meta = image_sidecar(pipe, job, job_request, self.model_ref, image.size)  # as generate does
         written = write_image(job, image, meta)
         tuned = aggregate(maps, "cross").subset([0])
         written += write_maps(tuned, image, job.png, meta)
-        compared = {"base": (base.maps, base.image), "numbers": base.numbers} if base is not None else {}
-        written.append(write_html(cross, job.png.with_suffix(".maps.html"), image, **compared))
+        written.append(write_html(cross, job.png.with_suffix(".maps.html"), image, **html_arguments(base)))
         if base is not None:
             plain = dataclasses.replace(base, maps=aggregate(base.maps, "cross").subset([0]))
             words = list(base.numbers)
