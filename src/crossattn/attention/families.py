@@ -91,6 +91,11 @@ FAMILIES: dict[str, Family] = {
 VARIANTS: dict[str, tuple[str, Family]] = {"Flux2Transformer2DModel": ("guidance_embeds", FLUX2_DEV)}
 
 
+def pipeline_denoiser(pipe):
+    """A diffusers pipeline's denoiser, its ``unet`` or its ``transformer``; None when it has neither."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+
+
 def family_of(model) -> Family | None:
     """The family of a denoiser (a U-Net or a transformer), by its class name (and for a class two families share,
     a flag of its config: :data:`VARIANTS`); None for any other model."""

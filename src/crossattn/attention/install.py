@@ -46,10 +46,10 @@ def unet_of(target):
 def denoiser_of(target):
     """The denoiser of a diffusers pipeline: its U-Net, or the joint-attention ``transformer`` of an SD3 /
     Flux pipeline; or ``target`` itself when it is one."""
-    from .families import family_of
+    from .families import family_of, pipeline_denoiser
     from .layers import is_joint
 
-    model = getattr(target, "unet", None) or getattr(target, "transformer", None) or target
+    model = pipeline_denoiser(target) or target
     has_api = hasattr(model, "attn_processors") and hasattr(model, "set_attn_processor")
     if has_api and (family_of(model) is not None or is_joint(model) or model is target):
         return model

@@ -253,7 +253,7 @@ def maps_of_image(
     ``trace_kwargs`` go to :func:`crossattn.trace` (``kind``, ``layers``, ``per_step``, ``per_head``).
     A prompt that does not describe the image still runs: its maps show where the words land anyway.
     """
-    from ..attention.families import family_of, guided_arguments
+    from ..attention.families import family_of, guided_arguments, pipeline_denoiser
     from ..attention.trace import trace
     from ..errors import BadArgument
     from ..models.pipeline import image_timesteps
@@ -266,7 +266,8 @@ def maps_of_image(
             f"samples={samples}: the draws mode reads U-Net pipelines (noise at one ᾱ); {type(pipe).__name__} "
             "reads a given image by denoising it (samples=None)"
         )
-    family = family_of(getattr(pipe, "unet", None) or getattr(pipe, "transformer", None))
+    denoiser = pipeline_denoiser(pipe)
+    family = family_of(denoiser)
     if family is not None and family.image_refusal() is not None:  # Flux.2, PixArt-Σ, Sana
         raise BadArgument(family.image_refusal())
     given, notes = given_picture(pipe, image)
@@ -278,7 +279,7 @@ def maps_of_image(
         t = image_timesteps(pipe.scheduler, num_inference_steps, strength)[0]
     settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
     settings["negative_prompt"] = negative_prompt
-    settings = guided_arguments(family, getattr(pipe, "transformer", None), settings)  # Qwen-Image: true CFG
+    settings = guided_arguments(family, denoiser, settings)  # Qwen-Image: true CFG
     with trace(pipe, **trace_kwargs) as tracer:
         if samples is None:
             denoised, began = denoise(pipe, tracer, latents, prompt, strength, generator, settings)

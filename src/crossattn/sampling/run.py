@@ -29,11 +29,11 @@ from .request import DEFAULT_BATCH_SIZE, SamplingRequest
 def check_unet(pipe, maps=None) -> None:
     """Maps need a ``UNet2DConditionModel`` or a transformer of a traced family; say so for any other (and for
     self-attention maps ``maps`` asks of a family whose self-attention has no softmax: Sana)."""
-    from ..attention.families import family_of
+    from ..attention.families import family_of, pipeline_denoiser
     from ..attention.layers import is_joint
     from ..errors import BadArgument
 
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    denoiser = pipeline_denoiser(pipe)
     if family_of(denoiser) is None and not is_joint(denoiser):
         found = type(denoiser).__name__ if denoiser is not None else "no unet"
         raise ValueError(
@@ -54,14 +54,14 @@ def call_kwargs(pipe, request: SamplingRequest) -> dict[str, Any]:
     """The request's pipeline arguments the pipeline takes: relation guidance is crossattn's own, so a
     diffusers pipeline (SD3 and Flux take no ``**kwargs``) is not handed it; the guidance goes where the
     family reads it (Qwen-Image: ``true_cfg_scale``, :func:`~crossattn.attention.families.guided_arguments`)."""
-    from ..attention.families import family_of, guided_arguments
+    from ..attention.families import family_of, guided_arguments, pipeline_denoiser
     from ..errors import BadArgument
     from ..models.loading import takes_argument
 
     kwargs = request.pipeline_kwargs()
     if not takes_argument(pipe, "relation_guidance"):
         kwargs.pop("relation_guidance")
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    denoiser = pipeline_denoiser(pipe)
     kwargs = guided_arguments(family_of(denoiser), denoiser, kwargs)
     if kwargs.get("negative_prompt") is None:  # the pipeline's own default (PixArt-Σ's and Sana's is "", not None)
         kwargs.pop("negative_prompt", None)
