@@ -6,7 +6,8 @@ adapters (peft) added before the optimizer is built, so only they train. The res
 ``OUT/final`` is the adapter (``pytorch_lora_weights.safetensors``, diffusers' LoRA layout) or, with
 ``--full``, a whole pipeline folder. ``OUT/samples/before.png`` and the last step's grid show the
 sample prompts before and after. In LoRA mode the base model first draws prior images of what it
-already knows (``OUT/prior``, :mod:`crossattn.training.prior`), trained on beside the user's images.
+already knows (``OUT/prior``, :mod:`crossattn.training.prior`; on an SD-1.5 / SDXL folder, of ``--class-prompt``:
+:mod:`crossattn.commands.finetune_prior`), trained on beside the user's images.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import json
 import warnings
 from pathlib import Path
 
-from ..config import SamplingConfig, TrainingConfig
+from ..config import TrainingConfig
 from ..errors import BadArgument
+from .finetune_prior import add_prior_flags, prior_data
 from .flags import (
     add_dataset_column_flags,
     add_model_flag,
@@ -57,6 +59,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_dataset_column_flags(p)
     add_model_flag(p, "pipeline folder to start from (default: the shipped model)")
     add_adapter_flags(p)
+    add_prior_flags(p)
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: 4 LoRA, 16 full)")
     add_run_folder_flags(p, out="outputs/finetune")
     p.add_argument("--skip-bad", action="store_true", help="train on the good images when some are bad")
@@ -99,14 +102,6 @@ def add_adapter_flags(p) -> None:
         default=16,
         metavar="RANK",
         help="rank of the convolutions' adapters, apart from --lora's (LyCORIS' conv_dim; default: %(default)s)",
-    )
-    p.add_argument(
-        "--prior",
-        type=int,
-        metavar="N",
-        help="images the base model draws of what it knows (DreamBooth prior preservation), trained on beside "
-        "DATA so it is not forgotten; 0 = off (default: as many as DATA's images, at most 200, for LoRA; 0 with "
-        "--full)",
     )
     p.add_argument(
         "--new-word",
@@ -223,43 +218,6 @@ def customizer(args: argparse.Namespace, family: str | None):
     return customize, convs["convs"]
 
 
-def prior_count(args: argparse.Namespace, images: int) -> int:
-    """``--prior``, else as many as the user's images (at most ``MAX_PRIOR``) in LoRA mode, 0 with ``--full``."""
-    from ..training.prior import MAX_PRIOR
-
-    if args.prior is not None:
-        if not 0 <= args.prior <= MAX_PRIOR:
-            raise BadArgument(f"--prior must be 0–{MAX_PRIOR} (images the base model draws), got {args.prior}")
-        return args.prior
-    return 0 if args.full else min(images, MAX_PRIOR)
-
-
-def prior_data(args: argparse.Namespace, model: str | None, data, out: Path, resolution: int):
-    """The prior images (``OUT/prior``, drawn now or reused) as a dataset, or None: ``--prior 0``, no
-    base model, or a base model that was not trained on the scenes grammar (with a warning)."""
-    from ..data.folder import ImageFolderDataset
-    from ..models.vocabulary import load_vocabulary
-    from ..training.prior import PriorSettings, prior_folder
-    from ..training.runs import RunDir
-
-    count = prior_count(args, len(data))
-    vocabulary = load_vocabulary(model)
-    if count == 0 or not vocabulary:
-        return None
-    if args.resume is None:
-        RunDir(out).check_new(args.overwrite)  # before drawing anything into OUT
-    settings = PriorSettings(count=count, base_model=model, sampling=SamplingConfig(seed=args.seed))
-    folder = prior_folder(out, settings, vocabulary, replace=args.overwrite, progress=not args.no_progress)
-    if folder is None:
-        warnings.warn(
-            f"no prior images: {model} was not trained on the scenes grammar, so the base model's own captions "
-            "are unknown; fine-tuning on DATA alone (its other abilities may drift)",
-            stacklevel=2,
-        )
-        return None
-    return ImageFolderDataset(folder, resolution)
-
-
 def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> None:
     """The sample prompts drawn by the base model, as ``OUT/samples/before.png``."""
     from ..models.loading import load_pipeline
@@ -306,11 +264,9 @@ def load_data(args: argparse.Namespace, model: str | None):
     family = latent_family(model)
     if family is not None and args.full:
         raise BadArgument(f"--full on a {family} folder is not supported; fine-tune it with LoRA (--lora RANK)")
-    if family is not None and (args.flip or args.prior):
-        flag = "--flip" if args.flip else f"--prior {args.prior}"
+    if family is not None and args.flip:
         raise BadArgument(
-            f"{flag} is not supported on a {family} folder yet (its latents are encoded once, and prior images are "
-            "drawn from the crossattn scenes grammar); leave it out"
+            f"--flip is not supported on a {family} folder yet (its latents are encoded once); leave it out"
         )
     model_config = model_config_from_folder(model) if model and family is None else ModelConfig()
     resolution = latent_resolution(model) if family else model_config.resolution
@@ -327,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import ConcatDataset
 
-    from ..training.latent import LatentTrainer
+    from ..training.latent import LatentTrainer, latent_resolution
     from ..training.train import train
 
     if args.threads:
@@ -343,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
     token_ids = tuple(sorted({i for ids in words.values() for i in ids}))
     config = training_config(args, model, sample_prompts(data), token_ids)
     out = Path(args.out)
-    prior = prior_data(args, model, data, out, model_config.resolution) if family is None else None
+    resolution = latent_resolution(model) if family else model_config.resolution
+    prior = prior_data(args, model, data, out, resolution, family)
     lora = None if args.full else args.lora
     customize, convs = customizer(args, family)
     info = {"base_model": model, "family": family or "CrossAttnPipeline", "rank": lora}
@@ -351,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
     info["convs"] = args.lora_conv_rank if convs else 0  # their rank; 0: none
     info["new_word_tokens"], info["new_words"] = list(token_ids), words
     info["prior_images"] = len(prior) if prior is not None else 0
+    if prior is not None:
+        info.update(class_prompt=args.class_prompt, prior_loss_weight=args.prior_loss_weight)
     info.update(
         images=len(data), steps=config.steps, batch_size=config.batch_size, lr=config.learning_rate, out=str(out)
     )

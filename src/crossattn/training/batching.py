@@ -67,7 +67,8 @@ class CaptionCollate:
     Procedural captions repeat a lot, so the cache makes tokenization free after the first few batches.
     Items with ``word_masks`` (procedural scenes asked for them) also give ``token_masks``
     ``(B, T, H, W)`` for the grounding loss. Items of cached latents (latent families) are stacked as
-    ``latents``; a ``tokenizer_2`` (SDXL's second CLIP tower) adds ``input_ids_2``.
+    ``latents``; a ``tokenizer_2`` (SDXL's second CLIP tower) adds ``input_ids_2``; items with a
+    ``loss_weight`` (prior images) give ``loss_weights`` ``(B,)``, 1 for items without one.
     """
 
     def __init__(self, tokenizer, max_length: int, tokenizer_2=None):
@@ -96,4 +97,6 @@ class CaptionCollate:
         if "word_masks" in items[0]:
             masks = [self.token_masks(item["text"], torch.as_tensor(item["word_masks"])) for item in items]
             batch["token_masks"] = torch.stack(masks)  # (B, T, H, W) uint8
+        if any("loss_weight" in item for item in items):  # prior images' weight; the user's images: 1
+            batch["loss_weights"] = torch.tensor([float(item.get("loss_weight", 1.0)) for item in items])  # (B,)
         return batch

@@ -79,23 +79,27 @@ class PromptEncoder(torch.nn.Module):
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Items ``{"latents": (C, h, w), "text": str}`` of a dataset whose images were encoded once.
+    """Items ``{"latents": (C, h, w), "text": str}`` of a dataset whose images were encoded once, with the source
+    item's ``loss_weight`` where it had one (prior images, :class:`crossattn.training.prior.PriorImages`).
     ``dataset`` (the source) stays reachable, so the run's vocabulary lists its captions."""
 
-    def __init__(self, latents: torch.Tensor, texts: list[str], dataset):
+    def __init__(self, latents: torch.Tensor, texts: list[str], dataset, weights: list[float | None] | None = None):
         self.latents, self.texts, self.dataset = latents, texts, dataset  # (N, C, h, w)
+        self.weights = weights or [None] * len(texts)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def __getitem__(self, index: int) -> dict:
-        return {"latents": self.latents[index], "text": self.texts[index]}
+        item = {"latents": self.latents[index], "text": self.texts[index]}
+        weight = self.weights[index]
+        return item if weight is None else {**item, "loss_weight": weight}
 
 
 @torch.no_grad()
 def encode_latents(vae, dataset, device, batch_size: int = 8) -> LatentDataset:
-    """Every image of ``dataset`` through the frozen VAE once: the posterior mean, shifted and scaled as
-    the family's pipelines undo it (``(z − shift_factor) × scaling_factor``)."""
+    """Every image of ``dataset`` (the user's and the prior images alike) through the frozen VAE once: the
+    posterior mean, shifted and scaled as the family's pipelines undo it (``(z − shift_factor) × scaling_factor``)."""
     items = [dataset[i] for i in range(len(dataset))]
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     chunks = []
@@ -103,7 +107,8 @@ def encode_latents(vae, dataset, device, batch_size: int = 8) -> LatentDataset:
         pixels = torch.stack([torch.as_tensor(it["pixel_values"]) for it in items[start : start + batch_size]])
         mean = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mean  # (b, C, H/f, W/f)
         chunks.append(((mean - shift) * vae.config.scaling_factor).float().cpu())
-    return LatentDataset(torch.cat(chunks), [it["text"] for it in items], dataset)  # (N, C, h, w)
+    weights = [it.get("loss_weight") for it in items]
+    return LatentDataset(torch.cat(chunks), [it["text"] for it in items], dataset, weights)  # (N, C, h, w)
 
 
 class LatentTrainer(Trainer):

@@ -41,6 +41,8 @@ def diffusion_loss(unet, text_encoder, noise_scheduler, batch, generator, config
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if config.snr_gamma is not None:
         per_sample = per_sample * min_snr_weights(noise_scheduler, t, config.snr_gamma)
+    if "loss_weights" in batch:  # DreamBooth's prior_loss_weight on the prior images' items, 1 on the user's
+        per_sample = per_sample * batch["loss_weights"]
     loss = per_sample.mean()
     if masks is not None:
         masks = masks * (~drop).to(device)[:, None, None, None]  # a dropped caption names nothing
