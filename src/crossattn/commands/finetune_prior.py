@@ -10,6 +10,7 @@ Either way the images go to ``OUT/prior``, are reused on ``--resume``, and train
 from __future__ import annotations
 
 import argparse
+import math
 import warnings
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def prior_count(args: argparse.Namespace, images: int, family: str | None = None
 
     if args.prior is not None and not 0 <= args.prior <= MAX_PRIOR:
         raise BadArgument(f"--prior must be 0–{MAX_PRIOR} (images the base model draws), got {args.prior}")
+    if not 0 <= args.prior_loss_weight < math.inf:  # before anything is drawn (NaN fails too)
+        raise BadArgument(f"--prior-loss-weight must be a finite number >= 0, got {args.prior_loss_weight}")
     if args.class_prompt is not None and args.prior == 0:
         raise BadArgument(f"--class-prompt {args.class_prompt!r} with --prior 0 draws nothing; leave one out")
     if family is not None and args.prior and args.class_prompt is None:
