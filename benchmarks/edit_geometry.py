@@ -47,6 +47,7 @@ from crossattn.files import atomic_write, atomic_write_json  # noqa: E402
 from crossattn.sampling.inversion import Inversion  # noqa: E402
 
 MODES = ("ddim", "null-text")
+COLOUR_WEIGHT = "colour_weight"  # a variant's key: re-weight the swap's new colour word by this factor
 OUTLINE_SHADE = 0.55  # drawings.py's outline darkening
 #: edit settings compared (``crossattn.edit_image`` keywords); ``default``: what a user gets
 VARIANTS: dict[str, dict] = {
@@ -60,6 +61,22 @@ VARIANTS: dict[str, dict] = {
     "direct-object-shared0.5": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.5},
     "direct-object-shared0.6": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.6},
     "direct-object-self1": {"direct_inversion": True, "object_blend": True, "self_steps": 1.0},
+    # Plug-and-Play (Tumanyan et al., CVPR 2023): the source's decoder ResBlock outputs for the first τ_f of the
+    # steps (PnP's 0.8), its self-attention maps (queries and keys) for τ_A (PnP's 0.5); blocks: decoder up-blocks
+    "pnp": {"feature_steps": 0.8, "self_steps": 0.5},
+    "pnp-features": {"feature_steps": 0.8},
+    "pnp-2blocks": {"feature_steps": 0.8, "self_steps": 0.5, "feature_blocks": 2},
+    "pnp-3blocks": {"feature_steps": 0.8, "self_steps": 0.5, "feature_blocks": 3},
+    "pnp-all": {"feature_steps": 1.0, "self_steps": 1.0, "feature_blocks": 2},
+    "pnp-2blocks-f0.4": {"feature_steps": 0.4, "self_steps": 0.5, "feature_blocks": 2},
+    # an edit started from a partial inversion (SDEdit, Meng et al., ICLR 2022): the target follows the source's
+    # latents (the image's inversion path while pinned) for the first shared_steps, then samples from there
+    "shared0.5": {"shared_steps": 0.5},
+    "shared0.6-pinned0.6": {"shared_steps": 0.6, "pinned_steps": 0.6},
+    "pinned1": {"pinned_steps": 1.0},  # the source row on the path throughout (the object blend's kept pixels)
+    # P2P's re-weighting (Hertz et al., ICLR 2023): the target's attention to its new colour word × the factor
+    "colour2": {COLOUR_WEIGHT: 2.0},
+    "colour3": {COLOUR_WEIGHT: 3.0},
 }
 SWAP_STREAM = 0x41
 
@@ -149,6 +166,14 @@ def judge(drawing: Drawing, swap: dict, given: np.ndarray, edited: np.ndarray, t
     return row
 
 
+def knobs(variant: str, swap: dict) -> dict:
+    """``edit_image``'s keywords for ``variant`` on the edit ``swap`` (its new colour word re-weighted when asked)."""
+    knobs = dict(VARIANTS[variant])
+    if COLOUR_WEIGHT in knobs:
+        knobs["reweight"] = {swap["colour"]: knobs.pop(COLOUR_WEIGHT)}
+    return knobs
+
+
 def save_inversion(path: Path, given: GivenInversion) -> None:
     """``given``'s tensors in ``path`` (.safetensors) and the rest beside it (.json); read by ``load_inversion``."""
     from safetensors.torch import save_file
@@ -198,7 +223,7 @@ def inverted(pipe, drawing: Drawing, swap: dict, mode: str, args, key: str) -> G
     path = Path(args.cache) / key if args.cache else None
     if path is not None:
         cached = load_inversion(path, at_model_size(drawing))
-        if cached is not None:
+        if cached is not None and cached.prompt == swap["source"]:  # a caption since reworded: invert again
             return cached
     steps = args.null_text_steps if mode == "null-text" else 0
     given = invert_image(pipe, drawing.image, swap["source"], null_text_steps=steps)
@@ -223,6 +248,7 @@ def summary(rows: list[dict]) -> dict:
             "background_psnr_min": float(np.min(background)),
             "background_at_35": float(np.mean([b >= 35 for b in background])),
             "psnr_mean": float(np.mean([r["psnr"] for r in chosen])),
+            "psnr_min": float(np.min([r["psnr"] for r in chosen])),
             "iou_mean": float(np.mean([r["iou"] for r in chosen])),
             "source_found": float(np.mean([r["source_found"] for r in chosen])),
         }
@@ -278,7 +304,7 @@ def run(pipe, args) -> dict:
         for mode in args.modes:
             given = inverted(pipe, drawing, swap, mode, args, f"{args.seed}-{i}-{mode}")
             for variant in args.variants:
-                edited = edit_image(pipe, given, swap["source"], swap["target"], plain=False, **VARIANTS[variant])
+                edited = edit_image(pipe, given, swap["source"], swap["target"], plain=False, **knobs(variant, swap))
                 row = judge(drawing, swap, given_array, np.asarray(edited.result.edited), args.tolerance)
                 row.update(index=i, psnr=edited.psnr, source=swap["source"], target=swap["target"])
                 rows[f"{mode}/{variant}"].append(row)
@@ -294,24 +320,34 @@ def run(pipe, args) -> dict:
     return {k: summary(v) for k, v in rows.items() if v}
 
 
-def tables(paths: list[str]) -> None:
+def tables(paths: list[str], compact: bool = False) -> None:
     """Markdown tables of the rows of several runs' JSONs (a run in parts), each drawing counted once per key
-    (``mode/variant``; the ``default`` of a later commit named by its settings in the docs)."""
+    (``mode/variant``; the ``default`` of a later commit named by its settings in the docs); ``compact``: one
+    table, a row per key over all its drawings."""
     merged: dict[str, dict[int, dict]] = {}
     for path in paths:
         for key, rows in json.loads(Path(path).read_text())["rows"].items():
             merged.setdefault(key, {}).update({r["index"]: r for r in rows})
-    head = "| rows | n | in place | outline kept | IoU mean | attribute | other unchanged | background PSNR mean (min), ≥ 35 dB |"
+    head = (
+        "| {} | n | in place | outline kept | IoU mean | attribute | other unchanged | "
+        "background PSNR mean (min), ≥ 35 dB | reconstruction PSNR mean (min) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    if compact:
+        print(head.format("settings"))
     for key, by_index in merged.items():
-        print(f"\n{key}: drawings {min(by_index)}–{max(by_index)}\n\n{head}\n|---|---|---|---|---|---|---|---|")
+        if not compact:
+            print(f"\n{key}: drawings {min(by_index)}–{max(by_index)}\n\n{head.format('rows')}")
         for name, r in summary(list(by_index.values())).items():
+            if compact and name != "all":
+                continue
             other = "–" if r["other_unchanged"] is None else f"{r['other_unchanged']:.2f}"
             background = (
                 f"{r['background_psnr_mean']:.1f} ({r['background_psnr_min']:.1f}), {r['background_at_35']:.2f}"
             )
             print(
-                f"| {name} | {r['n']} | {r['in_place']:.2f} | {r['outline_kept']:.2f} | {r['iou_mean']:.2f} | "
-                f"{r['attribute_right']:.2f} | {other} | {background} |"
+                f"| {key if compact else name} | {r['n']} | {r['in_place']:.2f} | {r['outline_kept']:.2f} | "
+                f"{r['iou_mean']:.2f} | {r['attribute_right']:.2f} | {other} | {background} | "
+                f"{r['psnr_mean']:.1f} ({r['psnr_min']:.1f}) |"
             )
 
 
@@ -331,9 +367,10 @@ def main() -> None:
     parser.add_argument("--sheet-rows", type=int, default=20)
     parser.add_argument("--json", help="write the rows (after each drawing) and the summary here")
     parser.add_argument("--tables", nargs="+", help="print the tables of these runs' JSONs (merged) and stop")
+    parser.add_argument("--compact", action="store_true", help="with --tables: one row per mode/variant")
     args = parser.parse_args()
     if args.tables:
-        return tables(args.tables)
+        return tables(args.tables, args.compact)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     from crossattn.models.loading import load_pipeline

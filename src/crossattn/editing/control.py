@@ -59,6 +59,7 @@ from ..attention.processor import (
     supported_reference,
 )
 from ..attention.steps import LoopStep
+from .feature_injection import FeatureInjection, decoder_resnets
 from .local_blend import LocalBlend
 from .settings import EditSettings
 from .shared_rows import fill_output, shared_layout, take_rows
@@ -173,6 +174,12 @@ class Controller(ProcessorHook):
         self.local_blend = self._local_blend() if settings.blend else None
         self.layers = self._choose_layers(self_max_positions)
         self.step, self.steps, self.cross_stop, self.self_stop, self.shared_stop, self.pinned_stop = 0, None, 0, 0, 0, 0
+        self.feature_stop = 0  # Plug-and-Play: the steps before it inject the source's decoder ResBlock outputs
+        self.features = (
+            FeatureInjection(self, decoder_resnets(self.unet, settings.feature_blocks))
+            if settings.feature_fraction > 0
+            else None
+        )
         self.clock = LoopStep()  # the step each U-Net call belongs to
         self._traced = False  # a tracer's capture is installed: shared steps compute every row
         self._index: torch.Tensor | None = None  # during a shared step: the row each output row takes
@@ -216,6 +223,8 @@ class Controller(ProcessorHook):
         self.clock.listen(self.pipe, undo)
         undo.callback(self.unet.register_forward_pre_hook(self._see_step, with_kwargs=True).remove)
         undo.callback(self.unet.register_forward_hook(self._fill_shared, with_kwargs=True).remove)
+        if self.features is not None:
+            self.features.install(undo)
 
     def reset(self) -> None:
         self._index, self._dropped = None, False
@@ -264,6 +273,7 @@ class Controller(ProcessorHook):
         self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
         self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
+        self.feature_stop = math.floor(self.settings.feature_fraction * steps + 1e-9)
         pinned = self.settings.pinned_for(null_text=False).pinned_steps  # edit_image chose it; else DDIM's
         self.pinned_stop = math.floor(pinned * steps + 1e-9) if self.source_path else 0
         if self.pinned_stop > len(self.source_path or ()):

@@ -28,7 +28,7 @@ PINNED_DIRECT = 1.0
 #: 54.7 dB, min 20.5 → 45.6; outline IoU 0.61 → 0.65; the other rates the same); Direct Inversion off (with
 #: it the background is exact, but the other object of a two-object drawing was lost in 0.06 of them and an
 #: edited object moved in 0.03 more: docs/benchmarks.md)
-GIVEN_IMAGE_DEFAULTS = {"direct_inversion": False, "object_blend": True}
+GIVEN_IMAGE_DEFAULTS = {"direct_inversion": False, "object_blend": True, "feature_steps": 0.0}
 #: the knobs that act on an edit of a given image only (a generated edit's sidecar leaves them out)
 GIVEN_IMAGE_KNOBS = ("pinned_steps", *GIVEN_IMAGE_DEFAULTS)
 
@@ -56,7 +56,10 @@ class EditSettings:
     the targets keep the given image's geometry instead of only taking its maps; ``object_blend``, the local
     blend's region narrowed to the given image's object under it (every pixel outside the object the
     source's: :func:`crossattn.editing.local_blend.object_region`); each ``None``: on for a given image
-    (:data:`GIVEN_IMAGE_DEFAULTS`), without effect on a generated one.
+    (:data:`GIVEN_IMAGE_DEFAULTS`), without effect on a generated one. ``feature_steps``, the fraction of the
+    first steps in which each target takes the source's decoder ResBlock outputs, those of the first
+    ``feature_blocks`` decoder up-blocks (Plug-and-Play, Tumanyan et al., CVPR 2023:
+    :mod:`crossattn.editing.feature_injection`); ``None``: :data:`GIVEN_IMAGE_DEFAULTS`' for a given image, 0 else.
     The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -68,6 +71,8 @@ class EditSettings:
     pinned_steps: float | None = None
     direct_inversion: bool | None = None
     object_blend: bool | None = None
+    feature_steps: float | None = None
+    feature_blocks: int = 1
 
     def __post_init__(self):
         checked = {
@@ -75,11 +80,18 @@ class EditSettings:
             "self_steps": check_fraction("self_steps", self.self_steps),
             "shared_steps": check_fraction("shared_steps", self.shared_steps),
             "pinned_steps": None if self.pinned_steps is None else check_fraction("pinned_steps", self.pinned_steps),
+            "feature_steps": None
+            if self.feature_steps is None
+            else check_fraction("feature_steps", self.feature_steps),
             "reweight": dict(self.reweight or {}),
         }
         for name in ("direct_inversion", "object_blend"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is {getattr(self, name)!r}; accepted: True, False or None (chosen)")
+        if isinstance(self.feature_blocks, bool) or not isinstance(self.feature_blocks, int) or self.feature_blocks < 1:
+            raise ValueError(
+                f"feature_blocks is {self.feature_blocks!r}; accepted: a whole number of decoder blocks >= 1"
+            )
         if self.halves not in HALVES:
             raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
         for name, value in checked.items():
@@ -105,6 +117,11 @@ class EditSettings:
                 else PINNED_AFTER_DDIM
             )
         return replace(self, pinned_steps=pinned, **chosen)
+
+    @property
+    def feature_fraction(self) -> float:
+        """``feature_steps`` as run: ``None`` (a generated edit's: no injection) is 0."""
+        return self.feature_steps or 0.0
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
