@@ -122,11 +122,14 @@ def test_edit_without_an_image_is_crossattn_edit(handlers, tiny_model_dir, tmp_p
         "source: a red circle",
         "edited: a blue circle",
         "plain: a blue circle",
+        "'red' in source",  # under each picture, its map of the changed word
+        "'blue' in edited",
+        "'blue' in plain",
     ]
     assert all(picture.size == (128, 128) for picture, _ in gallery) and "seed 4" in info
     args = ["edit", "a red circle", "--to", "a blue circle", "--model", str(tiny_model_dir), "--seed", "4"]
     assert main([*args, "--steps", "3", "--quiet", "--out", str(tmp_path)]) == 0
-    for (picture, _), view in zip(gallery, ("source", "edited", "plain"), strict=True):
+    for (picture, _), view in zip(gallery[:3], ("source", "edited", "plain"), strict=True):
         cli = Image.open(tmp_path / f"a-blue-circle-4.{view}.png")
         assert np.array_equal(np.array(picture), np.array(cli.resize((128, 128), Image.NEAREST))), view
 
@@ -142,7 +145,7 @@ def test_edit_of_an_uploaded_image(handlers, monkeypatch, null_text):
     monkeypatch.setattr(handlers_module, "run_edit", lambda *a, **k: edits.append(run_edit(*a, **k)) or edits[-1])
     with pytest.warns(UserWarning, match="the image is L; converted to RGB"):
         gallery, info = handlers.edit("a red circle", "", 0, 3, 4.0, "default", upload("L"), "a blue circle", null_text)
-    assert [c.split(":")[0] for _, c in gallery] == ["reconstruction", "edited", "plain"] and len(gallery) == 3
+    assert [c.split(":")[0] for _, c in gallery[:3]] == ["reconstruction", "edited", "plain"] and len(gallery) == 6
     assert "dB" in info and ("null-text" in info) == null_text
     (edited,) = edits
     assert math.isfinite(edited.psnr) and f"{edited.psnr:.2f} dB" in info
@@ -185,4 +188,4 @@ def test_generate_endpoint_old_positional_arguments_and_an_image(server, tmp_pat
     gallery, info = client.predict(
         "a red circle", "", 0, 3, 4.0, "default", handle_file(str(path)), "a blue circle", False, api_name="/edit"
     )
-    assert len(gallery) == 3 and "dB" in info
+    assert len(gallery) == 6 and "dB" in info  # three pictures, the changed word's map under each

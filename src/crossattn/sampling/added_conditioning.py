@@ -6,7 +6,12 @@ Podell et al., "SDXL", 2023, §2.2), as ``added_cond_kwargs = {"text_embeds", "t
 builds them in its ``__call__``; DDIM and null-text inversion call the U-Net directly
 (:mod:`crossattn.sampling.inversion`), so :class:`AddedConditioning` hands every such call that has none
 the prompt's, built the way ``StableDiffusionXLPipeline.__call__`` builds them (no crop, the image's size
-as original and target size). The edit itself samples through the pipeline, which adds its own.
+as original and target size). The edit itself samples through the pipeline, which adds its own; in the rows
+whose unconditional text states :class:`~crossattn.sampling.inversion.NullText` replaces (the source row's),
+:func:`null_rows_pooled` also puts the prompt's pooled text where the pipeline put the negative prompt's, so
+those rows run as the inversion ran them (with the negative's, a guided source row on the tiny SDXL drew
+14.6 dB from its unguided self instead of the same picture: negative-prompt inversion's guidance-free
+reconstruction, Miyake et al., 2023, needs the unconditional pass to be the conditional one).
 """
 
 from __future__ import annotations
@@ -76,3 +81,18 @@ def added_conditioning(pipe, prompt: str, latents: torch.Tensor):
     scale = getattr(pipe, "vae_scale_factor", 1)
     size = (latents.shape[-2] * scale, latents.shape[-1] * scale)
     return AddedConditioning(pipe.unet, added_conditions(pipe, prompt, size))
+
+
+def null_rows_pooled(kwargs: dict, rows: int) -> dict:
+    """A guided U-Net call's ``kwargs`` with, in its first ``rows`` unconditional rows, the pooled text of the
+    matching conditional rows (their prompt's, ``(2B, P)``: unconditional half first, as diffusers orders it):
+    the rows whose text states :class:`~crossattn.sampling.inversion.NullText` makes the prompt's own or its
+    fitted null states, which the inversion ran and fitted with the prompt's pooled text (:class:`AddedConditioning`).
+    A call without SDXL's added conditioning is returned as it came."""
+    added = kwargs.get("added_cond_kwargs")
+    if not added or added.get("text_embeds") is None:
+        return kwargs
+    pooled = added["text_embeds"]  # (2B, P)
+    half = pooled.shape[0] // 2
+    pooled = torch.cat([pooled[half : half + rows], pooled[rows:]])  # (2B, P): rows 0..rows-1 from the cond half
+    return {**kwargs, "added_cond_kwargs": {**added, "text_embeds": pooled}}

@@ -62,13 +62,21 @@ def read_image(path: str | Path):
         raise BadImage(f"image {path} is a folder, not a file (give a PNG, JPEG or other file Pillow reads)")
     if path.stat().st_size == 0:
         raise BadImage(f"cannot read image {path}: the file is empty (0 bytes)")
-    image = decoded(path)
+    return readable(decoded(path), f"image {path}")
+
+
+def readable(image, name: str):
+    """``image`` as :func:`read_image` returns a file's (a :class:`~crossattn.errors.BadImage` naming ``name``
+    and its size when too narrow; more than 8 bits a channel scaled to 8), so that a picture handed over in
+    memory (the explorer's upload, the API's PIL image) is read as the same file would be."""
+    from ..errors import BadImage
+
     if min(image.size) < 1 or max(image.size) > MAX_ASPECT * min(image.size):
         raise BadImage(
-            f"image {path} is {image.width}x{image.height}: too narrow to read (the model sees its centre "
+            f"{name} is {image.width}x{image.height}: too narrow to read (the model sees its centre "
             f"square); give an image at most {MAX_ASPECT}:1 long side to short side"
         )
-    return eight_bit(image, path)
+    return eight_bit(image, name)
 
 
 def decoded(path: Path):
@@ -103,7 +111,7 @@ def decoded(path: Path):
     return picture
 
 
-def eight_bit(image, path: Path):
+def eight_bit(image, name: str):
     """``image`` with more than 8 bits a channel (16-bit, 32-bit or float greys) scaled to 8-bit ``L``."""
     if image.mode not in WIDE_MODES:
         return image
@@ -115,7 +123,7 @@ def eight_bit(image, path: Path):
     if image.mode in ("I", "F") and np.nanmax(values, initial=0) > top:
         top = float(np.nanmax(values))  # a 32-bit or float image beyond the usual range: its own maximum
     grey = np.clip(np.nan_to_num(values / top * 255), 0, 255).round().astype(np.uint8)
-    warnings.warn(f"image {path} is {image.mode} ({top:g} = white); scaled to 8 bits", stacklevel=4)
+    warnings.warn(f"{name} is {image.mode} ({top:g} = white); scaled to 8 bits", stacklevel=5)
     return Image.fromarray(grey, "L")
 
 
@@ -149,7 +157,7 @@ def fit_image(image, size: tuple[int, int], name: str = "the image"):
 def given_picture(pipe, image):
     """``image`` (a path or a PIL image) read and fitted to ``pipe``'s size: ``(PIL image, notes)``."""
     name = f"image {image}" if isinstance(image, str | Path) else "the image"
-    picture = read_image(image) if isinstance(image, str | Path) else image
+    picture = read_image(image) if isinstance(image, str | Path) else readable(image, name)
     return fit_image(picture, default_size(pipe), name)  # the size the model draws by default
 
 

@@ -29,7 +29,7 @@ import torch
 
 from ..attention.install import ProcessorHook
 from ..config import SamplingConfig
-from .added_conditioning import added_conditioning, sdxl_prompt_states, takes_added_conditioning
+from .added_conditioning import added_conditioning, null_rows_pooled, sdxl_prompt_states, takes_added_conditioning
 
 #: Adam's learning rate on the null text states, and the early-stop tolerance per step (Mokady et al.:
 #: stop when the step's loss is below 1e-5 + i·2e-5, i the step index). 3e-2 for every fit fits all 200
@@ -346,6 +346,7 @@ class NullText(ProcessorHook):
         rows = half if self.rows is None else min(self.rows, half)
         null = self.null_embeddings[self.timesteps[step]]
         states = torch.cat([null.to(states).expand(rows, -1, -1), states[rows:]])  # (2B, T, D)
+        kwargs = null_rows_pooled(kwargs, rows)  # SDXL: those rows' pooled text the prompt's, as inverted
         if len(args) > 2:
             return (*args[:2], states, *args[3:]), kwargs
         return args, {**kwargs, "encoder_hidden_states": states}

@@ -90,8 +90,9 @@ class Handlers:
         null_text: bool = False,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):
-        """The edit box: ``prompt`` (describing ``image`` when one is uploaded) edited to ``target``;
-        returns the gallery (source or reconstruction, edited, plain) and a line with the PSNR."""
+        """The edit box: ``prompt`` (describing ``image`` when one is uploaded, read at the model's own size)
+        edited to ``target``; returns the gallery (source or reconstruction, edited, plain, then under each its
+        map of every changed word) and a line with the PSNR."""
         request = Request.of(
             prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
             relation_guidance=0.0, image=image,
@@ -103,7 +104,9 @@ class Handlers:
         else:
             how = "null-text" if null_text else "DDIM"
             info = f"reconstruction PSNR {edited.psnr:.2f} dB ({how} inversion; against the image as the model read it)"
-        return [(render.upscaled(picture), caption) for picture, caption in edited.gallery()], info
+        scale = render.display_scale(edited.edited)
+        pictures = [(render.upscaled(picture, scale), caption) for picture, caption in edited.gallery()]
+        return pictures + edited.map_panels(scale), info
 
     def views(self, result: Result) -> tuple:
         """Every output of ``/generate`` for one result (the order of ``app.GENERATE_OUTPUTS``)."""
