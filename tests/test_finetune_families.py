@@ -1,6 +1,8 @@
 """Fine-tuning SD-1.5 and SDXL folders (issue 39): the latent loop's conditioning matches the pipelines', a run
 with validation maps stops and resumes, and its outputs load in stock diffusers and in ``crossattn maps
---lora --compare-base``; the validation numbers."""
+--lora --compare-base``; the validation numbers; every DATA layout (metadata.jsonl / .csv, .txt captions, a
+``datasets`` folder) fine-tunes both families. Prior images, text-encoder LoRA and a SIGKILLed run:
+``test_finetune_families_prior.py``."""
 
 from __future__ import annotations
 
@@ -158,48 +160,64 @@ def same_items(a, b) -> bool:
     return [r.text for r in a.records] == [r.text for r in b.records] and np.array_equal(a.images, b.images)
 
 
-def test_txt_captions_beside_images_train_like_metadata(ring_data, family_dirs, tmp_path):
-    """``0.png`` + ``0.txt`` (no metadata file) reads as the metadata folder does, and fine-tunes an SD-1.5."""
+DATASETS_COLUMNS = {"image_column": "pic", "caption_column": "caption"}
+
+
+def write_layout(ring_data, folder, layout: str):
+    """``ring_data`` in another layout DATA may take: ``csv`` (metadata.csv), ``txt`` (``0.png`` + ``0.txt``, no
+    metadata file), or a local ``datasets`` folder (``save_to_disk`` or ``parquet``) with other column names
+    (:data:`DATASETS_COLUMNS`). The table is built with pyarrow (images as ``{bytes, path}``, as ``datasets`` stores
+    them) and given a fingerprint: ``Dataset.from_dict`` hashes with dill, which fails on pyarrow's ``MonthDayNano``
+    in this environment."""
+    import csv
     import shutil
 
-    from crossattn.data.folder import ImageFolderDataset
-
-    folder = tmp_path / "txt"
-    folder.mkdir()
-    for line in (ring_data / "metadata.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        shutil.copy(ring_data / row["file_name"], folder / row["file_name"])
-        (folder / row["file_name"]).with_suffix(".txt").write_text(row["text"] + "\n")
-    assert same_items(ImageFolderDataset(folder, 16), ImageFolderDataset(ring_data, 16))
-    argv = ["finetune", str(folder), "--model", str(family_dirs["sd15"]), "--out", str(tmp_path / "run")]
-    assert main([*argv, "--steps", "1", "--lora", "2", "--batch-size", "2", "--no-samples", "--no-progress"]) == 0
-    assert (tmp_path / "run" / "final" / "pytorch_lora_weights.safetensors").is_file()
-
-
-@pytest.mark.parametrize("layout", ["save_to_disk", "parquet"])
-def test_a_local_datasets_folder_reads_like_the_image_folder(ring_data, tmp_path, layout):
-    """A ``datasets`` folder with other column names (``--image-column pic --caption-column caption``). The table
-    is built with pyarrow (images as ``{bytes, path}``, as ``datasets`` stores them) and given a fingerprint:
-    ``Dataset.from_dict`` hashes with dill, which fails on pyarrow's ``MonthDayNano`` in this environment."""
-    datasets = pytest.importorskip("datasets")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from crossattn.data.folder import ImageFolderDataset
-
     rows = [json.loads(line) for line in (ring_data / "metadata.jsonl").read_text().splitlines()]
-    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    pics = [{"bytes": (ring_data / r["file_name"]).read_bytes(), "path": None} for r in rows]
-    table = pa.table({"pic": pa.array(pics, type=image_type), "caption": [r["text"] for r in rows]})
-    folder = tmp_path / "hf"
-    if layout == "save_to_disk":
-        features = datasets.Features({"pic": datasets.Image(), "caption": datasets.Value("string")})
-        info = datasets.DatasetInfo(features=features)
-        datasets.Dataset(table, info=info, fingerprint="rings").save_to_disk(str(folder))
-    else:
-        folder.mkdir()
-        pq.write_table(table, folder / "train.parquet")
-    read = ImageFolderDataset(folder, 16, image_column="pic", caption_column="caption")
-    assert same_items(read, ImageFolderDataset(ring_data, 16))
-    with pytest.raises(ValueError, match="no column 'image'; its columns are: pic, caption"):
-        ImageFolderDataset(folder, 16)
+    if layout in ("save_to_disk", "parquet"):
+        datasets = pytest.importorskip("datasets")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        pics = [{"bytes": (ring_data / r["file_name"]).read_bytes(), "path": None} for r in rows]
+        table = pa.table({"pic": pa.array(pics, type=image_type), "caption": [r["text"] for r in rows]})
+        if layout == "save_to_disk":
+            features = datasets.Features({"pic": datasets.Image(), "caption": datasets.Value("string")})
+            info = datasets.DatasetInfo(features=features)
+            datasets.Dataset(table, info=info, fingerprint="rings").save_to_disk(str(folder))
+        else:
+            folder.mkdir()
+            pq.write_table(table, folder / "train.parquet")
+        return folder
+    folder.mkdir()
+    for row in rows:
+        shutil.copy(ring_data / row["file_name"], folder / row["file_name"])
+        if layout == "txt":
+            (folder / row["file_name"]).with_suffix(".txt").write_text(row["text"] + "\n")
+    if layout == "csv":
+        with open(folder / "metadata.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, ["file_name", "text"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("layout", ["csv", "txt", "save_to_disk", "parquet"])
+def test_each_data_layout_fine_tunes_both_families(layout, family, ring_data, family_dirs, tmp_path):
+    """DATA as metadata.csv, ``.txt`` captions beside the images, or a local ``datasets`` folder (``--image-column pic
+    --caption-column caption``) reads as the metadata.jsonl folder does, and a 1-step run on each family writes the
+    adapter (metadata.jsonl: the run test above)."""
+    from crossattn.data.folder import ImageFolderDataset
+
+    folder = write_layout(ring_data, tmp_path / layout, layout)
+    columns = DATASETS_COLUMNS if layout in ("save_to_disk", "parquet") else {}
+    assert same_items(ImageFolderDataset(folder, 16, **columns), ImageFolderDataset(ring_data, 16))
+    if columns:
+        with pytest.raises(ValueError, match="no column 'image'; its columns are: pic, caption"):
+            ImageFolderDataset(folder, 16)
+    argv = ["finetune", str(folder), "--model", str(family_dirs[family]), "--out", str(tmp_path / "run")]
+    argv += ["--steps", "1", "--lora", "2", "--batch-size", "2", "--no-samples", "--no-progress"]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in columns.items()]  # --image-column=pic --caption-column=caption
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "final" / "pytorch_lora_weights.safetensors").is_file()
