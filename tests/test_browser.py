@@ -138,7 +138,7 @@ def test_served_page_upload_an_image_and_edit_it(server, page, tmp_path):
 
     page.fill("#target textarea", "a red circle left of a red square")
     page.click("#edit")
-    page.wait_for_function("document.querySelectorAll('#edits img').length === 3", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#edits img').length === 6", timeout=60_000)  # pictures, maps
     page.wait_for_function("document.querySelector('#edit-info').innerText.includes('dB')", timeout=30_000)
     assert "reconstruction" in page.locator("#edits").inner_text()
     page.screenshot(path=str(tmp_path / "serve-upload.png"), full_page=True)
