@@ -100,9 +100,10 @@ def test_an_upload_is_edited_as_crossattn_edit_image_edits_the_file(
     assert ("null-text" in info) == null_text
 
     if null_text:  # the API's call on the file (the CLI's is the DDIM case's; this one spares a second load)
-        api = edit_image(
-            sdxl_explorer.pipe, path, SOURCE, TARGET, EditSettings(), null_text_steps=10, num_inference_steps=2
-        )
+        with pytest.warns(UserWarning, match="RGBA; converted to RGB"):
+            api = edit_image(
+                sdxl_explorer.pipe, path, SOURCE, TARGET, EditSettings(), null_text_steps=10, num_inference_steps=2
+            )
         cli = {"source": api.given.image, "reconstruction": api.reconstruction, "edited": api.result.edited}
         cli["plain"] = api.result.plain
     else:
