@@ -77,7 +77,7 @@ def test_family_prior_is_the_base_pipelines_drawing_weighted_and_reused(
     info = json.loads((folder / prior.INFO_NAME).read_text())
     drawn_with = {"count": 2, "base_model": str(model), "seed": 0, "steps": 20, "guidance": 4.0}
     assert info == drawn_with | {"class_prompt": CLASS_PROMPT, "size": 16}
-    pipe = load_family(model)
+    pipe = load_family(model).to(prior.prior_device() or "cpu")  # drawn where the prior is drawn
     gens = [torch.Generator().manual_seed(prior.IMAGE_SEED_BASE + i) for i in range(2)]
     call = dict(num_inference_steps=20, guidance_scale=4.0, height=16, width=16, output_type="np")
     drawn = (pipe([CLASS_PROMPT] * 2, generator=gens, **call).images * 255).round().astype(np.uint8)  # (2, 16, 16, 3)
@@ -94,6 +94,22 @@ def test_family_prior_is_the_base_pipelines_drawing_weighted_and_reused(
     lora = json.loads((out / "final" / "lora_info.json").read_text())
     assert (lora["prior_images"], lora["class_prompt"], lora["prior_loss_weight"]) == (2, CLASS_PROMPT, 0.5)
     assert "2 prior images" in (out / "final" / "README.md").read_text()
+
+
+def test_class_prompt_gives_a_crossattn_model_without_the_grammar_a_prior(tiny_model_dir, ring_data, tmp_path):
+    """A crossattn model whose words are not the scenes grammar draws no prior of its own; ``--class-prompt`` names
+    what it draws (at its own size: ``prior_info.json`` has no ``size``)."""
+    from crossattn.training.prior import INFO_NAME
+
+    from .model_copies import bpe_copy
+
+    model, out = bpe_copy(tiny_model_dir, tmp_path / "base"), tmp_path / "run"
+    assert main(argv(ring_data, model, out, 1, "--class-prompt", "a red circle", "--prior", "2")) == 0
+    lines = (out / "prior" / "metadata.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["a red circle"] * 2
+    info = json.loads((out / "prior" / INFO_NAME).read_text())
+    assert info["class_prompt"] == "a red circle" and "size" not in info
+    assert json.loads((out / "final" / "lora_info.json").read_text())["prior_images"] == 2
 
 
 def test_prior_loss_weight_scales_each_items_loss(tiny_pipe):
