@@ -107,7 +107,11 @@ def _edit_box() -> tuple[list, object, list]:
     )
     button = gr.Button("Edit", elem_id="edit")
     gallery = gr.Gallery(
-        label="source (or reconstruction), edited, plain target", columns=3, height=180, format="png", elem_id="edits"
+        label="source (or reconstruction), edited, plain; maps below",
+        columns=3,
+        height=320,  # two rows: the pictures, then the changed word's map under each
+        format="png",
+        elem_id="edits",
     )
     info = gr.Markdown(elem_id="edit-info")
     return [target, null_text], button, [gallery, info]
