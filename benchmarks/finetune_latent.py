@@ -173,29 +173,71 @@ class ValidationClock:
         Trainer.validate = timed
 
 
-def validation_cost(
-    data: Path, model: Path, steps: int, rounds: int
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Whole-run wall seconds with and without the default validation, alternating; and, per run with
-    validation, the share of its wall time and of its CPU time spent validating (``{"wall": [...], "cpu": [...]}``)."""
-    clock, shares = ValidationClock(), {"wall": [], "cpu": []}
+def validation_cost(data: Path, model: Path, steps: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Runs with and without the default validation, alternating: ``"wall"`` and ``"cpu"`` (this process's own,
+    one thread) whole-run seconds of each, and per run with validation the share of its wall and CPU time spent
+    validating (``"share"``: ``{"wall": [...], "cpu": [...]}``)."""
+    clock = ValidationClock()
+    found: dict[str, dict[str, list[float]]] = {"share": {"wall": [], "cpu": []}, "cpu": {}}
 
-    def run(*extra: str):
+    def run(name: str, *extra: str):
         def once() -> list[float]:
             with tempfile.TemporaryDirectory() as tmp:
                 before, before_cpu, cpu = clock.seconds, clock.cpu, time.process_time()
                 wall = finetune(data, model, Path(tmp) / "run", steps, *extra)
                 cpu = time.process_time() - cpu
+            found["cpu"].setdefault(name, []).append(cpu)
             if extra:
                 inside, inside_cpu = clock.seconds - before, clock.cpu - before_cpu
-                shares["wall"].append(inside / (wall - inside))
-                shares["cpu"].append(inside_cpu / (cpu - inside_cpu))
+                found["share"]["wall"].append(inside / (wall - inside))
+                found["share"]["cpu"].append(inside_cpu / (cpu - inside_cpu))
             return [0.0, wall]  # no warm-up to drop
 
         return once
 
-    runs = {"without": run(), "with validation": run("--validation-prompt", PROMPT)}
-    return alternate(runs, rounds, "s"), shares
+    runs = {"without": run("without"), "with validation": run("with validation", "--validation-prompt", PROMPT)}
+    found["wall"] = alternate(runs, rounds, "s")
+    return found
+
+
+def report_validation(found: dict[str, dict[str, list[float]]], steps: int) -> None:
+    """Prints :func:`validation_cost`'s whole-run ratios (wall, CPU) and the in-run shares."""
+    for kind in ("wall", "cpu"):
+        w, v = statistics.median(found[kind]["without"]), statistics.median(found[kind]["with validation"])
+        print(
+            f"{steps}-step run, {kind:<4} s, without validation: {w:7.1f}  "
+            + ", ".join(f"{x:.1f}" for x in found[kind]["without"])
+        )
+        print(
+            f"{steps}-step run, {kind:<4} s, default validation: {v:7.1f}  "
+            + ", ".join(f"{x:.1f}" for x in found[kind]["with validation"])
+        )
+        print(f"whole-run {kind} ratio with / without validation: {v / w:.3f}   (target <= 1.10)")
+    for kind in ("wall", "cpu"):
+        listed = ", ".join(f"{100 * x:.1f} %" for x in found["share"][kind])
+        print(f"validation {kind:<4} time / the rest of its run: {listed}")
+        median = 100 * statistics.median(found["share"][kind])
+        print(f"validation adds ({kind + ',':<5} median, in-run): {median:+.1f} %   (target <= +10 %)")
+
+
+def step_cost(data: Path, model: Path, args: argparse.Namespace) -> None:
+    """Prints a LoRA step's cost, finetune ÷ the bare loop: wall per 10-step window (alternating) and CPU time."""
+    runs = {
+        "bare": lambda: bare_step_seconds(data, model, args.step_steps + 1),
+        "loop": lambda: loop_step_seconds(data, model, args.step_steps),
+    }
+    seconds = alternate(runs, args.rounds, "s/step")
+    b, o = statistics.median(seconds["bare"]), statistics.median(seconds["loop"])
+    print(f"threads {args.threads}, {len(seconds['bare'])} + {len(seconds['loop'])} ten-step windows")
+    print(f"bare diffusers + peft loop : {1000 * b:7.2f} ms/step")
+    print(f"crossattn finetune         : {1000 * o:7.2f} ms/step")
+    print(f"ratio finetune / bare      : {o / b:.3f}   (target <= 1.1)")
+    cpu = {"bare": [], "loop": []}
+    for _ in range(args.rounds):  # CPU time: the process's own, whatever else runs
+        cpu["bare"].append(statistics.median(bare_step_seconds(data, model, args.step_steps + 1, time.process_time)))
+        cpu["loop"].append(loop_cpu_per_step(data, model, args.step_steps))
+    b, o = statistics.median(cpu["bare"]), statistics.median(cpu["loop"])
+    print(f"CPU time per step: bare {1000 * b:.2f} ms, finetune's whole loop {1000 * o:.2f} ms, ratio {o / b:.3f}")
 
 
 def main() -> None:
@@ -209,40 +251,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-validation", action="store_true", help="measure the step cost only")
+    parser.add_argument("--skip-step-cost", action="store_true", help="measure the validation cost only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model, data = tiny_sd15(Path(tmp)), ring_folder(Path(tmp))
-        runs = {
-            "bare": lambda: bare_step_seconds(data, model, args.step_steps + 1),
-            "loop": lambda: loop_step_seconds(data, model, args.step_steps),
-        }
-        seconds = alternate(runs, args.rounds, "s/step")
-        b, o = statistics.median(seconds["bare"]), statistics.median(seconds["loop"])
-        print(f"threads {args.threads}, {len(seconds['bare'])} + {len(seconds['loop'])} ten-step windows")
-        print(f"bare diffusers + peft loop : {1000 * b:7.2f} ms/step")
-        print(f"crossattn finetune         : {1000 * o:7.2f} ms/step")
-        print(f"ratio finetune / bare      : {o / b:.3f}   (target <= 1.1)")
-        cpu = {"bare": [], "loop": []}
-        for _ in range(args.rounds):  # CPU time: the process's own, whatever else runs
-            cpu["bare"].append(
-                statistics.median(bare_step_seconds(data, model, args.step_steps + 1, time.process_time))
-            )
-            cpu["loop"].append(loop_cpu_per_step(data, model, args.step_steps))
-        b, o = statistics.median(cpu["bare"]), statistics.median(cpu["loop"])
-        print(f"CPU time per step: bare {1000 * b:.2f} ms, finetune's whole loop {1000 * o:.2f} ms, ratio {o / b:.3f}")
+        if not args.skip_step_cost:
+            step_cost(data, model, args)
         if not args.skip_validation:
-            walls, shares = validation_cost(data, model, args.steps, args.rounds)
-            w, v = statistics.median(walls["without"]), statistics.median(walls["with validation"])
-            print(f"{args.steps}-step run without validation : {w:7.1f} s")
-            print(f"{args.steps}-step run, default validation: {v:7.1f} s   (wall ratio {v / w:.3f})")
-            for kind in ("wall", "cpu"):
-                listed = ", ".join(f"{100 * x:.1f} %" for x in shares[kind])
-                print(f"validation {kind:>4} time / the rest of its run: {listed}")
-                print(
-                    f"validation adds ({kind}, median, in-run)   : {100 * statistics.median(shares[kind]):+.1f} %"
-                    "   (target <= +10 %)"
-                )
+            report_validation(validation_cost(data, model, args.steps, args.rounds), args.steps)
 
 
 if __name__ == "__main__":
