@@ -168,6 +168,7 @@ def test_a_generated_edit_is_at_the_servers_size(handlers, sdxl_explorer):
     ("image", "target", "message"),
     [
         (drawing("RGB", (200, 10)), TARGET, "the image is 200x10: too narrow to read .* at most 8:1"),
+        (Image.new("La", (16, 16)), TARGET, "the image is La, which Pillow cannot convert to RGB"),
         (drawing("RGB", (16, 16)), "A  Red square", "the edit-to prompt 'A  Red square' reads as the prompt itself"),
         (None, SOURCE, f"the edit-to prompt '{SOURCE}' reads as the prompt itself .* change nothing"),
         (drawing("RGB", (16, 16)), " ", "the edit-to prompt is empty"),
