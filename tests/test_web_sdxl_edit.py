@@ -100,10 +100,11 @@ def test_an_upload_is_edited_as_crossattn_edit_image_edits_the_file(
     assert ("null-text" in info) == null_text
 
     if null_text:  # the API's call on the file (the CLI's is the DDIM case's; this one spares a second load)
-        with pytest.warns(UserWarning, match="RGBA; converted to RGB"):
+        with pytest.warns(UserWarning) as read:  # the file's notes: converted, resized
             api = edit_image(
                 sdxl_explorer.pipe, path, SOURCE, TARGET, EditSettings(), null_text_steps=10, num_inference_steps=2
             )
+        assert [str(w.message).split(" is ", 1)[1] for w in read] == [n.split(" is ", 1)[1] for n in notes[:2]]
         cli = {"source": api.given.image, "reconstruction": api.reconstruction, "edited": api.result.edited}
         cli["plain"] = api.result.plain
     else:
