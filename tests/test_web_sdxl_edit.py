@@ -194,3 +194,16 @@ def test_an_upload_is_read_as_the_same_file(sdxl_explorer, tmp_path):
     assert f"image {tmp_path / 'deep.png'} is I;16 (65535 = white); scaled to 8 bits" in notes
     assert uploaded.size == (16, 16) and np.array_equal(np.asarray(uploaded), np.asarray(read))
     assert np.asarray(uploaded).max() == 128
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "maps"),
+    [
+        ("a square", TARGET, ["source: no source word", "'blue' in edited", "'blue' in plain"]),  # a word added
+        (SOURCE, "a square", ["'square' in source", "'square' in edited", "'square' in plain"]),  # one removed
+    ],
+)
+def test_maps_of_a_word_added_or_removed(handlers, source, target, maps):
+    gallery, _ = handlers.edit(source, "", 0, 2, 4.0, "default", None, target, False)
+    assert [caption for _, caption in gallery][3:] == maps
+    assert len({picture.size for picture, _ in gallery}) == 1  # every panel at the pictures' scale

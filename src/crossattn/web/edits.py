@@ -54,13 +54,14 @@ class Edited:
         """Under each picture, ``scale``× as the page shows it, its map of the changed word (the source word
         under the source, the target word under the others): three panels per changed word."""
         from .. import viz
+        from .render import upscaled
 
         panels = []
         for source_word, target_word in self.changed:
             for view, word in (("source", source_word), ("edited", target_word), ("plain", target_word)):
                 picture = getattr(self, view)
                 if word is None:  # a word added where the source had none: nothing to draw under the source
-                    panels.append((picture.resize((picture.width * scale, picture.height * scale)), f"{view}: -"))
+                    panels.append((upscaled(picture, scale), f"{view}: no source word"))
                     continue
                 heat = self.maps.word_map(word, image=ROWS[view])  # (H, W)
                 panels.append((viz.heat_frame(heat, picture, scale=scale), f"'{word}' in {view}"))
@@ -68,10 +69,15 @@ class Edited:
 
 
 def changed_pairs(result) -> list[tuple[str | None, str]]:
-    """``(source word, target word)``: the last word of each block of words the edit changed (a removed
-    word has no target word and is not drawn)."""
+    """``(source word, target word)``: the last word of each block of words the edit changed; when words were
+    only removed, the target's last word (under the source too where the source has it), as ``crossattn edit``'s
+    ``.compare.png`` draws them."""
     pairs = [(s.split()[-1] if s else None, t.split()[-1] if t else None) for s, t in result.changed]
-    return [(s, t) for s, t in pairs if t is not None]
+    pairs = [(s, t) for s, t in pairs if t is not None]
+    if not pairs:
+        word = result.target_prompt.split()[-1].lower()
+        pairs = [(word if word in result.source_prompt.lower().split() else None, word)]
+    return pairs
 
 
 def check_changes(tokenizer, source: str, target: str) -> None:
