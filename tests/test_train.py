@@ -342,3 +342,23 @@ def test_resume_refuses_a_checkpoint_with_pickled_custom_state(tmp_path):
     (checkpoint / "trainer_state.json").unlink()
     with pytest.raises(FileNotFoundError, match="no trainer_state.json"):
         train(TINY, quick(steps=4), scenes(), tmp_path / "run", resume="latest", progress=False)
+
+
+def test_trained_token_rows_are_written_into_a_stock_text_encoder(base_final, tmp_path):
+    """``trainable_token_ids`` (the rest of the text encoder frozen): ``final`` holds a plain token table with
+    the trained rows in it, not peft's wrapper keys, which ``CLIPTextModel`` would load as a random table."""
+    from transformers import CLIPTextModel
+
+    ids = (320, 736, 1746)  # "a</w>", "red</w>", "blue</w>" in the CLIP BPE ("a" is in every caption)
+    cfg = quick(steps=2, init_from=str(base_final), train_text_encoder=False, trainable_token_ids=ids)
+    cfg.embedding_lr = 1e-2
+    train(TINY, cfg, scenes(), tmp_path / "rows", progress=False)
+    before = load_file(base_final / "text_encoder/model.safetensors")
+    after = load_file(tmp_path / "rows/final/text_encoder/model.safetensors")
+    assert set(after) == set(before)
+    key = next(k for k in after if k.endswith("token_embedding.weight"))
+    moved = (after[key] != before[key]).any(dim=1).nonzero().flatten().tolist()
+    assert 320 in moved and set(moved) <= set(ids)  # those rows trained (where the batches held them), no other
+    assert all(torch.equal(before[k], after[k]) for k in before if k != key)
+    loaded = CLIPTextModel.from_pretrained(tmp_path / "rows/final/text_encoder")
+    assert torch.equal(loaded.get_input_embeddings().weight, after[key])

@@ -151,14 +151,18 @@ class TrainerOutputs:
         """The pipeline folder (safetensors, fp16 when asked), or what ``export`` writes (a LoRA adapter);
         either way with the training vocabulary (``vocabulary.json``) so unknown prompt words get a warning."""
         from ..models.vocabulary import write_training_vocabulary
+        from .train_setup import merge_token_rows
 
         pipe = self.pipeline()
         write_training_vocabulary(folder, self.dataset, self.config.init_from)
         if self.export is not None:
             self.export(pipe, folder)
             return
-        if self.config.save_fp16:
-            pipe = copy_pipeline(pipe).to(torch.float16)
+        if self.config.save_fp16 or self.config.trainable_token_ids:
+            pipe = copy_pipeline(pipe)
+            merge_token_rows(pipe.text_encoder)  # a stock CLIPTextModel folder, the trained rows written in
+            if self.config.save_fp16:
+                pipe = pipe.to(torch.float16)
         from ..models.loading import quiet_loading
 
         with quiet_loading():  # no "Writing model shards" bar between the loop's own lines

@@ -74,6 +74,17 @@ def embedding_weights(text_encoder) -> torch.Tensor:
     return table.weight
 
 
+def merge_token_rows(text_encoder) -> None:
+    """Write the trained rows (peft's trainable tokens, :func:`train_token_rows`) into a plain
+    ``nn.Embedding`` in place of peft's wrapper; call it on a copy. A text encoder saved with the wrapper
+    holds ``token_embedding.base_layer.weight`` and the rows' delta, which ``CLIPTextModel`` does not
+    read: the folder would load with a random token table."""
+    if not hasattr(text_encoder.get_input_embeddings(), "get_merged_weights"):
+        return
+    merged = embedding_weights(text_encoder).detach().clone()  # (V, D)
+    text_encoder.set_input_embeddings(torch.nn.Embedding.from_pretrained(merged, freeze=False))
+
+
 def swap_text_encoder(pipe, folder: str | Path) -> None:
     """Put the ``CLIPTextModel`` of ``folder`` (a text-encoder folder, or a CLIP folder: its text tower)
     in the pipeline, as Stable Diffusion reads a separately trained CLIP."""
