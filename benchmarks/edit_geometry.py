@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawings import STYLE_NAMES, Drawing, at_model_size, drawing_set  # noqa: E402
+from edit_variants import COLOUR_WEIGHT, VARIANTS  # noqa: E402
 
 from crossattn.data.captions import COLOURS, format_caption  # noqa: E402
 from crossattn.editing.image_edit import GivenInversion, edit_image, invert_image  # noqa: E402
@@ -47,37 +48,7 @@ from crossattn.files import atomic_write, atomic_write_json  # noqa: E402
 from crossattn.sampling.inversion import Inversion  # noqa: E402
 
 MODES = ("ddim", "null-text")
-COLOUR_WEIGHT = "colour_weight"  # a variant's key: re-weight the swap's new colour word by this factor
 OUTLINE_SHADE = 0.55  # drawings.py's outline darkening
-#: edit settings compared (``crossattn.edit_image`` keywords); ``default``: what a user gets
-VARIANTS: dict[str, dict] = {
-    "default": {},
-    "before": {"direct_inversion": False},  # the edit before issue 41: the source row alone pinned
-    "direct": {"direct_inversion": True},  # Direct Inversion: the targets get the source's correction
-    "direct-self": {"direct_inversion": True, "self_steps": 0.6},  # and the source's self-attention longer
-    "direct-noblend": {"direct_inversion": True, "blend": False},
-    "object": {"object_blend": True},  # the blend over the object's own pixels, the source alone pinned
-    "direct-object": {"direct_inversion": True, "object_blend": True},
-    "direct-object-shared0.5": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.5},
-    "direct-object-shared0.6": {"direct_inversion": True, "object_blend": True, "shared_steps": 0.6},
-    "direct-object-self1": {"direct_inversion": True, "object_blend": True, "self_steps": 1.0},
-    # Plug-and-Play (Tumanyan et al., CVPR 2023): the source's decoder ResBlock outputs for the first τ_f of the
-    # steps (PnP's 0.8), its self-attention maps (queries and keys) for τ_A (PnP's 0.5); blocks: decoder up-blocks
-    "pnp": {"feature_steps": 0.8, "self_steps": 0.5},
-    "pnp-features": {"feature_steps": 0.8},
-    "pnp-2blocks": {"feature_steps": 0.8, "self_steps": 0.5, "feature_blocks": 2},
-    "pnp-3blocks": {"feature_steps": 0.8, "self_steps": 0.5, "feature_blocks": 3},
-    "pnp-all": {"feature_steps": 1.0, "self_steps": 1.0, "feature_blocks": 2},
-    "pnp-2blocks-f0.4": {"feature_steps": 0.4, "self_steps": 0.5, "feature_blocks": 2},
-    # an edit started from a partial inversion (SDEdit, Meng et al., ICLR 2022): the target follows the source's
-    # latents (the image's inversion path while pinned) for the first shared_steps, then samples from there
-    "shared0.5": {"shared_steps": 0.5},
-    "shared0.6-pinned0.6": {"shared_steps": 0.6, "pinned_steps": 0.6},
-    "pinned1": {"pinned_steps": 1.0},  # the source row on the path throughout (the object blend's kept pixels)
-    # P2P's re-weighting (Hertz et al., ICLR 2023): the target's attention to its new colour word × the factor
-    "colour2": {COLOUR_WEIGHT: 2.0},
-    "colour3": {COLOUR_WEIGHT: 3.0},
-}
 SWAP_STREAM = 0x41
 
 
@@ -320,14 +291,14 @@ def run(pipe, args) -> dict:
     return {k: summary(v) for k, v in rows.items() if v}
 
 
-def tables(paths: list[str], compact: bool = False) -> None:
+def tables(paths: list[str], compact: bool = False, first: int | None = None) -> None:
     """Markdown tables of the rows of several runs' JSONs (a run in parts), each drawing counted once per key
     (``mode/variant``; the ``default`` of a later commit named by its settings in the docs); ``compact``: one
-    table, a row per key over all its drawings."""
+    table, a row per key over all its drawings; ``first``: the drawings before this index only."""
     merged: dict[str, dict[int, dict]] = {}
     for path in paths:
         for key, rows in json.loads(Path(path).read_text())["rows"].items():
-            merged.setdefault(key, {}).update({r["index"]: r for r in rows})
+            merged.setdefault(key, {}).update({r["index"]: r for r in rows if first is None or r["index"] < first})
     head = (
         "| {} | n | in place | outline kept | IoU mean | attribute | other unchanged | "
         "background PSNR mean (min), ≥ 35 dB | reconstruction PSNR mean (min) |\n|---|---|---|---|---|---|---|---|---|"
@@ -368,9 +339,10 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows (after each drawing) and the summary here")
     parser.add_argument("--tables", nargs="+", help="print the tables of these runs' JSONs (merged) and stop")
     parser.add_argument("--compact", action="store_true", help="with --tables: one row per mode/variant")
+    parser.add_argument("--first", type=int, help="with --tables: the drawings before this index only")
     args = parser.parse_args()
     if args.tables:
-        return tables(args.tables, args.compact)
+        return tables(args.tables, args.compact, args.first)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     from crossattn.models.loading import load_pipeline

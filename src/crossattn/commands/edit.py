@@ -64,7 +64,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def add_control_flags(p) -> None:
     """How the target takes the source's attention and latents (:class:`~crossattn.editing.settings.EditSettings`)."""
-    from ..editing.settings import PINNED_AFTER_DDIM, PINNED_AFTER_NULL_TEXT, EditSettings
+    from ..editing.settings import (
+        GIVEN_IMAGE_DEFAULTS,
+        PINNED_AFTER_DDIM,
+        PINNED_AFTER_NULL_TEXT,
+        SHARED_STEPS,
+        EditSettings,
+    )
 
     p.add_argument(
         "--cross-steps",
@@ -92,7 +98,8 @@ def add_control_flags(p) -> None:
         type=float,
         default=EditSettings.shared_steps,
         metavar="F",
-        help="fraction of the first steps in which the target follows the source's latents (default: %(default)s)",
+        help="fraction of the first steps in which the target follows the source's latents (default: "
+        f"{SHARED_STEPS:g}; with --image {GIVEN_IMAGE_DEFAULTS['shared_steps']:g})",
     )
     p.add_argument(
         "--pinned-steps",

@@ -272,7 +272,7 @@ class Controller(ProcessorHook):
         # P2P: the first int(fraction × steps) steps are controlled (1e-9: 0.29 × 100 is 28.999…)
         self.cross_stop = math.floor(self.settings.cross_steps * steps + 1e-9)
         self.self_stop = math.floor(self.settings.self_steps * steps + 1e-9)
-        self.shared_stop = math.floor(self.settings.shared_steps * steps + 1e-9)
+        self.shared_stop = math.floor(self.settings.shared_fraction * steps + 1e-9)
         self.feature_stop = math.floor(self.settings.feature_fraction * steps + 1e-9)
         pinned = self.settings.pinned_for(null_text=False).pinned_steps  # edit_image chose it; else DDIM's
         self.pinned_stop = math.floor(pinned * steps + 1e-9) if self.source_path else 0
@@ -288,7 +288,7 @@ class Controller(ProcessorHook):
     def needs_step_callback(self) -> bool:
         """Whether the pipeline must call :meth:`step_callback` (shared steps or local blending)."""
         pinned = bool(self.source_path) and self.settings.pinned_steps != 0
-        return self.settings.shared_steps > 0 or self.local_blend is not None or pinned
+        return self.settings.shared_fraction > 0 or self.local_blend is not None or pinned
 
     def step_callback(self, pipe, step: int, t, tensors: dict) -> dict:
         """A diffusers ``callback_on_step_end`` on the latents (``tensors["latents"]``, rows = images): during

@@ -132,8 +132,8 @@ def edit(
     from .direct_inversion import given_image_callback
 
     settings = EditSettings.taken(settings, kwargs)
-    if source_path:
-        settings = settings.pinned_for(null_text=False)  # a given image's defaults (edit_image chose them already)
+    # a given image's defaults (edit_image chose them already), or a generated image's
+    settings = settings.pinned_for(null_text=False) if source_path else settings.generated()
     kwargs = pipe_arguments(pipe, kwargs)
     controller = Controller(pipe, source, target, settings, extra_rows=int(plain), source_path=source_path)
     prompts = [source, target] + [target] * plain

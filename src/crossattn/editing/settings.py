@@ -28,9 +28,11 @@ PINNED_DIRECT = 1.0
 #: 54.7 dB, min 20.5 → 45.6; outline IoU 0.61 → 0.65; the other rates the same); Direct Inversion off (with
 #: it the background is exact, but the other object of a two-object drawing was lost in 0.06 of them and an
 #: edited object moved in 0.03 more: docs/benchmarks.md)
-GIVEN_IMAGE_DEFAULTS = {"direct_inversion": False, "object_blend": True, "feature_steps": 0.0}
+GIVEN_IMAGE_DEFAULTS = {"direct_inversion": False, "object_blend": True, "feature_steps": 0.0, "shared_steps": 0.3}
+#: ``shared_steps`` left as ``None`` in an edit of a generated image (docs/benchmarks.md, "Attention control")
+SHARED_STEPS = 0.3
 #: the knobs that act on an edit of a given image only (a generated edit's sidecar leaves them out)
-GIVEN_IMAGE_KNOBS = ("pinned_steps", *GIVEN_IMAGE_DEFAULTS)
+GIVEN_IMAGE_KNOBS = ("pinned_steps", "direct_inversion", "object_blend", "feature_steps", "feature_blocks")
 
 
 def check_fraction(name: str, value) -> float:
@@ -46,7 +48,9 @@ class EditSettings:
     ``self_steps``, the fractions of the first steps whose cross- / self-attention maps the target takes
     from the source; ``reweight``, ``{word: factor}`` on the target's attention to its word; ``halves``,
     ``"both"`` or ``"cond"`` (the guidance halves controlled); ``blend``, P2P's local blending;
-    ``shared_steps``, the fraction of the first steps in which the target follows the source's latents;
+    ``shared_steps``, the fraction of the first steps in which the target follows the source's latents (the
+    edit starts from the source's partly denoised state, SDEdit-like; ``None``: :data:`SHARED_STEPS` for a
+    generated image, :data:`GIVEN_IMAGE_DEFAULTS`' for a given one);
     ``pinned_steps``, in an edit of a given image (:func:`crossattn.edit_image`), the fraction of the first
     steps after which the source row is put back on the image's inversion path (Direct Inversion: Ju et
     al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024), so the
@@ -67,7 +71,7 @@ class EditSettings:
     reweight: dict[str, float] = field(default_factory=dict)
     halves: str = "both"
     blend: bool = True
-    shared_steps: float = 0.3
+    shared_steps: float | None = None
     pinned_steps: float | None = None
     direct_inversion: bool | None = None
     object_blend: bool | None = None
@@ -78,7 +82,7 @@ class EditSettings:
         checked = {
             "cross_steps": check_fraction("cross_steps", self.cross_steps),
             "self_steps": check_fraction("self_steps", self.self_steps),
-            "shared_steps": check_fraction("shared_steps", self.shared_steps),
+            "shared_steps": None if self.shared_steps is None else check_fraction("shared_steps", self.shared_steps),
             "pinned_steps": None if self.pinned_steps is None else check_fraction("pinned_steps", self.pinned_steps),
             "feature_steps": None
             if self.feature_steps is None
@@ -122,6 +126,15 @@ class EditSettings:
     def feature_fraction(self) -> float:
         """``feature_steps`` as run: ``None`` (a generated edit's: no injection) is 0."""
         return self.feature_steps or 0.0
+
+    @property
+    def shared_fraction(self) -> float:
+        """``shared_steps`` as run: ``None`` (not chosen for a given image) is a generated edit's :data:`SHARED_STEPS`."""
+        return SHARED_STEPS if self.shared_steps is None else self.shared_steps
+
+    def generated(self) -> EditSettings:
+        """These settings as an edit of a generated image runs (and records) them: ``shared_steps`` chosen."""
+        return replace(self, shared_steps=self.shared_fraction)
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
