@@ -13,6 +13,8 @@ Acceptance (issues 7 and 14): ring ≥ 0.80 and right colour ≥ 0.90 of the 60 
 the one-object scores within 5 points of the base model's; ≤ 10 CPU-minutes of fine-tuning.
 
     python benchmarks/ring_finetune.py --out outputs/ring-example [--renderer pil --images 48] [--threads 1]
+    python benchmarks/ring_finetune.py --out outputs/ring-data --data-only   # only OUT/data (issue 39's
+    crossattn finetune OUT/data --out RUN --validation-prompt "a red ring" ... run, then benchmarks/ring_maps.py)
 """
 
 from __future__ import annotations
@@ -63,23 +65,28 @@ def verdict(ring: dict[str, float], base_one: dict[str, float], tuned_one: dict[
     }
 
 
-def train_adapter(args: argparse.Namespace, out: Path, report: dict) -> Path:
-    """Write the ring folder (``--renderer``), fine-tune on it, note the time; returns ``OUT/run/final``."""
+def write_data(args: argparse.Namespace, folder: Path) -> Path:
+    """The ring image folder ``--renderer`` draws: scene rings plus ``--prior`` known-shape scenes, or Pillow rings."""
     if args.renderer == "pil":
         from pil_rings import write_pil_rings
 
+        return write_pil_rings(folder, args.images)
+    return export_image_folder(
+        folder,
+        args.images - args.prior,
+        seed=0,
+        kind=args.kind,
+        shapes=("ring",),
+        prior=args.prior,
+        prior_shapes=tuple(args.prior_shapes),
+    )
+
+
+def train_adapter(args: argparse.Namespace, out: Path, report: dict) -> Path:
+    """Write the ring folder (``--renderer``), fine-tune on it, note the time; returns ``OUT/run/final``."""
+    if args.renderer == "pil":
         report["prior_images"] = 0
-        data = write_pil_rings(out / "data", args.images)
-    else:
-        data = export_image_folder(
-            out / "data",
-            args.images - args.prior,
-            seed=0,
-            kind=args.kind,
-            shapes=("ring",),
-            prior=args.prior,
-            prior_shapes=tuple(args.prior_shapes),
-        )
+    data = write_data(args, out / "data")
     lora, report["finetune_seconds"] = run_finetune(data, out / "run", args)
     print(f"fine-tuning took {report['finetune_seconds']:.0f} s")
     return lora
@@ -110,6 +117,11 @@ def main() -> None:
         help="scenes: crossattn export's rings (+ --prior scenes); pil: a user's --images thin Pillow-drawn "
         "rings, a third with a position, no prior (benchmarks/pil_rings.py)",
     )
+    parser.add_argument(
+        "--data-only",
+        action="store_true",
+        help="write the image folder to OUT/data and stop (for a finetune run of your own, e.g. with validation)",
+    )
     args = parser.parse_args()
     if not 1 <= args.images <= MAX_IMAGES:
         parser.error(f"--images must be 1–{MAX_IMAGES} (the issue's bar is ≤ {MAX_IMAGES} images)")
@@ -126,6 +138,9 @@ def main() -> None:
         "prior_shapes": args.prior_shapes,
         "run": run_settings(args),
     }
+    if args.data_only:
+        print(write_data(args, out / "data"))
+        return
     lora = Path(args.lora) if args.lora else train_adapter(args, out, report)
     base, tuned = load_models(args.model, lora)
     report["ring"] = {"base": ring_scores(base, args), "tuned": ring_scores(tuned, args)}
