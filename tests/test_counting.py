@@ -201,3 +201,39 @@ def test_export_writes_counting_scenes_with_a_mask_per_object(kind, tmp_path):
     for record in records:
         spec = parse_caption(record["text"])
         assert spec.kind == kind and masks[record["file_name"]].shape[0] == len(spec.instances())
+
+
+def test_counting_share_reaches_the_mini_clip_and_both_commands(tmp_path, monkeypatch, capsys):
+    """``--counting F`` is one data flag of ``train`` and ``train-clip``: the mini-CLIP's training scenes draw
+    counting captions and its held-out probe scores the count swap; a share outside [0, 1] is refused by name."""
+    import json
+
+    from crossattn.cli import build_parser, main
+    from crossattn.commands import train, train_clip
+    from crossattn.data import negatives
+    from crossattn.training import clip_training
+
+    from .test_clip import tiny_config as tiny_clip
+
+    shares, real = [], negatives.ClipScenes.__init__
+
+    def spy(self, *args, **kw):
+        shares.append(kw.get("counting", 0.0))
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(negatives.ClipScenes, "__init__", spy)
+    monkeypatch.setattr(clip_training, "PROBE_SCENES", 24)
+    settings = dict(steps=1, batch_size=4, dataset_size=8, warmup_steps=0, sample_every=1, counting=0.5)
+    clip_training.train_clip(
+        tiny_clip(), clip_training.clip_training_defaults(**settings), tmp_path / "run", progress=False
+    )
+    assert len(shares) >= 2 and set(shares) == {0.5}  # the training scenes and the probe's
+    log = (tmp_path / "run/log.jsonl").read_text().splitlines()
+    probe = [json.loads(line)["clip_probe"] for line in log if "clip_probe" in line][-1]
+    assert "count" in json.dumps(probe)
+    parse = build_parser().parse_args
+    assert train_clip.build_configs(parse(["train-clip", "--counting", "0.25"]))[1].counting == 0.25
+    assert train.build_configs(parse(["train", "--counting", "0.25"]))[1].counting == 0.25
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--out", str(tmp_path / "bad"), "--counting", "1.5"])
+    assert refused.value.code == 2 and "expected a share between 0 and 1, got 1.5" in capsys.readouterr().err

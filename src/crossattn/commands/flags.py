@@ -13,6 +13,17 @@ from __future__ import annotations
 import argparse
 
 
+def share(text: str) -> float:
+    """A share in [0, 1] (argparse ``type``), with an error naming the value otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:
@@ -180,6 +191,13 @@ def add_data_flags(p, d, named: bool = True) -> None:
         metavar="N",
         type=non_negative_int,
         help=f"data loader worker processes (default: {d.num_workers})",
+    )
+    p.add_argument(
+        "--counting",
+        metavar="F",
+        type=share,
+        help="share of counting scenes ('two red circles [and a blue square]') in the procedural data "
+        f"(default: {d.counting}, none)",
     )
     p.add_argument("--steps", metavar="N", type=positive_int, help=f"optimizer steps (default: {d.steps})")
     p.add_argument(

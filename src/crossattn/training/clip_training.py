@@ -103,7 +103,8 @@ class ClipTrainer(Trainer):
             from ..data.negatives import ClipScenes
             from ..evaluation.clip_judge import ClipJudge, hard_negative_accuracy
 
-            scenes = ClipScenes(PROBE_SCENES, self.model_config.image_size, seed=PROBE_SEED)
+            size, counting = self.model_config.image_size, self.config.counting  # counting runs probe count swaps too
+            scenes = ClipScenes(PROBE_SCENES, size, seed=PROBE_SEED, counting=counting)
             with self.evaluating():
                 judge = ClipJudge(self.model, self.tokenizer)
                 probe = hard_negative_accuracy(judge, [scenes.scene(i) for i in range(len(scenes))])
@@ -139,6 +140,7 @@ def train_clip(
             seed=config.data_seed,
             negatives=clip_config.negatives,
             kind_mix=clip_config.kind_mix,
+            counting=config.counting,
         )
 
     return train(clip_config, config, scenes, out, resume, overwrite, progress=progress, trainer_cls=ClipTrainer)
