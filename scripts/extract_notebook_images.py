@@ -18,6 +18,7 @@ PICTURES = {
     "layer_word_grid.png": ("01_cross_attention_maps.ipynb", "viz.layer_word_grid(maps, WORDS)", 0),
     "edit.png": ("04_attention_control.ipynb", 'SOURCE, TARGET, SEED = "a green circle below', 0),
     "ring_finetune.png": ("03_finetune_small_dataset.ipynb", '(("before", base), ("after", tuned))', 0),
+    "ring_validation_strips.png": ("03_finetune_small_dataset.ipynb", "def validation_maps", 0),
 }
 
 
