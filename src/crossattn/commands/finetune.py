@@ -210,10 +210,15 @@ def customizer(args: argparse.Namespace, family: str | None):
     convs = {"convs": family is None if args.lora_convs is None else args.lora_convs, "conv_rank": args.lora_conv_rank}
 
     def customize(pipe) -> None:
-        if not args.full:
+        from ..attention.families import pipeline_denoiser
+        from ..training.flow_matching import FLOW_PIPELINES, add_transformer_lora
+
+        if not args.full and family in FLOW_PIPELINES:  # SD3 / Flux: the transformer's attention
+            add_transformer_lora(pipe, args.lora)
+        elif not args.full:
             add_lora(pipe, args.lora, args.train_text_encoder, **convs)
         if args.gradient_checkpointing:
-            pipe.unet.enable_gradient_checkpointing()
+            pipeline_denoiser(pipe).enable_gradient_checkpointing()
 
     return customize, convs["convs"]
 
@@ -233,9 +238,10 @@ def write_before_grid(model: str | None, config: TrainingConfig, out: Path) -> N
 def export_lora(pipe, folder: Path, info: dict) -> None:
     """``OUT/final`` for LoRA: the adapter weights, the new words' embedding rows (every CLIP tower), what they
     were trained on."""
+    from ..training.flow_matching import FLOW_PIPELINES, save_transformer_lora
     from ..training.lora import save_lora, save_token_rows, write_model_card
 
-    save_lora(pipe, folder)
+    (save_transformer_lora if info["family"] in FLOW_PIPELINES else save_lora)(pipe, folder)
     save_token_rows(pipe, folder, info["new_word_tokens"], info.get("new_words"))
     (folder / "lora_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     write_model_card(folder, info, validation_images(Path(info["out"])))
@@ -258,10 +264,13 @@ def load_data(args: argparse.Namespace, model: str | None):
     side), the ``ModelConfig`` recorded with the run, and the latent family (None: pixel space)."""
     from ..config import ModelConfig
     from ..data.folder import ImageFolderDataset
+    from ..training.flow_matching import FLOW_PIPELINES, refuse_unsupported
     from ..training.latent import latent_family, latent_resolution
     from .train import model_config_from_folder
 
     family = latent_family(model)
+    if family in FLOW_PIPELINES:
+        refuse_unsupported(args, family)
     if family is not None and args.full:
         raise BadArgument(f"--full on a {family} folder is not supported; fine-tune it with LoRA (--lora RANK)")
     if family is not None and args.flip:

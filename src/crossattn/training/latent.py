@@ -13,6 +13,10 @@ The latents are the mean of the VAE's posterior (deterministic, so a resumed run
 encoded once when the loader is built instead of once per step: the VAE encoder costs more than the
 tiny U-Net step and never changes. The new words' token-embedding rows (textual inversion beside the
 LoRA: pivotal tuning) train on every CLIP encoder the model has (SDXL: both).
+
+SD3 and Flux.1 folders run the same loop with the flow-matching objective of their diffusers scripts
+(:mod:`crossattn.training.flow_matching`): the same cached latents (shifted by the VAE's ``shift_factor``), LoRA on
+the transformer's attention, the family's own prompt conditioning; text towers stay frozen there.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from pathlib import Path
 import torch
 
 from ..models.lora_files import text_towers
+from .flow_matching import FAMILY_SETTINGS, FLOW_PIPELINES, TowerCollate, flow_matching_loss, flow_towers
 from .train import Trainer
 from .train_setup import train_token_rows
 
-#: The pipeline classes (``model_index.json``'s ``_class_name``) fine-tuned in latent space.
-LATENT_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+#: The pipeline classes (``model_index.json``'s ``_class_name``) fine-tuned in latent space (the last two with the
+#: flow-matching objective).
+LATENT_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", *FLOW_PIPELINES)
 
 
 def latent_family(folder: str | Path | None) -> str | None:
@@ -40,12 +46,18 @@ def latent_family(folder: str | Path | None) -> str | None:
     return name if name in LATENT_PIPELINES else None
 
 
+#: Flux's pipeline has no sample size in its transformer's config: ``FluxPipeline.default_sample_size``.
+FLUX_SAMPLE_SIZE = 128
+
+
 def latent_resolution(folder: str | Path) -> int:
-    """The image side a latent folder trains at: ``unet.sample_size × 2^(VAE levels − 1)`` (512 for SD-1.5)."""
+    """The image side a latent folder trains at, the side its pipeline draws by default: the denoiser's
+    ``sample_size`` (Flux: 128) × 2^(VAE levels − 1) (512 for SD-1.5, 1024 for SDXL, SD3 and Flux)."""
     root = Path(folder)
-    unet = json.loads((root / "unet" / "config.json").read_text(encoding="utf-8"))
+    denoiser = root / "unet" if (root / "unet").is_dir() else root / "transformer"
+    config = json.loads((denoiser / "config.json").read_text(encoding="utf-8"))
     vae = json.loads((root / "vae" / "config.json").read_text(encoding="utf-8"))
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    return int(config.get("sample_size", FLUX_SAMPLE_SIZE)) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 class PromptEncoder(torch.nn.Module):
@@ -112,8 +124,11 @@ def encode_latents(vae, dataset, device, batch_size: int = 8) -> LatentDataset:
 
 
 class LatentTrainer(Trainer):
-    """The training loop on a Stable Diffusion / SDXL folder (``config.init_from``): frozen VAE and text
-    towers, the adapters ``customize`` adds, the new words' rows on every tower; see the module doc."""
+    """The training loop on a Stable Diffusion / SDXL / SD3 / Flux folder (``config.init_from``): frozen VAE and
+    text towers, the adapters ``customize`` adds, the new words' rows on every CLIP tower (SD / SDXL); see the
+    module doc. ``unet`` / ``unet_prepared`` name the loop's denoiser, a U-Net or (SD3, Flux) a transformer."""
+
+    flow = False  # SD3 / Flux: the flow-matching objective (crossattn.training.flow_matching)
 
     def build_models(self) -> None:
         from ..models.loading import check_model_folder, load_resolved
@@ -123,6 +138,10 @@ class LatentTrainer(Trainer):
         with torch.random.fork_rng():  # loading draws nothing we keep; the adapters' init below is seeded
             self.pipe = pipe = load_resolved(check_model_folder(cfg.init_from), dtype="float32")
         pipe.set_progress_bar_config(disable=True)
+        self.flow = type(pipe).__name__ in FLOW_PIPELINES
+        if self.flow:
+            self.build_flow_models()
+            return
         self.tokenizer, self.sample_scheduler = pipe.tokenizer, pipe.scheduler
         self.noise_scheduler = make_scheduler("ddpm", dict(pipe.scheduler.config))
         pipe.vae.requires_grad_(False).eval().to(acc.device)
@@ -144,8 +163,33 @@ class LatentTrainer(Trainer):
         self.trained = [pipe.unet] + ([e for _, e in self.towers] if text_trains else [])
         self.empty_ids = torch.tensor(self.tokenizer("", padding="max_length", max_length=self.max_length).input_ids)
 
+    def build_flow_models(self) -> None:
+        """SD3 / Flux: the transformer trains through the adapters ``customize`` adds; VAE and text towers frozen;
+        the training noise is a copy of the folder's flow-matching scheduler."""
+        from .flow_matching import noise_schedule
+
+        cfg, pipe = self.config, self.pipe
+        self.tokenizer, self.sample_scheduler = pipe.tokenizer, pipe.scheduler
+        self.noise_scheduler, self.flow_settings = noise_schedule(pipe), FAMILY_SETTINGS[type(pipe).__name__]
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.requires_grad_(False).eval().to(self.accelerator.device)
+        pipe.transformer.train()
+        if self.customize is not None:
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                self.customize(pipe)
+        self.token_rows_all, self.token_rows = [], None
+        self.unet, self.text_encoder = pipe.transformer, pipe.text_encoder
+        self.trained = [pipe.transformer]
+
     def bind_prepared(self, prepared: list) -> None:
         self.unet_prepared = prepared[0]
+        if self.flow:
+            from .flow_matching import prompt_encoder
+
+            self.text_prepared = prompt_encoder(self.pipe, self.accelerator.device)
+            return
         encoders = prepared[1:] or [e for _, e in self.towers]
         device = self.accelerator.device
         empties = [
@@ -171,14 +215,23 @@ class LatentTrainer(Trainer):
         encoded = encode_latents(self.pipe.vae, dataset, self.accelerator.device)
         return super().build_loader(encoded)
 
+    def compute_loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """SD / SDXL: the base loop's diffusion loss; SD3 / Flux: the flow-matching loss."""
+        if not self.flow:
+            return super().compute_loss(batch, generator)
+        models = (self.unet_prepared, self.text_prepared, self.noise_scheduler)
+        return flow_matching_loss(*models, batch, generator, self.config, self.flow_settings)
+
     def check_item(self, item: dict) -> None:
-        channels = self.unet.config.in_channels
+        channels = self.pipe.vae.config.latent_channels if self.flow else self.unet.config.in_channels
         if item["latents"].shape[0] != channels:
-            raise ValueError(f"latents have {item['latents'].shape[0]} channels; this U-Net takes {channels}")
+            raise ValueError(f"latents have {item['latents'].shape[0]} channels; this denoiser takes {channels}")
 
     def collate(self):
         from .batching import CaptionCollate
 
+        if self.flow:
+            return TowerCollate(flow_towers(self.pipe))
         second = self.towers[1][0] if len(self.towers) > 1 else None
         return CaptionCollate(self.tokenizer, self.max_length, tokenizer_2=second)
 
