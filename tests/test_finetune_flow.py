@@ -248,6 +248,8 @@ def test_flow_finetune_validates_resumes_and_loads_everywhere(family, flow_dirs,
     assert all(torch.equal(a[k], b[k]) for k in a)
     info = json.loads((out / "final" / "lora_info.json").read_text())
     assert info["family"] in ("StableDiffusion3Pipeline", "FluxPipeline") and info["new_word_tokens"] == []
+    card = (out / "final" / "README.md").read_text()
+    assert f"- {family}\n" in card and "LoRA (peft) of the transformer's attention" in card
 
     pipe = load_family(model)
     before = transformer_output(pipe, side)

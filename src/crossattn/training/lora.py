@@ -166,11 +166,20 @@ def write_model_card(folder: str | Path, info: dict, samples: list[tuple[str, Pa
         widget.append({"text": prompt, "output": {"url": f"image_{i}.png"}})
     data = ModelCardData(library_name="diffusers", base_model=str(info["base_model"]), widget=widget or None)
     card = ModelCard.from_template(data, template_path=MODEL_CARD_TEMPLATE_PATH, model_description=card_text(info))
-    family = {"StableDiffusionXLPipeline": "stable-diffusion-xl"}.get(info.get("family"), "stable-diffusion")
+    family = FAMILY_TAGS.get(info.get("family"), "stable-diffusion")
     tags = ["text-to-image", "diffusers", "lora", "diffusers-training", family, "crossattn"]
     path = folder / "README.md"
     path.write_text(str(populate_model_card(card, tags=tags)), encoding="utf-8")
     return path
+
+
+#: the model card's family tag (diffusers' scripts: sd3 / flux); any other family: stable-diffusion
+FAMILY_TAGS = {
+    "StableDiffusionXLPipeline": "stable-diffusion-xl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+}
+JOINT = ("StableDiffusion3Pipeline", "FluxPipeline")  # whose LoRA adapts a transformer's attention
 
 
 def card_text(info: dict) -> str:
@@ -179,7 +188,7 @@ def card_text(info: dict) -> str:
     lines = [
         f"# LoRA of {info['base_model']}",
         "",
-        f"Rank {info['rank']} LoRA (peft) of the U-Net's attention"
+        f"Rank {info['rank']} LoRA (peft) of the {'transformer' if info.get('family') in JOINT else 'U-Net'}'s attention"
         + (f" and its 3x3 convolutions (rank {info['convs']})" if info.get("convs") else "")
         + (", and of the text encoders" if info.get("text_encoder") else "")
         + f", fine-tuned with `crossattn finetune` on {info['data']} ({info.get('images', '?')} images"
