@@ -134,7 +134,9 @@ def script_loss(pipe, batch, texts, seed: int, scheme: str) -> torch.Tensor:
         model_pred = pipe.transformer(
             hidden_states=FluxPipeline._pack_latents(noisy_model_input, b, c, h, w),
             timestep=timesteps / 1000,
-            guidance=None,
+            guidance=torch.tensor([3.5]).expand(b)
+            if pipe.transformer.config.guidance_embeds
+            else None,  # --guidance_scale
             pooled_projections=pooled_prompt_embeds,
             encoder_hidden_states=prompt_embeds,
             txt_ids=text_ids,
@@ -162,10 +164,22 @@ def script_loss(pipe, batch, texts, seed: int, scheme: str) -> torch.Tensor:
     return loss.mean()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def flux_dev():
+    """The tiny Flux pipeline with a guidance-distilled transformer (``guidance_embeds``, as Flux.1 [dev])."""
+    from diffusers import FluxTransformer2DModel
+
+    from .family_pipelines import build_family
+
+    pipe = build_family("flux")
+    torch.manual_seed(0)
+    pipe.transformer = FluxTransformer2DModel.from_config({**pipe.transformer.config, "guidance_embeds": True})
+    return pipe
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "flux-dev"])
 def test_loss_is_the_diffusers_scripts_flow_matching_loss(family):
-    """At the same draws (one seeded generator), the loop's loss equals the scripts' hand-computed loss; and the
-    SD3 density is the logit-normal one (another scheme's draws give another loss)."""
+    """At the same draws (one seeded generator), the loop's loss equals the scripts' hand-computed loss (Flux [dev]:
+    with the scripts' training guidance 3.5); and the density is the scheme's (another scheme gives another loss)."""
     from crossattn.config import TrainingConfig
     from crossattn.training.flow_matching import (
         FAMILY_SETTINGS,
@@ -177,12 +191,12 @@ def test_loss_is_the_diffusers_scripts_flow_matching_loss(family):
 
     from .family_pipelines import build_family
 
-    pipe = build_family(family)
+    pipe = flux_dev() if family == "flux-dev" else build_family(family)
     texts = ["a red ring", "a green square"]
     batch = batch_of(pipe, texts, 16)
     config = TrainingConfig(caption_dropout=0.0)
     settings = FAMILY_SETTINGS[type(pipe).__name__]
-    assert settings.weighting_scheme == {"sd3": "logit_normal", "flux": "none"}[family]  # the scripts' defaults
+    assert settings.weighting_scheme == ("logit_normal" if family == "sd3" else "none")  # the scripts' defaults
     encoder = prompt_encoder(pipe, "cpu")
     with torch.no_grad():
         ours = flow_matching_loss(
