@@ -306,3 +306,33 @@ def test_flags_that_do_not_apply_are_refused_by_name(flag, value, flow_dirs, rin
     err = capsys.readouterr().err
     assert f"{flag} is not supported on a StableDiffusion3Pipeline folder" in err and "--lora RANK" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons (mixed precision among them): none before the test, none after."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixed_precision_holds_the_frozen_weights_in_it(family, flow_dirs, rings, tmp_path, monkeypatch):
+    """``--mixed-precision bf16``: the transformer's own weights are held in bf16 (checkpoint), the adapter trains
+    and is saved in float32, the loss stays finite (CPU autocast)."""
+    from safetensors.torch import load_file
+
+    if family == "flux":
+        small_flux(monkeypatch)
+    out = tmp_path / "run"
+    assert finetune(rings[SIDE[family]], flow_dirs[family], out, 1, "--mixed-precision", "bf16", validate=False) == 0
+    held = load_file(out / "checkpoints" / "step-000001" / "model.safetensors")
+    assert {v.dtype for k, v in held.items() if "lora" not in k} == {torch.bfloat16}
+    assert {v.dtype for k, v in held.items() if "lora" in k} == {torch.float32}
+    assert {v.dtype for v in load_file(out / "final" / "pytorch_lora_weights.safetensors").values()} == {torch.float32}
+    assert np.isfinite(json.loads((out / "log.jsonl").read_text().splitlines()[-1])["loss"])

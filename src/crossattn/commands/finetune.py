@@ -47,7 +47,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "finetune",
         help="fine-tune a pipeline folder on an image folder (LoRA or full)",
         description="Fine-tune on DATA (images + metadata.jsonl with file_name and text, .txt captions, or a "
-        "datasets folder); --model may be a crossattn, Stable Diffusion 1.x/2.x or SDXL pipeline folder. "
+        "datasets folder); --model may be a crossattn, Stable Diffusion 1.x/2.x, SDXL, SD3 or Flux.1 pipeline folder. "
         "Writes OUT/final: a LoRA adapter (default) or, with --full, a pipeline folder.",
     )
     p.add_argument(

@@ -101,6 +101,23 @@ def add_transformer_lora(pipe, rank: int, alpha: float | None = None) -> None:
     pipe.transformer.add_adapter(lora_config(rank, TRANSFORMER_TARGETS, alpha))
 
 
+def hold_frozen(pipe, device, mixed_precision: str) -> None:
+    """Every model of the pipeline frozen, in eval mode, on ``device``; under fp16 / bf16 mixed precision held in
+    that type (the scripts' ``weight_dtype``) except the VAE (float32, as the SD3 script keeps it). diffusers' notice
+    that a cast ``to()`` may differ from ``from_pretrained``'s is silenced: these models keep no module in float32."""
+    from diffusers.utils import logging as diffusers_logging
+
+    held = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        for name, component in pipe.components.items():
+            if isinstance(component, torch.nn.Module):
+                component.requires_grad_(False).eval().to(device, torch.float32 if name == "vae" else held)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def save_transformer_lora(pipe, folder) -> None:
     """The transformer's adapter through the family's own ``save_lora_weights`` (``transformer.`` keys, peft
     config as metadata), which ``StableDiffusion3Pipeline`` / ``FluxPipeline.load_lora_weights`` read."""

@@ -165,20 +165,24 @@ class LatentTrainer(Trainer):
 
     def build_flow_models(self) -> None:
         """SD3 / Flux: the transformer trains through the adapters ``customize`` adds; VAE and text towers frozen;
-        the training noise is a copy of the folder's flow-matching scheduler."""
-        from .flow_matching import noise_schedule
+        the training noise is a copy of the folder's flow-matching scheduler. Under ``--mixed-precision fp16/bf16``
+        the frozen weights are held in that type (a 12 B Flux transformer and T5-XXL do not fit a GPU in float32),
+        the VAE stays float32 (the SD3 script's choice) and the adapters train in float32, as the scripts
+        ``cast_training_params``."""
+        from diffusers.training_utils import cast_training_params
 
-        cfg, pipe = self.config, self.pipe
+        from .flow_matching import hold_frozen, noise_schedule
+
+        cfg, pipe, acc = self.config, self.pipe, self.accelerator
         self.tokenizer, self.sample_scheduler = pipe.tokenizer, pipe.scheduler
         self.noise_scheduler, self.flow_settings = noise_schedule(pipe), FAMILY_SETTINGS[type(pipe).__name__]
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                component.requires_grad_(False).eval().to(self.accelerator.device)
+        hold_frozen(pipe, acc.device, acc.mixed_precision)
         pipe.transformer.train()
         if self.customize is not None:
             with torch.random.fork_rng():
                 torch.manual_seed(cfg.seed)
                 self.customize(pipe)
+        cast_training_params(pipe.transformer, dtype=torch.float32)
         self.token_rows_all, self.token_rows = [], None
         self.unet, self.text_encoder = pipe.transformer, pipe.text_encoder
         self.trained = [pipe.transformer]
