@@ -3,8 +3,8 @@
 Each drawing of ``drawings.py`` (five styles in turn, one and two objects in turn) has one object's colour
 swapped for another palette colour ("a red square above a blue circle" → "a green square above a blue
 circle"), inverted with the source caption (DDIM, or null-text) and edited with ``crossattn.edit_image``
-under each ``--variants`` entry (:data:`VARIANTS`: edit settings, the default's first). Judged against the
-drawing's exact 32×32 masks, with a colour labeller of its own (each pixel is the palette colour, fill or
+under each ``--variants`` entry (``edit_variants.py``: edit settings by name, the default's first). Judged
+against the drawing's exact 32×32 masks, with a colour labeller of its own (each pixel is the palette colour, fill or
 darker outline, whose blend over the drawing's paper explains it best, and that colour where the blend is at
 least half; else paper), so off-white papers and outlines are read as the drawing means them:
 
@@ -23,6 +23,7 @@ settings) against an edit of a generated image, interleaved N times, medians (ba
 
     python benchmarks/edit_geometry.py --n 100 --modes ddim --threads 1 --cache outputs/geometry_cache \\
         [--variants default before ...] [--cost 5] [--json PATH]
+    python benchmarks/edit_geometry.py --tables RUN.json ... [--compact] [--first N]   # merged tables of runs
 """
 
 from __future__ import annotations

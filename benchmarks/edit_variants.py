@@ -41,4 +41,7 @@ VARIANTS: dict[str, dict] = {
     "shared0.7-pinned0.7": {"shared_steps": 0.7, "pinned_steps": 0.7},
     "shared0.5-pnp2-f0.7": {"shared_steps": 0.5, "feature_steps": 0.7, "feature_blocks": 2, "self_steps": 0.7},
     "shared0.6-pinned0.6-colour2": {"shared_steps": 0.6, "pinned_steps": 0.6, COLOUR_WEIGHT: 2.0},
+    # negative-prompt inversion's edit (Miyake et al., 2023): the targets guided against the source caption
+    "source-negative": {"source_negative": True},
+    "source-negative-shared0.5": {"source_negative": True, "shared_steps": 0.5},
 }

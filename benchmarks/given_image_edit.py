@@ -26,6 +26,7 @@ null-text against DDIM.
 
     python benchmarks/given_image_edit.py [--n 100] [--null-text-steps 10] [--cost 3] [--threads 1] [--json PATH]
         [--draws export pillow]   # one drawing per process, --cost 0; then --n 0 --cost N alone for the cost
+        [--variants default ...]  # edit settings by name (edit_variants.py), each judged on the same inversion
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edit_consistency import attribute_right, centroids, edit_pairs, layout_shift  # noqa: E402
+from edit_variants import COLOUR_WEIGHT, VARIANTS  # noqa: E402
 from pillow_scenes import pillow_scene  # noqa: E402
 
 from crossattn.attention.trace import trace  # noqa: E402
@@ -173,13 +175,17 @@ def main() -> None:
     for flag, (choices, text) in subsets.items():  # each: some of its choices, all by default
         parser.add_argument(flag, nargs="+", choices=choices, default=list(choices), help=text)
     parser.add_argument("--json", help="write the rows and the summary here")
+    plain = [name for name, knobs in VARIANTS.items() if COLOUR_WEIGHT not in knobs]  # no colour swap to re-weight
+    parser.add_argument(
+        "--variants", nargs="+", choices=plain, default=["default"], help="edit settings (edit_variants.py)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(args.seed)
-    rows = {f"{draw}/{mode}": [] for draw in args.draws for mode in args.modes}
+    rows = {f"{draw}/{mode}/{v}": [] for draw in args.draws for mode in args.modes for v in args.variants}
     for i, pair in enumerate(edit_pairs(args.n, args.seed)):
         scene = scene_from_caption(pair["source"], np.random.default_rng([args.seed, i]))
         images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}  # rng: every pair
@@ -188,13 +194,13 @@ def main() -> None:
             for mode in args.modes:
                 steps = args.null_text_steps if mode == "null-text" else 0
                 given = invert_image(pipe, image, pair["source"], null_text_steps=steps)
-                row = judge(pair, image, edit_image(pipe, given, pair["source"], pair["target"]))
-                row["bar"] = 35.0 if steps else 25.0
-                if steps:
-                    row.update(fit_record(given.inversion))
-                else:
-                    row["psnr_unpinned"] = unpinned_psnr(pipe, given)
-                rows[f"{draw}/{mode}"].append(row)
+                unpinned = {} if steps else {"psnr_unpinned": unpinned_psnr(pipe, given)}
+                for variant in args.variants:
+                    edited = edit_image(pipe, given, pair["source"], pair["target"], **VARIANTS[variant])
+                    row = {**judge(pair, image, edited), "bar": 35.0 if steps else 25.0, **unpinned}
+                    if steps:
+                        row.update(fit_record(given.inversion))
+                    rows[f"{draw}/{mode}/{variant}"].append(row)
         print(
             i, pair["source"], "->", pair["target"], {k: round(v[-1]["psnr"], 1) for k, v in rows.items()}, flush=True
         )

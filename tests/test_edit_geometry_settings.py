@@ -63,3 +63,21 @@ def test_explorer_edit_of_an_upload_runs_the_given_image_defaults(explorer, monk
     run_edit(explorer, Request.of("a red square", steps=2, guidance=4.0, image=image), "a blue square")
     (done,) = seen
     assert {k: getattr(done.result.settings, k) for k in GIVEN_IMAGE_DEFAULTS} == GIVEN_IMAGE_DEFAULTS
+
+
+def test_source_negative_guides_the_target_against_the_source_caption(tiny_pipe, picture):
+    """``source_negative``: the target row's unconditional half is the source caption (negative-prompt inversion's
+    edit); the plain row keeps the negative prompt, so it is the same image with the knob on or off."""
+    from crossattn.editing.image_edit import invert_image
+
+    given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=3)
+    runs = {
+        flag: edit_image(tiny_pipe, given, "a red square", "a blue square", source_negative=bool(flag))
+        for flag in (0, 1)
+    }
+    assert runs[1].result.settings.source_negative is True and runs[0].result.settings.source_negative is False
+    assert runs[1].result.plain.tobytes() == runs[0].result.plain.tobytes()
+    assert runs[1].result.edited.tobytes() != runs[0].result.edited.tobytes()
+    assert runs[1].result.source.tobytes() == runs[0].result.source.tobytes()  # the reconstruction is untouched
+    with pytest.raises(ValueError, match="source_negative is 'yes'"):
+        EditSettings(source_negative="yes")

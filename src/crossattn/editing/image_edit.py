@@ -21,7 +21,10 @@ A source prompt that does not describe the image still runs; the reconstruction'
 Local blending keeps, by default for a given image, every pixel outside the edited object the source's
 (``object_blend``: the changed word's region narrowed to the image's own object); Direct Inversion proper,
 the targets moved by the source row's corrections at every step too, is ``direct_inversion=True``
-(:mod:`crossattn.editing.direct_inversion`; issue 41, docs/benchmarks.md).
+(:mod:`crossattn.editing.direct_inversion`; issue 41, docs/benchmarks.md). ``source_negative=True`` guides the
+targets against the source caption (their unconditional rows; the plain row keeps the negative prompt), as
+negative-prompt inversion edits (Miyake et al., 2023); ``feature_steps`` injects the source's decoder features
+(Plug-and-Play: :mod:`crossattn.editing.feature_injection`).
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ def edit_image(
     elif given.prompt != source:
         raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
     settings = pinning_chosen(given, settings, kwargs)
+    if settings.source_negative:  # rows [source, target, plain]: the target guided against the source prompt
+        negative = [negative or "", source] + [negative or ""] * bool(kwargs.get("plain", True))
     with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe, given.inversion.null_embeddings, rows=1):
         result = edit(
             pipe,

@@ -28,11 +28,24 @@ PINNED_DIRECT = 1.0
 #: 54.7 dB, min 20.5 → 45.6; outline IoU 0.61 → 0.65; the other rates the same); Direct Inversion off (with
 #: it the background is exact, but the other object of a two-object drawing was lost in 0.06 of them and an
 #: edited object moved in 0.03 more: docs/benchmarks.md)
-GIVEN_IMAGE_DEFAULTS = {"direct_inversion": False, "object_blend": True, "feature_steps": 0.0, "shared_steps": 0.3}
+GIVEN_IMAGE_DEFAULTS = {
+    "direct_inversion": False,
+    "object_blend": True,
+    "feature_steps": 0.0,
+    "shared_steps": 0.3,
+    "source_negative": False,
+}
 #: ``shared_steps`` left as ``None`` in an edit of a generated image (docs/benchmarks.md, "Attention control")
 SHARED_STEPS = 0.3
 #: the knobs that act on an edit of a given image only (a generated edit's sidecar leaves them out)
-GIVEN_IMAGE_KNOBS = ("pinned_steps", "direct_inversion", "object_blend", "feature_steps", "feature_blocks")
+GIVEN_IMAGE_KNOBS = (
+    "pinned_steps",
+    "direct_inversion",
+    "object_blend",
+    "feature_steps",
+    "feature_blocks",
+    "source_negative",
+)
 
 
 def check_fraction(name: str, value) -> float:
@@ -64,6 +77,10 @@ class EditSettings:
     first steps in which each target takes the source's decoder ResBlock outputs, those of the first
     ``feature_blocks`` decoder up-blocks (Plug-and-Play, Tumanyan et al., CVPR 2023:
     :mod:`crossattn.editing.feature_injection`); ``None``: :data:`GIVEN_IMAGE_DEFAULTS`' for a given image, 0 else.
+    ``source_negative``, in an edit of a given image, the targets guided against the source prompt (their
+    unconditional half the source caption instead of the negative prompt), as negative-prompt inversion edits
+    (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
+    prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
     The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -77,6 +94,7 @@ class EditSettings:
     object_blend: bool | None = None
     feature_steps: float | None = None
     feature_blocks: int = 1
+    source_negative: bool | None = None
 
     def __post_init__(self):
         checked = {
@@ -89,7 +107,7 @@ class EditSettings:
             else check_fraction("feature_steps", self.feature_steps),
             "reweight": dict(self.reweight or {}),
         }
-        for name in ("direct_inversion", "object_blend"):
+        for name in ("direct_inversion", "object_blend", "source_negative"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is {getattr(self, name)!r}; accepted: True, False or None (chosen)")
         if isinstance(self.feature_blocks, bool) or not isinstance(self.feature_blocks, int) or self.feature_blocks < 1:
@@ -129,7 +147,8 @@ class EditSettings:
 
     @property
     def shared_fraction(self) -> float:
-        """``shared_steps`` as run: ``None`` (not chosen for a given image) is a generated edit's :data:`SHARED_STEPS`."""
+        """``shared_steps`` as run: ``None`` (not chosen for a given image) is a generated edit's
+        :data:`SHARED_STEPS`."""
         return SHARED_STEPS if self.shared_steps is None else self.shared_steps
 
     def generated(self) -> EditSettings:
