@@ -230,17 +230,6 @@ def sample(pipe, request: SamplingRequest, settings):
     return result, tracer.maps()
 
 
-def changed_words(result) -> list[tuple[str, str]]:
-    """(source word, target word) pairs to draw maps for: each changed word (the last of a changed block),
-    else the reweighted words, else the last word."""
-    pairs = [(s.split()[-1] if s else None, t.split()[-1] if t else None) for s, t in result.changed]
-    pairs = [(s, t) for s, t in pairs if t is not None]
-    if not pairs:
-        words = list(result.settings.reweight) or [result.target_prompt.split()[-1].lower()]
-        pairs = [(w if w in result.source_prompt.lower().split() else None, w) for w in words]
-    return pairs
-
-
 def compare_figure(result, maps, pairs: list[tuple[str | None, str]]):
     """Row 1: source, plain, edited; then one row per changed word: each image's map for it."""
     from .. import viz
@@ -280,7 +269,7 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
     written = []
     for view, image in pictures.items():
         written.append(atomic_write(paths[view], lambda tmp, image=image: image.save(tmp, format="PNG")))
-    written.append(viz.save_figure(compare_figure(result, maps, changed_words(result)), paths["compare"]))
+    written.append(viz.save_figure(compare_figure(result, maps, result.map_words()), paths["compare"]))
     job = ImageJob(request.prompts[1], 0, request.seed, paths["edited"], paths["sidecar"], None)
     meta = sidecar(job, request, scheduler_name(pipe), model.identity(), result.edited.size)
     settings = {k: v for k, v in vars(result.settings).items() if given is not None or k not in GIVEN_IMAGE_KNOBS}

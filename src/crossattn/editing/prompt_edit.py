@@ -55,6 +55,17 @@ class EditResult:
     settings: EditSettings
     changed: list[tuple[str, str]]  # (source words, target words) the alignment found changed
 
+    def map_words(self) -> list[tuple[str | None, str]]:
+        """``(source word, target word)`` pairs whose maps show the edit (``crossattn edit``'s ``.compare.png``
+        and the explorer's edit maps): the last word of each changed block; when words were only removed,
+        the re-weighted words, else the target's last word (under the source too where the source has it)."""
+        pairs = [(s.split()[-1] if s else None, t.split()[-1] if t else None) for s, t in self.changed]
+        pairs = [(s, t) for s, t in pairs if t is not None]
+        if not pairs:
+            words = list(self.settings.reweight) or [self.target_prompt.split()[-1].lower()]
+            pairs = [(w if w in self.source_prompt.lower().split() else None, w) for w in words]
+        return pairs
+
 
 def copy_generator(generator: torch.Generator) -> torch.Generator:
     """A new generator in the same state: it draws the same numbers."""

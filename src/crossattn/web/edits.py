@@ -68,18 +68,6 @@ class Edited:
         return panels
 
 
-def changed_pairs(result) -> list[tuple[str | None, str]]:
-    """``(source word, target word)``: the last word of each block of words the edit changed; when words were
-    only removed, the target's last word (under the source too where the source has it), as ``crossattn edit``'s
-    ``.compare.png`` draws them."""
-    pairs = [(s.split()[-1] if s else None, t.split()[-1] if t else None) for s, t in result.changed]
-    pairs = [(s, t) for s, t in pairs if t is not None]
-    if not pairs:
-        word = result.target_prompt.split()[-1].lower()
-        pairs = [(word if word in result.source_prompt.lower().split() else None, word)]
-    return pairs
-
-
 def check_changes(tokenizer, source: str, target: str) -> None:
     """A :class:`~crossattn.errors.BadArgument` naming ``target`` when the text encoder reads it as ``source``
     (the same tokens: case and spacing aside): the edit would change nothing."""
@@ -130,7 +118,7 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
             size = dict(height=request.height, width=request.width)
             result = edit(pipe, request.prompt, target, generator=generator, **steps, **size, **common)
     pictures = (result.source, result.edited, result.plain, request.prompt, target)
-    maps, changed = tracer.maps(), changed_pairs(result)
+    maps, changed = tracer.maps(), result.map_words()
     if given is None:
         return Edited(*pictures, maps=maps, changed=changed)
     return Edited(*pictures, psnr=done.psnr, given=done.given.image, maps=maps, changed=changed)
