@@ -39,6 +39,8 @@ def test_a_prompt_that_does_not_describe_the_image_still_runs(tiny_pipe, picture
     [
         ("RGBA", (16, 16), "is RGBA; converted to RGB (transparency on white)"),
         ("L", (16, 16), "is L; converted to RGB"),
+        ("LAB", (16, 16), "is LAB; converted to RGB"),  # its A is a colour axis, not alpha
+        ("PA", (16, 16), "is PA; converted to RGB (transparency on white)"),
         ("RGB", (40, 24), "is 40x24; resized to the model's 16x16"),
     ],
 )
@@ -46,6 +48,7 @@ def test_other_modes_and_sizes_are_converted_with_a_note(mode, size, note):
     with pytest.warns(UserWarning, match=note.replace("(", r"\(").replace(")", r"\)")):
         image, notes = fit_image(Image.new(mode, size), (16, 16))
     assert image.mode == "RGB" and image.size == (16, 16) and note in notes[0]
+    assert ("transparency" in notes[0]) == ("transparency" in note)
 
 
 def test_transparency_is_composited_on_white():

@@ -184,9 +184,15 @@ def validate_folder(folder: str | Path) -> tuple[list[Record], list[Problem]]:
     return records, problems
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` carries transparency (an alpha band, or a palette's transparent colour); not a mode
+    name with an A in it (LAB's A is a colour axis)."""
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with transparency composited on white (palette and LA images included)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if has_alpha(image):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

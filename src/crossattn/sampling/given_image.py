@@ -130,12 +130,12 @@ def eight_bit(image, name: str):
 def fit_image(image, size: tuple[int, int], name: str = "the image"):
     """``image`` as the model reads it: RGB (transparency on white) at ``size`` (shorter side scaled,
     centre cropped). Returns ``(image, notes)``; each note says what changed and is also warned."""
-    from ..data.folder import resize_center_crop, to_rgb
+    from ..data.folder import has_alpha, resize_center_crop, to_rgb
 
     notes = []
     if image.mode != "RGB":
         notes.append(
-            f"{name} is {image.mode}; converted to RGB" + (" (transparency on white)" if "A" in image.mode else "")
+            f"{name} is {image.mode}; converted to RGB" + (" (transparency on white)" if has_alpha(image) else "")
         )
         try:
             image = to_rgb(image)
