@@ -95,6 +95,24 @@ def test_lora_off_is_the_base_model_and_comes_back_on(tuned, tiny_model_dir):
     assert state(pipe)[0] == offs and torch.equal(state(pipe)[1], before)
 
 
+def test_new_words_rows_alone_are_put_back_too(tiny_model_dir, lora_dir):
+    """A LoRA of new words' rows alone (textual inversion: no adapter layer) is compared with its base too:
+    inside, ``ring``'s row is the base's; after, the learned one again."""
+    from crossattn.models.loading import load_pipeline
+    from crossattn.models.lora_files import load_token_rows
+    from crossattn.sampling.compare import lora_disabled
+
+    pipe = load_pipeline(tiny_model_dir)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    base = table.detach().clone()
+    load_token_rows(pipe, lora_dir / "learned_embeds.safetensors")
+    learned = table.detach().clone()
+    assert not torch.equal(learned, base)
+    with lora_disabled(pipe):
+        assert torch.equal(table, base)
+    assert torch.equal(table, learned)
+
+
 def test_no_lora_to_disable(tiny_pipe):
     from crossattn.errors import BadArgument
     from crossattn.sampling.compare import lora_disabled

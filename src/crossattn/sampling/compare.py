@@ -52,11 +52,11 @@ def lora_disabled(pipe) -> Iterator[None]:
     from ..models.lora_files import base_rows
 
     layers = adapter_layers(pipe)
-    if not layers:
+    rows = [(e.get_input_embeddings().weight, base_rows(e)) for e in _text_encoders(pipe)]
+    if not layers and not any(base for _, base in rows):  # a LoRA of new words' rows alone is a LoRA too
         raise BadArgument(f"{type(pipe).__name__} has no LoRA loaded; the base model is compared with a LoRA (--lora)")
     was_off = [layer.disable_adapters for layer in layers]
     grads = {p: p.requires_grad for layer in layers for p in layer.parameters()}
-    rows = [(e.get_input_embeddings().weight, base_rows(e)) for e in _text_encoders(pipe)]
     tuned = [{i: table[i].clone() for i in base} for table, base in rows]  # the LoRA's rows, to put back
     try:
         for layer in layers:
