@@ -43,23 +43,6 @@ def small_flux(side: int) -> None:
     latent.FLUX_SAMPLE_SIZE = side // 2
 
 
-def ring_folder(folder: Path, side: int) -> Path:
-    """Four red rings at two offsets captioned "a red ring" (``tests/test_finetune_flow.py``'s data)."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rows, s = [], side // 16
-    for i in range(4):
-        image = np.full((side, side, 3), 255, np.uint8)
-        image[3 * s + i % 2 : 13 * s, 3 * s : 13 * s] = (220, 50, 47)
-        image[6 * s : 10 * s, 6 * s : 10 * s] = 255
-        Image.fromarray(image).save(folder / f"{i}.png")
-        rows.append(json.dumps({"file_name": f"{i}.png", "text": "a red ring"}) + "\n")
-    (folder / "metadata.jsonl").write_text("".join(rows))
-    return folder
-
-
 def eval_loss(pipe, batch, draws: int = 32) -> float:
     """The flow-matching loss of ``batch`` averaged over ``draws`` fixed draws (no caption dropout)."""
     from crossattn.config import TrainingConfig
@@ -79,6 +62,7 @@ def eval_loss(pipe, batch, draws: int = 32) -> float:
 
 def measure(family: str, root: Path, steps: int) -> dict:
     from tests.family_pipelines import load_family, save_family
+    from tests.ring_images import ring_folder
 
     from crossattn.cli import main
     from crossattn.data.folder import ImageFolderDataset

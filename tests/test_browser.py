@@ -177,18 +177,24 @@ def test_maps_html_switch_word_and_step(tiny_pipe, page, tmp_path):
 
 @pytest.fixture
 def served_flux(family_dir, monkeypatch, capsys):
-    """``crossattn serve --model FLUX --height 64 --width 96``; its URL. The command runs as ``cli.main`` in a
-    thread of this process (a new interpreter spent ~5 s importing torch, diffusers and Gradio again): the
-    same argument parsing, size check, loading and printed line. Closing the app it built ends the command
-    (Gradio's ``block_thread`` returns once the app stops running)."""
+    """``crossattn serve --model FLUX --height 64 --width 96``; its URL (:func:`serve_in_thread`)."""
+    yield from serve_in_thread(
+        ["--model", str(family_dir("flux")), "--height", "64", "--width", "96"], monkeypatch, capsys
+    )
+
+
+def serve_in_thread(args: list[str], monkeypatch, capsys):
+    """``crossattn serve ARGS`` (on a free port, one thread) as ``cli.main`` in a thread of this process (a new
+    interpreter spent ~5 s importing torch, diffusers and Gradio again): the same argument parsing, size check,
+    loading and printed line; yields its URL. Closing the app it built ends the command (Gradio's
+    ``block_thread`` returns once the app stops running), which must exit 0."""
     from crossattn.cli import main
     from crossattn.web import app as web_app
 
     built = []
     build_app = web_app.build_app
     monkeypatch.setattr(web_app, "build_app", lambda explorer: built.append(build_app(explorer)) or built[-1])
-    argv = ["serve", "--model", str(family_dir("flux")), "--height", "64", "--width", "96"]
-    argv += ["--port", str(free_port()), "--threads", "1"]
+    argv = ["serve", *args, "--port", str(free_port()), "--threads", "1"]
     ended = {}
     command = threading.Thread(target=lambda: ended.setdefault("code", main(argv)), daemon=True)
     command.start()

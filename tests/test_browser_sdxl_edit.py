@@ -7,12 +7,10 @@ docs/img/serve_sdxl_edit.png (``CROSSATTN_SCREENSHOT=path`` writes it there)."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
-from .conftest import free_port
-from .test_browser import CHROMIUM, _served_url, browser, page  # noqa: F401 (fixtures)
+from .test_browser import CHROMIUM, browser, page, serve_in_thread  # noqa: F401 (fixtures)
 
 pytest.importorskip("gradio")
 pytestmark = [
@@ -23,26 +21,10 @@ pytestmark = [
 
 @pytest.fixture
 def served_sdxl(family_dir, monkeypatch, capsys):
-    """``crossattn serve --model SDXL --height 32 --width 48`` as ``cli.main`` in a thread (as test_browser serves
-    Flux); its URL. Closing the app it built ends the command."""
-    from crossattn.cli import main
-    from crossattn.web import app as web_app
-
-    built = []
-    build_app = web_app.build_app
-    monkeypatch.setattr(web_app, "build_app", lambda explorer: built.append(build_app(explorer)) or built[-1])
-    argv = ["serve", "--model", str(family_dir("sdxl")), "--height", "32", "--width", "48"]
-    argv += ["--port", str(free_port()), "--threads", "1"]
-    ended = {}
-    command = threading.Thread(target=lambda: ended.setdefault("code", main(argv)), daemon=True)
-    command.start()
-    try:
-        yield _served_url(command, capsys)
-    finally:
-        for app in built:
-            app.close()
-        command.join(timeout=20)
-    assert ended == {"code": 0}
+    """``crossattn serve --model SDXL --height 32 --width 48`` in a thread (as test_browser serves Flux); its URL."""
+    yield from serve_in_thread(
+        ["--model", str(family_dir("sdxl")), "--height", "32", "--width", "48"], monkeypatch, capsys
+    )
 
 
 def test_served_sdxl_folder_upload_and_edit(served_sdxl, page, tmp_path):  # noqa: F811 (the fixture)

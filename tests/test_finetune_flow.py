@@ -21,6 +21,7 @@ from crossattn.cli import main
 
 from .family_pipelines import load_family
 from .model_copies import bpe_copy
+from .ring_images import ring_folder
 
 pytest.importorskip("peft")
 
@@ -38,19 +39,7 @@ def flow_dirs(family_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def rings(tmp_path_factory):
     """Four red rings captioned "a red ring" per training side (metadata.jsonl image folders)."""
-    folders = {}
-    for side in sorted(set(SIDE.values())):
-        folder = tmp_path_factory.mktemp(f"rings{side}")
-        rows, s = [], side // 16
-        for i in range(4):
-            image = np.full((side, side, 3), 255, np.uint8)
-            image[3 * s + i % 2 : 13 * s, 3 * s : 13 * s] = (220, 50, 47)
-            image[6 * s : 10 * s, 6 * s : 10 * s] = 255
-            Image.fromarray(image).save(folder / f"{i}.png")
-            rows.append(json.dumps({"file_name": f"{i}.png", "text": "a red ring"}) + "\n")
-        (folder / "metadata.jsonl").write_text("".join(rows))
-        folders[side] = folder
-    return folders
+    return {side: ring_folder(tmp_path_factory.mktemp(f"rings{side}"), side) for side in sorted(set(SIDE.values()))}
 
 
 def small_flux(monkeypatch) -> None:
