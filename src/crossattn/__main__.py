@@ -1,17 +1,8 @@
-"""``python -m crossattn`` (also what ``accelerate launch -m crossattn`` runs).
+"""``python -m crossattn`` (also what ``accelerate launch -m crossattn`` runs): the ``crossattn`` command, with its
+fast exit (:func:`crossattn.cli.console_main`)."""
 
-Before the process exits, the run's own garbage is collected and every object still alive (torch, diffusers,
-transformers and their modules) is frozen out of the garbage collector (``gc.freeze``): the interpreter's
-shutdown then skips the repeated collections over them, ~1 s of CPU a process (a 2-step ``train``: ~5.9 -> ~5.0 s).
-Finalisation itself (atexit handlers, module teardown, flushing) runs as before.
-"""
-
-import gc
 import sys
 
-from .cli import main
+from .cli import console_main
 
-code = main()
-gc.collect()  # what the command left unreachable is freed (and finalised) now, as it would be at shutdown
-gc.freeze()
-sys.exit(code)
+sys.exit(console_main())
