@@ -1,7 +1,9 @@
 """The edit settings ``edit_geometry.py --variants`` compares (issue 41): ``crossattn.edit_image`` keywords by name.
 
 ``default`` (what a user gets) comes first; the others are the levers measured against it (docs/benchmarks.md,
-"Edits that keep a given image's geometry"), the ones that lost kept so their rows can be re-run.
+"Edits that keep a given image's geometry"), the ones that lost kept so their rows can be re-run. Each is
+the default with its own knobs changed: the rows measured on 2026-12-07 ran on the default of then
+(``shared_steps`` 0.3, now ``shared0.3``); a variant that names no ``shared_steps`` runs on today's 0.4.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ VARIANTS: dict[str, dict] = {
     "pnp-2blocks-f0.4": {"feature_steps": 0.4, "self_steps": 0.5, "feature_blocks": 2},
     # an edit started from a partial inversion (SDEdit, Meng et al., ICLR 2022): the target follows the source's
     # latents (the image's inversion path while pinned) for the first shared_steps, then samples from there
+    "shared0.3": {"shared_steps": 0.3},  # the given-image default before 2026-12-07's lever run (now 0.4)
     "shared0.5": {"shared_steps": 0.5},
+    "shared0.5-pinned0.5": {"shared_steps": 0.5, "pinned_steps": 0.5},  # the shared steps all on the path
     "shared0.6-pinned0.6": {"shared_steps": 0.6, "pinned_steps": 0.6},
     "pinned1": {"pinned_steps": 1.0},  # the source row on the path throughout (the object blend's kept pixels)
     # P2P's re-weighting (Hertz et al., ICLR 2023): the target's attention to its new colour word × the factor
@@ -39,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     # combinations of the best of the above
     "shared0.4": {"shared_steps": 0.4},
     "shared0.7-pinned0.7": {"shared_steps": 0.7, "pinned_steps": 0.7},
+    "shared0.4-pnp2-f0.4": {"shared_steps": 0.4, "feature_steps": 0.4, "feature_blocks": 2, "self_steps": 0.5},
+    "shared0.4-features0.4": {"shared_steps": 0.4, "feature_steps": 0.4},  # one block, the self maps as default
     "shared0.5-pnp2-f0.7": {"shared_steps": 0.5, "feature_steps": 0.7, "feature_blocks": 2, "self_steps": 0.7},
     "shared0.6-pinned0.6-colour2": {"shared_steps": 0.6, "pinned_steps": 0.6, COLOUR_WEIGHT: 2.0},
     # negative-prompt inversion's edit (Miyake et al., 2023): the targets guided against the source caption
