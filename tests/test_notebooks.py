@@ -47,6 +47,7 @@ def test_notebooks_are_found():
         "03_finetune_small_dataset.ipynb",
         "04_attention_control.ipynb",
         "05_your_own_image.ipynb",
+        "06_numbers.ipynb",
     ]
 
 
