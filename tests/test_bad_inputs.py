@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -180,11 +181,16 @@ def test_draws_beyond_the_bound_are_refused(tmp_path):
 
 
 def test_a_dual_cross_attention_unet_is_a_bad_model_folder(broken_copy):
-    """Found by benchmarks/fuzz.py: a truthy ``dual_cross_attention`` loaded, then failed mid-sampling."""
+    """Found by benchmarks/fuzz.py: a truthy ``dual_cross_attention`` loaded, then failed mid-sampling. It is refused
+    before loading, so no warning comes first (diffusers listed every newly initialised weight, a few hundred)."""
     config = json.loads((broken_copy / "unet/config.json").read_text())
     config["dual_cross_attention"] = "x"
     (broken_copy / "unet/config.json").write_text(json.dumps(config))
-    with pytest.raises(BadModelFolder, match="unet/config.json says dual_cross_attention 'x'"):
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(BadModelFolder, match="unet/config.json says dual_cross_attention 'x'"),
+    ):
+        warnings.simplefilter("error")  # any warning before the error fails the test
         load_pipeline(broken_copy)
 
 

@@ -220,6 +220,23 @@ def check_config_types(folder: Path, pipe) -> None:
                 )
 
 
+def refuse_dual_attention(folder: Path) -> None:
+    """A :class:`BadModelFolder` for a ``unet/config.json`` with a truthy ``dual_cross_attention``, before anything
+    loads: diffusers builds a DualTransformer2DModel for it, whose forward the U-Net's own call does not fit, and
+    loading it first printed every newly initialised weight's name (a few hundred) above the one-line error. A
+    config that cannot be read is left to the loading's own error."""
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    dual = config.get("dual_cross_attention") if isinstance(config, dict) else None
+    if dual:
+        raise BadModelFolder(
+            f"model folder {folder}: unet/config.json says dual_cross_attention {dual!r}, which diffusers' "
+            "U-Net cannot run; give false"
+        )
+
+
 def load_resolved(
     folder: Path | None,
     scheduler: str | None = None,
@@ -237,6 +254,7 @@ def load_resolved(
         if dtype is not None:
             pipe.to(dtype=torch_dtype(dtype))
     else:
+        refuse_dual_attention(folder)
         with quiet_loading():
             # Weights ship in fp16; sample in fp32 (CPU has no fast fp16). Cast while loading, as
             # diffusers asks: a later pipe.to(float32) warns about modules to keep in float32.
@@ -247,12 +265,6 @@ def load_resolved(
             except (OSError, RuntimeError, ValueError, LookupError, TypeError, AttributeError) as err:  # the folder's
                 raise load_error(folder, err) from err
         check_config_types(folder, pipe)
-        dual = getattr(getattr(pipe, "unet", None), "config", {}).get("dual_cross_attention")
-        if dual:  # diffusers builds a DualTransformer2DModel, whose forward the U-Net's own call does not fit
-            raise BadModelFolder(
-                f"model folder {folder}: unet/config.json says dual_cross_attention {dual!r}, which diffusers' "
-                "U-Net cannot run; give false"
-            )
     if lora is not None:
         from .lora_files import load_lora
 
