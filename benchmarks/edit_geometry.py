@@ -18,8 +18,10 @@ least half; else paper), so off-white papers and outlines are read as the drawin
 *source found*: the labeller on the given image finds the source object with IoU ≥ 0.8 (the measure's check).
 
 ``--cache DIR`` keeps every inversion (safetensors + JSON), so a re-run with other variants skips the
-inversions (null-text's are most of the cost). ``--cost N``: an edit of a given drawing (DDIM, the default
-settings) against an edit of a generated image, interleaved N times, medians (bar ≤ 2.0×).
+inversions (null-text's are most of the cost; a variant with ``tune_steps`` inverts on its own per-image fit,
+never cached). ``--cost N``: an edit of a given drawing (DDIM, the default settings) against an edit of a
+generated image, interleaved N times, medians (bar ≤ 2.0×); ``--cost-tune 30 80``: tuned edits of a given
+drawing beside them.
 
     python benchmarks/edit_geometry.py --n 100 --modes ddim --threads 1 --cache outputs/geometry_cache \\
         [--variants default before ...] [--cost 5] [--json PATH]
@@ -41,10 +43,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawings import STYLE_NAMES, Drawing, at_model_size, drawing_set  # noqa: E402
-from edit_variants import COLOUR_WEIGHT, VARIANTS  # noqa: E402
+from edit_variants import COLOUR_WEIGHT, TUNING, VARIANTS  # noqa: E402
 
 from crossattn.data.captions import COLOURS, format_caption  # noqa: E402
 from crossattn.editing.image_edit import GivenInversion, edit_image, invert_image  # noqa: E402
+from crossattn.editing.image_tuning import TuningConfig  # noqa: E402
 from crossattn.files import atomic_write, atomic_write_json  # noqa: E402
 from crossattn.sampling.inversion import Inversion  # noqa: E402
 
@@ -140,7 +143,7 @@ def judge(drawing: Drawing, swap: dict, given: np.ndarray, edited: np.ndarray, t
 
 def knobs(variant: str, swap: dict) -> dict:
     """``edit_image``'s keywords for ``variant`` on the edit ``swap`` (its new colour word re-weighted when asked)."""
-    knobs = dict(VARIANTS[variant])
+    knobs = {k: v for k, v in VARIANTS[variant].items() if k != TUNING}  # the fit's config: tuned_inversion's
     if COLOUR_WEIGHT in knobs:
         knobs["reweight"] = {swap["colour"]: knobs.pop(COLOUR_WEIGHT)}
     return knobs
@@ -204,6 +207,19 @@ def inverted(pipe, drawing: Drawing, swap: dict, mode: str, args, key: str) -> G
     return given
 
 
+def tuned_inversion(pipe, drawing: Drawing, swap: dict, mode: str, args, variant: str) -> GivenInversion | None:
+    """For a variant with ``tune_steps``: the drawing inverted on its own per-image fit (never cached: the fit
+    belongs to the variant); None for the others, which edit the shared inversion."""
+    steps = VARIANTS[variant].get("tune_steps", 0)
+    if not steps:
+        return None
+    tuning = TuningConfig(**VARIANTS[variant].get(TUNING, {}))
+    null_steps = args.null_text_steps if mode == "null-text" else 0
+    return invert_image(
+        pipe, drawing.image, swap["source"], null_text_steps=null_steps, tune_steps=steps, tuning=tuning
+    )
+
+
 def summary(rows: list[dict]) -> dict:
     """The rates and PSNRs of ``rows``, all and per style."""
 
@@ -232,8 +248,9 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def cost(pipe, drawing: Drawing, swap: dict, repeats: int) -> dict:
-    """Median wall seconds of an edit of the given drawing (DDIM inversion included) and of a generated image."""
+def cost(pipe, drawing: Drawing, swap: dict, repeats: int, tune_steps: tuple[int, ...] = ()) -> dict:
+    """Median wall seconds of an edit of the given drawing (DDIM inversion included) and of a generated image;
+    with ``tune_steps``, also of edits of the given drawing on a per-image fit of each many steps."""
     from crossattn.editing.prompt_edit import edit
 
     jobs = {
@@ -242,6 +259,10 @@ def cost(pipe, drawing: Drawing, swap: dict, repeats: int) -> dict:
             pipe, swap["source"], swap["target"], generator=torch.Generator().manual_seed(0)
         ),
     }
+    for steps in tune_steps:
+        jobs[f"edit of a given drawing (DDIM, tuned {steps} steps)"] = lambda steps=steps: edit_image(
+            pipe, drawing.image, swap["source"], swap["target"], tune_steps=steps
+        )
     times = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
@@ -250,6 +271,9 @@ def cost(pipe, drawing: Drawing, swap: dict, repeats: int) -> dict:
             times[name].append(time.perf_counter() - tick)
     medians = {name: statistics.median(t) for name, t in times.items()}
     medians["given / generated"] = medians["edit of a given drawing (DDIM)"] / medians["edit of a generated image"]
+    for steps in tune_steps:
+        tuned = medians[f"edit of a given drawing (DDIM, tuned {steps} steps)"]
+        medians[f"tuned {steps} / generated"] = tuned / medians["edit of a generated image"]
     return medians
 
 
@@ -276,9 +300,14 @@ def run(pipe, args) -> dict:
         for mode in args.modes:
             given = inverted(pipe, drawing, swap, mode, args, f"{args.seed}-{i}-{mode}")
             for variant in args.variants:
-                edited = edit_image(pipe, given, swap["source"], swap["target"], plain=False, **knobs(variant, swap))
+                tick = time.perf_counter()
+                inversion = tuned_inversion(pipe, drawing, swap, mode, args, variant) or given
+                edited = edit_image(
+                    pipe, inversion, swap["source"], swap["target"], plain=False, **knobs(variant, swap)
+                )
                 row = judge(drawing, swap, given_array, np.asarray(edited.result.edited), args.tolerance)
                 row.update(index=i, psnr=edited.psnr, source=swap["source"], target=swap["target"])
+                row.update(seconds=time.perf_counter() - tick)  # the edit, with a tuned variant's fit and inversion
                 rows[f"{mode}/{variant}"].append(row)
                 pictures[-1].append(np.asarray(edited.result.edited))
         brief = {
@@ -334,6 +363,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.5)
     parser.add_argument("--cache", help="a folder keeping the inversions between runs")
     parser.add_argument("--cost", type=int, default=0, help="interleaved repeats of the cost jobs (0: skip)")
+    parser.add_argument("--cost-tune", type=int, nargs="*", default=[], help="with --cost: tuned edits of N steps too")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sheet", help="a PNG of the first drawings and their edits")
     parser.add_argument("--sheet-rows", type=int, default=20)
@@ -353,7 +383,9 @@ def main() -> None:
     report = {"summary": run(pipe, args) if args.n else {}}
     if args.cost:
         drawing = drawing_set(1, args.seed)[0]
-        report["cost_seconds"] = cost(pipe, drawing, colour_swap(drawing, 0, args.seed), args.cost)
+        report["cost_seconds"] = cost(
+            pipe, drawing, colour_swap(drawing, 0, args.seed), args.cost, tuple(args.cost_tune)
+        )
     print(json.dumps(report, indent=1))
     if args.json:
         rows = json.loads(Path(args.json).read_text())["rows"] if args.n else {}

@@ -9,6 +9,7 @@ the default with its own knobs changed: the rows measured on 2026-12-07 ran on t
 from __future__ import annotations
 
 COLOUR_WEIGHT = "colour_weight"  # a variant's key: re-weight the swap's new colour word by this factor
+TUNING = "tuning"  # a variant's key: the per-image fit's TuningConfig fields (with tune_steps; its defaults else)
 
 #: edit settings compared (``crossattn.edit_image`` keywords); ``default``: what a user gets
 VARIANTS: dict[str, dict] = {
@@ -50,4 +51,8 @@ VARIANTS: dict[str, dict] = {
     # negative-prompt inversion's edit (Miyake et al., 2023): the targets guided against the source caption
     "source-negative": {"source_negative": True},
     "source-negative-shared0.5": {"source_negative": True, "shared_steps": 0.5},
+    # per-image tuning (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR 2023): a rank-4 LoRA on the
+    # U-Net's attention fitted on the drawing with its caption (lr 1e-3, 4 draws a step), then inverted and edited
+    "tune30": {"tune_steps": 30},
+    "tune80": {"tune_steps": 80},
 }

@@ -31,6 +31,7 @@ from .flags import (
     add_sampler_flags,
     add_seed_flag,
     add_size_flags,
+    non_negative_int,
     positive_int,
 )
 
@@ -134,6 +135,14 @@ def add_image_flags(p) -> None:
         help="with --image: null-text inversion (Mokady et al., 2023), at most N optimiser steps per sampling "
         "step (default N: 10): the reconstruction is exact at any guidance",
     )
+    p.add_argument(
+        "--tune-steps",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="with --image: fit a small LoRA on the image with SOURCE for N steps first (UniTune / Imagic), invert "
+        "and edit with it, then drop it (default: 0, none; slow: docs/benchmarks.md, issue 41)",
+    )
 
 
 def parse_reweight(items: list[str] | None) -> dict[str, float]:
@@ -176,9 +185,12 @@ def run(args: argparse.Namespace) -> int:
         blend=not args.no_blend,
         shared_steps=args.shared_steps,
         pinned_steps=args.pinned_steps,  # None: chosen by the inversion
+        tune_steps=args.tune_steps,
     )  # checks the values before anything loads
     if args.pinned_steps is not None and args.image is None:
         raise BadArgument(f"--pinned-steps {args.pinned_steps} needs an image to pin to (--image FILE)")
+    if args.tune_steps and args.image is None:
+        raise BadArgument(f"--tune-steps {args.tune_steps} fits the model to a given image (--image FILE)")
     request = request_from_args(args, [args.source, args.to])
     model = model_from_args(args)
     paths = plan(request)
@@ -218,6 +230,7 @@ def sample(pipe, request: SamplingRequest, settings):
             guidance_scale=request.guidance,
             null_text_steps=request.null_text_steps or 0,
             negative_prompt=request.negative_prompt,
+            tune_steps=settings.tune_steps,
         )
     with trace(pipe) as tracer:
         if given is not None:

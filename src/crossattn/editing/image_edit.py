@@ -24,11 +24,14 @@ the targets moved by the source row's corrections at every step too, is ``direct
 (:mod:`crossattn.editing.direct_inversion`; issue 41, docs/benchmarks.md). ``source_negative=True`` guides the
 targets against the source caption (their unconditional rows; the plain row keeps the negative prompt), as
 negative-prompt inversion edits (Miyake et al., 2023); ``feature_steps`` injects the source's decoder features
-(Plug-and-Play: :mod:`crossattn.editing.feature_injection`).
+(Plug-and-Play: :mod:`crossattn.editing.feature_injection`). ``tune_steps`` fits a small LoRA on the image with
+its source caption first (UniTune / Imagic: :mod:`crossattn.editing.image_tuning`); the inversion and the edit
+run with it, and it is off the pipeline again after each.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,18 @@ class GivenInversion:
     num_inference_steps: int
     guidance_scale: float
     null_text_steps: int
+    tuned: Any = None  # a TunedAdapter (editing.image_tuning) when the inversion ran on a per-image fit
+
+    @property
+    def tune_steps(self) -> int:
+        """The steps of the per-image fit the inversion ran with (0: none)."""
+        return self.tuned.steps if self.tuned is not None else 0
+
+    def adapter(self, pipe):
+        """The per-image fit on ``pipe`` while a ``with`` runs (nothing when there is none)."""
+        from .image_tuning import adapter_added
+
+        return nullcontext() if self.tuned is None else adapter_added(pipe, self.tuned.config, self.tuned.weights)
 
 
 @dataclass
@@ -75,45 +90,66 @@ def invert_image(
     guidance_scale: float = SamplingConfig.guidance_scale,
     null_text_steps: int = 0,
     negative_prompt: str | None = None,
+    tune_steps: int = 0,
+    tuning=None,
 ) -> GivenInversion:
     """Read ``image`` (a path or a PIL image), fit it to the model and invert it with ``prompt``.
 
+    ``tune_steps`` > 0: a LoRA fitted on the image with ``prompt`` first (``tuning``, a
+    :class:`~crossattn.editing.image_tuning.TuningConfig`: how), the inversion run with it; the result keeps
+    its weights (``tuned``) for the edit, and the pipeline is left without it.
     Run it outside a :func:`crossattn.trace`, whose maps should hold the edit's steps only."""
+    from .settings import check_tune_steps
+
     whole = isinstance(null_text_steps, int) and not isinstance(null_text_steps, bool)
     if not whole or not 0 <= null_text_steps <= MAX_NULL_TEXT_STEPS:
         raise BadArgument(
             f"null_text_steps {null_text_steps!r}; give a whole number from 0 to {MAX_NULL_TEXT_STEPS} "
             "(0 = DDIM inversion alone)"
         )
+    check_tune_steps(tune_steps)
     given, notes = given_picture(pipe, image)
-    inversion = invert(
-        pipe,
-        image_latents(pipe, given),
-        prompt,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        null_text_steps=null_text_steps,
-        negative_prompt=negative_prompt,
-    )
-    return GivenInversion(given, inversion, notes, prompt, num_inference_steps, guidance_scale, null_text_steps)
+    latents = image_latents(pipe, given)
+    tuned = None
+    if tune_steps:
+        from .image_tuning import tune
+
+        tuned = tune(pipe, latents, prompt, tune_steps, tuning)
+    out = GivenInversion(given, None, notes, prompt, num_inference_steps, guidance_scale, null_text_steps, tuned)
+    with out.adapter(pipe):
+        out.inversion = invert(
+            pipe,
+            latents,
+            prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            null_text_steps=null_text_steps,
+            negative_prompt=negative_prompt,
+        )
+    return out
 
 
 def edit_image(
-    pipe, image, source: str, target: str, settings=None, *, null_text_steps: int = 0, **kwargs
+    pipe, image, source: str, target: str, settings=None, *, null_text_steps: int = 0, tuning=None, **kwargs
 ) -> ImageEdit:
     """Edit a given image from ``source`` (its description) to ``target``, keeping the rest.
 
     ``image``: a path, a PIL image, or a :class:`GivenInversion` from :func:`invert_image` (then its
     prompt, steps and guidance are used). ``settings`` and the other ``kwargs`` are
     :func:`crossattn.edit`'s (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``plain``,
-    the edit knobs); no ``generator``: every row starts from the inverted noise and DDIM draws none."""
+    the edit knobs); no ``generator``: every row starts from the inverted noise and DDIM draws none.
+    With ``tune_steps`` the image is inverted, and edited, on a LoRA fitted to it (``tuning``: how, a
+    :class:`~crossattn.editing.image_tuning.TuningConfig`); a :class:`GivenInversion` must have been made with
+    the same ``tune_steps`` (:func:`invert_image`'s)."""
     from .prompt_edit import edit
+    from .settings import EditSettings
 
     if "generator" in kwargs:
         raise ValueError("edit_image samples from the inverted image, not from a generator's noise; drop generator")
     steps = kwargs.pop("num_inference_steps", SamplingConfig.steps)
     guidance = kwargs.pop("guidance_scale", SamplingConfig.guidance_scale)
     negative = kwargs.pop("negative_prompt", None)
+    settings = EditSettings.taken(settings, kwargs)  # names a bad settings
     given = image
     if not isinstance(image, GivenInversion):
         given = invert_image(
@@ -124,13 +160,21 @@ def edit_image(
             guidance_scale=guidance,
             null_text_steps=null_text_steps,
             negative_prompt=negative,
+            tune_steps=settings.tune_steps,
+            tuning=tuning,
         )
     elif given.prompt != source:
         raise ValueError(f"the inversion was made with {given.prompt!r}; edit from that source prompt, not {source!r}")
+    elif given.tune_steps != settings.tune_steps:
+        raise ValueError(
+            f"the inversion ran on a {given.tune_steps}-step per-image fit, the settings ask for tune_steps "
+            f"{settings.tune_steps}; invert with invert_image(..., tune_steps={settings.tune_steps})"
+        )
     settings = pinning_chosen(given, settings, kwargs)
     if settings.source_negative:  # rows [source, target, plain]: the target guided against the source prompt
         negative = [negative or "", source] + [negative or ""] * bool(kwargs.get("plain", True))
-    with scheduler_swapped(pipe, ddim_scheduler(pipe)), NullText(pipe, given.inversion.null_embeddings, rows=1):
+    swapped = scheduler_swapped(pipe, ddim_scheduler(pipe))
+    with given.adapter(pipe), swapped, NullText(pipe, given.inversion.null_embeddings, rows=1):
         result = edit(
             pipe,
             source,

@@ -50,7 +50,10 @@ GIVEN_IMAGE_KNOBS = (
     "feature_steps",
     "feature_blocks",
     "source_negative",
+    "tune_steps",
 )
+#: the most ``tune_steps`` an edit accepts: a per-image fit is a few dozen steps (issue 41), not a fine-tune
+MAX_TUNE_STEPS = 1000
 
 
 def check_fraction(name: str, value) -> float:
@@ -58,6 +61,15 @@ def check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"{name} is {value!r}; accepted: a fraction of the sampling steps from 0 to 1")
     return float(value)
+
+
+def check_tune_steps(value) -> int:
+    """The steps of a per-image fit: a whole number from 0 to :data:`MAX_TUNE_STEPS`, else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TUNE_STEPS:
+        raise ValueError(
+            f"tune_steps is {value!r}; accepted: a whole number of tuning steps from 0 (none) to {MAX_TUNE_STEPS}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,9 @@ class EditSettings:
     unconditional half the source caption instead of the negative prompt), as negative-prompt inversion edits
     (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
     prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
+    ``tune_steps``, in an edit of a given image, the steps of a small LoRA fitted on that one image with its
+    source caption before it is inverted and edited (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR
+    2023: :mod:`crossattn.editing.image_tuning`); 0, the default, fits none.
     The defaults are the edit's, measured on the default model (docs/benchmarks.md, "Attention control")."""
 
     cross_steps: float = 0.8
@@ -100,6 +115,7 @@ class EditSettings:
     feature_steps: float | None = None
     feature_blocks: int = 1
     source_negative: bool | None = None
+    tune_steps: int = 0
 
     def __post_init__(self):
         checked = {
@@ -119,6 +135,7 @@ class EditSettings:
             raise ValueError(
                 f"feature_blocks is {self.feature_blocks!r}; accepted: a whole number of decoder blocks >= 1"
             )
+        check_tune_steps(self.tune_steps)
         if self.halves not in HALVES:
             raise ValueError(f"halves {self.halves!r}; accepted: {', '.join(HALVES)}")
         for name, value in checked.items():
@@ -157,7 +174,13 @@ class EditSettings:
         return SHARED_STEPS if self.shared_steps is None else self.shared_steps
 
     def generated(self) -> EditSettings:
-        """These settings as an edit of a generated image runs (and records) them: ``shared_steps`` chosen."""
+        """These settings as an edit of a generated image runs (and records) them: ``shared_steps`` chosen;
+        ``tune_steps`` is refused (a ``ValueError``): there is no given image to fit."""
+        if self.tune_steps:
+            raise ValueError(
+                f"tune_steps is {self.tune_steps}: it fits the model to a given image; an edit of a generated "
+                "image has none (edit a given image with crossattn.edit_image, or leave tune_steps 0)"
+            )
         return replace(self, shared_steps=self.shared_fraction)
 
     @classmethod
