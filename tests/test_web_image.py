@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,7 +118,7 @@ def test_bad_uploads_name_the_value(explorer, change, message):
 
 
 def test_edit_without_an_image_is_crossattn_edit(handlers, tiny_model_dir, tmp_path):
-    gallery, info = handlers.edit("a red circle", "", 4, 3, 4.0, "default", None, "a blue circle", False)
+    gallery, info, files = handlers.edit("a red circle", "", 4, 3, 4.0, "default", None, "a blue circle", False)
     assert [caption for _, caption in gallery] == [
         "source: a red circle",
         "edited: a blue circle",
@@ -132,6 +133,24 @@ def test_edit_without_an_image_is_crossattn_edit(handlers, tiny_model_dir, tmp_p
     for (picture, _), view in zip(gallery[:3], ("source", "edited", "plain"), strict=True):
         cli = Image.open(tmp_path / f"a-blue-circle-4.{view}.png")
         assert np.array_equal(np.array(picture), np.array(cli.resize((128, 128), Image.NEAREST))), view
+    # the downloads are the CLI's files: the same names; the same bytes but for the sidecar's model path
+    names = sorted(Path(f).name for f in files)
+    assert (
+        names
+        == sorted(p.name for p in tmp_path.iterdir())
+        == [
+            "a-blue-circle-4.compare.png",
+            "a-blue-circle-4.edited.png",
+            "a-blue-circle-4.json",
+            "a-blue-circle-4.plain.png",
+            "a-blue-circle-4.source.png",
+        ]
+    )
+    for f in files:
+        if f.endswith(".png") and not f.endswith(".compare.png"):  # the figure's bytes carry matplotlib's metadata
+            assert Path(f).read_bytes() == (tmp_path / Path(f).name).read_bytes(), f
+    web, cli = (json.loads(Path(d, "a-blue-circle-4.json").read_text()) for d in (Path(files[0]).parent, tmp_path))
+    assert web["edit"] == cli["edit"] and web["target_prompt"] == cli["target_prompt"] == "a blue circle"
 
 
 @pytest.mark.parametrize("null_text", [False, True])
@@ -144,12 +163,20 @@ def test_edit_of_an_uploaded_image(handlers, monkeypatch, null_text):
     run_edit = handlers_module.run_edit
     monkeypatch.setattr(handlers_module, "run_edit", lambda *a, **k: edits.append(run_edit(*a, **k)) or edits[-1])
     with pytest.warns(UserWarning, match="the image is L; converted to RGB"):
-        gallery, info = handlers.edit("a red circle", "", 0, 3, 4.0, "default", upload("L"), "a blue circle", null_text)
+        gallery, info, files = handlers.edit(
+            "a red circle", "", 0, 3, 4.0, "default", upload("L"), "a blue circle", null_text
+        )
     assert [c.split(":")[0] for _, c in gallery[:3]] == ["reconstruction", "edited", "plain"] and len(gallery) == 6
     assert "dB" in info and ("null-text" in info) == null_text
     (edited,) = edits
     assert math.isfinite(edited.psnr) and f"{edited.psnr:.2f} dB" in info
     assert edited.given.mode == "RGB" and edited.given.size == edited.edited.size == (16, 16)
+    names = {Path(f).name for f in files}
+    assert {"upload.png", "a-blue-circle-0.reconstruction.png", "a-blue-circle-0.json"} <= names
+    (sidecar,) = (json.loads(Path(f).read_text()) for f in files if f.endswith(".json"))
+    given = sidecar["given_image"]
+    assert given["file"] == "upload.png" and given["inversion"] == ("null-text" if null_text else "ddim")
+    assert given["reconstruction_psnr"] == round(edited.psnr, 3)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +212,8 @@ def test_generate_endpoint_old_positional_arguments_and_an_image(server, tmp_pat
     names = [p.rsplit("/", 1)[-1] for p in out[7]]
     assert names[0] == "a-red-circle-upload-2.png" and "a-red-circle-upload-2.denoised.png" in names
     assert [item["caption"].split(" ")[0] for item in out[1]] == ["a", "red", "circle"]
-    gallery, info = client.predict(
+    gallery, info, files = client.predict(
         "a red circle", "", 0, 3, 4.0, "default", handle_file(str(path)), "a blue circle", False, api_name="/edit"
     )
     assert len(gallery) == 6 and "dB" in info  # three pictures, the changed word's map under each
+    assert "a-blue-circle-0.edited.png" in [p.rsplit("/", 1)[-1] for p in files]

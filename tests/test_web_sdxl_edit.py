@@ -54,7 +54,7 @@ def edit_seen(handlers, monkeypatch, *args):
     seen = []
     run_edit = handlers_module.run_edit
     monkeypatch.setattr(handlers_module, "run_edit", lambda *a, **k: seen.append(run_edit(*a, **k)) or seen[-1])
-    gallery, info = handlers.edit(*args)
+    gallery, info, _ = handlers.edit(*args)
     (edited,) = seen
     return gallery, info, edited
 
@@ -158,7 +158,7 @@ def test_added_conditioning_reaches_the_inversion_and_the_edit_alike(sdxl_explor
 def test_a_generated_edit_is_at_the_servers_size(handlers, sdxl_explorer):
     calls, handle = unet_calls(sdxl_explorer.pipe)
     try:
-        gallery, info = handlers.edit(SOURCE, "", 2, 2, 4.0, "default", None, TARGET, False)
+        gallery, info, _ = handlers.edit(SOURCE, "", 2, 2, 4.0, "default", None, TARGET, False)
     finally:
         handle.remove()
     assert [picture.size for picture, _ in gallery] == [(48 * 8, 32 * 8)] * 6 and "seed 2" in info
@@ -204,6 +204,6 @@ def test_an_upload_is_read_as_the_same_file(sdxl_explorer, tmp_path):
     ],
 )
 def test_maps_of_a_word_added_or_removed(handlers, source, target, maps):
-    gallery, _ = handlers.edit(source, "", 0, 2, 4.0, "default", None, target, False)
+    gallery, *_ = handlers.edit(source, "", 0, 2, 4.0, "default", None, target, False)
     assert [caption for _, caption in gallery][3:] == maps
     assert len({picture.size for picture, _ in gallery}) == 1  # every panel at the pictures' scale

@@ -209,9 +209,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample(pipe, request: SamplingRequest, settings):
+def sample(pipe, request: SamplingRequest, settings, image=None):
     """The edit inside a cross-attention trace: (result, maps of the rows source, edited, plain); with a
-    given image, the result is an ``ImageEdit`` (the inversion runs first, outside the trace)."""
+    given image, the result is an ``ImageEdit`` (the inversion runs first, outside the trace). ``image``: the
+    given image itself in place of ``request.image``'s file (the explorer's upload, so its conversion notes name
+    no server path)."""
     import torch
 
     from ..attention.trace import trace
@@ -224,7 +226,7 @@ def sample(pipe, request: SamplingRequest, settings):
     if request.image is not None:
         given = invert_image(
             pipe,
-            request.image,
+            request.image if image is None else image,
             source,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
@@ -266,8 +268,11 @@ def compare_figure(result, maps, pairs: list[tuple[str | None, str]]):
     return fig
 
 
-def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path], result, maps) -> list[Path]:
-    """The three PNGs, the comparison figure and the sidecar, each written atomically."""
+def write_outputs(
+    pipe, request: SamplingRequest, model, paths: dict[str, Path], result, maps, image_name: str | None = None
+) -> list[Path]:
+    """The three PNGs, the comparison figure and the sidecar, each written atomically; ``image_name``: what the
+    sidecar calls the given image (the explorer: its upload beside it), else ``request.image``'s path."""
     from .. import viz
     from ..editing.settings import GIVEN_IMAGE_KNOBS
     from ..files import atomic_write, atomic_write_json
@@ -293,16 +298,17 @@ def write_outputs(pipe, request: SamplingRequest, model, paths: dict[str, Path],
         files={view: path.name for view, path in paths.items() if view != "sidecar"},
     )
     if given is not None:
-        meta.update(given_image=given_image_fields(request, given))
+        meta.update(given_image=given_image_fields(request, given, image_name))
     written.append(atomic_write_json(paths["sidecar"], meta))
     return written
 
 
-def given_image_fields(request: SamplingRequest, edited) -> dict:
-    """Sidecar fields of an edit of a given image: which image, how it was inverted, how well it came back."""
+def given_image_fields(request: SamplingRequest, edited, name: str | None = None) -> dict:
+    """Sidecar fields of an edit of a given image: which image (``name``, else its path), how it was inverted,
+    how well it came back."""
     inversion = edited.given.inversion
     return {
-        "file": str(request.image),
+        "file": name or str(request.image),
         "notes": list(edited.given.notes),
         "inversion": "null-text" if request.null_text_steps else "ddim",
         "fixed_point_steps": inversion.fixed_point_steps,

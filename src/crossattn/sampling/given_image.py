@@ -127,22 +127,30 @@ def eight_bit(image, name: str):
     return Image.fromarray(grey, "L")
 
 
+def rgb(image, name: str = "the image"):
+    """``image`` in RGB (transparency on white: :func:`~crossattn.data.folder.to_rgb`); a mode Pillow cannot
+    convert (``La``, ...) is a :class:`~crossattn.errors.BadImage` naming it."""
+    from ..data.folder import to_rgb
+
+    try:
+        return to_rgb(image)
+    except ValueError:
+        from ..errors import BadImage
+
+        raise BadImage(f"{name} is {image.mode}, which Pillow cannot convert to RGB; give an RGB image") from None
+
+
 def fit_image(image, size: tuple[int, int], name: str = "the image"):
     """``image`` as the model reads it: RGB (transparency on white) at ``size`` (shorter side scaled,
     centre cropped). Returns ``(image, notes)``; each note says what changed and is also warned."""
-    from ..data.folder import has_alpha, resize_center_crop, to_rgb
+    from ..data.folder import has_alpha, resize_center_crop
 
     notes = []
     if image.mode != "RGB":
         notes.append(
             f"{name} is {image.mode}; converted to RGB" + (" (transparency on white)" if has_alpha(image) else "")
         )
-        try:
-            image = to_rgb(image)
-        except ValueError:
-            from ..errors import BadImage
-
-            raise BadImage(f"{name} is {image.mode}, which Pillow cannot convert to RGB; give an RGB image") from None
+        image = rgb(image, name)
     h, w = size
     if image.size != (w, h):
         # square models (all shipped ones): shorter side scaled, centre cropped; a non-square U-Net: plain resize

@@ -99,7 +99,7 @@ def _inputs(explorer: Explorer) -> list:
 
 
 def _edit_box() -> tuple[list, object, list]:
-    """The edit box: (its own inputs: target, null-text; its button; its outputs: gallery, PSNR line)."""
+    """The edit box: (its own inputs: target, null-text; its button; its outputs: gallery, PSNR line, files)."""
     gr.Markdown("**Edit** the image through its words: the prompt above is the source (it describes the upload)")
     target = gr.Textbox(label="edit to", placeholder="a red square left of a blue square", elem_id="target")
     null_text = gr.Checkbox(
@@ -114,7 +114,8 @@ def _edit_box() -> tuple[list, object, list]:
         elem_id="edits",
     )
     info = gr.Markdown(elem_id="edit-info")
-    return [target, null_text], button, [gallery, info]
+    files = gr.Files(label="downloads (the files `crossattn edit` writes)", elem_id="edit-files")
+    return [target, null_text], button, [gallery, info, files]
 
 
 def _views(lora: bool) -> tuple:

@@ -18,10 +18,12 @@ where each changed word went in every row (the CLI's ``.compare.png`` under its 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import BadArgument
-from .session import Explorer, Request, check_prompt
+from .session import UPLOAD, Explorer, Request, check_prompt, save_upload
 
 NULL_TEXT_STEPS = 10  # `crossattn edit --null-text` without N
 ROWS = {"source": 0, "edited": 1, "plain": 2}  # the rows of the edit's batch, as the trace records them
@@ -40,6 +42,7 @@ class Edited:
     given: object = None  # PIL: the uploaded image as the model read it (RGB, the model's size)
     maps: object = None  # AttentionMaps: cross-attention of the rows source, edited, plain (ROWS)
     changed: list[tuple[str | None, str]] = field(default_factory=list)  # (source word, target word) drawn
+    files: list[Path] = field(default_factory=list)  # what `crossattn edit` writes (and upload.png), to download
 
     def gallery(self) -> list[tuple[object, str]]:
         """``(picture, caption)``: source (or reconstruction), edited, plain."""
@@ -79,18 +82,16 @@ def check_changes(tokenizer, source: str, target: str) -> None:
 
 
 def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool = False) -> Edited:
-    """Edit ``request`` (its prompt is the source; its image, if any, is edited) to ``target``.
+    """Edit ``request`` (its prompt is the source; its image, if any, is edited) to ``target``, with the CLI's
+    own job (``commands/edit.py``'s ``sample``: the inversion, then the edit inside one trace) and its files
+    (``write_outputs``), written in a new request folder beside ``upload.png`` for an upload.
 
     Bad input (empty or too long prompts, a target that changes nothing, bad steps, an image too narrow to
     read, ...) is a ``ValueError`` raised before sampling; unknown words and the image's conversion notes are
     ``UserWarning``s. Each call gets a fresh request pipeline (:meth:`Explorer.request_pipe`), as
     :meth:`Explorer.run` does.
     """
-    import torch
-
-    from ..attention.trace import trace
-    from ..editing.image_edit import edit_image, invert_image
-    from ..editing.prompt_edit import edit
+    from ..commands.edit import plan, sample, write_outputs
     from ..editing.settings import EditSettings
     from ..models.vocabulary import warn_unknown_words
 
@@ -98,27 +99,30 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     target = check_prompt(target, "edit-to prompt", explorer.pipe.tokenizer, explorer.max_length)
     check_changes(explorer.pipe.tokenizer, request.prompt, target)
     warn_unknown_words([request.prompt, target], explorer.vocabulary)
-    sampling, settings = request.sampling, EditSettings()  # the CLI's defaults
-    pipe = explorer.request_pipe(sampling.scheduler)
-    common = dict(negative_prompt=request.negative_prompt or None, settings=settings)
-    steps = dict(num_inference_steps=sampling.steps, guidance_scale=sampling.guidance_scale)
-    given = None
-    if request.image is not None:  # inverted before the trace, whose maps hold the edit's steps only
-        null_text_steps = NULL_TEXT_STEPS if null_text else 0
-        negative = common["negative_prompt"]
-        given = invert_image(
-            pipe, request.image, request.prompt, null_text_steps=null_text_steps, negative_prompt=negative, **steps
-        )
-    with trace(pipe) as tracer:
-        if given is not None:
-            done = edit_image(pipe, given, request.prompt, target, **common)
-            result = done.result
-        else:
-            generator = torch.Generator(device="cpu").manual_seed(sampling.seed)
-            size = dict(height=request.height, width=request.width)
-            result = edit(pipe, request.prompt, target, generator=generator, **steps, **size, **common)
+    folder = explorer.out / uuid.uuid4().hex
+    upload = save_upload(request.image, folder / UPLOAD) if request.image is not None else None
+    job = edit_request(request, target, folder, upload, null_text)
+    pipe = explorer.request_pipe(request.sampling.scheduler)
+    result, maps = sample(pipe, job, EditSettings(), image=request.image)  # the CLI's defaults
+    paths = plan(job)
+    files = write_outputs(pipe, job, explorer.model_ref, paths, result, maps, image_name=UPLOAD if upload else None)
+    explorer.prune()
+    done, result = (result, result.result) if upload is not None else (None, result)
     pictures = (result.source, result.edited, result.plain, request.prompt, target)
-    maps, changed = tracer.maps(), result.map_words()
-    if given is None:
-        return Edited(*pictures, maps=maps, changed=changed)
-    return Edited(*pictures, psnr=done.psnr, given=done.given.image, maps=maps, changed=changed)
+    edited = Edited(*pictures, maps=maps, changed=result.map_words(), files=files + ([upload] if upload else []))
+    if done is not None:
+        edited.psnr, edited.given = done.psnr, done.given.image
+    return edited
+
+
+def edit_request(request: Request, target: str, folder: Path, upload: Path | None, null_text: bool):
+    """The :class:`~crossattn.sampling.SamplingRequest` ``crossattn edit SOURCE --to TARGET`` builds for these
+    settings (``--image upload.png [--null-text]`` for an upload), writing to ``folder``."""
+    from ..sampling import SamplingRequest
+
+    sized = {"image": upload} if upload is not None else {"height": request.height, "width": request.width}
+    if upload is not None and null_text:
+        sized["null_text_steps"] = NULL_TEXT_STEPS
+    return SamplingRequest.with_config(
+        (request.prompt, target), request.sampling, negative_prompt=request.negative_prompt or None, out=folder, **sized
+    )

@@ -92,7 +92,7 @@ class Handlers:
     ):
         """The edit box: ``prompt`` (describing ``image`` when one is uploaded, read at the model's own size)
         edited to ``target``; returns the gallery (source or reconstruction, edited, plain, then under each its
-        map of every changed word) and a line with the PSNR."""
+        map of every changed word), a line with the PSNR and the files ``crossattn edit`` writes, to download."""
         request = Request.of(
             prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
             relation_guidance=0.0, image=image,
@@ -106,7 +106,7 @@ class Handlers:
             info = f"reconstruction PSNR {edited.psnr:.2f} dB ({how} inversion; against the image as the model read it)"
         scale = render.display_scale(edited.edited)
         pictures = [(render.upscaled(picture, scale), caption) for picture, caption in edited.gallery()]
-        return pictures + edited.map_panels(scale), info
+        return pictures + edited.map_panels(scale), info, [str(path) for path in edited.files]
 
     def views(self, result: Result) -> tuple:
         """Every output of ``/generate`` for one result (the order of ``app.GENERATE_OUTPUTS``)."""

@@ -150,14 +150,16 @@ def _picture(image):
 def save_upload(image, path: Path) -> Path:
     """Write an upload as PNG, as it came; a mode PNG cannot hold (CMYK, YCbCr, PA, ...) is written as the
     RGB the model reads (``to_rgb``, what :func:`~crossattn.maps_of_image` converts it to), so that
-    ``crossattn maps --image`` on the file reads the same picture."""
-    from ..data.folder import to_rgb
+    ``crossattn maps --image`` on the file reads the same picture; one Pillow cannot convert either (``La``) is a
+    :class:`~crossattn.errors.BadImage` naming it."""
     from ..files import atomic_write
+    from ..sampling.given_image import rgb
 
     try:
         return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     except OSError:  # "cannot write mode CMYK as PNG"
-        return atomic_write(path, lambda tmp: to_rgb(image).save(tmp, format="PNG"))
+        converted = rgb(image)
+        return atomic_write(path, lambda tmp: converted.save(tmp, format="PNG"))
 
 
 @dataclass
