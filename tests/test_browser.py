@@ -13,6 +13,7 @@ and the map the page draws equals :meth:`AttentionMaps.word_map` (up to the file
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -141,7 +142,10 @@ def test_served_page_upload_an_image_and_edit_it(server, page, tmp_path):
     page.wait_for_function("document.querySelectorAll('#edits img').length === 6", timeout=60_000)  # pictures, maps
     page.wait_for_function("document.querySelector('#edit-info').innerText.includes('dB')", timeout=30_000)
     assert "reconstruction" in page.locator("#edits").inner_text()
-    page.screenshot(path=str(tmp_path / "serve-upload.png"), full_page=True)
+    page.wait_for_function("document.querySelector('#edit-files').innerText.includes('reconstruction')")
+    downloads = page.locator("#edit-files").inner_text().replace("\n", "")  # the files `crossattn edit` writes
+    assert "a-red-circle-left-of-a-red-square-0.edited.png" in downloads and "upload.png" in downloads
+    page.screenshot(path=os.environ.get("CROSSATTN_SCREENSHOT") or str(tmp_path / "serve-upload.png"), full_page=True)
     assert page.external == []
 
 
