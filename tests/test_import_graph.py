@@ -137,7 +137,7 @@ FORBIDDEN = {
     "attention": {"models", "training", "editing", "sampling", "evaluation", "commands", "web", "data"},
     "data": {"models", "training", "editing", "sampling", "evaluation", "commands", "web", "attention"},
     "models": {"training", "editing", "sampling", "evaluation", "commands", "web"},
-    "editing": {"training", "evaluation", "data", "commands", "web"},
+    "editing": {"evaluation", "data", "commands", "web"},  # training: image_tuning fits with its LoRA and loss
     "training": {"editing", "sampling", "commands", "web"},
     "sampling": {"training", "editing", "commands", "web"},
     "evaluation": {"training", "editing", "sampling", "commands", "web"},

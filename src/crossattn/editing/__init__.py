@@ -10,6 +10,9 @@
   source tokens a target token reads), :mod:`.local_blend` (the latents kept the source's outside the
   changed words' region) and :mod:`.shared_rows` (the target rows dropped from the U-Net while they follow
   the source).
+- :mod:`.job` is the edit job every front end runs (``crossattn edit``, the explorer's edit box): the
+  inversion, the edit inside one trace, and the files it writes.
+- :mod:`.image_tuning` fits a small LoRA on a given image before its edit (``tune_steps``, opt-in).
 - :mod:`.settings` is ``EditSettings``, every knob of an edit in one checked object (torch-free: the CLI's
   parser reads its defaults).
 
@@ -17,7 +20,8 @@ Nothing is imported here, so ``crossattn edit --help`` loads no torch.
 
 May import: ``crossattn.config``, ``crossattn.errors``, ``crossattn.attention`` (the install / restore
 lifecycle, the capture processors), ``crossattn.models`` (pipeline arguments) and ``crossattn.sampling``
-(a given image's inversion); never training, evaluation, data, commands or web
-(``tests/test_import_graph.py`` checks it). The front ends are ``crossattn.commands.edit`` and
+(a given image's inversion) and ``crossattn.training`` (per-image tuning fits with fine-tuning's LoRA targets
+and diffusion loss: :mod:`.image_tuning`; training never imports editing); never evaluation, data, commands or
+web (``tests/test_import_graph.py`` checks it). The front ends are ``crossattn.commands.edit`` and
 ``crossattn.web.edits``.
 """

@@ -11,7 +11,7 @@ conditioning (:mod:`crossattn.sampling.added_conditioning`), and the upload is r
 (``serve --height/--width`` sizes generated images only), as ``edit --image`` reads a file.
 
 One job, the CLI's: the same typed :class:`~crossattn.editing.settings.EditSettings` (its defaults, the
-CLI's), the inversion before and the edit inside one cross-attention trace (``commands/edit.py``'s
+CLI's), the inversion before and the edit inside one cross-attention trace (:mod:`crossattn.editing.job`'s
 ``sample``), relation guidance off; so the pictures are the CLI's byte for byte, and the trace's maps show
 where each changed word went in every row (the CLI's ``.compare.png`` under its pictures).
 """
@@ -83,7 +83,7 @@ def check_changes(tokenizer, source: str, target: str) -> None:
 
 def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool = False) -> Edited:
     """Edit ``request`` (its prompt is the source; its image, if any, is edited) to ``target``, with the CLI's
-    own job (``commands/edit.py``'s ``sample``: the inversion, then the edit inside one trace) and its files
+    own job (:mod:`crossattn.editing.job`'s ``sample``: the inversion, then the edit inside one trace) and its files
     (``write_outputs``), written in a new request folder beside ``upload.png`` for an upload.
 
     Bad input (empty or too long prompts, a target that changes nothing, bad steps, an image too narrow to
@@ -91,7 +91,7 @@ def run_edit(explorer: Explorer, request: Request, target: str, null_text: bool 
     ``UserWarning``s. Each call gets a fresh request pipeline (:meth:`Explorer.request_pipe`), as
     :meth:`Explorer.run` does.
     """
-    from ..commands.edit import plan, sample, write_outputs
+    from ..editing.job import plan, sample, write_outputs
     from ..editing.settings import EditSettings
     from ..models.vocabulary import warn_unknown_words
 
