@@ -5,8 +5,10 @@ instead of the defaults; flags given on the command line still win. The run's ``
 records the recipe's name and every value it set, so a run folder says how it was made.
 
 The speedrun (issue 26) trains a U-Net from random weights, reading the shipped mini-CLIP's text
-tower frozen (as Stable Diffusion reads CLIP), on an hour of a 2-core CPU. Measured there: every
-evaluation bar met at minute 60 but relation with guidance (0.917 and 0.925 on two seeds, bar 0.95).
+tower frozen (as Stable Diffusion reads CLIP), on an hour of a 2-core CPU. Measured there: with each of
+two seeds on one core, every evaluation bar met at minute 60 but relation with guidance (0.917 and 0.925,
+bar 0.95); as one run with both cores (two threads, 8,546 steps, issue 40), every bar, relation with
+guidance 1.000 (seed 0).
 The mini-CLIP's speedrun (20 minutes) brings colour and shape to their bars, not relations (held-out
 0.54–0.71, bar 0.98). What each value is for, and what was measured, is in ``docs/benchmarks.md``
 (speedrun).
@@ -50,8 +52,8 @@ def shipped_clip_folder() -> str:
 UNET_RECIPES: dict[str, Recipe] = {
     "speedrun": Recipe(
         name="speedrun",
-        summary="a U-Net from random weights on the frozen mini-CLIP, a 60-minute clock; measured on 2 CPU cores: "
-        "the eval bars met at minute 60 except relation with guidance (0.92, bar 0.95)",
+        summary="a U-Net from random weights on the frozen mini-CLIP, a 60-minute clock; measured as one run on 2 CPU "
+        "cores (--threads 2): every eval bar met by minute 20-30, relation with guidance 1.00 at minute 60 (seed 0)",
         # four levels down to 4×4: where things go is cheap to tell apart there (trial t3: position probe
         # 5/5 at step 800; three levels, 1,200). Cross-attention at 16×16 and 8×8 only: 4×4 word maps,
         # upsampled, are blobs that pull the averaged maps off the objects (t3's 4×4 layers: IoU 0.38 of
