@@ -9,8 +9,8 @@ tower frozen (as Stable Diffusion reads CLIP), on an hour of a 2-core CPU. Measu
 two seeds on one core, every evaluation bar met at minute 60 but relation with guidance (0.917 and 0.925,
 bar 0.95); as one run with both cores (two threads, 8,546 steps, issue 40), every bar, relation with
 guidance 1.000 (seed 0).
-The mini-CLIP's speedrun (20 minutes) brings colour and shape to their bars, not relations (held-out
-0.54–0.71, bar 0.98). What each value is for, and what was measured, is in ``docs/benchmarks.md``
+The mini-CLIP's speedrun (20 minutes) brings every probe to its bar as one run on both cores
+(held-out relation 0.983 / 0.991 on two seeds, bar 0.98); with one core per seed, colour and shape only. What each value is for, and what was measured, is in ``docs/benchmarks.md``
 (speedrun).
 """
 
@@ -106,8 +106,8 @@ UNET_RECIPES["speedrun-counting"] = with_training(
 CLIP_RECIPES: dict[str, Recipe] = {
     "speedrun": Recipe(
         name="speedrun",
-        summary="the mini-CLIP on a 20-minute clock; measured on 2 CPU cores: colour and shape at their probe "
-        "bars, relations not (held-out 0.54-0.71, bar 0.98)",
+        summary="the mini-CLIP on a 20-minute clock; measured as one run on 2 CPU cores (--threads 2), two seeds: "
+        "every probe bar met at minute 20 (held-out relation 0.98-0.99, bar 0.98)",
         # train-clip's own defaults (shared/TRIALS.md run B: AdamW 5e-4, cosine over 2,500 steps; the shipped
         # run of them had relation hard negatives at 0.76 by step 1,000 and 0.98 by 1,250), on a 20-minute
         # clock. A constant 1e-3 (trial c1) left relations at chance (0.47) at step 900.
