@@ -53,6 +53,11 @@ VARIANTS: dict[str, dict] = {
     "source-negative-shared0.5": {"source_negative": True, "shared_steps": 0.5},
     # per-image tuning (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR 2023): a rank-4 LoRA on the
     # U-Net's attention fitted on the drawing with its caption (lr 1e-3, 4 draws a step), then inverted and edited
+    # mask-constrained recolouring: inside the object, each step projected on the given object's matte times one
+    # colour shift per channel (least squares), so the outline and shading stay the drawing's
+    "recolour": {"recolour": True},
+    "recolour-shared0.2": {"recolour": True, "shared_steps": 0.2},
+    "recolour-shared0": {"recolour": True, "shared_steps": 0.0},
     "tune30": {"tune_steps": 30},
     "tune80": {"tune_steps": 80},
 }

@@ -108,6 +108,13 @@ def add_control_flags(p) -> None:
         "--null-text, whose states act as fitted only on their own path)",
     )
     p.add_argument(
+        "--recolour",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --image: inside the edited object, take only how its colour moved (its outline and shading stay "
+        f"the image's; for colour edits; default: {'on' if GIVEN_IMAGE_DEFAULTS['recolour'] else 'off'})",
+    )
+    p.add_argument(
         "--no-blend",
         action="store_true",
         help="no local blending (by default the target stays the source's outside where the changed words attend)",
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         blend=not args.no_blend,
         shared_steps=args.shared_steps,
         pinned_steps=args.pinned_steps,  # None: chosen by the inversion
+        recolour=args.recolour,
         tune_steps=args.tune_steps,
     )  # checks the values before anything loads
     if args.pinned_steps is not None and args.image is None:

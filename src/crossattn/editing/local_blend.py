@@ -145,3 +145,18 @@ def object_region(region: torch.Tensor, image: torch.Tensor, grow: int = 1) -> t
         return region
     grown = F.max_pool2d(chosen[None, None].float(), kernel_size=2 * grow + 1, stride=1, padding=grow)
     return grown[0, 0] > 0  # (H, W)
+
+
+def object_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """How much of each pixel of ``image`` ``(C, H, W)`` is the object the blend ``region`` ``(H, W)`` points
+    at: ``(H, W)`` in [0, 1], 0 outside :func:`object_region`, inside it the pixel's distance from the paper
+    over the object's median distance (clipped at 1): 1 over the object's fill and outline, a fraction on an
+    anti-aliased rim, as a matte ``pixel = paper + alpha * (object - paper)`` reads it."""
+    mask = object_region(region, image)  # (H, W) bool, the object grown by its rim
+    core = object_region(region, image, grow=0)  # the object's own pixels, no rim
+    if torch.equal(core, region):  # nothing in the region stands out from the paper: the region itself
+        return mask.float()
+    paper = image[:, ~region].median(dim=1).values  # (C,)
+    distance = (image - paper[:, None, None]).norm(dim=0)  # (H, W)
+    scale = distance[core].median().clamp_min(1e-6)
+    return (distance / scale).clamp(0, 1) * mask  # (H, W)

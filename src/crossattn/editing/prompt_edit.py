@@ -152,7 +152,7 @@ def edit(
     with controller:
         if controller.needs_step_callback:
             callback = controller.step_callback
-            if source_path and (settings.direct_inversion or settings.object_blend):
+            if source_path and (settings.direct_inversion or settings.object_blend or settings.recolour):
                 callback = given_image_callback(controller)  # direct_inversion.py: what a given image adds
             kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
         if latents is not None:

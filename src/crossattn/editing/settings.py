@@ -39,6 +39,7 @@ GIVEN_IMAGE_DEFAULTS = {
     "feature_steps": 0.0,
     "shared_steps": 0.4,
     "source_negative": False,
+    "recolour": False,
 }
 #: ``shared_steps`` left as ``None`` in an edit of a generated image (docs/benchmarks.md, "Attention control")
 SHARED_STEPS = 0.3
@@ -50,6 +51,7 @@ GIVEN_IMAGE_KNOBS = (
     "feature_steps",
     "feature_blocks",
     "source_negative",
+    "recolour",
     "tune_steps",
 )
 #: the most ``tune_steps`` an edit accepts: a per-image fit is a few dozen steps (issue 41), not a fine-tune
@@ -98,6 +100,10 @@ class EditSettings:
     unconditional half the source caption instead of the negative prompt), as negative-prompt inversion edits
     (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
     prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
+    ``recolour``, in an edit of a given image, the object blend with each target's step inside the object
+    brought to the nearest recolouring of the given object (its matte times one shift per channel, least squares:
+    :func:`crossattn.editing.direct_inversion.recoloured`), so a colour edit keeps the object's outline and
+    shading and takes only the colour from the model; for edits of an attribute, not of a shape.
     ``tune_steps``, in an edit of a given image, the steps of a small LoRA fitted on that one image with its
     source caption before it is inverted and edited (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR
     2023: :mod:`crossattn.editing.image_tuning`); 0, the default, fits none (opt-in: on issue 41's 100 drawings,
@@ -117,6 +123,7 @@ class EditSettings:
     feature_steps: float | None = None
     feature_blocks: int = 1
     source_negative: bool | None = None
+    recolour: bool | None = None
     tune_steps: int = 0
 
     def __post_init__(self):
@@ -130,7 +137,7 @@ class EditSettings:
             else check_fraction("feature_steps", self.feature_steps),
             "reweight": dict(self.reweight or {}),
         }
-        for name in ("direct_inversion", "object_blend", "source_negative"):
+        for name in ("direct_inversion", "object_blend", "source_negative", "recolour"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is {getattr(self, name)!r}; accepted: True, False or None (chosen)")
         if isinstance(self.feature_blocks, bool) or not isinstance(self.feature_blocks, int) or self.feature_blocks < 1:
