@@ -85,3 +85,15 @@ def test_a_recoloured_edit_changes_the_given_objects_colour_and_nothing_else(tin
     fill = diff[square]  # (49, 3)
     assert np.ptp(fill, axis=0).max() <= 2  # one shift over the whole square: its outline is the drawing's
     assert np.abs(fill).max() > 0  # and the colour moved
+
+
+def test_cli_recolour_flag_reaches_the_edit_and_its_sidecar(tiny_model_dir, tmp_path, picture):
+    import json
+
+    from crossattn.cli import main
+
+    args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "2"]
+    for flag, expected in (("--recolour", True), ("--no-recolour", False)):
+        out = tmp_path / flag.strip("-")
+        assert main([*args, "--image", str(picture), flag, "--out", str(out), "--quiet"]) == 0
+        assert json.loads((out / "a-blue-square-0.json").read_text())["edit"]["recolour"] is expected
