@@ -133,8 +133,7 @@ def object_region(region: torch.Tensor, image: torch.Tensor, grow: int = 1) -> t
     outside = ~region
     if not bool(outside.any()) or not bool(region.any()):
         return region
-    paper = image[:, outside].median(dim=1).values  # (C,)
-    distance = (image - paper[:, None, None]).norm(dim=0)  # (H, W)
+    distance = paper_distance(region, image)  # (H, W)
     top = distance[region].max()
     standing = distance >= OBJECT_CONTRAST * top  # (H, W)
     labels = connected_parts(standing[None, None])[0, 0]  # (H, W): 0 outside
@@ -143,8 +142,19 @@ def object_region(region: torch.Tensor, image: torch.Tensor, grow: int = 1) -> t
     chosen = torch.isin(labels, parts[inside]) & standing  # (H, W)
     if not bool(chosen.any()):
         return region
-    grown = F.max_pool2d(chosen[None, None].float(), kernel_size=2 * grow + 1, stride=1, padding=grow)
-    return grown[0, 0] > 0  # (H, W)
+    return grown(chosen, grow)
+
+
+def paper_distance(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``(H, W)``: each pixel's distance from the paper, the image's median outside ``region``."""
+    paper = image[:, ~region].median(dim=1).values  # (C,)
+    return (image - paper[:, None, None]).norm(dim=0)  # (H, W)
+
+
+def grown(mask: torch.Tensor, by: int) -> torch.Tensor:
+    """The boolean ``(H, W)`` ``mask`` grown by ``by`` pixels (a max-pool over (2 by + 1)-pixel squares)."""
+    pooled = F.max_pool2d(mask[None, None].float(), kernel_size=2 * by + 1, stride=1, padding=by)
+    return pooled[0, 0] > 0  # (H, W)
 
 
 def object_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -152,11 +162,9 @@ def object_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     at: ``(H, W)`` in [0, 1], 0 outside :func:`object_region`, inside it the pixel's distance from the paper
     over the object's median distance (clipped at 1): 1 over the object's fill and outline, a fraction on an
     anti-aliased rim, as a matte ``pixel = paper + alpha * (object - paper)`` reads it."""
-    mask = object_region(region, image)  # (H, W) bool, the object grown by its rim
     core = object_region(region, image, grow=0)  # the object's own pixels, no rim
     if torch.equal(core, region):  # nothing in the region stands out from the paper: the region itself
-        return mask.float()
-    paper = image[:, ~region].median(dim=1).values  # (C,)
-    distance = (image - paper[:, None, None]).norm(dim=0)  # (H, W)
+        return object_region(region, image).float()
+    distance = paper_distance(region, image)  # (H, W)
     scale = distance[core].median().clamp_min(1e-6)
-    return (distance / scale).clamp(0, 1) * mask  # (H, W)
+    return (distance / scale).clamp(0, 1) * grown(core, 1)  # (H, W): the object grown by its rim
