@@ -7,8 +7,8 @@ records the recipe's name and every value it set, so a run folder says how it wa
 The speedrun (issue 26) trains a U-Net from random weights, reading the shipped mini-CLIP's text
 tower frozen (as Stable Diffusion reads CLIP), on an hour of a 2-core CPU. Measured there: with each of
 two seeds on one core, every evaluation bar met at minute 60 but relation with guidance (0.917 and 0.925,
-bar 0.95); as one run with both cores (two threads, 8,546 steps, issue 40), every bar, relation with
-guidance 1.000 (seed 0).
+bar 0.95); as one run with both cores (two threads, 8,546 and 9,057 steps, issue 40), every bar, relation
+with guidance 1.000 (seeds 0 and 1, ``eval --n 300``).
 The mini-CLIP's speedrun (20 minutes) brings every probe to its bar as one run on both cores
 (held-out relation 0.983 / 0.991 on two seeds, bar 0.98); with one core per seed, colour and shape only. What each value is for, and what was measured, is in ``docs/benchmarks.md``
 (speedrun).
@@ -53,7 +53,7 @@ UNET_RECIPES: dict[str, Recipe] = {
     "speedrun": Recipe(
         name="speedrun",
         summary="a U-Net from random weights on the frozen mini-CLIP, a 60-minute clock; measured as one run on 2 CPU "
-        "cores (--threads 2): every eval bar met by minute 20-30, relation with guidance 1.00 at minute 60 (seed 0)",
+        "cores (--threads 2): every eval bar met by minute 20-30, relation with guidance 1.00 at minute 60 (seeds 0 and 1)",
         # four levels down to 4×4: where things go is cheap to tell apart there (trial t3: position probe
         # 5/5 at step 800; three levels, 1,200). Cross-attention at 16×16 and 8×8 only: 4×4 word maps,
         # upsampled, are blobs that pull the averaged maps off the objects (t3's 4×4 layers: IoU 0.38 of
