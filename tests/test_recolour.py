@@ -9,7 +9,7 @@ import torch
 
 from crossattn.editing.direct_inversion import recoloured
 from crossattn.editing.image_edit import edit_image, invert_image
-from crossattn.editing.local_blend import object_matte
+from crossattn.editing.local_blend import object_matte, shaded_matte
 from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, GIVEN_IMAGE_KNOBS, EditSettings
 
 RED, PAPER = torch.tensor([0.7, -0.6, -0.6]), torch.ones(3)
@@ -52,6 +52,71 @@ def test_recoloured_keeps_the_outline_and_takes_the_colour_shift():
     assert torch.allclose(per_pixel, per_pixel[:, :1].expand_as(per_pixel), atol=1e-6)
     assert torch.allclose(diff[:, 6:10, 9], 0.5 * per_pixel[:, :1].expand(3, 4), atol=1e-6)  # the rim, half
     assert per_pixel[1, 0] > 0.8 and per_pixel[0, 0] < -0.8  # greener and less red: most of the shift
+
+
+def outlined() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 16×16 red square with a one-pixel outline at 55 % of its fill (model space, [-1, 1]) on white, a
+    half-covered outline column at its right, and a coarse word region over it."""
+    fill = (RED + 1) / 2  # (3,) in [0, 1]
+    pixels = torch.ones(3, 16, 16)
+    pixels[:, 4:12, 4:12] = (0.55 * fill)[:, None, None]
+    pixels[:, 5:11, 5:11] = fill[:, None, None]
+    pixels[:, 4:12, 12] = (0.5 * 0.55 * fill + 0.5)[:, None]  # anti-aliased: half outline, half paper
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[3:13, 3:13] = True
+    return pixels * 2 - 1, region
+
+
+def test_shaded_matte_is_each_pixels_shade_of_the_fill():
+    image, region = outlined()
+    planes = shaded_matte(region, image)
+    assert planes.shape == (1, 16, 16)  # one object
+    shade = planes[0]
+    assert torch.allclose(shade[5:11, 5:11], torch.ones(6, 6), atol=1e-4)  # the fill
+    ring = torch.zeros(16, 16, dtype=torch.bool)
+    ring[4:12, 4:12], ring[5:11, 5:11] = True, False
+    assert torch.allclose(shade[ring], torch.full((int(ring.sum()),), 0.55), atol=1e-4)  # the outline's shade
+    assert torch.allclose(shade[4:12, 12], torch.full((8,), 0.275), atol=1e-4)  # half of the outline's shade
+    assert shade[:3].abs().max() < 1e-6 and shade[:, 14:].abs().max() < 1e-6  # the paper
+    black = image.clone()
+    black[:, ring] = -1.0  # a black outline keeps its black: no fill in it
+    assert shaded_matte(region, black)[0, ring].abs().max() < 1e-4
+    grey = torch.ones(3, 16, 16)
+    grey[:, 6:10, 6:10] = 0.2  # grey on white: fill and paper parallel, the plain matte
+    assert torch.equal(shaded_matte(region, grey)[0], object_matte(region, grey))
+    assert torch.equal(shaded_matte(region, torch.ones(3, 16, 16)), region.float()[None])  # nothing stands out
+
+
+def test_recolouring_over_the_shaded_matte_gives_the_outline_the_new_colours_shade():
+    """An outlined red square recoloured to green: the fill turns green and the outline turns the same shade
+    of green, as the outline of a green drawing would be, even when the target step paints both alike."""
+    image, region = outlined()
+    shade = shaded_matte(region, image)  # (1, H, W)
+    green = torch.tensor([-0.6, 0.7, -0.6])
+    target = image.clone()
+    target[:, 4:12, 4:12] = green[:, None, None]  # the model's own drawing: no outline
+    out = recoloured(image, target, shade)
+    assert out[1, 7, 7] > 0.6 and out[0, 7, 7] < -0.4 and out[2, 7, 7] < -0.4  # the fill: green
+    outline = (out[:, 4, 7] + 1) / 2  # the outline, in [0, 1]
+    assert torch.allclose(outline, 0.55 * (out[:, 7, 7] + 1) / 2, atol=1e-4)  # the new fill's shade
+
+
+def test_each_object_the_region_covers_gets_its_own_shift():
+    """The changed word's coarse region over two objects (issue 41's drawing 79: "green square" to "yellow
+    square", the region reaching the red triangle above it): the object the target recoloured turns, the one
+    it left alone keeps its colour."""
+    image, _ = outlined()  # the outlined red square at rows 4-11
+    image[:, 13:16, 2:5] = torch.tensor([-0.5, 0.3, -0.5])[:, None, None]  # a green block below it
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[3:16, 1:14] = True
+    planes = shaded_matte(region, image)
+    assert planes.shape == (2, 16, 16)
+    assert (planes[0] > 0).logical_and(planes[1] > 0).sum() == 0  # apart: no pixel in both
+    target = image.clone()
+    target[:, 13:16, 2:5] = torch.tensor([0.8, 0.6, -0.7])[:, None, None]  # the block turned yellow
+    out = recoloured(image, target, planes)
+    assert torch.allclose(out[:, 4:13, 4:13], image[:, 4:13, 4:13], atol=1e-5)  # the square: unchanged
+    assert torch.allclose(out[:, 14, 3], target[:, 14, 3], atol=1e-5)  # the block: yellow
 
 
 def test_recolour_is_a_given_image_knob_off_by_default_and_checked():

@@ -101,7 +101,8 @@ class EditSettings:
     (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
     prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
     ``recolour``, in an edit of a given image, the object blend with each target's step inside the object
-    brought to the nearest recolouring of the given object (its matte times one shift per channel, least squares:
+    brought to the nearest recolouring of the given object (one shift per channel and object, least squares over
+    the object's shading in a pixel-space model, its matte on a VAE's latents:
     :func:`crossattn.editing.direct_inversion.recoloured`), so a colour edit keeps the object's outline and
     shading and takes only the colour from the model; for edits of an attribute, not of a shape.
     ``tune_steps``, in an edit of a given image, the steps of a small LoRA fitted on that one image with its
