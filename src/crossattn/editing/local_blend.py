@@ -152,10 +152,14 @@ def object_parts(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return torch.stack([(labels == p) & standing for p in chosen]) if chosen else none
 
 
+def paper_colour(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``(C,)``: the paper, the image's median outside ``region``."""
+    return image[:, ~region].median(dim=1).values
+
+
 def paper_distance(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """``(H, W)``: each pixel's distance from the paper, the image's median outside ``region``."""
-    paper = image[:, ~region].median(dim=1).values  # (C,)
-    return (image - paper[:, None, None]).norm(dim=0)  # (H, W)
+    """``(H, W)``: each pixel's distance from the paper (:func:`paper_colour`)."""
+    return (image - paper_colour(region, image)[:, None, None]).norm(dim=0)  # (H, W)
 
 
 def grown(mask: torch.Tensor, by: int) -> torch.Tensor:
@@ -164,14 +168,18 @@ def grown(mask: torch.Tensor, by: int) -> torch.Tensor:
     return pooled[0, 0] > 0  # (H, W)
 
 
-def object_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def object_matte(region: torch.Tensor, image: torch.Tensor, parts: torch.Tensor | None = None) -> torch.Tensor:
     """How much of each pixel of ``image`` ``(C, H, W)`` is the object the blend ``region`` ``(H, W)`` points
     at: ``(H, W)`` in [0, 1], 0 outside :func:`object_region`, inside it the pixel's distance from the paper
     over the object's median distance (clipped at 1): 1 over the object's fill and outline, a fraction on an
-    anti-aliased rim, as a matte ``pixel = paper + alpha * (object - paper)`` reads it."""
-    core = object_region(region, image, grow=0)  # the object's own pixels, no rim
-    if torch.equal(core, region):  # nothing in the region stands out from the paper: the region itself
-        return object_region(region, image).float()
+    anti-aliased rim, as a matte ``pixel = paper + alpha * (object - paper)`` reads it. ``parts``: the
+    region's :func:`object_parts`, when the caller has them already."""
+    parts = object_parts(region, image) if parts is None else parts  # (P, H, W)
+    if not len(parts):  # nothing in the region stands out from the paper: the region itself
+        return region.float()
+    core = parts.any(dim=0)  # the object's own pixels, no rim
+    if torch.equal(core, region):  # the object fills the region exactly: all of it, and its rim
+        return grown(core, 1).float()
     distance = paper_distance(region, image)  # (H, W)
     scale = distance[core].median().clamp_min(1e-6)
     return (distance / scale).clamp(0, 1) * grown(core, 1)  # (H, W): the object grown by its rim
@@ -189,12 +197,12 @@ def shaded_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     fill)``. Each plane is zero off its object grown by one pixel (and off :func:`object_matte`); it is that
     matte where the fill and the paper are nearly parallel (a grey object on white), which leaves ``u``
     undetermined. ``(1, H, W)``, :func:`object_matte`, when nothing in the region stands out."""
-    matte = object_matte(region, image)  # (H, W)
     parts = object_parts(region, image)  # (P, H, W)
+    matte = object_matte(region, image, parts)  # (H, W)
     if not len(parts):
         return matte[None]
     pixels = (image + 1) / 2  # (3, H, W) in [0, 1]: black is 0, so a shade is a scale of the fill
-    paper = pixels[:, ~region].median(dim=1).values  # (3,)
+    paper = (paper_colour(region, image) + 1) / 2  # (3,)
     planes = [part_shade(pixels, paper, part, grown(part, 1) * matte) for part in parts]
     return torch.stack(planes)  # (P, H, W)
 
