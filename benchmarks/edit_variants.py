@@ -51,13 +51,14 @@ VARIANTS: dict[str, dict] = {
     # negative-prompt inversion's edit (Miyake et al., 2023): the targets guided against the source caption
     "source-negative": {"source_negative": True},
     "source-negative-shared0.5": {"source_negative": True, "shared_steps": 0.5},
-    # per-image tuning (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR 2023): a rank-4 LoRA on the
-    # U-Net's attention fitted on the drawing with its caption (lr 1e-3, 4 draws a step), then inverted and edited
-    # mask-constrained recolouring: inside the object, each step projected on the given object's matte times one
-    # colour shift per channel (least squares), so the outline and shading stay the drawing's
+    # mask-constrained recolouring: inside each object the region covers, each step projected on a recolouring of
+    # it, one colour shift per channel and object (least squares over its shading), so the outline and shading
+    # stay the drawing's
     "recolour": {"recolour": True},
     "recolour-shared0.2": {"recolour": True, "shared_steps": 0.2},
     "recolour-shared0": {"recolour": True, "shared_steps": 0.0},
+    # per-image tuning (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR 2023): a rank-4 LoRA on the
+    # U-Net's attention fitted on the drawing with its caption (lr 1e-3, 4 draws a step), then inverted and edited
     "tune30": {"tune_steps": 30},
     "tune80": {"tune_steps": 80},
 }

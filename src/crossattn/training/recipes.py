@@ -10,8 +10,8 @@ two seeds on one core, every evaluation bar met at minute 60 but relation with g
 bar 0.95); as one run with both cores (two threads, 8,546 and 9,057 steps, issue 40), every bar, relation
 with guidance 1.000 (seeds 0 and 1, ``eval --n 300``).
 The mini-CLIP's speedrun (20 minutes) brings every probe to its bar as one run on both cores
-(held-out relation 0.983 / 0.991 on two seeds, bar 0.98); with one core per seed, colour and shape only. What each value is for, and what was measured, is in ``docs/benchmarks.md``
-(speedrun).
+(held-out relation 0.983 / 0.991 on two seeds, bar 0.98); with one core per seed, colour and shape only.
+What each value is for, and what was measured, is in ``docs/benchmarks.md`` (speedrun).
 """
 
 from __future__ import annotations
