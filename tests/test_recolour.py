@@ -1,15 +1,17 @@
-"""Mask-constrained recolouring (issue 41): ``recolour=True`` keeps a given object's outline and shading and
-takes only its colour from the edit."""
+"""Recolouring (issue 41): ``recolour=True`` keeps a given object's outline and shading and takes only its
+colour, from the edit's plain row."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from crossattn.editing.direct_inversion import recoloured
 from crossattn.editing.image_edit import edit_image, invert_image
-from crossattn.editing.local_blend import object_matte, shaded_matte
+from crossattn.editing.local_blend import LocalBlend, object_matte, shaded_matte
+from crossattn.editing.recolour import recoloured
 from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, GIVEN_IMAGE_KNOBS, EditSettings
 
 RED, PAPER = torch.tensor([0.7, -0.6, -0.6]), torch.ones(3)
@@ -34,24 +36,6 @@ def test_object_matte_is_one_on_the_object_a_fraction_on_its_rim_and_zero_on_the
     assert torch.allclose(alpha[6:10, 9], torch.full((4,), 0.5), atol=1e-5)  # the rim: half of it
     assert alpha[0:3].sum() == 0 and alpha[12:].sum() == 0 and alpha[:, 12:].sum() == 0  # paper
     assert torch.equal(object_matte(region, torch.ones(3, 16, 16)), region.float())  # nothing stands out
-
-
-def test_recoloured_keeps_the_outline_and_takes_the_colour_shift():
-    image, region = drawing()
-    alpha = object_matte(region, image)
-    shift = torch.tensor([-1.2, 1.1, 0.0])  # red to green
-    exact = image + alpha[None] * shift[:, None, None]
-    assert torch.allclose(recoloured(image, exact, alpha), exact, atol=1e-6)  # a recolouring is kept as it is
-    redrawn = exact.clone()
-    redrawn[:, 4:6, 6:8] = (RED + shift)[:, None, None]  # the model's own shape: a bump above the object
-    redrawn[:, 9, 5:9] = PAPER[:, None]  # and its bottom row left out
-    out = recoloured(image, redrawn, alpha)
-    assert torch.equal(out[:, alpha == 0], image[:, alpha == 0])  # every pixel off the object is the source's
-    diff = out - image  # (3, 16, 16): the matte times one shift per channel, the outline the source's
-    per_pixel = diff[:, alpha == 1]  # (3, fill pixels)
-    assert torch.allclose(per_pixel, per_pixel[:, :1].expand_as(per_pixel), atol=1e-6)
-    assert torch.allclose(diff[:, 6:10, 9], 0.5 * per_pixel[:, :1].expand(3, 4), atol=1e-6)  # the rim, half
-    assert per_pixel[1, 0] > 0.8 and per_pixel[0, 0] < -0.8  # greener and less red: most of the shift
 
 
 def outlined() -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,36 +71,64 @@ def test_shaded_matte_is_each_pixels_shade_of_the_fill():
     assert torch.equal(shaded_matte(region, torch.ones(3, 16, 16)), region.float()[None])  # nothing stands out
 
 
-def test_recolouring_over_the_shaded_matte_gives_the_outline_the_new_colours_shade():
-    """An outlined red square recoloured to green: the fill turns green and the outline turns the same shade
-    of green, as the outline of a green drawing would be, even when the target step paints both alike."""
+GREEN = torch.tensor([-0.6, 0.7, -0.6])
+
+
+def edit_rows(source: torch.Tensor, plain: torch.Tensor, maps: torch.Tensor):
+    """A controller after an edit's last step, as :func:`recoloured` reads it: rows ``[source, target, plain]``
+    of ``(3, 16, 16)`` images (the target a copy of the source), the given image the source, and the local
+    blend's summed ``maps`` ``(3, 16, 16)`` (source words, target words, the target words in the plain row)."""
+    blend = LocalBlend([1], [[1]], plain=True)
+    blend.maps = maps.reshape(3, -1).float()  # (R, h*w): a 16x16 layer
+    controller = SimpleNamespace(local_blend=blend, source_path=[source[None]], token_maps=[None])
+    return controller, torch.stack([source, source.clone(), plain])  # (3, 3, 16, 16)
+
+
+def test_the_target_is_the_source_with_the_plain_rows_colour_over_its_shading():
+    """An outlined red square; the plain row draws a green square of its own shape and place: the target is the
+    given square, fill green, outline the same shade of green; every other pixel the source row's."""
     image, region = outlined()
-    shade = shaded_matte(region, image)  # (1, H, W)
-    green = torch.tensor([-0.6, 0.7, -0.6])
-    target = image.clone()
-    target[:, 4:12, 4:12] = green[:, None, None]  # the model's own drawing: no outline
-    out = recoloured(image, target, shade)
-    assert out[1, 7, 7] > 0.6 and out[0, 7, 7] < -0.4 and out[2, 7, 7] < -0.4  # the fill: green
-    outline = (out[:, 4, 7] + 1) / 2  # the outline, in [0, 1]
-    assert torch.allclose(outline, 0.55 * (out[:, 7, 7] + 1) / 2, atol=1e-4)  # the new fill's shade
+    plain = torch.ones(3, 16, 16)
+    plain[:, 1:8, 8:15] = GREEN[:, None, None]  # the model's own square: elsewhere, bigger, no outline
+    maps = torch.zeros(3, 16, 16)
+    maps[0, 4:12, 4:12] = maps[2, 1:8, 8:15] = 1.0  # each word's map on its own row's object
+    controller, rows = edit_rows(image, plain, maps)
+    out = recoloured(controller, rows, pixels=True)
+    assert torch.equal(out[0], rows[0]) and torch.equal(out[2], rows[2])  # the source and plain rows as they were
+    assert torch.allclose(out[1, :, 7, 7], GREEN, atol=1e-4)  # the fill: the plain row's green
+    outline = (out[1, :, 4, 7] + 1) / 2  # (3,) in [0, 1]
+    assert torch.allclose(outline, 0.55 * (GREEN + 1) / 2, atol=1e-4)  # the outline: green's shade
+    alpha = shaded_matte(region, image)[0]
+    assert torch.equal(out[1][:, alpha == 0], image[:, alpha == 0])  # off the square: the source row
 
 
-def test_each_object_the_region_covers_gets_its_own_shift():
-    """The changed word's coarse region over two objects (issue 41's drawing 79: "green square" to "yellow
-    square", the region reaching the red triangle above it): the object the target recoloured turns, the one
-    it left alone keeps its colour."""
-    image, _ = outlined()  # the outlined red square at rows 4-11
-    image[:, 13:16, 2:5] = torch.tensor([-0.5, 0.3, -0.5])[:, None, None]  # a green block below it
-    region = torch.zeros(16, 16, dtype=torch.bool)
-    region[3:16, 1:14] = True
-    planes = shaded_matte(region, image)
-    assert planes.shape == (2, 16, 16)
-    assert (planes[0] > 0).logical_and(planes[1] > 0).sum() == 0  # apart: no pixel in both
-    target = image.clone()
-    target[:, 13:16, 2:5] = torch.tensor([0.8, 0.6, -0.7])[:, None, None]  # the block turned yellow
-    out = recoloured(image, target, planes)
-    assert torch.allclose(out[:, 4:13, 4:13], image[:, 4:13, 4:13], atol=1e-5)  # the square: unchanged
-    assert torch.allclose(out[:, 14, 3], target[:, 14, 3], atol=1e-5)  # the block: yellow
+def test_the_object_under_the_words_peak_is_recoloured_and_the_other_kept():
+    """The changed word's region over two objects (issue 41's drawing 79: the coarse region reaching the object
+    above): only the one where its map peaks turns, though the other is larger; the plain row's object where the
+    target word's map peaks gives the colour, not a second object there."""
+    image, _ = outlined()
+    image[:, 13:16, 1:5] = torch.tensor([-0.5, 0.3, -0.5])[:, None, None]  # a green block below the square
+    plain = torch.ones(3, 16, 16)
+    yellow = torch.tensor([0.8, 0.6, -0.7])
+    plain[:, 1:5, 1:5] = yellow[:, None, None]  # the changed word's object
+    plain[:, 10:14, 10:14] = torch.tensor([0.7, -0.6, -0.6])[:, None, None]  # red: the other one
+    maps = torch.zeros(3, 16, 16)
+    maps[0, 3:16, 0:14] = 0.5  # the source word's region covers both objects...
+    maps[0, 13:16, 1:5] = 1.0  # ...and peaks on the block
+    maps[2, :12] = 0.5  # the target word's region in the plain row reaches the red object too
+    maps[2, 1:5, 1:5] = 1.0
+    controller, rows = edit_rows(image, plain, maps)
+    out = recoloured(controller, rows, pixels=True)
+    assert torch.allclose(out[1, :, 4:13, 4:13], image[:, 4:13, 4:13], atol=1e-5)  # the square: unchanged
+    assert torch.allclose(out[1, :, 14, 2], yellow, atol=1e-4)  # the block: yellow
+
+
+def test_no_object_in_the_plain_row_leaves_the_rows_as_they_were():
+    image, _ = outlined()
+    maps = torch.zeros(3, 16, 16)
+    maps[0, 4:12, 4:12] = maps[2, 2:6, 2:6] = 1.0
+    controller, rows = edit_rows(image, torch.ones(3, 16, 16), maps)  # the plain row drew nothing
+    assert torch.equal(recoloured(controller, rows, pixels=True), rows)
 
 
 def test_recolour_is_a_given_image_knob_off_by_default_and_checked():
@@ -133,12 +145,12 @@ def test_a_recoloured_edit_changes_the_given_objects_colour_and_nothing_else(tin
     shift on the square, its outline the drawing's, to the PNG's rounding; off the square, the reconstruction."""
     from crossattn.editing.local_blend import LocalBlend
 
-    def region(self, size):  # (targets, 1, H, W): rows 3-8, columns 2-10, as a coarse 16x16 map would put it
-        mask = torch.zeros(len(self.target_tokens), 1, *size)
-        mask[..., 3:9, 2:11] = 1
+    def region(self, size):  # (R, 1, H, W): rows 3-8, columns 2-10, as a coarse 16x16 map would put it
+        mask = torch.zeros(len(self.maps), 1, *size, dtype=torch.bool)
+        mask[..., 3:9, 2:11] = True
         return mask
 
-    monkeypatch.setattr(LocalBlend, "mask", region)
+    monkeypatch.setattr(LocalBlend, "regions", region)
     given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=4, guidance_scale=5.0)
     run = edit_image(tiny_pipe, given, "a red square", "a blue square", recolour=True, shared_steps=0.0, plain=False)
     assert run.result.settings.recolour is True

@@ -168,7 +168,7 @@ class Controller(ProcessorHook):
         self.token_maps = [align_tokens(tokenizer, source, t, self.length) for t in targets]
         self.weights = [word_weights(tokenizer, t, self.length, settings.reweight) for t in targets]
         self.reweights = any(w is not None for w in self.weights)  # some target word is reweighted
-        self.images = 1 + len(targets) + extra_rows
+        self.images, self.extra_rows = 1 + len(targets) + extra_rows, extra_rows
         self.num_steps = num_steps
         self.source_path = source_path  # a given image's inversion path, x after each step (high to low), or None
         self.local_blend = self._local_blend() if settings.blend else None
@@ -186,11 +186,13 @@ class Controller(ProcessorHook):
         self._dropped = False  # during a shared step: the targets' rows are not in the U-Net batch
 
     def _local_blend(self) -> LocalBlend | None:
-        """P2P's local blending on the changed words (None when no word changed: nothing to localise)."""
+        """P2P's local blending on the changed words (None when no word changed: nothing to localise); with
+        ``recolour`` and an extra row (the edit's plain row), the changed words' maps in that row too."""
         source = sorted({i for m in self.token_maps for i in m.source_tokens})
         if not source or not all(m.target_tokens for m in self.token_maps):
             return None
-        return LocalBlend(source, [m.target_tokens for m in self.token_maps])
+        plain = bool(self.settings.recolour) and self.extra_rows > 0
+        return LocalBlend(source, [m.target_tokens for m in self.token_maps], plain=plain)
 
     def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
         """Cross layers when maps are injected, words reweighted or blended; small self layers when self maps are."""
@@ -347,8 +349,10 @@ class Controller(ProcessorHook):
         shared = self.step < self.shared_stop  # the targets take the source's output: their maps do not count
         groups = self.halves_of(batch)
         if self.local_blend is not None and layer.kind == "cross":
+            targets = 0 if self._dropped else len(self.token_maps)  # the target rows in this batch
             for first in (first for first, half in groups if half == "cond"):
-                self.local_blend.add(layer.resolution, rows, first, with_targets=not shared)  # as P2P's store
+                plain = first + 1 + targets  # the first extra row: the edit's plain row
+                self.local_blend.add(layer.resolution, rows, first, with_targets=not shared, plain_row=plain)
         reweighting = layer.kind == "cross" and self.reweights
         if self._dropped or not (self.step < stop or reweighting):
             return probs  # nothing to edit (no target rows, or only the blend read the maps)

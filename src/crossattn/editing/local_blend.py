@@ -66,42 +66,58 @@ class LocalBlend:
         start: float = 0.0,
         union: bool = False,
         peak_ratio: float = PEAK_RATIO,
+        plain: bool = False,
     ):
         self.source_tokens, self.target_tokens = source_tokens, target_tokens
         self.threshold, self.start, self.union, self.peak_ratio = threshold, start, union, peak_ratio
+        self.plain = plain  # also sum the first target's words in the row after the targets (the edit's plain row)
         self.resolution: int | None = None  # the cross layers whose maps are summed (the highest resolution)
-        self.maps: torch.Tensor | None = None  # (1 + targets, h*w) running sum over layers and steps
+        self.maps: torch.Tensor | None = None  # (1 + targets [+ plain], h*w) running sum over layers and steps
 
     def reset(self, resolution: int) -> None:
         self.resolution, self.maps = resolution, None
 
-    def add(self, layer_resolution: int, rows: torch.Tensor, first: int, with_targets: bool = True) -> None:
+    def add(
+        self, layer_resolution: int, rows: torch.Tensor, first: int, with_targets: bool = True, plain_row: int = -1
+    ) -> None:
         """Add one cross layer's maps of the changed words; ``rows``: ``(B, h, N, K)`` probabilities,
         ``first``: the source row of the conditional half. ``with_targets=False`` (a shared step, where the
-        targets are the source): the source's maps only, zeros for the targets'."""
+        targets are the source): the source's maps only, zeros for the targets'. With ``plain``, a last row: the
+        first target's words in row ``plain_row`` (the plain row, uncontrolled, so in the batch at every step)."""
         if layer_resolution != self.resolution:
             return
         n = rows.shape[2]
         words = [self.source_tokens, *self.target_tokens]
         present = words if with_targets else words[:1]
-        maps = torch.stack(
-            [rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)]
-        )  # (R, N)
-        maps = torch.cat([maps, maps.new_zeros(len(words) - len(present), n)])  # (R, N): absent targets are 0
-        maps = maps.float()  # (R, h*w)
+        maps = [rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)]  # R × (N,)
+        maps += [rows.new_zeros(n)] * (len(words) - len(present))  # absent targets are 0
+        if self.plain:
+            maps.append(rows[plain_row, :, :, self.target_tokens[0]].sum(-1).mean(0))
+        maps = torch.stack(maps).float()  # (R, h*w)
         self.maps = maps if self.maps is None else self.maps + maps
 
-    def mask(self, size: tuple[int, int]) -> torch.Tensor:
-        """``(targets, 1, H, W)`` blend masks: source ∪ target region of the changed words; the layer's
-        ``h × w`` grid has the latents' aspect (non-square sizes too)."""
+    def grid(self, size: tuple[int, int]) -> torch.Tensor:
+        """The summed maps on the layer's ``h × w`` grid, ``(R, 1, h, w)``; the grid has the aspect of the
+        latents' ``size`` (non-square sizes too)."""
         rows, n = self.maps.shape
-        factor = math.sqrt(size[0] * size[1] / n)  # how many latent pixels a layer position spans, per side
-        h, w = round(size[0] / factor), round(size[1] / factor)
-        maps = self.maps.view(rows, 1, h, w)  # (R, 1, h, w)
-        pooled = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)  # (R, 1, h, w)
+        factor = math.sqrt(size[0] * size[1] / n)  # how many latent pixels a position spans, per side
+        return self.maps.view(rows, 1, round(size[0] / factor), round(size[1] / factor))
+
+    def regions(self, size: tuple[int, int]) -> torch.Tensor:
+        """``(R, 1, H, W)`` bool: each row's region of its words (P2P's: pooled, cut at ``threshold`` of its peak,
+        the parts that reach ``peak_ratio`` of it kept), at the latents' ``size``."""
+        pooled = F.max_pool2d(self.grid(size), kernel_size=3, stride=1, padding=1)  # (R, 1, h, w)
         top = pooled.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)  # (R, 1, 1, 1)
         region = strong_parts(pooled, pooled / top > self.threshold, self.peak_ratio * top)  # (R, 1, h, w)
-        region = F.interpolate(region.float(), size=size, mode="nearest") > 0  # (R, 1, H, W)
+        return F.interpolate(region.float(), size=size, mode="nearest") > 0  # (R, 1, H, W)
+
+    def upsampled(self, size: tuple[int, int]) -> torch.Tensor:
+        """``(R, H, W)``: the summed maps at the latents' ``size`` (each position's value over the pixels it spans)."""
+        return F.interpolate(self.grid(size), size=size, mode="nearest")[:, 0]
+
+    def mask(self, size: tuple[int, int]) -> torch.Tensor:
+        """``(targets, 1, H, W)`` blend masks: source ∪ target region of the changed words."""
+        region = self.regions(size)[: 1 + len(self.target_tokens)]  # (1 + targets, 1, H, W)
         if self.union:
             return (region[:1] | region[1:]).float()  # (targets, 1, H, W)
         return region[:1].float().expand(len(self.target_tokens), -1, -1, -1)  # the source's region only
@@ -185,7 +201,7 @@ def object_matte(region: torch.Tensor, image: torch.Tensor, parts: torch.Tensor 
     return (distance / scale).clamp(0, 1) * grown(core, 1)  # (H, W): the object grown by its rim
 
 
-def shaded_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def shaded_matte(region: torch.Tensor, image: torch.Tensor, parts: torch.Tensor | None = None) -> torch.Tensor:
     """How much of its object's own colour each pixel of a pixel-space ``image`` ``(3, H, W)`` in [-1, 1]
     carries, one plane per object the ``region`` points at (:func:`object_parts`), ``(P, H, W)``: the ``u`` of
     ``pixel = paper + u * fill - v * paper`` (least squares per pixel; ``fill`` the median colour of the
@@ -196,8 +212,9 @@ def shaded_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     rim. A recolouring then changes the fill's colour and keeps each pixel's shade: ``pixel + u * (new fill -
     fill)``. Each plane is zero off its object grown by one pixel (and off :func:`object_matte`); it is that
     matte where the fill and the paper are nearly parallel (a grey object on white), which leaves ``u``
-    undetermined. ``(1, H, W)``, :func:`object_matte`, when nothing in the region stands out."""
-    parts = object_parts(region, image)  # (P, H, W)
+    undetermined. ``(1, H, W)``, :func:`object_matte`, when nothing in the region stands out. ``parts``: the
+    objects to shade, when the caller chose them among the region's :func:`object_parts`."""
+    parts = object_parts(region, image) if parts is None else parts  # (P, H, W)
     matte = object_matte(region, image, parts)  # (H, W)
     if not len(parts):
         return matte[None]
@@ -207,11 +224,17 @@ def shaded_matte(region: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return torch.stack(planes)  # (P, H, W)
 
 
+def fill_colour(image: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """``(C,)``: the median of ``image`` ``(C, H, W)`` over the object ``part`` ``(H, W)`` two pixels in (its
+    fill, clear of an outline and an anti-aliased rim), or over all of it when it is thinner than that."""
+    interior = part & ~grown(~part, 2)  # (H, W)
+    return image[:, interior if bool(interior.any()) else part].median(dim=1).values
+
+
 def part_shade(pixels: torch.Tensor, paper: torch.Tensor, part: torch.Tensor, matte: torch.Tensor) -> torch.Tensor:
     """:func:`shaded_matte`'s plane for one object ``part`` ``(H, W)`` of ``pixels`` ``(3, H, W)`` in [0,
     1] on ``paper`` ``(3,)``; ``matte`` ``(H, W)``, its object matte (the plane's support and fallback)."""
-    interior = part & ~grown(~part, 2)  # the part two pixels in: the fill, clear of an outline
-    fill = pixels[:, interior if bool(interior.any()) else part].median(dim=1).values  # (3,)
+    fill = fill_colour(pixels, part)  # (3,)
     basis = torch.stack([fill, -paper], dim=1)  # (3, 2): the columns u and v multiply
     gram = basis.T @ basis  # (2, 2)
     if float(torch.linalg.det(gram)) < 1e-3 * float(gram.trace()) ** 2:

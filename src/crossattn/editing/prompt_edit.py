@@ -133,7 +133,7 @@ def edit(
     the default model's layout does not follow its attention maps alone (docs/benchmarks.md, "Attention control").
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
-    cheaper). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
+    cheaper), except in a recolouring of a given image, which takes its colour from that row. ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
     (an inverted image: :func:`crossattn.edit_image`). ``source_path``: with ``latents``, the source row's
     latents after each step (the inversion path from ``latents`` down), put back during the first
     ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
@@ -146,8 +146,9 @@ def edit(
     # a given image's defaults (edit_image chose them already), or a generated image's
     settings = settings.pinned_for(null_text=False) if source_path else settings.generated()
     kwargs = pipe_arguments(pipe, kwargs)
-    controller = Controller(pipe, source, target, settings, extra_rows=int(plain), source_path=source_path)
-    prompts = [source, target] + [target] * plain
+    drawn = plain or bool(source_path and settings.recolour)  # a recolouring takes its colour from the plain row
+    controller = Controller(pipe, source, target, settings, extra_rows=int(drawn), source_path=source_path)
+    prompts = [source, target] + [target] * drawn
     generators = row_generators(generator, len(prompts))
     with controller:
         if controller.needs_step_callback:
