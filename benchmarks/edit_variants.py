@@ -14,6 +14,7 @@ TUNING = "tuning"  # a variant's key: the per-image fit's TuningConfig fields (w
 #: edit settings compared (``crossattn.edit_image`` keywords); ``default``: what a user gets
 VARIANTS: dict[str, dict] = {
     "default": {},
+    "object-blend": {"recolour": False},  # the default for a colour edit before recolour became it (2026-12-08)
     "before": {"direct_inversion": False},  # the edit before issue 41: the source row alone pinned
     "direct": {"direct_inversion": True},  # Direct Inversion: the targets get the source's correction
     "direct-self": {"direct_inversion": True, "self_steps": 0.6},  # and the source's self-attention longer

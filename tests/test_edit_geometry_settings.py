@@ -13,7 +13,7 @@ from crossattn.cli import main
 from crossattn.commands.edit import add_parser
 from crossattn.editing.image_edit import edit_image
 from crossattn.editing.prompt_edit import edit
-from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, SHARED_STEPS, EditSettings
+from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, RECOLOUR_COLOUR_EDITS, SHARED_STEPS, EditSettings
 
 from .conftest import generator
 
@@ -41,7 +41,13 @@ def test_cli_sidecar_records_the_given_image_defaults(tiny_model_dir, tmp_path, 
     args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "2"]
     assert main([*args, "--image", str(picture), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     recorded = json.loads((tmp_path / "o" / "a-blue-square-0.json").read_text())["edit"]
-    assert {k: recorded[k] for k in GIVEN_IMAGE_DEFAULTS} == GIVEN_IMAGE_DEFAULTS
+    assert {k: recorded[k] for k in GIVEN_IMAGE_DEFAULTS} == {**GIVEN_IMAGE_DEFAULTS, "recolour": True}  # colour
+    assert (
+        main([*args[:3], "a red circle", *args[4:], "--image", str(picture), "--out", str(tmp_path / "s"), "--quiet"])
+        == 0
+    )
+    recorded = json.loads((tmp_path / "s" / "a-red-circle-0.json").read_text())["edit"]
+    assert {k: recorded[k] for k in GIVEN_IMAGE_DEFAULTS} == GIVEN_IMAGE_DEFAULTS  # a shape edit: not recoloured
     text = add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
     assert f"with --image {GIVEN_IMAGE_DEFAULTS['shared_steps']:g}" in " ".join(text.split())
 
@@ -62,7 +68,8 @@ def test_explorer_edit_of_an_upload_runs_the_given_image_defaults(explorer, monk
     image.paste((220, 30, 30), (4, 4, 11, 11))
     run_edit(explorer, Request.of("a red square", steps=2, guidance=4.0, image=image), "a blue square")
     (done,) = seen
-    assert {k: getattr(done.result.settings, k) for k in GIVEN_IMAGE_DEFAULTS} == GIVEN_IMAGE_DEFAULTS
+    expected = {**GIVEN_IMAGE_DEFAULTS, "recolour": RECOLOUR_COLOUR_EDITS}  # a colour edit
+    assert {k: getattr(done.result.settings, k) for k in GIVEN_IMAGE_DEFAULTS} == expected
 
 
 def test_source_negative_guides_the_target_against_the_source_caption(tiny_pipe, picture):

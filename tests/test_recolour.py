@@ -12,7 +12,7 @@ import torch
 from crossattn.editing.image_edit import edit_image, invert_image
 from crossattn.editing.local_blend import LocalBlend, object_matte, shaded_matte
 from crossattn.editing.recolour import recoloured
-from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, GIVEN_IMAGE_KNOBS, EditSettings
+from crossattn.editing.settings import GIVEN_IMAGE_DEFAULTS, GIVEN_IMAGE_KNOBS, RECOLOUR_COLOUR_EDITS, EditSettings
 
 RED, PAPER = torch.tensor([0.7, -0.6, -0.6]), torch.ones(3)
 
@@ -131,9 +131,11 @@ def test_no_object_in_the_plain_row_leaves_the_rows_as_they_were():
     assert torch.equal(recoloured(controller, rows, pixels=True), rows)
 
 
-def test_recolour_is_a_given_image_knob_off_by_default_and_checked():
+def test_recolour_is_a_given_image_knob_on_for_colour_edits_and_checked():
     assert "recolour" in GIVEN_IMAGE_KNOBS and EditSettings().recolour is None
-    assert EditSettings().pinned_for(null_text=False).recolour is GIVEN_IMAGE_DEFAULTS["recolour"]
+    assert EditSettings().pinned_for(null_text=False).recolour is GIVEN_IMAGE_DEFAULTS["recolour"] is False
+    assert EditSettings().pinned_for(null_text=True, colour_edit=True).recolour is RECOLOUR_COLOUR_EDITS is True
+    assert EditSettings(recolour=False).pinned_for(null_text=False, colour_edit=True).recolour is False  # asked
     assert EditSettings(recolour=True).pinned_for(null_text=True).recolour is True
     with pytest.raises(ValueError, match="recolour is 'yes'; accepted: True, False or None"):
         EditSettings(recolour="yes")
@@ -170,7 +172,7 @@ def test_cli_recolour_flag_reaches_the_edit_and_its_sidecar(tiny_model_dir, tmp_
     from crossattn.cli import main
 
     args = ["edit", "a red square", "--to", "a blue square", "--model", str(tiny_model_dir), "--steps", "2"]
-    for flag, expected in (("--recolour", True), ("--no-recolour", False)):
+    for flag, expected in (("--recolour", True), ("--no-recolour", False), ("--quiet", True)):  # a colour edit
         out = tmp_path / flag.strip("-")
         assert main([*args, "--image", str(picture), flag, "--out", str(out), "--quiet"]) == 0
         assert json.loads((out / "a-blue-square-0.json").read_text())["edit"]["recolour"] is expected

@@ -111,8 +111,8 @@ def add_control_flags(p) -> None:
         "--recolour",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="with --image: inside the edited object, take only how its colour moved (its outline and shading stay "
-        f"the image's; for colour edits; default: {'on' if GIVEN_IMAGE_DEFAULTS['recolour'] else 'off'})",
+        help="with --image: the edited object keeps the image's outline and shading and takes the colour the model "
+        "draws for the new words (default: on when every changed word is a colour's name, off otherwise)",
     )
     p.add_argument(
         "--no-blend",

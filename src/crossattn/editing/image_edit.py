@@ -141,6 +141,7 @@ def edit_image(
     With ``tune_steps`` the image is inverted, and edited, on a LoRA fitted to it (``tuning``: how, a
     :class:`~crossattn.editing.image_tuning.TuningConfig`); a :class:`GivenInversion` must have been made with
     the same ``tune_steps`` (:func:`invert_image`'s)."""
+    from .colour_words import colour_edit
     from .prompt_edit import edit
     from .settings import EditSettings
 
@@ -170,7 +171,7 @@ def edit_image(
             f"the inversion ran on a {given.tune_steps}-step per-image fit, the settings ask for tune_steps "
             f"{settings.tune_steps}; invert with invert_image(..., tune_steps={settings.tune_steps})"
         )
-    settings = pinning_chosen(given, settings, kwargs)
+    settings = pinning_chosen(given, settings, kwargs, colour_edit(source, target))
     if settings.source_negative:  # rows [source, target, plain]: the target guided against the source prompt
         negative = [negative or "", source] + [negative or ""] * bool(kwargs.get("plain", True))
     swapped = scheduler_swapped(pipe, ddim_scheduler(pipe))
@@ -190,11 +191,12 @@ def edit_image(
     return ImageEdit(result, given, psnr(result.source, given.image))
 
 
-def pinning_chosen(given: GivenInversion, settings, kwargs: dict):
+def pinning_chosen(given: GivenInversion, settings, kwargs: dict, colour: bool = False):
     """The edit's :class:`~crossattn.editing.settings.EditSettings`, from ``settings`` or the knobs
     among ``kwargs`` (taken out of it, as :func:`crossattn.edit` takes them), with ``pinned_steps`` left
-    as ``None`` chosen by the inversion (:meth:`~crossattn.editing.settings.EditSettings.pinned_for`)."""
+    as ``None`` chosen by the inversion and ``recolour`` left as ``None`` by the words changed
+    (:meth:`~crossattn.editing.settings.EditSettings.pinned_for`)."""
     from .settings import EditSettings
 
     settings = EditSettings.taken(settings, kwargs)  # names a bad settings
-    return settings.pinned_for(null_text=bool(given.inversion.null_text_path))
+    return settings.pinned_for(null_text=bool(given.inversion.null_text_path), colour_edit=colour)

@@ -139,12 +139,15 @@ def edit(
     ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.
     """
+    from .colour_words import colour_edit
     from .control import Controller
     from .direct_inversion import given_image_callback
 
     settings = EditSettings.taken(settings, kwargs)
-    # a given image's defaults (edit_image chose them already), or a generated image's
-    settings = settings.pinned_for(null_text=False) if source_path else settings.generated()
+    if source_path:  # edit_image chose them already; a caller's own path: DDIM's, recoloured if a colour edit
+        settings = settings.pinned_for(null_text=False, colour_edit=colour_edit(source, target))
+    else:
+        settings = settings.generated()
     kwargs = pipe_arguments(pipe, kwargs)
     drawn = plain or bool(source_path and settings.recolour)  # a recolouring takes its colour from the plain row
     controller = Controller(pipe, source, target, settings, extra_rows=int(drawn), source_path=source_path)

@@ -41,6 +41,9 @@ GIVEN_IMAGE_DEFAULTS = {
     "source_negative": False,
     "recolour": False,
 }
+#: ``recolour`` left as ``None`` in a *colour* edit of a given image (every changed word a colour's name:
+#: :func:`crossattn.editing.colour_words.colour_edit`): on (issue 41's 100 drawings, docs/benchmarks.md)
+RECOLOUR_COLOUR_EDITS = True
 #: ``shared_steps`` left as ``None`` in an edit of a generated image (docs/benchmarks.md, "Attention control")
 SHARED_STEPS = 0.3
 #: the knobs that act on an edit of a given image only (a generated edit's sidecar leaves them out)
@@ -100,11 +103,11 @@ class EditSettings:
     unconditional half the source caption instead of the negative prompt), as negative-prompt inversion edits
     (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
     prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
-    ``recolour``, in an edit of a given image, the object blend with each target's step inside the object
-    brought to the nearest recolouring of the given object (one shift per channel and object, least squares over
-    the object's shading in a pixel-space model, its matte on a VAE's latents:
-    :func:`crossattn.editing.direct_inversion.recoloured`), so a colour edit keeps the object's outline and
-    shading and takes only the colour from the model; for edits of an attribute, not of a shape.
+    ``recolour``, in an edit of a given image, the target is the source with the edited object's fill swapped for
+    the colour the plain row (the target prompt drawn without control) gives it, over the given object's shading
+    (:mod:`crossattn.editing.recolour`), so a colour edit keeps the object's outline, turn and shading and takes
+    only the colour from the model; ``None``: on for a colour edit (every changed word a colour's name,
+    :data:`RECOLOUR_COLOUR_EDITS`), off otherwise (a shape edit needs the model's own drawing).
     ``tune_steps``, in an edit of a given image, the steps of a small LoRA fitted on that one image with its
     source caption before it is inverted and edited (UniTune, Valevski et al., 2022; Imagic, Kawar et al., CVPR
     2023: :mod:`crossattn.editing.image_tuning`); 0, the default, fits none (opt-in: on issue 41's 100 drawings,
@@ -151,16 +154,15 @@ class EditSettings:
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
 
-    def pinned_for(self, null_text: bool) -> EditSettings:
-        """These settings as an edit of a given image runs them: ``direct_inversion`` and ``object_blend`` left
-        as ``None`` are :data:`GIVEN_IMAGE_DEFAULTS`; ``pinned_steps`` left as ``None`` is :data:`PINNED_DIRECT`
-        with Direct Inversion, else chosen by how the source path was made: :data:`PINNED_AFTER_NULL_TEXT` after
-        null-text inversion, :data:`PINNED_AFTER_DDIM` after DDIM (and for a ``source_path`` given without
-        saying). The one place those defaults are chosen."""
-        chosen = {
-            name: GIVEN_IMAGE_DEFAULTS[name] if getattr(self, name) is None else getattr(self, name)
-            for name in GIVEN_IMAGE_DEFAULTS
-        }
+    def pinned_for(self, null_text: bool, colour_edit: bool = False) -> EditSettings:
+        """These settings as an edit of a given image runs them: ``direct_inversion``, ``object_blend`` and the
+        rest left as ``None`` are :data:`GIVEN_IMAGE_DEFAULTS`, but ``recolour`` :data:`RECOLOUR_COLOUR_EDITS`
+        in a ``colour_edit``; ``pinned_steps`` left as ``None`` is :data:`PINNED_DIRECT` with Direct Inversion,
+        else chosen by how the source path was made: :data:`PINNED_AFTER_NULL_TEXT` after null-text inversion,
+        :data:`PINNED_AFTER_DDIM` after DDIM (and for a ``source_path`` given without saying). The one place
+        those defaults are chosen."""
+        defaults = {**GIVEN_IMAGE_DEFAULTS, **({"recolour": RECOLOUR_COLOUR_EDITS} if colour_edit else {})}
+        chosen = {name: defaults[name] if getattr(self, name) is None else getattr(self, name) for name in defaults}
         pinned = self.pinned_steps
         if pinned is None:  # with Direct Inversion the targets follow the path's corrections at every step
             pinned = (
