@@ -79,9 +79,11 @@ def test_source_negative_guides_the_target_against_the_source_caption(tiny_pipe,
 
     given = invert_image(tiny_pipe, picture, "a red square", num_inference_steps=3)
     runs = {
-        flag: edit_image(tiny_pipe, given, "a red square", "a blue square", source_negative=bool(flag))
+        flag: edit_image(tiny_pipe, given, "a red square", "a blue square", source_negative=bool(flag), recolour=False)
         for flag in (0, 1)
-    }
+    }  # not recoloured: a recolouring's target is the source's colours shifted, whatever the target row drew
+    recoloured = edit_image(tiny_pipe, given, "a red square", "a blue square", source_negative=True)
+    assert recoloured.result.settings.recolour is True  # the negative prompts fit the reference row too
     assert runs[1].result.settings.source_negative is True and runs[0].result.settings.source_negative is False
     assert runs[1].result.plain.tobytes() == runs[0].result.plain.tobytes()
     assert runs[1].result.edited.tobytes() != runs[0].result.edited.tobytes()

@@ -187,12 +187,12 @@ class Controller(ProcessorHook):
 
     def _local_blend(self) -> LocalBlend | None:
         """P2P's local blending on the changed words (None when no word changed: nothing to localise); with
-        ``recolour`` and an extra row (the edit's plain row), the changed words' maps in that row too."""
+        ``recolour`` and an extra row, the changed words' maps in the last one too (a recolouring's reference)."""
         source = sorted({i for m in self.token_maps for i in m.source_tokens})
         if not source or not all(m.target_tokens for m in self.token_maps):
             return None
-        plain = bool(self.settings.recolour) and self.extra_rows > 0
-        return LocalBlend(source, [m.target_tokens for m in self.token_maps], plain=plain)
+        reference = bool(self.settings.recolour) and self.extra_rows > 0
+        return LocalBlend(source, [m.target_tokens for m in self.token_maps], reference=reference)
 
     def _choose_layers(self, self_max_positions: int) -> list[LayerInfo]:
         """Cross layers when maps are injected, words reweighted or blended; small self layers when self maps are."""
@@ -351,8 +351,8 @@ class Controller(ProcessorHook):
         if self.local_blend is not None and layer.kind == "cross":
             targets = 0 if self._dropped else len(self.token_maps)  # the target rows in this batch
             for first in (first for first, half in groups if half == "cond"):
-                plain = first + 1 + targets  # the first extra row: the edit's plain row
-                self.local_blend.add(layer.resolution, rows, first, with_targets=not shared, plain_row=plain)
+                last = first + targets + self.extra_rows  # the last extra row: a recolouring's reference
+                self.local_blend.add(layer.resolution, rows, first, with_targets=not shared, reference_row=last)
         reweighting = layer.kind == "cross" and self.reweights
         if self._dropped or not (self.step < stop or reweighting):
             return probs  # nothing to edit (no target rows, or only the blend read the maps)

@@ -69,7 +69,7 @@ def given_image_callback(controller):
             and step >= controller.shared_stop
         ):
             out = {**out, "latents": object_blended(controller, latents, out["latents"])}
-        if settings.recolour and blend is not None and blend.plain and step == controller.steps - 1:
+        if settings.recolour and blend is not None and blend.reference and step == controller.steps - 1:
             pixels = getattr(pipe, "vae", None) is None  # a pixel-space model: shades are scales of the fill
             out = {**out, "latents": recoloured(controller, out["latents"], pixels)}
         return out

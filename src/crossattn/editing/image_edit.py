@@ -172,8 +172,9 @@ def edit_image(
             f"{settings.tune_steps}; invert with invert_image(..., tune_steps={settings.tune_steps})"
         )
     settings = pinning_chosen(given, settings, kwargs, colour_edit(source, target))
-    if settings.source_negative:  # rows [source, target, plain]: the target guided against the source prompt
-        negative = [negative or "", source] + [negative or ""] * bool(kwargs.get("plain", True))
+    if settings.source_negative:  # rows [source, target, plain, reference]: the target against the source prompt
+        extra = bool(kwargs.get("plain", True)) + bool(settings.recolour)
+        negative = [negative or "", source] + [negative or ""] * extra
     swapped = scheduler_swapped(pipe, ddim_scheduler(pipe))
     with given.adapter(pipe), swapped, NullText(pipe, given.inversion.null_embeddings, rows=1):
         result = edit(

@@ -66,24 +66,24 @@ class LocalBlend:
         start: float = 0.0,
         union: bool = False,
         peak_ratio: float = PEAK_RATIO,
-        plain: bool = False,
+        reference: bool = False,
     ):
         self.source_tokens, self.target_tokens = source_tokens, target_tokens
         self.threshold, self.start, self.union, self.peak_ratio = threshold, start, union, peak_ratio
-        self.plain = plain  # also sum the first target's words in the row after the targets (the edit's plain row)
+        self.reference = reference  # also sum the first target's words in a reference row (a recolouring's)
         self.resolution: int | None = None  # the cross layers whose maps are summed (the highest resolution)
-        self.maps: torch.Tensor | None = None  # (1 + targets [+ plain], h*w) running sum over layers and steps
+        self.maps: torch.Tensor | None = None  # (1 + targets [+ reference], h*w) running sum over layers and steps
 
     def reset(self, resolution: int) -> None:
         self.resolution, self.maps = resolution, None
 
     def add(
-        self, layer_resolution: int, rows: torch.Tensor, first: int, with_targets: bool = True, plain_row: int = -1
+        self, layer_resolution: int, rows: torch.Tensor, first: int, with_targets: bool = True, reference_row: int = -1
     ) -> None:
         """Add one cross layer's maps of the changed words; ``rows``: ``(B, h, N, K)`` probabilities,
         ``first``: the source row of the conditional half. ``with_targets=False`` (a shared step, where the
-        targets are the source): the source's maps only, zeros for the targets'. With ``plain``, a last row: the
-        first target's words in row ``plain_row`` (the plain row, uncontrolled, so in the batch at every step)."""
+        targets are the source): the source's maps only, zeros for the targets'. With ``reference``, a last row:
+        the first target's words in row ``reference_row`` (uncontrolled, so in the batch at every step)."""
         if layer_resolution != self.resolution:
             return
         n = rows.shape[2]
@@ -91,8 +91,8 @@ class LocalBlend:
         present = words if with_targets else words[:1]
         maps = [rows[first + i, :, :, tokens].sum(-1).mean(0) for i, tokens in enumerate(present)]  # R × (N,)
         maps += [rows.new_zeros(n)] * (len(words) - len(present))  # absent targets are 0
-        if self.plain:
-            maps.append(rows[plain_row, :, :, self.target_tokens[0]].sum(-1).mean(0))
+        if self.reference:
+            maps.append(rows[reference_row, :, :, self.target_tokens[0]].sum(-1).mean(0))
         maps = torch.stack(maps).float()  # (R, h*w)
         self.maps = maps if self.maps is None else self.maps + maps
 

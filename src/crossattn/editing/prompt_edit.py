@@ -86,6 +86,22 @@ def row_generators(generator, rows: int) -> list:
     return [generator] + [copy_generator(generator) for _ in range(rows - 1)]
 
 
+#: the seed of a recolouring's reference row (:mod:`crossattn.editing.recolour`): the same colour every run
+REFERENCE_SEED = 0
+
+
+def row_latents(latents: torch.Tensor, rows: int, reference: bool) -> torch.Tensor:
+    """``(rows, C, h, w)``: the one starting noise ``latents`` ``(1, C, h, w)`` for every row; with ``reference``,
+    the last row fresh noise instead (seeded :data:`REFERENCE_SEED`), where the target draws its own picture."""
+    import torch
+
+    out = latents.expand(rows, *latents.shape[1:])  # (rows, C, h, w)
+    if not reference:
+        return out
+    fresh = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(REFERENCE_SEED))  # (C, h, w)
+    return torch.cat([out[:-1], fresh.to(latents)[None]])  # (rows, C, h, w)
+
+
 def pipe_arguments(pipe, pipe_kwargs: dict) -> dict:
     """The caller's pipeline arguments, checked; relation guidance set to 0 where the pipeline has it."""
     own = sorted(set(pipe_kwargs) & set(OWN_ARGUMENTS))
@@ -133,7 +149,8 @@ def edit(
     the default model's layout does not follow its attention maps alone (docs/benchmarks.md, "Attention control").
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
-    cheaper), except in a recolouring of a given image, which takes its colour from that row. ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
+    cheaper). A recolouring of a given image (``recolour``) samples one more row, last: the target from fresh
+    noise, whose drawing of the changed words gives the new colour (:mod:`crossattn.editing.recolour`). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
     (an inverted image: :func:`crossattn.edit_image`). ``source_path``: with ``latents``, the source row's
     latents after each step (the inversion path from ``latents`` down), put back during the first
     ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
@@ -149,9 +166,10 @@ def edit(
     else:
         settings = settings.generated()
     kwargs = pipe_arguments(pipe, kwargs)
-    drawn = plain or bool(source_path and settings.recolour)  # a recolouring takes its colour from the plain row
-    controller = Controller(pipe, source, target, settings, extra_rows=int(drawn), source_path=source_path)
-    prompts = [source, target] + [target] * drawn
+    reference = bool(source_path and settings.recolour)  # a recolouring's colour: the target from fresh noise
+    extra = int(plain) + int(reference)
+    controller = Controller(pipe, source, target, settings, extra_rows=extra, source_path=source_path)
+    prompts = [source, target] + [target] * extra
     generators = row_generators(generator, len(prompts))
     with controller:
         if controller.needs_step_callback:
@@ -160,7 +178,7 @@ def edit(
                 callback = given_image_callback(controller)  # direct_inversion.py: what a given image adds
             kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
         if latents is not None:
-            kwargs["latents"] = latents.expand(len(prompts), *latents.shape[1:])  # (rows, C, h, w)
+            kwargs["latents"] = row_latents(latents, len(prompts), reference)  # (rows, C, h, w)
         images = pipe(prompts, generator=generators, output_type="pil", **kwargs).images
     plain_image = images[2] if plain else None
     changed = controller.token_maps[0].changed

@@ -1,25 +1,28 @@
 """A colour edit of a given image as a recolouring: the given object's outline and shading, the model's colour.
 
-``recolour=True`` (:class:`~crossattn.editing.settings.EditSettings`; issue 41). The controlled target of a
-prompt-to-prompt edit redraws the edited object in the model's own style: a turned triangle comes back
-upright, an outline of the old colour's shade stays at its rim. Bringing each of its steps to the nearest
-recolouring of the given object (one least-squares colour shift over the object) kept the outline, but on 19
-of issue 41's 100 drawings the controlled target never takes the new colour: the model would draw the object
-elsewhere (large objects on grey, turned ones), so inside the given object it paints the paper, and the
-nearest recolouring is a pale copy of the object. The *plain* row, the target prompt sampled from the same
-inverted noise without control, does draw the object in the new colour (looked at: docs/benchmarks.md).
+``recolour=True`` (:class:`~crossattn.editing.settings.EditSettings`; on by default for a colour edit of a
+given image; issue 41). The controlled target of a prompt-to-prompt edit redraws the edited object in the
+model's own style: a turned triangle comes back upright, an outline of the old colour's shade stays at its
+rim. Bringing each of its steps to the nearest recolouring of the given object (one least-squares colour
+shift over the object) kept the outline, but on 19 of issue 41's 100 drawings the controlled target never
+takes the new colour: the model would draw the object elsewhere (large objects on grey, turned ones), so
+inside the given object it paints the paper, and the nearest recolouring is a pale copy of the object. The
+model does draw the new colour when it draws the target prompt freely; from the given image's inverted noise
+(the edit's plain row) it mostly does too, but there the old colour lingers in the noise, and on two of the
+first 58 drawings it drew a faint ring or scattered dots of the old colour (looked at: docs/benchmarks.md).
 
-So the edited image is the source row (the reconstruction) with the object where the changed words' map
-peaks recoloured: ``x_s + alpha * (c_new - c_old)``, ``alpha`` the object's shading in the given image
-(:func:`~crossattn.editing.local_blend.shaded_matte`: 1 on the fill, the outline's shade on a darker outline,
-a fraction on an anti-aliased rim; on a VAE's latents, where a shade is not a scale of the fill, its matte,
-:func:`~crossattn.editing.local_blend.object_matte`), ``c_old`` the object's fill in the given image and
-``c_new`` the fill of the object in the plain row where the target's changed words' map peaks (both
-:func:`~crossattn.editing.local_blend.fill_colour`). That is the intrinsic-image split of a pixel into
-reflectance and shading (Barrow and Tenenbaum, "Recovering intrinsic scene characteristics from images",
-1978) with the reflectance swapped. The model chooses the colour (its own drawing of the words); the given
-image keeps everything else. For edits of a colour, not of a shape: a shape word's plain object has a
-shape of its own, which the recolouring does not take.
+So the edit samples one more row, the *reference*: the target prompt from fresh noise (seed 0, the same
+every run), the model's own drawing of it. The edited image is the source row (the reconstruction) with the
+object where the changed words' map peaks recoloured: ``x_s + alpha * (c_new - c_old)``, ``alpha`` the
+object's shading in the given image (:func:`~crossattn.editing.local_blend.shaded_matte`: 1 on the fill, the
+outline's shade on a darker outline, a fraction on an anti-aliased rim; on a VAE's latents, where a shade is
+not a scale of the fill, its matte, :func:`~crossattn.editing.local_blend.object_matte`), ``c_old`` the
+object's fill in the given image and ``c_new`` the fill of the object in the reference row where the
+target's changed words' map peaks (both :func:`~crossattn.editing.local_blend.fill_colour`). That is the
+intrinsic-image split of a pixel into reflectance and shading (Barrow and Tenenbaum, "Recovering intrinsic
+scene characteristics from images", 1978) with the reflectance swapped. The model chooses the colour (its
+own drawing of the words); the given image keeps everything else. For edits of a colour, not of a shape: a
+shape word's reference object has a shape of its own, which the recolouring does not take.
 """
 
 from __future__ import annotations
@@ -42,20 +45,20 @@ def strongest_object(region: torch.Tensor, image: torch.Tensor, weight: torch.Te
 
 
 def recoloured(controller, latents: torch.Tensor, pixels: bool) -> torch.Tensor:
-    """``latents`` ``(B, C, H, W)`` after the edit's last step (rows ``[source, *targets, plain]``) with every
-    target row the source row recoloured (the module's docstring); the rows as they were when the source's
-    words or the plain row's point at no object."""
+    """``latents`` ``(B, C, H, W)`` after the edit's last step (rows ``[source, *targets, ..., reference]``) with
+    every target row the source row recoloured (the module's docstring); the rows as they were when the
+    source's words or the reference row's point at no object."""
     blend = controller.local_blend
     size = latents.shape[-2:]
-    regions, weights = blend.regions(size)[:, 0], blend.upsampled(size)  # (R, H, W) each; the plain row last
+    regions, weights = blend.regions(size)[:, 0], blend.upsampled(size)  # (R, H, W) each; the reference last
     image = controller.source_path[-1].to(latents).reshape(latents.shape[1:])  # (C, H, W): the given image
     targets = len(controller.token_maps)
-    plain = latents[1 + targets]  # (C, H, W): the target prompt drawn freely
+    reference = latents[-1]  # (C, H, W): the target prompt drawn from fresh noise
     old = strongest_object(regions[0], image, weights[0])
-    new = strongest_object(regions[-1], plain, weights[-1])
+    new = strongest_object(regions[-1], reference, weights[-1])
     if old is None or new is None:
         return latents
-    shift = fill_colour(plain, new) - fill_colour(image, old)  # (C,)
+    shift = fill_colour(reference, new) - fill_colour(image, old)  # (C,)
     matte = shaded_matte if pixels else object_matte
     alpha = matte(regions[0], image, old[None]).reshape(size)  # (H, W)
     out = latents.clone()
