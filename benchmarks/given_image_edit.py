@@ -27,6 +27,7 @@ null-text against DDIM.
     python benchmarks/given_image_edit.py [--n 100] [--null-text-steps 10] [--cost 3] [--threads 1] [--json PATH]
         [--draws export pillow]   # one drawing per process, --cost 0; then --n 0 --cost N alone for the cost
         [--variants default ...]  # edit settings by name (edit_variants.py), each judged on the same inversion
+        [--kinds one/colour two/colour]  # some kinds of pair only (edit_consistency.KINDS)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from edit_consistency import attribute_right, centroids, edit_pairs, layout_shift  # noqa: E402
+from edit_consistency import KINDS, attribute_right, centroids, edit_pairs, layout_shift  # noqa: E402
 from edit_variants import COLOUR_WEIGHT, VARIANTS  # noqa: E402
 from pillow_scenes import pillow_scene  # noqa: E402
 
@@ -171,6 +172,7 @@ def main() -> None:
     subsets = {
         "--draws": (DRAWS, "which drawings to edit (one per process: run two)"),
         "--modes": (MODES, "which inversions to edit with (a re-run of one after a change to it)"),
+        "--kinds": (KINDS, "which kinds of pair to edit (the others are skipped, their drawings still drawn)"),
     }
     for flag, (choices, text) in subsets.items():  # each: some of its choices, all by default
         parser.add_argument(flag, nargs="+", choices=choices, default=list(choices), help=text)
@@ -189,6 +191,8 @@ def main() -> None:
     for i, pair in enumerate(edit_pairs(args.n, args.seed)):
         scene = scene_from_caption(pair["source"], np.random.default_rng([args.seed, i]))
         images = {"export": Image.fromarray(scene.image), "pillow": pillow_scene(scene, rng)[0]}  # rng: every pair
+        if pair["kind"] not in args.kinds:
+            continue
         for draw in args.draws:
             image = images[draw]
             for mode in args.modes:
