@@ -134,14 +134,13 @@ def edit_image(
 ) -> ImageEdit:
     """Edit a given image from ``source`` (its description) to ``target``, keeping the rest.
 
-    ``image``: a path, a PIL image, or a :class:`GivenInversion` from :func:`invert_image` (then its
-    prompt, steps and guidance are used). ``settings`` and the other ``kwargs`` are
-    :func:`crossattn.edit`'s (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``plain``,
-    the edit knobs); no ``generator``: every row starts from the inverted noise and DDIM draws none.
+    ``image``: a path, a PIL image, or a :class:`GivenInversion` from :func:`invert_image` (then its prompt,
+    steps and guidance are used). ``settings`` and the other ``kwargs`` are :func:`crossattn.edit`'s
+    (``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``plain``, the edit knobs); no
+    ``generator``: the rows start from the inverted noise (a recolouring's reference, a fixed seed's), DDIM draws none.
     With ``tune_steps`` the image is inverted, and edited, on a LoRA fitted to it (``tuning``: how, a
     :class:`~crossattn.editing.image_tuning.TuningConfig`); a :class:`GivenInversion` must have been made with
     the same ``tune_steps`` (:func:`invert_image`'s)."""
-    from .colour_words import colour_edit
     from .prompt_edit import edit
     from .settings import EditSettings
 
@@ -171,7 +170,7 @@ def edit_image(
             f"the inversion ran on a {given.tune_steps}-step per-image fit, the settings ask for tune_steps "
             f"{settings.tune_steps}; invert with invert_image(..., tune_steps={settings.tune_steps})"
         )
-    settings = pinning_chosen(given, settings, kwargs, colour_edit(source, target))
+    settings = pinning_chosen(given, settings, kwargs, source, target)
     if settings.source_negative:  # rows [source, target, plain, reference]: the target against the source prompt
         extra = bool(kwargs.get("plain", True)) + bool(settings.recolour)
         negative = [negative or "", source] + [negative or ""] * extra
@@ -192,12 +191,14 @@ def edit_image(
     return ImageEdit(result, given, psnr(result.source, given.image))
 
 
-def pinning_chosen(given: GivenInversion, settings, kwargs: dict, colour: bool = False):
+def pinning_chosen(given: GivenInversion, settings, kwargs: dict, source: str, target: str):
     """The edit's :class:`~crossattn.editing.settings.EditSettings`, from ``settings`` or the knobs
     among ``kwargs`` (taken out of it, as :func:`crossattn.edit` takes them), with ``pinned_steps`` left
     as ``None`` chosen by the inversion and ``recolour`` left as ``None`` by the words changed
     (:meth:`~crossattn.editing.settings.EditSettings.pinned_for`)."""
+    from .colour_words import colour_edit
     from .settings import EditSettings
 
     settings = EditSettings.taken(settings, kwargs)  # names a bad settings
+    colour = colour_edit(source, target)  # the source and target prompts change colour words only
     return settings.pinned_for(null_text=bool(given.inversion.null_text_path), colour_edit=colour)
