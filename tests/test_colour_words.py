@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossattn.editing.colour_words import changed_phrases, colour_edit, is_colour
+from crossattn.editing.colour_words import changed_phrases, colour_edit, colour_rgb, is_colour
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,9 @@ def test_changed_phrases_are_word_blocks_without_articles():
         ("orange", "yellow"),
         ("above", "below"),
     ]
+
+
+def test_colour_rgb_is_matplotlibs_for_a_whole_name_else_none():
+    assert colour_rgb("an orange") == (1.0, 165 / 255, 0.0)  # CSS4's orange, the article left out
+    assert colour_rgb("darkred") == (139 / 255, 0.0, 0.0) and colour_rgb("sky blue") is not None  # CSS4, XKCD
+    assert colour_rgb("square") is None and colour_rgb("red blue") is None  # a colour's name only, as a whole

@@ -74,13 +74,14 @@ def test_shaded_matte_is_each_pixels_shade_of_the_fill():
 GREEN = torch.tensor([-0.6, 0.7, -0.6])
 
 
-def edit_rows(source: torch.Tensor, reference: torch.Tensor, maps: torch.Tensor):
+def edit_rows(source: torch.Tensor, reference: torch.Tensor, maps: torch.Tensor, changed=()):
     """A controller after an edit's last step, as :func:`recoloured` reads it: rows ``[source, target, reference]``
     of ``(3, 16, 16)`` images (the target a copy of the source), the given image the source, and the local
     blend's summed ``maps`` ``(3, 16, 16)`` (source words, target words, the target words in the reference row)."""
     blend = LocalBlend([1], [[1]], reference=True)
     blend.maps = maps.reshape(3, -1).float()  # (R, h*w): a 16x16 layer
-    controller = SimpleNamespace(local_blend=blend, source_path=[source[None]], token_maps=[None])
+    token_map = SimpleNamespace(changed=list(changed))  # the changed words, as the alignment finds them
+    controller = SimpleNamespace(local_blend=blend, source_path=[source[None]], token_maps=[token_map])
     return controller, torch.stack([source, source.clone(), reference])  # (3, 3, 16, 16)
 
 
@@ -121,6 +122,26 @@ def test_the_object_under_the_words_peak_is_recoloured_and_the_other_kept():
     out = recoloured(controller, rows, pixels=True)
     assert torch.allclose(out[1, :, 4:13, 4:13], image[:, 4:13, 4:13], atol=1e-5)  # the square: unchanged
     assert torch.allclose(out[1, :, 14, 2], yellow, atol=1e-4)  # the block: yellow
+
+
+def test_the_named_colour_chooses_the_object_where_the_map_peaks_on_the_wrong_one():
+    """Issue 41's drawing 88: "a blue triangle below an orange square" to "... a red square", and the source's
+    "an orange" map peaking on the blue object (a causal text encoder's colour word has seen the objects before
+    it): the orange object is recoloured, since the words name orange; without a colour name, the peak's."""
+    image = torch.ones(3, 16, 16)
+    orange, blue = torch.tensor([1.0, 0.3, -1.0]), torch.tensor([-0.7, -0.6, 0.8])
+    image[:, 2:7, 2:7] = orange[:, None, None]
+    image[:, 9:14, 9:14] = blue[:, None, None]
+    reference = torch.ones(3, 16, 16)
+    reference[:, 3:8, 3:8] = torch.tensor([0.8, -0.8, -0.8])[:, None, None]  # red
+    maps = torch.zeros(3, 16, 16)
+    maps[0, 2:14, 2:14], maps[0, 9:14, 9:14] = 0.5, 1.0  # over both, peaking on the blue one
+    maps[2, 3:8, 3:8] = 1.0
+    for changed, recoloured_one in (([("an orange", "a red")], slice(2, 7)), ([("x", "y")], slice(9, 14))):
+        controller, rows = edit_rows(image, reference, maps, changed)
+        out = recoloured(controller, rows, pixels=True)
+        moved = (out[1] - image).abs().sum(0) > 1e-4  # (16, 16)
+        assert moved[recoloured_one, recoloured_one].all() and moved.sum() <= 7 * 7  # that object only (its rim)
 
 
 def test_no_object_in_the_reference_row_leaves_the_rows_as_they_were():

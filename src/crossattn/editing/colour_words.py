@@ -36,6 +36,21 @@ def is_colour(phrase: str) -> bool:
     return " ".join(words) in names or "".join(words) in names or all(w in names for w in words)
 
 
+def colour_rgb(phrase: str) -> tuple[float, float, float] | None:
+    """The RGB (each in [0, 1]) matplotlib gives the colour ``phrase`` names as a whole, its articles left out:
+    the words as written (CSS4's, else XKCD's: "dark red" is XKCD's), else without their spaces ("darkred",
+    CSS4's), or None when it names none."""
+    from matplotlib.colors import CSS4_COLORS, XKCD_COLORS, to_rgb
+
+    words = [w for w in WORD.findall(phrase.lower()) if w not in ARTICLES]
+    for name in (" ".join(words), "".join(words)):
+        if name in CSS4_COLORS:
+            return to_rgb(CSS4_COLORS[name])
+        if f"xkcd:{name}" in XKCD_COLORS:
+            return to_rgb(XKCD_COLORS[f"xkcd:{name}"])
+    return None
+
+
 def changed_phrases(source: str, target: str) -> list[tuple[str, str]]:
     """The ``(source words, target words)`` that differ between two prompts, word by word, lower case, the
     articles left out."""

@@ -31,17 +31,41 @@ import torch
 
 from .local_blend import fill_colour, object_matte, object_parts, shaded_matte
 
+#: objects whose fill is this much farther (model space, [-1, 1] RGB) from the named colour than the nearest
+#: one's still count as that colour (two objects of one colour: the words' map then chooses)
+NAMED_MARGIN = 0.25
 
-def strongest_object(region: torch.Tensor, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+
+def strongest_object(
+    region: torch.Tensor, image: torch.Tensor, weight: torch.Tensor, named: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """The object (``(H, W)`` bool) among the ``region``'s :func:`~crossattn.editing.local_blend.object_parts`
     of ``image`` ``(C, H, W)`` where the words' map ``weight`` ``(H, W)`` peaks (as the local blend keeps the
-    region's parts by their peaks: a sum would favour a large object at the region's edge); None when the
-    region points at no object."""
+    region's parts by their peaks: a sum would favour a large object at the region's edge); with ``named``
+    (``(3,)``, the colour the words name, in a pixel-space image), among the objects whose fill is nearest it
+    (within :data:`NAMED_MARGIN`). None when the region points at no object.
+
+    Why the name: the default model's text encoder is causal, so in "a blue triangle below an orange square"
+    the word "orange" has seen "a blue triangle" and its map can peak on the triangle (issue 41's drawing 88,
+    and a Pillow pair whose other object was recoloured instead); the drawing's own colours say which object
+    is orange."""
     parts = object_parts(region, image)  # (P, H, W)
     if not len(parts):
         return None
     peaks = torch.where(parts, weight, torch.zeros_like(weight)).amax(dim=(1, 2))  # (P,)
+    if named is not None:
+        distance = torch.stack([(fill_colour(image, part) - named).norm() for part in parts])  # (P,)
+        peaks = torch.where(distance <= distance.min() + NAMED_MARGIN, peaks, torch.full_like(peaks, -1.0))
     return parts[int(peaks.argmax())]
+
+
+def named_colour(controller, pixels: bool) -> torch.Tensor | None:
+    """``(3,)`` in model space: the colour the source's first changed words name (matplotlib's), in a
+    pixel-space model; None on a VAE's latents or when they name no colour."""
+    from .colour_words import colour_rgb
+
+    rgb = colour_rgb(controller.token_maps[0].changed[0][0]) if pixels and controller.token_maps[0].changed else None
+    return None if rgb is None else torch.tensor(rgb) * 2 - 1
 
 
 def recoloured(controller, latents: torch.Tensor, pixels: bool) -> torch.Tensor:
@@ -54,7 +78,7 @@ def recoloured(controller, latents: torch.Tensor, pixels: bool) -> torch.Tensor:
     image = controller.source_path[-1].to(latents).reshape(latents.shape[1:])  # (C, H, W): the given image
     targets = len(controller.token_maps)
     reference = latents[-1]  # (C, H, W): the target prompt drawn from fresh noise
-    old = strongest_object(regions[0], image, weights[0])
+    old = strongest_object(regions[0], image, weights[0], named_colour(controller, pixels))
     new = strongest_object(regions[-1], reference, weights[-1])
     if old is None or new is None:
         return latents
