@@ -130,7 +130,8 @@ def summary(rows: list[dict], max_shift: float) -> dict:
 
 def target_readable(n: int, seed: int, kinds: list[str]) -> dict[str, list[bool]]:
     """Per drawing style, per pair of ``kinds`` (in the run's order): does the analyzer read that renderer's own
-    drawing of the *target* (the same places and outline widths, the target's colours) as the target? Where it
+    drawing of the *target* (the same places and outline widths, the target's colours) as the target, the edited
+    object and the other one? Where it
     does not, an edit in that style cannot be judged right by it (the Pillow renderer's yellow and orange with
     their outline 60 % darker read as another colour: the given image's source object is not found either); a
     property of the pair and the renderer, not of the edit, so no model runs."""
@@ -146,7 +147,7 @@ def target_readable(n: int, seed: int, kinds: list[str]) -> dict[str, list[bool]
         drawn = {"export": Image.fromarray(target.image), "pillow": pillow_scene(target, widths)[0]}
         for draw, image in drawn.items():
             check = check_caption(np.asarray(image.resize((32, 32))), pair["target"])  # as judge reads the source
-            out[draw].append(attribute_right(check, pair["slot"]))
+            out[draw].append(attribute_right(check, pair["slot"]) and all(m is not None for m in check.matches))
     return out
 
 
