@@ -145,13 +145,13 @@ def test_added_conditioning_reaches_the_inversion_and_the_edit_alike(sdxl_explor
     finally:
         handle.remove()
     source, target = (added_conditions(pipe, p, (16, 16))["text_embeds"] for p in (SOURCE, TARGET))
-    inversion, edit = [c for c in calls if len(c["time_ids"]) == 1], [c for c in calls if len(c["time_ids"]) == 6]
-    assert len(inversion) + len(edit) == len(calls) and len(edit) == 3  # one pass a step: 2 halves × 3 rows
+    inversion, edit = [c for c in calls if len(c["time_ids"]) == 1], [c for c in calls if len(c["time_ids"]) == 8]
+    assert len(inversion) + len(edit) == len(calls) and len(edit) == 3  # one pass a step: 2 halves × 4 rows
     assert all(c["time_ids"].tolist() == [[16, 16, 0, 0, 16, 16]] * len(c["time_ids"]) for c in calls)
     assert all(torch.equal(c["text_embeds"], source) for c in inversion)
     for c in edit:
-        uncond, cond = c["text_embeds"].chunk(2)  # (3, P) each: source, edited, plain
-        assert torch.allclose(cond, torch.cat([source, target, target]), atol=1e-6)  # encoded as a batch of 3
+        uncond, cond = c["text_embeds"].chunk(2)  # (4, P) each: source, edited, plain, the recolouring's reference
+        assert torch.allclose(cond, torch.cat([source, target, target, target]), atol=1e-6)  # a batch of 4
         assert torch.equal(uncond[0], cond[0]) and torch.count_nonzero(uncond[1:]) == 0  # SDXL's empty negative
 
 
