@@ -203,7 +203,7 @@ def cost(pipe, pair: dict, image: Image.Image, null_text_steps: int, repeats: in
     return medians
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="edit pairs (each drawn both ways)")
     parser.add_argument("--seed", type=int, default=0)
@@ -229,7 +229,11 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", choices=plain, default=["default"], help="edit settings (edit_variants.py)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.readable:
         return readable_tables(args.readable)
     torch.set_num_threads(args.threads)
