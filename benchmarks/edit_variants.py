@@ -52,9 +52,9 @@ VARIANTS: dict[str, dict] = {
     # negative-prompt inversion's edit (Miyake et al., 2023): the targets guided against the source caption
     "source-negative": {"source_negative": True},
     "source-negative-shared0.5": {"source_negative": True, "shared_steps": 0.5},
-    # mask-constrained recolouring: inside each object the region covers, each step projected on a recolouring of
-    # it, one colour shift per channel and object (least squares over its shading), so the outline and shading
-    # stay the drawing's
+    # recolouring (editing/recolour.py): the given object's fill swapped for the colour of a reference row's drawing,
+    # over the object's shading, so the outline and shading stay the drawing's (rows measured before 2026-12-08 ran
+    # the least-squares projection of each step it replaced)
     "recolour": {"recolour": True},
     "recolour-shared0.2": {"recolour": True, "shared_steps": 0.2},
     "recolour-shared0": {"recolour": True, "shared_steps": 0.0},

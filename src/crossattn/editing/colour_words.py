@@ -13,27 +13,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import cache
 
 WORD = re.compile(r"[a-z]+")
 ARTICLES = frozenset({"a", "an"})
 
 
-@cache
-def colour_names() -> frozenset[str]:
-    """Every CSS4 and XKCD colour name, lower case, the XKCD ones without their ``xkcd:`` prefix."""
-    from matplotlib.colors import CSS4_COLORS, XKCD_COLORS
-
-    return frozenset(CSS4_COLORS) | frozenset(name.removeprefix("xkcd:") for name in XKCD_COLORS)
-
-
-def is_colour(phrase: str) -> bool:
-    """Whether ``phrase`` (one or more words) names a colour: as a whole, without its spaces, or word by word."""
-    words = WORD.findall(phrase.lower())
-    names = colour_names()
-    if not words:
-        return False
-    return " ".join(words) in names or "".join(words) in names or all(w in names for w in words)
+def words_of(phrase: str) -> list[str]:
+    """The words of ``phrase``, lower case, the articles left out."""
+    return [w for w in WORD.findall(phrase.lower()) if w not in ARTICLES]
 
 
 def colour_rgb(phrase: str) -> tuple[float, float, float] | None:
@@ -42,7 +29,7 @@ def colour_rgb(phrase: str) -> tuple[float, float, float] | None:
     CSS4's), or None when it names none."""
     from matplotlib.colors import CSS4_COLORS, XKCD_COLORS, to_rgb
 
-    words = [w for w in WORD.findall(phrase.lower()) if w not in ARTICLES]
+    words = words_of(phrase)
     for name in (" ".join(words), "".join(words)):
         if name in CSS4_COLORS:
             return to_rgb(CSS4_COLORS[name])
@@ -51,10 +38,17 @@ def colour_rgb(phrase: str) -> tuple[float, float, float] | None:
     return None
 
 
+def is_colour(phrase: str) -> bool:
+    """Whether ``phrase`` (one or more words, articles aside) names a colour: as a whole (:func:`colour_rgb`) or
+    word by word."""
+    words = words_of(phrase)
+    return bool(words) and (colour_rgb(phrase) is not None or all(colour_rgb(w) is not None for w in words))
+
+
 def changed_phrases(source: str, target: str) -> list[tuple[str, str]]:
     """The ``(source words, target words)`` that differ between two prompts, word by word, lower case, the
     articles left out."""
-    a, b = ([w for w in WORD.findall(p.lower()) if w not in ARTICLES] for p in (source, target))
+    a, b = words_of(source), words_of(target)
     blocks = difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
     return [(" ".join(a[i0:i1]), " ".join(b[j0:j1])) for tag, i0, i1, j0, j1 in blocks if tag != "equal"]
 

@@ -150,8 +150,9 @@ def edit(
     ``generator``: one ``torch.Generator`` (a fresh one seeded from torch's global RNG when None).
     ``plain=False`` skips the uncontrolled target row (``.plain`` is None; two rows instead of three, so
     cheaper). A recolouring of a given image (``recolour``) samples one more row, last: the target from fresh
-    noise, whose drawing of the changed words gives the new colour (:mod:`crossattn.editing.recolour`). ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's
-    (an inverted image: :func:`crossattn.edit_image`). ``source_path``: with ``latents``, the source row's
+    noise, whose drawing of the changed words gives the new colour (:mod:`crossattn.editing.recolour`).
+    ``latents``: one ``(1, C, h, w)`` starting noise for every row instead of the generator's (an inverted
+    image: :func:`crossattn.edit_image`). ``source_path``: with ``latents``, the source row's
     latents after each step (the inversion path from ``latents`` down), put back during the first
     ``pinned_steps``. The other ``kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``,
     ``negative_prompt``, ...). Bad input is one ``ValueError``, raised before sampling.

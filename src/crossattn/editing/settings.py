@@ -43,8 +43,8 @@ GIVEN_IMAGE_DEFAULTS = {
 }
 #: ``recolour`` left as ``None`` in a *colour* edit of a given image (every changed word a colour's name:
 #: :func:`crossattn.editing.colour_words.colour_edit`): on (issue 41's 100 drawings, DDIM, against the object
-#: blend alone: in place 0.80 → 0.99, outline kept 0.41 → 0.96, attribute 0.80 → 0.99, other unchanged 0.90 →
-#: 0.98, background min 44.4 → 44.9 dB; docs/benchmarks.md, "Recolouring from a reference row")
+#: blend alone: in place 0.80 → 1.00, outline kept 0.41 → 0.97, attribute 0.80 → 1.00, other unchanged 0.90 →
+#: 1.00, background min 44.4 → 44.9 dB; docs/benchmarks.md, "Recolouring from a reference row")
 RECOLOUR_COLOUR_EDITS = True
 #: ``shared_steps`` left as ``None`` in an edit of a generated image (docs/benchmarks.md, "Attention control")
 SHARED_STEPS = 0.3
@@ -106,7 +106,7 @@ class EditSettings:
     (Miyake et al., "Negative-prompt Inversion", 2023: the source row's unconditional states are the source
     prompt's after DDIM inversion, and the targets' too), so guidance pushes along the words' difference.
     ``recolour``, in an edit of a given image, the target is the source with the edited object's fill swapped for
-    the colour the plain row (the target prompt drawn without control) gives it, over the given object's shading
+    the colour a reference row (the target prompt drawn from fresh noise) gives it, over the given object's shading
     (:mod:`crossattn.editing.recolour`), so a colour edit keeps the object's outline, turn and shading and takes
     only the colour from the model; ``None``: on for a colour edit (every changed word a colour's name,
     :data:`RECOLOUR_COLOUR_EDITS`), off otherwise (a shape edit needs the model's own drawing).
